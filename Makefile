@@ -1,0 +1,84 @@
+# Konera QoD. `make` builds build/qodd and build/qodctl; `make run` starts the daemon; `make test` runs every test.
+# SANITIZE=1 builds into build/san with ASan+UBSan; CC=clang works as well as gcc.
+
+CC ?= cc
+SANITIZE ?= 0
+ifeq ($(SANITIZE),1)
+BUILD ?= build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT ?= -O1
+else
+BUILD ?= build
+SANFLAGS :=
+OPT ?= -O2
+endif
+
+PKGS := libmicrohttpd libcurl libcjson openssl sqlite3 libnl-route-3.0
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS ?= $(OPT) -g
+CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+          -Wno-missing-field-initializers -fno-strict-aliasing -pthread -Isrc $(PKG_CFLAGS) $(SANFLAGS) -MMD -MP
+LDFLAGS += -pthread $(SANFLAGS)
+LDLIBS += $(PKG_LIBS) -lm
+
+LIB_SRC := $(sort $(wildcard src/util/*.c src/core/*.c src/api/*.c src/auth/*.c src/store/*.c src/notify/*.c src/net/*.c src/daemon/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+LIB := $(BUILD)/libqod.a
+
+UNIT_SRC := $(sort $(wildcard tests/unit/*/test_*.c))
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
+TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
+TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+
+.PHONY: all deps run test unit e2e clean fuzz bench format
+all: $(BUILD)/qodd $(BUILD)/qodctl
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/qodd: $(BUILD)/obj/src/qodd.o $(LIB)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/qodctl: $(BUILD)/obj/src/qodctl.o $(LIB)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/obj/tests/%.o: CFLAGS += -Itests/unit
+
+# `make run`: install what is missing, build, start on the embedded defaults (127.0.0.1:8080, ./var, sim network).
+run: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run.sh $(BUILD)
+
+# `make test`: every unit and e2e test, in parallel; ends with "N passed, N failed".
+test: deps
+	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(TOOL_BIN)
+	@python3 tests/run.py --build $(BUILD) $(if $(T),--only $(T))
+
+unit: all $(UNIT_BIN)
+	@python3 tests/run.py --build $(BUILD) --unit-only
+
+clean:
+	rm -rf build
+
+format:
+	clang-format -i $(LIB_SRC) src/*.c $(UNIT_SRC) src/*/*.h
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,34 @@
+/* The admin socket: a Unix stream socket (mode 0600) in the data directory that qodctl talks to.
+ * Protocol: one JSON request per line, {"cmd":"app.create","args":{…}}, answered by one JSON line,
+ * {"ok":true,"result":…} or {"ok":false,"error":"…"}. Requests are limited to 64 KiB. The HTTP port never
+ * serves admin operations. */
+#ifndef QOD_API_ADMIN_H
+#define QOD_API_ADMIN_H
+
+#include "auth/apps.h"
+#include "auth/tokcache.h"
+#include "util/buf.h"
+
+#include <cjson/cJSON.h>
+
+typedef struct qod_admin qod_admin;
+typedef struct qod_engine qod_engine;
+
+/* What admin commands operate on; borrowed. */
+typedef struct {
+    qod_apps *apps;
+    qod_tokcache *tokens;
+    qod_engine *engine; /* may be NULL */
+} qod_admin_deps;
+
+/* One admin command: reads args, appends the JSON result to out, or returns an error with why in err. */
+typedef int (*qod_admin_fn)(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap);
+
+/* Binds path (removing a stale socket) and starts the admin thread. */
+int qod_admin_start(const char *path, const qod_admin_deps *deps, qod_admin **out);
+/* Stops the thread and removes the socket; NULL is a no-op. */
+void qod_admin_stop(qod_admin *a);
+/* Handles one request line and appends the response line (exposed for tests and fuzzing). */
+void qod_admin_handle(const qod_admin_deps *d, const char *line, size_t len, qod_buf *out);
+
+#endif

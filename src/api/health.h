@@ -1,0 +1,14 @@
+/* Operational endpoints: liveness, readiness (the store answers) and Prometheus metrics. */
+#ifndef QOD_API_HEALTH_H
+#define QOD_API_HEALTH_H
+
+#include "api/api.h"
+
+/* GET /healthz */
+void qod_health_live(qod_call *c, qod_req *r);
+/* GET /readyz */
+void qod_health_ready(qod_call *c, qod_req *r);
+/* GET /metrics */
+void qod_health_metrics(qod_call *c, qod_req *r);
+
+#endif

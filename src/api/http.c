@@ -1,0 +1,377 @@
+#include "api/http.h"
+
+#include "util/buf.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "util/time.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_RESP_HEADERS 24
+
+typedef struct {
+    char *name, *value;
+} hdr;
+
+struct qod_req {
+    qod_http *h;
+    struct MHD_Connection *conn;
+    const char *method;
+    char *path;
+    qod_buf body;
+    bool too_large;
+    bool dispatched;
+    bool suspended;
+    char peer[INET6_ADDRSTRLEN];
+    uint64_t start_ns;
+    void *user;
+    void (*user_free)(void *);
+    unsigned status;
+    char *resp_body;
+    size_t resp_len;
+    char *content_type;
+    hdr headers[MAX_RESP_HEADERS];
+    int nheaders;
+};
+
+struct qod_http {
+    struct MHD_Daemon *d;
+    qod_http_opts opts;
+    atomic_long inflight;
+    unsigned port;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void req_free(qod_req *r)
+{
+    if (!r)
+        return;
+    if (r->user_free)
+        r->user_free(r->user);
+    free(r->path);
+    qod_buf_dispose(&r->body);
+    free(r->resp_body);
+    free(r->content_type);
+    for (int i = 0; i < r->nheaders; i++) {
+        free(r->headers[i].name);
+        free(r->headers[i].value);
+    }
+    free(r);
+}
+
+static void peer_text(struct MHD_Connection *c, char *out, size_t cap)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    out[0] = '\0';
+    if (!ci || !ci->client_addr)
+        return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out, (socklen_t)cap);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out, (socklen_t)cap);
+}
+
+static enum MHD_Result queue_response(qod_req *r)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(r->resp_len, r->resp_body ? r->resp_body : (void *)"",
+                                        r->resp_body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    r->resp_body = NULL; /* now owned by the response */
+    if (r->content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+    for (int i = 0; i < r->nheaders; i++)
+        MHD_add_response_header(resp, r->headers[i].name, r->headers[i].value);
+    enum MHD_Result ret = MHD_queue_response(r->conn, r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                 const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    qod_http *h = cls;
+    qod_req *r = *con_cls;
+    if (!r) {
+        /* First call: headers only. Answering now would lose keep-alive, so just set up. */
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        r->h = h;
+        r->conn = conn;
+        r->method = method;
+        r->path = strdup(url);
+        r->start_ns = now_ns();
+        qod_buf_init(&r->body, h->opts.max_body ? h->opts.max_body : 65536);
+        peer_text(conn, r->peer, sizeof r->peer);
+        atomic_fetch_add(&h->inflight, 1);
+        *con_cls = r;
+        return r->path ? MHD_YES : MHD_NO;
+    }
+    if (*upload_size) {
+        /* Keep reading an over-long body but drop it: the 413 goes out once the client has sent it all. */
+        if (!r->too_large && qod_buf_append(&r->body, upload_data, *upload_size) != QOD_OK) {
+            r->too_large = true;
+            qod_buf_dispose(&r->body);
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (!r->dispatched) {
+        r->dispatched = true;
+        if (!r->body.data)
+            qod_buf_append(&r->body, "", 0);
+        h->opts.dispatch(h->opts.ctx, r);
+        if (r->suspended)
+            return MHD_YES;
+    }
+    if (!r->status) {
+        /* A resumed request whose response is not set yet: the resume was early; wait for the next. */
+        return MHD_YES;
+    }
+    return queue_response(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    (void)toe;
+    qod_http *h = cls;
+    qod_req *r = *con_cls;
+    if (!r)
+        return;
+    if (h->opts.done && r->dispatched)
+        h->opts.done(h->opts.ctx, r, r->status ? r->status : 500, now_ns() - r->start_ns);
+    req_free(r);
+    *con_cls = NULL;
+    atomic_fetch_sub(&h->inflight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t l = strlen(msg);
+    while (l && (msg[l - 1] == '\n' || msg[l - 1] == '"'))
+        msg[--l] = '\0';
+    for (char *p = msg; *p; p++)
+        if (*p == '"')
+            *p = '\'';
+    QOD_DEBUG("http", "mhd", "msg=\"%s\"", msg);
+}
+
+/* Resolves "HOST:PORT" or "[V6]:PORT" to a socket address. */
+static int resolve_listen(const char *listen, struct sockaddr_storage *ss, char *err, size_t errcap)
+{
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    if (!colon || colon == listen || (size_t)(colon - listen) >= sizeof host) {
+        snprintf(err, errcap, "listen address '%s' is not HOST:PORT", listen);
+        return QOD_ERR_INVALID;
+    }
+    const char *hs = listen;
+    size_t hl = (size_t)(colon - listen);
+    if (hs[0] == '[' && hl > 2 && hs[hl - 1] == ']') {
+        hs++;
+        hl -= 2;
+    }
+    memcpy(host, hs, hl);
+    host[hl] = '\0';
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    int g = getaddrinfo(host, colon + 1, &hints, &res);
+    if (g != 0 || !res) {
+        snprintf(err, errcap, "cannot resolve listen address '%s': %s", listen, gai_strerror(g));
+        return QOD_ERR_INVALID;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return QOD_OK;
+}
+
+int qod_http_start(const qod_http_opts *opts, qod_http **out, char *err, size_t errcap)
+{
+    *out = NULL;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    int rc = resolve_listen(opts->listen, &ss, err, errcap);
+    if (rc != QOD_OK)
+        return rc;
+    qod_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return QOD_ERR_NOMEM;
+    h->opts = *opts;
+    unsigned threads = opts->threads ? opts->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    if (opts->tls_cert_pem)
+        flags |= MHD_USE_TLS;
+    struct MHD_OptionItem tls[] = {
+        {opts->tls_cert_pem ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)opts->tls_cert_pem},
+        {opts->tls_cert_pem ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)opts->tls_key_pem},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    h->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_THREAD_POOL_SIZE, threads,
+        MHD_OPTION_CONNECTION_TIMEOUT, opts->conn_timeout_s ? opts->conn_timeout_s : 30u,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, opts->per_ip_limit, MHD_OPTION_CONNECTION_LIMIT,
+        opts->conn_limit ? opts->conn_limit : 4096u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        opts->max_header_bytes ? opts->max_header_bytes : (size_t)32768, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        h, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+    if (!h->d) {
+        snprintf(err, errcap, "cannot listen on %s (address in use, or bad TLS files)", opts->listen);
+        free(h);
+        return QOD_ERR_INVALID;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = di ? di->port : 0;
+    *out = h;
+    return QOD_OK;
+}
+
+void qod_http_stop(qod_http *h, int drain_ms)
+{
+    if (!h)
+        return;
+    MHD_quiesce_daemon(h->d);
+    int64_t deadline = qod_time_mono_ms() + drain_ms;
+    while (atomic_load(&h->inflight) > 0 && qod_time_mono_ms() < deadline) {
+        struct timespec ts = {0, 5 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    MHD_stop_daemon(h->d);
+    free(h);
+}
+
+unsigned qod_http_port(const qod_http *h)
+{
+    return h->port;
+}
+
+long qod_http_inflight(const qod_http *h)
+{
+    return atomic_load(&((qod_http *)h)->inflight);
+}
+
+const char *qod_req_method(const qod_req *r)
+{
+    return r->method;
+}
+
+const char *qod_req_path(const qod_req *r)
+{
+    return r->path;
+}
+
+const char *qod_req_header(const qod_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *qod_req_query(const qod_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *qod_req_body(const qod_req *r, size_t *len)
+{
+    *len = r->body.len;
+    return r->body.data ? r->body.data : "";
+}
+
+bool qod_req_body_too_large(const qod_req *r)
+{
+    return r->too_large;
+}
+
+const char *qod_req_peer(const qod_req *r)
+{
+    return r->peer;
+}
+
+uint64_t qod_req_start_ns(const qod_req *r)
+{
+    return r->start_ns;
+}
+
+void qod_req_set_user(qod_req *r, void *user, void (*free_fn)(void *))
+{
+    r->user = user;
+    r->user_free = free_fn;
+}
+
+void *qod_req_user(const qod_req *r)
+{
+    return r->user;
+}
+
+int qod_req_add_header(qod_req *r, const char *name, const char *value)
+{
+    if (r->nheaders >= MAX_RESP_HEADERS)
+        return QOD_ERR_LIMIT;
+    hdr *x = &r->headers[r->nheaders];
+    x->name = strdup(name);
+    x->value = strdup(value);
+    if (!x->name || !x->value) {
+        free(x->name);
+        free(x->value);
+        return QOD_ERR_NOMEM;
+    }
+    r->nheaders++;
+    return QOD_OK;
+}
+
+int qod_req_respond(qod_req *r, unsigned status, const char *content_type, const char *body, size_t len)
+{
+    char *copy = NULL;
+    if (len) {
+        copy = malloc(len);
+        if (!copy)
+            return QOD_ERR_NOMEM;
+        memcpy(copy, body, len);
+    }
+    free(r->resp_body);
+    free(r->content_type);
+    r->resp_body = copy;
+    r->resp_len = len;
+    r->content_type = content_type ? strdup(content_type) : NULL;
+    r->status = status;
+    return QOD_OK;
+}
+
+void qod_req_suspend(qod_req *r)
+{
+    r->suspended = true;
+    MHD_suspend_connection(r->conn);
+}
+
+void qod_req_resume(qod_req *r)
+{
+    MHD_resume_connection(r->conn);
+}
+
+unsigned qod_req_status(const qod_req *r)
+{
+    return r->status;
+}

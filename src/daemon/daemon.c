@@ -1,0 +1,180 @@
+#include "daemon/daemon.h"
+
+#include "api/admin.h"
+#include "api/api.h"
+#include "api/http.h"
+#include "auth/apps.h"
+#include "auth/jwt.h"
+#include "auth/tokcache.h"
+#include "store/store.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DRAIN_MS 10000
+
+struct qod_daemon {
+    char public_url[256];
+    int lock_fd;
+    qod_store *store;
+    qod_apps *apps;
+    qod_jwt_key *key;
+    qod_tokcache *tokens;
+    qod_api *api;
+    qod_http *http;
+    qod_admin *admin;
+};
+
+/* Creates the data directory 0700 (tightening an existing one) and takes its lock. */
+static int prepare_data_dir(const char *dir, int *lock_fd, char *err, size_t errcap)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errcap, "cannot create data directory %s: %s", dir, strerror(errno));
+        return -errno;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        snprintf(err, errcap, "data directory %s is not a directory", dir);
+        return QOD_ERR_INVALID;
+    }
+    if ((sb.st_mode & 0777) != 0700 && chmod(dir, 0700) != 0) {
+        snprintf(err, errcap, "cannot set mode 0700 on %s: %s", dir, strerror(errno));
+        return -errno;
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/qodd.lock", dir);
+    *lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errcap, "data directory %s is in use by another qodd (%s)", dir, strerror(errno));
+        return QOD_ERR_BUSY;
+    }
+    return QOD_OK;
+}
+
+static int open_state(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
+{
+    char path[4200];
+    qod_store_opts so = {.uri = o->data, .sync_full = strcmp(o->sync, "full") == 0};
+    int rc = qod_store_open(&so, &d->store);
+    if (rc != QOD_OK) {
+        snprintf(err, errcap, "cannot open the store in %s: %s", o->data, qod_strerror(rc));
+        return rc;
+    }
+    rc = qod_apps_create(d->store, &d->apps);
+    if (rc != QOD_OK) {
+        snprintf(err, errcap, "cannot load apps: %s", qod_strerror(rc));
+        return rc;
+    }
+    snprintf(path, sizeof path, "%s/signing-key.pem", o->data);
+    rc = qod_jwt_key_load_or_create(path, &d->key);
+    if (rc != QOD_OK) {
+        snprintf(err, errcap, "cannot load or create the signing key %s: %s", path, qod_strerror(rc));
+        return rc;
+    }
+    d->tokens = qod_tokcache_create(100000);
+    return d->tokens ? QOD_OK : QOD_ERR_NOMEM;
+}
+
+static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
+{
+    qod_api_deps deps = {
+        .public_url = d->public_url,
+        .token_ttl_s = o->token_ttl,
+        .apps = d->apps,
+        .key = d->key,
+        .tokens = d->tokens,
+        .store = d->store,
+    };
+    int rc = qod_api_create(&deps, &d->api);
+    if (rc != QOD_OK) {
+        snprintf(err, errcap, "cannot create the API: %s", qod_strerror(rc));
+        return rc;
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/qodd.sock", o->data);
+    qod_admin_deps ad = {.apps = d->apps, .tokens = d->tokens};
+    rc = qod_admin_start(path, &ad, &d->admin);
+    if (rc != QOD_OK) {
+        snprintf(err, errcap, "cannot open the admin socket %s: %s", path, qod_strerror(rc));
+        return rc;
+    }
+    qod_http_opts ho = {
+        .listen = o->listen,
+        .threads = (unsigned)o->threads,
+        .conn_timeout_s = (unsigned)o->conn_timeout,
+        .per_ip_limit = (unsigned)o->max_conns_per_ip,
+        .conn_limit = (unsigned)o->max_conns,
+        .max_body = (size_t)o->max_body,
+        .dispatch = qod_api_dispatch,
+        .done = qod_api_done,
+        .ctx = d->api,
+    };
+    return qod_http_start(&ho, &d->http, err, errcap);
+}
+
+int qod_daemon_start(const qod_options *o, qod_daemon **out, char *err, size_t errcap)
+{
+    *out = NULL;
+    qod_daemon *d = calloc(1, sizeof *d);
+    if (!d)
+        return QOD_ERR_NOMEM;
+    d->lock_fd = -1;
+    if (o->public_url[0])
+        snprintf(d->public_url, sizeof d->public_url, "%s", o->public_url);
+    else
+        snprintf(d->public_url, sizeof d->public_url, "http://%s", o->listen);
+    size_t ul = strlen(d->public_url);
+    while (ul && d->public_url[ul - 1] == '/')
+        d->public_url[--ul] = '\0';
+    int rc = prepare_data_dir(o->data, &d->lock_fd, err, errcap);
+    rc = rc ? rc : open_state(d, o, err, errcap);
+    rc = rc ? rc : start_servers(d, o, err, errcap);
+    if (rc != QOD_OK) {
+        qod_daemon_stop(d);
+        return rc;
+    }
+    QOD_INFO("qodd", "started", "listen=%s port=%u data=%s network=%s issuer=%s sync=%s", o->listen,
+             qod_http_port(d->http), o->data, o->network, d->public_url, o->sync);
+    *out = d;
+    return QOD_OK;
+}
+
+void qod_daemon_wait(qod_daemon *d)
+{
+    (void)d;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    int sig = 0;
+    while (sigwait(&set, &sig) != 0)
+        ;
+    QOD_INFO("qodd", "stopping", "signal=%d", sig);
+}
+
+void qod_daemon_stop(qod_daemon *d)
+{
+    if (!d)
+        return;
+    /* Order: stop taking requests and drain them, then the admin socket, then state. */
+    qod_http_stop(d->http, DRAIN_MS);
+    qod_admin_stop(d->admin);
+    qod_api_destroy(d->api);
+    qod_tokcache_destroy(d->tokens);
+    qod_jwt_key_destroy(d->key);
+    qod_apps_destroy(d->apps);
+    qod_store_close(d->store);
+    if (d->lock_fd >= 0)
+        close(d->lock_fd);
+    free(d);
+    QOD_INFO("qodd", "stopped", "%s", "");
+}

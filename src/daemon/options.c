@@ -1,0 +1,73 @@
+#include "daemon/options.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* HOST:PORT or [V6]:PORT with a port from 0 to 65535 (0 picks a free port). */
+static int check_listen(const char *v, char *err, size_t errcap)
+{
+    const char *colon = strrchr(v, ':');
+    if (!colon || colon == v) {
+        snprintf(err, errcap, "'%s' is not HOST:PORT", v);
+        return -1;
+    }
+    char *end = NULL;
+    long port = strtol(colon + 1, &end, 10);
+    if (!colon[1] || *end || port < 0 || port > 65535) {
+        snprintf(err, errcap, "port in '%s' is out of range [0, 65535]", v);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_url(const char *v, char *err, size_t errcap)
+{
+    if (*v && strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
+        snprintf(err, errcap, "'%s' must start with http:// or https://", v);
+        return -1;
+    }
+    return 0;
+}
+
+#define O(field) offsetof(qod_options, field)
+
+const qod_cfg_opt qod_option_table[] = {
+    {"config", QOD_CFG_STR, O(config), 0, 4096, NULL, NULL, NULL, "Read 'name = value' options from FILE."},
+    {"listen", QOD_CFG_STR, O(listen), 0, 300, "127.0.0.1:8080", NULL, check_listen,
+     "HTTP listen address HOST:PORT (port 0 picks a free one)."},
+    {"data", QOD_CFG_STR, O(data), 0, 3000, "./var", NULL, NULL,
+     "Data directory: SQLite database, signing key, admin socket qodd.sock (created 0700)."},
+    {"network", QOD_CFG_ENUM, O(network), 0, 0, "sim", "sim", NULL, "Network backend."},
+    {"public-url", QOD_CFG_STR, O(public_url), 0, 200, "", NULL, check_url,
+     "Public base URL: token issuer and link base (default http://LISTEN)."},
+    {"log-level", QOD_CFG_ENUM, O(log_level), 0, 0, "info", "debug|info|warn|error", NULL, "Lowest level logged."},
+    {"log-format", QOD_CFG_ENUM, O(log_format), 0, 0, "text", "text|json", NULL,
+     "Log lines as key=value text or JSON objects."},
+    {"sync", QOD_CFG_ENUM, O(sync), 0, 0, "full", "full|normal", NULL,
+     "full: fsync each group commit before answering; normal: leave it to the OS (faster, may lose the last "
+     "commits on power loss)."},
+    {"token-ttl", QOD_CFG_INT, O(token_ttl), 60, 86400, "3600", NULL, NULL, "Access token lifetime, seconds."},
+    {"threads", QOD_CFG_INT, O(threads), 0, 256, "0", NULL, NULL, "HTTP worker threads (0 = one per core)."},
+    {"conn-timeout", QOD_CFG_INT, O(conn_timeout), 1, 3600, "30", NULL, NULL,
+     "Idle and slow-client connection timeout, seconds."},
+    {"max-conns-per-ip", QOD_CFG_INT, O(max_conns_per_ip), 0, 1000000, "512", NULL, NULL,
+     "Connections per client address (0 = no limit)."},
+    {"max-conns", QOD_CFG_INT, O(max_conns), 16, 1000000, "10000", NULL, NULL, "Total connections."},
+    {"max-body", QOD_CFG_INT, O(max_body), 1024, 10485760, "65536", NULL, NULL,
+     "Largest request body, bytes (larger: 413)."},
+};
+
+const size_t qod_option_count = sizeof qod_option_table / sizeof qod_option_table[0];
+
+int qod_options_parse(qod_options *o, int argc, char **argv, char **envp, bool *help, char *err, size_t errcap)
+{
+    memset(o, 0, sizeof *o);
+    return qod_config_parse(qod_option_table, qod_option_count, o, argc, argv, envp, help, err, errcap);
+}
+
+void qod_options_dispose(qod_options *o)
+{
+    qod_config_dispose(qod_option_table, qod_option_count, o);
+}

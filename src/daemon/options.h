@@ -1,0 +1,37 @@
+/* qodd's configuration: one table (options.c) that drives flags, QOD_<NAME> variables, --config files,
+ * --help and docs/operations.md. */
+#ifndef QOD_DAEMON_OPTIONS_H
+#define QOD_DAEMON_OPTIONS_H
+
+#include "util/config.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct {
+    char *listen;
+    char *data;
+    char *network;
+    char *public_url;
+    char *log_level;
+    char *log_format;
+    char *config;
+    char *sync;
+    long long token_ttl;
+    long long threads;
+    long long conn_timeout;
+    long long max_conns_per_ip;
+    long long max_conns;
+    long long max_body;
+} qod_options;
+
+/* The option table and its size. */
+extern const qod_cfg_opt qod_option_table[];
+extern const size_t qod_option_count;
+
+/* Parses the command line, environment and config file. On error writes a one-line message naming the option. */
+int qod_options_parse(qod_options *o, int argc, char **argv, char **envp, bool *help, char *err, size_t errcap);
+/* Frees the strings. */
+void qod_options_dispose(qod_options *o);
+
+#endif

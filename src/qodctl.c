@@ -1,0 +1,292 @@
+/* qodctl: the operator's and developer's command line. Talks to a running qodd over its admin socket
+ * (never the HTTP port): `qodctl [--data DIR | --socket PATH] NOUN VERB [ARGS] [--json]`. */
+#include "util/buf.h"
+#include "util/err.h"
+#include "util/json.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+typedef enum { F_STR, F_NUM, F_RATE, F_BOOL } flag_type;
+
+typedef struct {
+    const char *flag; /* without dashes */
+    const char *key;  /* JSON argument name */
+    flag_type type;
+} flag_spec;
+
+typedef struct {
+    const char *noun, *verb;
+    const char *positional; /* JSON key of the one positional argument, or NULL */
+    const char *usage;
+    flag_spec flags[8];
+    void (*print)(const cJSON *result);
+} cmd_spec;
+
+static void print_app(const cJSON *r);
+static void print_app_list(const cJSON *r);
+static void print_ok(const cJSON *r);
+
+static const cmd_spec commands[] = {
+    {"app", "create", NULL,
+     "app create --name N [--env sandbox|live] [--scopes \"S ...\"] [--rate-limit R/s] [--burst B] "
+     "[--max-sessions N] [--json]",
+     {{"name", "name", F_STR},
+      {"env", "env", F_STR},
+      {"scopes", "scopes", F_STR},
+      {"rate-limit", "rate_limit", F_RATE},
+      {"burst", "burst", F_NUM},
+      {"max-sessions", "max_sessions", F_NUM}},
+     print_app},
+    {"app", "list", NULL, "app list [--json]", {{0}}, print_app_list},
+    {"app", "show", "client_id", "app show CLIENT_ID [--json]", {{0}}, print_app},
+    {"app", "delete", "client_id", "app delete CLIENT_ID", {{0}}, print_ok},
+    {"app", "rotate-secret", "client_id", "app rotate-secret CLIENT_ID [--json]", {{0}}, print_app},
+    {"app", "set-limits", "client_id",
+     "app set-limits CLIENT_ID [--rate-limit R/s] [--burst B] [--max-sessions N] [--json]",
+     {{"rate-limit", "rate_limit", F_RATE}, {"burst", "burst", F_NUM}, {"max-sessions", "max_sessions", F_NUM}},
+     print_app},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: qodctl [--data DIR | --socket PATH] COMMAND\n\nTalks to a running qodd over its admin "
+                 "socket (default ./var/qodd.sock, or $QOD_DATA/qodd.sock).\n\nCommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  qodctl %s\n", commands[i].usage);
+}
+
+static const char *str_of(const cJSON *o, const char *k)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(it) ? it->valuestring : "";
+}
+
+static double num_of(const cJSON *o, const char *k)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(it) ? it->valuedouble : 0;
+}
+
+static void print_app(const cJSON *r)
+{
+    static const char *const keys[] = {"client_id", "client_secret", "webhook_secret", "name", "env", "scopes"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (cJSON_GetObjectItemCaseSensitive(r, keys[i]))
+            printf("%-15s %s\n", keys[i], str_of(r, keys[i]));
+    printf("%-15s %g/s (burst %g)\n%-15s %.0f\n", "rate_limit", num_of(r, "rate_limit"), num_of(r, "burst"),
+           "max_sessions", num_of(r, "max_sessions"));
+    if (cJSON_GetObjectItemCaseSensitive(r, "client_secret"))
+        printf("\nThe client secret is shown only now: store it safely.\n");
+}
+
+static void print_app_list(const cJSON *r)
+{
+    printf("%-32s  %-7s  %-10s  %-12s  %s\n", "CLIENT_ID", "ENV", "RATE/S", "MAX_SESSIONS", "NAME");
+    const cJSON *a;
+    cJSON_ArrayForEach(a, r)
+    {
+        printf("%-32s  %-7s  %-10g  %-12.0f  %s\n", str_of(a, "client_id"), str_of(a, "env"),
+               num_of(a, "rate_limit"), num_of(a, "max_sessions"), str_of(a, "name"));
+    }
+}
+
+static void print_ok(const cJSON *r)
+{
+    (void)r;
+    printf("ok\n");
+}
+
+/* Converts one flag value to JSON; false with a message on bad input. */
+static bool add_flag(cJSON *args, const flag_spec *f, const char *v)
+{
+    if (f->type == F_STR) {
+        cJSON_AddStringToObject(args, f->key, v);
+        return true;
+    }
+    char *end = NULL;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (f->type == F_RATE && end && strcmp(end, "/s") == 0)
+        end += 2;
+    if (errno || end == v || *end || !isfinite(d) || d < 0) {
+        fprintf(stderr, "qodctl: --%s needs a non-negative number, not '%s'\n", f->flag, v);
+        return false;
+    }
+    cJSON_AddNumberToObject(args, f->key, d);
+    return true;
+}
+
+/* Parses the command's arguments into a JSON object; NULL after printing an error. */
+static cJSON *parse_args(const cmd_spec *c, int argc, char **argv, bool *json)
+{
+    cJSON *args = cJSON_CreateObject();
+    bool have_pos = false;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            *json = true;
+            continue;
+        }
+        if (strncmp(argv[i], "--", 2) != 0) {
+            if (!c->positional || have_pos) {
+                fprintf(stderr, "qodctl: unexpected argument '%s'\nusage: qodctl %s\n", argv[i], c->usage);
+                goto fail;
+            }
+            cJSON_AddStringToObject(args, c->positional, argv[i]);
+            have_pos = true;
+            continue;
+        }
+        const flag_spec *f = NULL;
+        for (int k = 0; k < 8 && c->flags[k].flag && !f; k++)
+            if (strcmp(c->flags[k].flag, argv[i] + 2) == 0)
+                f = &c->flags[k];
+        if (!f || i + 1 >= argc) {
+            fprintf(stderr, "qodctl: %s '%s'\nusage: qodctl %s\n", f ? "missing value for" : "unknown option",
+                    argv[i], c->usage);
+            goto fail;
+        }
+        if (!add_flag(args, f, argv[++i]))
+            goto fail;
+    }
+    if (c->positional && !have_pos) {
+        fprintf(stderr, "qodctl: missing %s\nusage: qodctl %s\n", c->positional, c->usage);
+        goto fail;
+    }
+    return args;
+fail:
+    cJSON_Delete(args);
+    return NULL;
+}
+
+/* Sends one request line and reads one response line. */
+static int call(const char *sock, const char *req, qod_buf *resp)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(sock) >= sizeof sa.sun_path) {
+        fprintf(stderr, "qodctl: socket path too long: %s\n", sock);
+        return -1;
+    }
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        fprintf(stderr, "qodctl: cannot reach qodd at %s: %s (is it running?)\n", sock, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    size_t len = strlen(req), off = 0;
+    int rc = 0;
+    while (off < len && rc == 0) {
+        ssize_t w = write(fd, req + off, len - off);
+        if (w <= 0)
+            rc = -1;
+        else
+            off += (size_t)w;
+    }
+    char chunk[8192];
+    while (rc == 0 && !(resp->len && resp->data[resp->len - 1] == '\n')) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n <= 0 || qod_buf_append(resp, chunk, (size_t)n) != QOD_OK)
+            rc = -1;
+    }
+    close(fd);
+    if (rc != 0)
+        fprintf(stderr, "qodctl: the connection to qodd failed\n");
+    return rc;
+}
+
+static int run(const char *sock, const cmd_spec *c, cJSON *args, bool json)
+{
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "cmd", "");
+    char name[64];
+    snprintf(name, sizeof name, "%s.%s", c->noun, c->verb);
+    cJSON_ReplaceItemInObject(req, "cmd", cJSON_CreateString(name));
+    cJSON_AddItemToObject(req, "args", args);
+    char *text = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    qod_buf line, resp;
+    qod_buf_init(&line, 0);
+    qod_buf_init(&resp, 64u << 20);
+    qod_buf_puts(&line, text);
+    qod_buf_puts(&line, "\n");
+    free(text);
+    int rc = call(sock, line.data, &resp);
+    cJSON *r = NULL;
+    char err[128];
+    if (rc == 0 && qod_json_parse(resp.data, resp.len, 64, &r, err, sizeof err) != QOD_OK) {
+        fprintf(stderr, "qodctl: bad answer from qodd: %s\n", err);
+        rc = -1;
+    }
+    if (rc == 0) {
+        const cJSON *ok = cJSON_GetObjectItemCaseSensitive(r, "ok");
+        const cJSON *result = cJSON_GetObjectItemCaseSensitive(r, "result");
+        if (!cJSON_IsTrue(ok)) {
+            fprintf(stderr, "qodctl: %s\n", str_of(r, "error"));
+            rc = -1;
+        } else if (json) {
+            char *out = cJSON_Print(result);
+            printf("%s\n", out ? out : "null");
+            free(out);
+        } else {
+            c->print(result);
+        }
+    }
+    cJSON_Delete(r);
+    qod_buf_dispose(&line);
+    qod_buf_dispose(&resp);
+    return rc == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    char sock[4200];
+    const char *data = getenv("QOD_DATA");
+    const char *socket_path = getenv("QOD_SOCKET");
+    int i = 1;
+    for (; i < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (i + 1 >= argc) {
+            usage(stderr);
+            return 2;
+        }
+        if (strcmp(argv[i], "--data") == 0)
+            data = argv[i + 1];
+        else if (strcmp(argv[i], "--socket") == 0)
+            socket_path = argv[i + 1];
+        else {
+            fprintf(stderr, "qodctl: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (socket_path)
+        snprintf(sock, sizeof sock, "%s", socket_path);
+    else
+        snprintf(sock, sizeof sock, "%s/qodd.sock", data ? data : "./var");
+    if (argc - i < 2) {
+        usage(stderr);
+        return 2;
+    }
+    for (size_t k = 0; k < N_COMMANDS; k++) {
+        if (strcmp(commands[k].noun, argv[i]) != 0 || strcmp(commands[k].verb, argv[i + 1]) != 0)
+            continue;
+        bool json = false;
+        cJSON *args = parse_args(&commands[k], argc - i - 2, argv + i + 2, &json);
+        return args ? run(sock, &commands[k], args, json) : 2;
+    }
+    fprintf(stderr, "qodctl: unknown command '%s %s'\n", argv[i], argv[i + 1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,331 @@
+/* The store's generic half: batches, the queue and the group-committing writer thread.
+ * Everything queued while the previous commit ran goes into the next transaction, so one fsync
+ * acknowledges many requests. Each batch runs inside a savepoint, so one failing batch (a conditional
+ * insert that lost) does not take the others of its group down. */
+#include "store/store.h"
+
+#include "util/err.h"
+#include "util/log.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STORE_MAX_GROUP 1024
+
+struct qod_store_batch {
+    qod_store_op *head, *tail;
+    size_t n;
+    qod_store_done_fn done;
+    void *arg;
+    int rc;
+    qod_store_batch *next;
+};
+
+struct qod_store {
+    const qod_store_impl *impl;
+    void *h;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    qod_store_batch *qhead, *qtail;
+    bool closing;
+    bool started;
+    pthread_t thread;
+};
+
+qod_store_batch *qod_store_batch_new(void)
+{
+    return calloc(1, sizeof(qod_store_batch));
+}
+
+static void op_free(qod_store_op *op)
+{
+    free(op->key);
+    free(op->owner);
+    free(op->idx);
+    free(op->doc);
+    free(op);
+}
+
+void qod_store_batch_free(qod_store_batch *b)
+{
+    if (!b)
+        return;
+    for (qod_store_op *op = b->head, *next; op; op = next) {
+        next = op->next;
+        op_free(op);
+    }
+    free(b);
+}
+
+size_t qod_store_batch_len(const qod_store_batch *b)
+{
+    return b->n;
+}
+
+static char *dup_or_empty(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+static int push(qod_store_batch *b, qod_store_op *op)
+{
+    if (!op->key || !op->owner || !op->idx || !op->doc) {
+        op_free(op);
+        return QOD_ERR_NOMEM;
+    }
+    if (b->tail)
+        b->tail->next = op;
+    else
+        b->head = op;
+    b->tail = op;
+    b->n++;
+    return QOD_OK;
+}
+
+static int add_row_op(qod_store_batch *b, qod_store_op_kind kind, qod_store_table t, const char *key,
+                      const char *owner, const char *idx, int64_t state, int64_t num, const char *doc)
+{
+    qod_store_op *op = calloc(1, sizeof *op);
+    if (!op)
+        return QOD_ERR_NOMEM;
+    op->kind = kind;
+    op->table = t;
+    op->key = dup_or_empty(key);
+    op->owner = dup_or_empty(owner);
+    op->idx = dup_or_empty(idx);
+    op->doc = dup_or_empty(doc);
+    op->state = state;
+    op->num = num;
+    return push(b, op);
+}
+
+int qod_store_batch_put(qod_store_batch *b, qod_store_table t, const char *key, const char *owner, const char *idx,
+                        int64_t state, int64_t num, const char *doc)
+{
+    return add_row_op(b, QOD_OP_PUT, t, key, owner, idx, state, num, doc);
+}
+
+int qod_store_batch_insert(qod_store_batch *b, qod_store_table t, const char *key, const char *owner,
+                           const char *idx, int64_t state, int64_t num, const char *doc)
+{
+    return add_row_op(b, QOD_OP_INSERT, t, key, owner, idx, state, num, doc);
+}
+
+int qod_store_batch_del(qod_store_batch *b, qod_store_table t, const char *key)
+{
+    return add_row_op(b, QOD_OP_DEL, t, key, NULL, NULL, 0, 0, NULL);
+}
+
+int qod_store_batch_event(qod_store_batch *b, const char *id, const char *session, const char *owner,
+                          int64_t created_ms, const char *doc)
+{
+    /* For events: key = webhook-id, idx = session, num = created time. */
+    return add_row_op(b, QOD_OP_EVENT, QOD_TBL_COUNT, id, owner, session, 0, created_ms, doc);
+}
+
+int qod_store_batch_event_state(qod_store_batch *b, int64_t seq, int64_t state, int64_t attempts, int64_t next_ms)
+{
+    int rc = add_row_op(b, QOD_OP_EVENT_STATE, QOD_TBL_COUNT, NULL, NULL, NULL, state, 0, NULL);
+    if (rc == QOD_OK) {
+        b->tail->seq = seq;
+        b->tail->attempts = attempts;
+        b->tail->next_ms = next_ms;
+    }
+    return rc;
+}
+
+int qod_store_batch_event_del_session(qod_store_batch *b, const char *session)
+{
+    return add_row_op(b, QOD_OP_EVENT_DEL_SESSION, QOD_TBL_COUNT, NULL, NULL, session, 0, 0, NULL);
+}
+
+/* Applies one batch inside a savepoint; returns its rc. */
+static int apply_batch(qod_store *st, qod_store_batch *b)
+{
+    int rc = st->impl->savepoint(st->h, 0);
+    for (qod_store_op *op = b->head; rc == QOD_OK && op; op = op->next)
+        rc = st->impl->apply(st->h, op);
+    if (rc == QOD_OK)
+        rc = st->impl->savepoint(st->h, 1);
+    else
+        st->impl->savepoint(st->h, -1);
+    return rc;
+}
+
+static void commit_group(qod_store *st, qod_store_batch *group)
+{
+    int rc = st->impl->begin(st->h);
+    bool any_ok = false;
+    for (qod_store_batch *b = group; b; b = b->next) {
+        b->rc = rc == QOD_OK ? apply_batch(st, b) : rc;
+        any_ok |= b->rc == QOD_OK;
+    }
+    if (rc == QOD_OK) {
+        int crc = any_ok ? st->impl->commit(st->h) : QOD_OK;
+        if (!any_ok)
+            st->impl->rollback(st->h);
+        if (crc != QOD_OK) {
+            st->impl->rollback(st->h);
+            QOD_WARN("store", "commit_failed", "err=\"%s\"", qod_strerror(crc));
+            for (qod_store_batch *b = group; b; b = b->next)
+                if (b->rc == QOD_OK)
+                    b->rc = crc;
+        }
+    }
+    for (qod_store_batch *b = group, *next; b; b = next) {
+        next = b->next;
+        if (b->done)
+            b->done(b->rc, b->arg);
+        qod_store_batch_free(b);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    qod_store *st = arg;
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        while (!st->qhead && !st->closing)
+            pthread_cond_wait(&st->cv, &st->mu);
+        if (!st->qhead && st->closing)
+            break;
+        qod_store_batch *group = st->qhead, *last = group;
+        for (int n = 1; n < STORE_MAX_GROUP && last->next; n++)
+            last = last->next;
+        st->qhead = last->next;
+        if (!st->qhead)
+            st->qtail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&st->mu);
+        commit_group(st, group);
+        pthread_mutex_lock(&st->mu);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+int qod_store_open(const qod_store_opts *opts, qod_store **out)
+{
+    *out = NULL;
+    qod_store *st = calloc(1, sizeof *st);
+    if (!st)
+        return QOD_ERR_NOMEM;
+    st->impl = &qod_store_sqlite;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cv, NULL);
+    int rc = st->impl->open(opts, &st->h);
+    if (rc == QOD_OK) {
+        rc = pthread_create(&st->thread, NULL, writer_main, st) == 0 ? QOD_OK : QOD_ERR_NOMEM;
+        st->started = rc == QOD_OK;
+    }
+    if (rc != QOD_OK) {
+        qod_store_close(st);
+        return rc;
+    }
+    *out = st;
+    return QOD_OK;
+}
+
+void qod_store_close(qod_store *st)
+{
+    if (!st)
+        return;
+    pthread_mutex_lock(&st->mu);
+    st->closing = true;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    if (st->started)
+        pthread_join(st->thread, NULL);
+    if (st->h)
+        st->impl->close(st->h);
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->cv);
+    free(st);
+}
+
+int qod_store_submit(qod_store *st, qod_store_batch *b, qod_store_done_fn done, void *arg)
+{
+    b->done = done;
+    b->arg = arg;
+    b->next = NULL;
+    pthread_mutex_lock(&st->mu);
+    bool closing = st->closing;
+    if (!closing) {
+        if (st->qtail)
+            st->qtail->next = b;
+        else
+            st->qhead = b;
+        st->qtail = b;
+        pthread_cond_signal(&st->cv);
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (closing) {
+        qod_store_batch_free(b);
+        return QOD_ERR_CLOSED;
+    }
+    return QOD_OK;
+}
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+} waiter;
+
+static void wake(int rc, void *arg)
+{
+    waiter *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->rc = rc;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int qod_store_commit(qod_store *st, qod_store_batch *b)
+{
+    waiter w = {.done = false, .rc = QOD_OK};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    int rc = qod_store_submit(st, b, wake, &w);
+    if (rc == QOD_OK) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        rc = w.rc;
+    }
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return rc;
+}
+
+int qod_store_ping(qod_store *st)
+{
+    return st->impl->schema_version(st->h) > 0 ? QOD_OK : QOD_ERR_STORE;
+}
+
+int qod_store_schema_version(qod_store *st)
+{
+    return st->impl->schema_version(st->h);
+}
+
+int qod_store_get(qod_store *st, qod_store_table t, const char *key, void (*fn)(void *arg, const qod_store_row *r),
+                  void *arg)
+{
+    return st->impl->get(st->h, t, key, fn, arg);
+}
+
+int qod_store_scan(qod_store *st, qod_store_table t, const char *owner,
+                   int (*fn)(void *arg, const qod_store_row *r), void *arg)
+{
+    return st->impl->scan(st->h, t, owner, fn, arg);
+}
+
+int qod_store_scan_events(qod_store *st, int64_t state, size_t limit,
+                          int (*fn)(void *arg, const qod_store_event *e), void *arg)
+{
+    return st->impl->scan_events(st->h, state, limit, fn, arg);
+}

@@ -1,0 +1,150 @@
+/* The durable store: a small set of keyed tables of JSON documents with a few indexed columns, written in
+ * atomic batches by one group-committing thread, and read by key or by scan.
+ *
+ * The store assumes no single process owns the data (a PostgreSQL implementation for several nodes shares this
+ * interface): callers never rely on in-process state of the store, only on what a batch commits.
+ * Implementations are vtables (qod_store_impl) chosen by name/URI at start; store.c owns the queue and thread. */
+#ifndef QOD_STORE_STORE_H
+#define QOD_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct qod_store qod_store;
+
+/* The tables. Their rows have: key (unique), owner (app id or ""), idx (secondary key, e.g. device), state,
+ * num (a number such as an expiry time), and doc (JSON text). */
+typedef enum {
+    QOD_TBL_APPS = 0,
+    QOD_TBL_DEVICES,
+    QOD_TBL_SESSIONS,
+    QOD_TBL_IDEMPOTENCY,
+    QOD_TBL_META,
+    QOD_TBL_COUNT
+} qod_store_table;
+
+/* One row as read back; all strings borrowed for the duration of the callback. */
+typedef struct {
+    const char *key;
+    const char *owner;
+    const char *idx;
+    int64_t state;
+    int64_t num;
+    const char *doc;
+} qod_store_row;
+
+/* An outbox event: a status change to deliver to an app. Rows are appended in commit order; `seq` orders them. */
+typedef struct {
+    int64_t seq;          /* assigned by the store */
+    const char *id;       /* webhook-id, stable across retries */
+    const char *session;  /* the session (or assignment) the event belongs to */
+    const char *owner;    /* app id */
+    int64_t created_ms;   /* unix ms */
+    int64_t state;        /* 0 pending, 1 delivered, 2 dead */
+    int64_t attempts;
+    int64_t next_ms;      /* unix ms of the next attempt */
+    const char *doc;      /* delivery document (url, body, token…) */
+} qod_store_event;
+
+typedef struct qod_store_batch qod_store_batch;
+
+/* Completion of an asynchronous batch, called exactly once on the store thread after commit or failure.
+ * rc: QOD_OK, QOD_ERR_NOSPACE (disk full), QOD_ERR_EXISTS (a conditional put lost), QOD_ERR_STORE. */
+typedef void (*qod_store_done_fn)(int rc, void *arg);
+
+typedef struct {
+    const char *uri;      /* a directory path or file path for SQLite */
+    bool sync_full;       /* fsync every commit (durable) or leave it to the OS (normal) */
+} qod_store_opts;
+
+/* Opens the store and starts its writer thread; migrations run first. */
+int qod_store_open(const qod_store_opts *opts, qod_store **out);
+/* Drains queued batches, stops the thread and closes; NULL is a no-op. */
+void qod_store_close(qod_store *st);
+/* QOD_OK when the store answers a trivial query. */
+int qod_store_ping(qod_store *st);
+/* The schema version after migrations. */
+int qod_store_schema_version(qod_store *st);
+
+/* A new empty batch (NULL on allocation failure). Ops apply in order, all or nothing. */
+qod_store_batch *qod_store_batch_new(void);
+/* Frees a batch that was not submitted; NULL is a no-op. */
+void qod_store_batch_free(qod_store_batch *b);
+/* Upserts a row. Strings are copied. */
+int qod_store_batch_put(qod_store_batch *b, qod_store_table t, const char *key, const char *owner, const char *idx,
+                        int64_t state, int64_t num, const char *doc);
+/* Inserts a row only if the key is absent; otherwise the whole batch fails with QOD_ERR_EXISTS. */
+int qod_store_batch_insert(qod_store_batch *b, qod_store_table t, const char *key, const char *owner,
+                           const char *idx, int64_t state, int64_t num, const char *doc);
+/* Deletes a row (absent is fine). */
+int qod_store_batch_del(qod_store_batch *b, qod_store_table t, const char *key);
+/* Appends an outbox event. */
+int qod_store_batch_event(qod_store_batch *b, const char *id, const char *session, const char *owner,
+                          int64_t created_ms, const char *doc);
+/* Updates an event's delivery state. */
+int qod_store_batch_event_state(qod_store_batch *b, int64_t seq, int64_t state, int64_t attempts, int64_t next_ms);
+/* Deletes the events of a session (purge). */
+int qod_store_batch_event_del_session(qod_store_batch *b, const char *session);
+/* Number of ops in the batch. */
+size_t qod_store_batch_len(const qod_store_batch *b);
+
+/* Queues a batch for the next group commit and takes ownership of it. done runs once on the store thread.
+ * Fails (and frees the batch, without calling done) only when the store is closing. */
+int qod_store_submit(qod_store *st, qod_store_batch *b, qod_store_done_fn done, void *arg);
+/* Submits and waits for the commit; returns its rc. Not for HTTP threads. */
+int qod_store_commit(qod_store *st, qod_store_batch *b);
+
+/* Reads one row; fn is called at most once. QOD_OK, QOD_ERR_NOTFOUND or QOD_ERR_STORE. */
+int qod_store_get(qod_store *st, qod_store_table t, const char *key, void (*fn)(void *arg, const qod_store_row *r),
+                  void *arg);
+/* Calls fn for every row of the table (owner filter when non-NULL), in key order. fn returns 0 to go on. */
+int qod_store_scan(qod_store *st, qod_store_table t, const char *owner,
+                   int (*fn)(void *arg, const qod_store_row *r), void *arg);
+/* Calls fn for events with the given state (e.g. pending), in seq order, at most `limit` (0 = all). */
+int qod_store_scan_events(qod_store *st, int64_t state, size_t limit,
+                          int (*fn)(void *arg, const qod_store_event *e), void *arg);
+
+/* The implementation interface, one per backend (sqlite.c, later postgres.c). All calls are made from the
+ * store thread except open/close and the read calls, which the implementation must make safe on its own
+ * connection(s). */
+typedef struct qod_store_op qod_store_op;
+typedef struct {
+    const char *name;
+    int (*open)(const qod_store_opts *opts, void **impl);
+    void (*close)(void *impl);
+    int (*begin)(void *impl);
+    int (*apply)(void *impl, const qod_store_op *op);
+    int (*savepoint)(void *impl, int release); /* 0: set, 1: release, -1: roll back to it */
+    int (*commit)(void *impl);
+    void (*rollback)(void *impl);
+    int (*schema_version)(void *impl);
+    int (*get)(void *impl, qod_store_table t, const char *key, void (*fn)(void *, const qod_store_row *), void *arg);
+    int (*scan)(void *impl, qod_store_table t, const char *owner, int (*fn)(void *, const qod_store_row *),
+                void *arg);
+    int (*scan_events)(void *impl, int64_t state, size_t limit, int (*fn)(void *, const qod_store_event *),
+                       void *arg);
+} qod_store_impl;
+
+/* Op kinds inside a batch, for implementations. */
+typedef enum {
+    QOD_OP_PUT,
+    QOD_OP_INSERT,
+    QOD_OP_DEL,
+    QOD_OP_EVENT,
+    QOD_OP_EVENT_STATE,
+    QOD_OP_EVENT_DEL_SESSION
+} qod_store_op_kind;
+
+struct qod_store_op {
+    qod_store_op_kind kind;
+    qod_store_table table;
+    char *key, *owner, *idx, *doc;
+    int64_t state, num, seq, attempts, next_ms;
+    qod_store_op *next;
+};
+
+/* The SQLite implementation. */
+extern const qod_store_impl qod_store_sqlite;
+
+#endif

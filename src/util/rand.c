@@ -1,0 +1,72 @@
+#include "util/rand.h"
+
+#include "util/b64.h"
+#include "util/err.h"
+
+#include <openssl/rand.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+int qod_rand_bytes(void *buf, size_t n)
+{
+    return RAND_bytes(buf, (int)n) == 1 ? QOD_OK : QOD_ERR_CRYPTO;
+}
+
+int qod_uuid_v4(char out[QOD_UUID_LEN + 1])
+{
+    unsigned char b[16];
+    int rc = qod_rand_bytes(b, sizeof b);
+    if (rc != QOD_OK)
+        return rc;
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    out[o] = '\0';
+    return QOD_OK;
+}
+
+bool qod_uuid_valid(const char *s)
+{
+    for (int i = 0; i < QOD_UUID_LEN; i++) {
+        char c = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return false;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
+            return false;
+        }
+    }
+    return s[QOD_UUID_LEN] == '\0';
+}
+
+int qod_rand_token(size_t n, char *out, size_t cap)
+{
+    unsigned char b[128];
+    if (n > sizeof b)
+        return QOD_ERR_LIMIT;
+    int rc = qod_rand_bytes(b, n);
+    if (rc != QOD_OK)
+        return rc;
+    return qod_b64_encode(b, n, out, cap, 1) < 0 ? QOD_ERR_LIMIT : QOD_OK;
+}
+
+double qod_rand_unit(void)
+{
+    static _Thread_local uint64_t s;
+    if (s == 0 && qod_rand_bytes(&s, sizeof s) != QOD_OK)
+        s = 0x9e3779b97f4a7c15ull;
+    s |= 1;
+    /* xorshift64*: plenty for jitter, never for secrets. */
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return (double)((s * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}

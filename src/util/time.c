@@ -1,0 +1,108 @@
+#include "util/time.h"
+
+#include "util/err.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static _Atomic int64_t g_wall_offset;
+
+int64_t qod_time_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t qod_time_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + atomic_load_explicit(&g_wall_offset, memory_order_relaxed);
+}
+
+void qod_time_set_wall_offset(int64_t offset_ms)
+{
+    atomic_store(&g_wall_offset, offset_ms);
+}
+
+void qod_time_fmt(int64_t unix_ms, char *out, size_t cap)
+{
+    time_t s = (time_t)(unix_ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+             tm.tm_min, tm.tm_sec);
+}
+
+static int digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int qod_time_parse(const char *s, int64_t *unix_ms)
+{
+    int Y, M, D, h, m, sec;
+    size_t n = strlen(s);
+    if (n < 20 || n > 40 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
+        s[16] != ':')
+        return QOD_ERR_INVALID;
+    if (digits(s, 4, &Y) || digits(s + 5, 2, &M) || digits(s + 8, 2, &D) || digits(s + 11, 2, &h) ||
+        digits(s + 14, 2, &m) || digits(s + 17, 2, &sec))
+        return QOD_ERR_INVALID;
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (Y < 1970 || M < 1 || M > 12 || D < 1 || D > mdays[M - 1] || h > 23 || m > 59 || sec > 60)
+        return QOD_ERR_INVALID;
+    int leap = (Y % 4 == 0 && Y % 100 != 0) || Y % 400 == 0;
+    if (M == 2 && D == 29 && !leap)
+        return QOD_ERR_INVALID;
+    const char *p = s + 19;
+    int ms = 0;
+    if (*p == '.') {
+        p++;
+        int nd = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (nd < 3)
+                ms = ms * 10 + (*p - '0');
+            nd++;
+            p++;
+        }
+        if (nd == 0 || nd > 9)
+            return QOD_ERR_INVALID;
+        for (; nd < 3; nd++)
+            ms *= 10;
+    }
+    int off = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om;
+        if (strlen(p) != 6 || p[3] != ':' || digits(p + 1, 2, &oh) || digits(p + 4, 2, &om) || oh > 23 || om > 59)
+            return QOD_ERR_INVALID;
+        off = (oh * 60 + om) * (*p == '+' ? 1 : -1);
+        p += 6;
+    } else {
+        return QOD_ERR_INVALID;
+    }
+    if (*p)
+        return QOD_ERR_INVALID;
+    /* Days from civil (Howard Hinnant's algorithm), valid for the proleptic Gregorian calendar. */
+    int y = Y - (M <= 2);
+    int era = y / 400;
+    int yoe = y - era * 400;
+    int doy = (153 * (M + (M > 2 ? -3 : 9)) + 2) / 5 + D - 1;
+    int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = (int64_t)era * 146097 + doe - 719468;
+    int64_t t = days * 86400 + h * 3600 + m * 60 + (sec > 59 ? 59 : sec) - (int64_t)off * 60;
+    *unix_ms = t * 1000 + ms;
+    return QOD_OK;
+}

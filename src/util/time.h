@@ -1,0 +1,20 @@
+/* Clocks. Timers use the monotonic clock; timestamps shown to users use the wall clock.
+ * A test hook (qod_time_set_wall_offset) shifts the wall clock to simulate clock jumps. */
+#ifndef QOD_UTIL_TIME_H
+#define QOD_UTIL_TIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Milliseconds on the monotonic clock (never jumps). */
+int64_t qod_time_mono_ms(void);
+/* Unix time in milliseconds on the wall clock, plus the test offset. */
+int64_t qod_time_wall_ms(void);
+/* Shifts qod_time_wall_ms by offset_ms (tests only). */
+void qod_time_set_wall_offset(int64_t offset_ms);
+/* Formats unix ms as RFC 3339 UTC with second precision: "2026-06-02T09:00:00Z". Needs cap >= 21. */
+void qod_time_fmt(int64_t unix_ms, char *out, size_t cap);
+/* Parses RFC 3339 ("...Z" or "+hh:mm", optional fraction). Returns QOD_OK and unix ms, or QOD_ERR_INVALID. */
+int qod_time_parse(const char *s, int64_t *unix_ms);
+
+#endif

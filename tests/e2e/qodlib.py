@@ -1,0 +1,1283 @@
+"""Shared harness for the black-box tests in tests/e2e (Python 3.11 standard library only).
+
+A test file does `from qodlib import *`, defines `test_*` functions (and optionally `setup_module()` /
+`teardown_module()`), and ends with `run(globals())`. Each test prints one line, `PASS name`, `FAIL name` (followed by
+the indented traceback and the tail of the logs of the daemons still running) or `SKIP name: reason`.
+
+Main pieces:
+- Daemon: starts `$QOD_BUILD/qodd` on a free port with a temporary data directory, waits for /healthz, and offers
+  request(), session(), qodctl(), stop(), kill(), start(), log(). QOD_VALGRIND=1 runs it under valgrind.
+- create_app(), get_token(): the usual way to obtain credentials.
+- WebhookReceiver: a real HTTP callback sink that records requests and answers as told.
+- verify_standard_webhook(), sign_standard_webhook(): Standard Webhooks 1.0.
+- JWT helpers (jwt_parts, forge_token, token_*) and a pure-Python P-256 ECDSA (EcKey, es256_verify) so the tests can
+  verify the daemon's signatures and mint tokens with its key without third-party packages.
+"""
+import atexit
+import base64
+import faulthandler
+import hashlib
+import hmac
+import http.client
+import http.server
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.parse
+import uuid
+
+__all__ = [
+    "BUILD", "VALGRIND", "SLOW", "scaled", "Skip", "skip", "run", "free_port", "Daemon", "Response", "Headers",
+    "Session", "run_qodd", "qodd_path", "qodctl_path", "create_app", "get_token", "WebhookReceiver", "Hook",
+    "verify_standard_webhook", "sign_standard_webhook", "WebhookVerifyError", "b64url", "b64url_decode",
+    "jwt_parts", "jwt_split", "forge_token", "token_alg_none", "token_hs256", "token_flip_payload",
+    "token_tamper_claims", "token_flip_signature", "EcKey", "es256_verify", "jwk_public_numbers",
+    "jwk_thumbprint", "expect_status", "expect_camara_error", "expect_oauth_error", "scope_list",
+    "wait_until", "CORRELATOR_RE", "json", "os", "re", "time", "uuid", "subprocess", "signal", "tempfile",
+]
+
+BUILD = os.environ.get("QOD_BUILD") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "build")
+VALGRIND = os.environ.get("QOD_VALGRIND") == "1"
+# Every timeout in the harness and the tests is multiplied by SLOW: valgrind runs the daemon 20-50x slower.
+SLOW = 10 if VALGRIND else 1
+# Prefix of the lines the harness itself writes into a daemon's log file.
+HARNESS_MARK = "=== qodlib: "
+CORRELATOR_RE = re.compile(r"^[a-zA-Z0-9\-_:;./<>{}]{0,256}$")
+
+
+def scaled(seconds):
+    """A timeout, stretched when the daemon runs under valgrind."""
+    return seconds * SLOW
+
+
+def qodd_path():
+    return os.path.join(BUILD, "qodd")
+
+
+def qodctl_path():
+    return os.path.join(BUILD, "qodctl")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Test runner
+
+
+class Skip(Exception):
+    """Raise (or call skip()) inside a test to report `SKIP name: reason`."""
+
+
+def skip(reason):
+    raise Skip(reason)
+
+
+# Strong references: a daemon a failed test forgot to close must still be stopped and its directory removed.
+_live_daemons = set()
+_live_receivers = set()
+_out_lock = threading.Lock()
+
+
+def _emit(line):
+    with _out_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def _indent(text, prefix="    "):
+    return "\n".join(prefix + l for l in text.rstrip("\n").splitlines())
+
+
+def _daemon_log_tails(lines=30):
+    out = []
+    for d in list(_live_daemons):
+        try:
+            tail = d.log_tail(lines)
+        except Exception:
+            continue
+        out.append("--- qodd log tail (port %s, %s) ---" % (d.port, d.base))
+        out.append(tail if tail.strip() else "(empty)")
+    return "\n".join(out)
+
+
+def _cleanup_all():
+    for d in list(_live_daemons):
+        try:
+            d.close(check=False)
+        except Exception:
+            pass
+    for r in list(_live_receivers):
+        try:
+            r.close()
+        except Exception:
+            pass
+
+
+atexit.register(_cleanup_all)
+
+
+def run(module_globals, per_test_timeout=120):
+    """Runs every `test_*` function of the calling module in definition order and exits (status 1 if any failed).
+
+    Command-line arguments, when given, select tests by substring. A test that hangs longer than
+    per_test_timeout (scaled) is reported as failed with all thread stacks, and the process exits."""
+    name = module_globals.get("__name__")
+    tests = [f for k, f in module_globals.items()
+             if k.startswith("test_") and callable(f) and getattr(f, "__module__", None) == name]
+    tests.sort(key=lambda f: f.__code__.co_firstlineno)
+    only = sys.argv[1:]
+    if only:
+        tests = [f for f in tests if any(o in f.__name__ for o in only)]
+    failed = 0
+
+    setup = module_globals.get("setup_module")
+    teardown = module_globals.get("teardown_module")
+    setup_error = None
+    if setup and tests:
+        try:
+            setup()
+        except BaseException:
+            setup_error = traceback.format_exc()
+
+    for f in tests:
+        tname = f.__name__
+        if setup_error is not None:
+            _emit("FAIL %s" % tname)
+            _emit(_indent("setup_module failed:\n" + setup_error))
+            failed += 1
+            continue
+        timer = threading.Timer(scaled(per_test_timeout), _on_test_timeout, args=(tname, scaled(per_test_timeout)))
+        timer.daemon = True
+        timer.start()
+        before = set(_live_daemons) | set(_live_receivers)
+        try:
+            f()
+        except Skip as e:
+            _emit("SKIP %s: %s" % (tname, str(e) or "skipped"))
+        except BaseException as e:  # noqa: BLE001 - a test may raise anything, KeyboardInterrupt aside
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            failed += 1
+            _emit("FAIL %s" % tname)
+            detail = traceback.format_exc()
+            tails = _daemon_log_tails()
+            if tails:
+                detail += tails
+            _emit(_indent(detail))
+        else:
+            _emit("PASS %s" % tname)
+        finally:
+            timer.cancel()
+            # Whatever the test started and did not close (e.g. because an assertion fired) goes now, so that
+            # the next test starts clean and no process outlives the file.
+            for leftover in (set(_live_daemons) | set(_live_receivers)) - before:
+                try:
+                    leftover.close(check=False) if isinstance(leftover, Daemon) else leftover.close()
+                except Exception:
+                    pass
+
+    if teardown and tests and setup_error is None:
+        try:
+            teardown()
+        except BaseException:
+            failed += 1
+            _emit("FAIL teardown_module")
+            _emit(_indent(traceback.format_exc()))
+    _cleanup_all()
+    sys.stdout.flush()
+    os._exit(1 if failed else 0)
+
+
+def _on_test_timeout(tname, secs):
+    _emit("FAIL %s" % tname)
+    _emit("    timed out after %ss; thread stacks follow" % secs)
+    sys.stdout.flush()
+    faulthandler.dump_traceback(file=sys.stdout, all_threads=True)
+    tails = _daemon_log_tails()
+    if tails:
+        _emit(_indent(tails))
+    _cleanup_all()
+    sys.stdout.flush()
+    os._exit(1)
+
+
+def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
+    """Polls pred() until it returns a truthy value (returned) or the scaled timeout passes (AssertionError).
+    Use it only when there is no event to wait for (e.g. a file to appear)."""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (scaled(timeout), what))
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HTTP client side
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Headers:
+    """Case-insensitive, read-only view of response headers. Repeated headers are joined with ", "."""
+
+    def __init__(self, pairs):
+        self._d = {}
+        for k, v in pairs:
+            lk = k.lower()
+            self._d[lk] = (self._d[lk] + ", " + v) if lk in self._d else v
+
+    def __getitem__(self, k):
+        return self._d[k.lower()]
+
+    def get(self, k, default=None):
+        return self._d.get(k.lower(), default)
+
+    def __contains__(self, k):
+        return k.lower() in self._d
+
+    def keys(self):
+        return self._d.keys()
+
+    def items(self):
+        return self._d.items()
+
+    def __iter__(self):
+        return iter(self._d)
+
+    def __len__(self):
+        return len(self._d)
+
+    def __repr__(self):
+        return "Headers(%r)" % self._d
+
+
+class Response:
+    """One HTTP response: status, headers (Headers), header_list [(name, value)], body (bytes)."""
+
+    def __init__(self, status, reason, header_list, body):
+        self.status = status
+        self.reason = reason
+        self.header_list = header_list
+        self.headers = Headers(header_list)
+        self.body = body
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError as e:
+            raise AssertionError("response body is not JSON (%s): status %d, body %r"
+                                 % (e, self.status, self.body[:500])) from None
+
+    def __repr__(self):
+        return "<Response %d %s %r>" % (self.status, dict(self.headers.items()), self.body[:300])
+
+
+def _prepare(body, headers, token, form, raw, auth):
+    h = {}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        h["Content-Type"] = "application/json"
+    elif form is not None:
+        data = urllib.parse.urlencode(form).encode()
+        h["Content-Type"] = "application/x-www-form-urlencoded"
+    elif raw is not None:
+        data = raw if isinstance(raw, bytes) else raw.encode()
+    if token is not None:
+        h["Authorization"] = "Bearer " + token
+    if auth is not None:
+        cred = ("%s:%s" % auth).encode()
+        h["Authorization"] = "Basic " + base64.b64encode(cred).decode()
+    for k, v in (headers or {}).items():
+        # A caller's header replaces ours whatever its case; None removes it.
+        for existing in [x for x in h if x.lower() == k.lower()]:
+            del h[existing]
+        if v is not None:
+            h[k] = v
+    return data, h
+
+
+def _exchange(conn, method, path, data, h):
+    skip_accept = any(k.lower() == "accept-encoding" for k in h)
+    skip_host = any(k.lower() == "host" for k in h)
+    conn.putrequest(method, path, skip_host=skip_host, skip_accept_encoding=skip_accept)
+    for k, v in h.items():
+        conn.putheader(k, v)
+    if data is not None and not any(k.lower() in ("content-length", "transfer-encoding") for k in h):
+        conn.putheader("Content-Length", str(len(data)))
+    elif data is None and method in ("POST", "PUT", "PATCH") and not any(
+            k.lower() in ("content-length", "transfer-encoding") for k in h):
+        conn.putheader("Content-Length", "0")
+    conn.endheaders(data)
+    r = conn.getresponse()
+    body = r.read()
+    return Response(r.status, r.reason, list(r.getheaders()), body), r.will_close
+
+
+class Session:
+    """A keep-alive HTTP/1.1 connection to the daemon. `connects` counts TCP connections opened so a test can
+    tell whether the server kept the connection open."""
+
+    def __init__(self, host, port, timeout):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.conn = None
+        self.connects = 0
+
+    def request(self, method, path, body=None, headers=None, token=None, form=None, raw=None, auth=None):
+        data, h = _prepare(body, headers, token, form, raw, auth)
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self.conn.connect()
+            self.connects += 1
+        resp, will_close = _exchange(self.conn, method, path, data, h)
+        if will_close:
+            self.conn.close()
+            self.conn = None
+        return resp
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The daemon under test
+
+
+def _base_env(env):
+    """The environment for qodd/qodctl: ours minus QOD_* option variables (so an operator's shell settings do not
+    leak into tests), plus `env` (a None value removes a variable)."""
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith("QOD_") or k in ("QOD_BUILD", "QOD_VALGRIND") or k.startswith("QOD_TEST_")}
+    for k, v in (env or {}).items():
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = v
+    return e
+
+
+def _valgrind_prefix(logfile):
+    return ["valgrind", "--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite",
+            "--log-file=" + logfile]
+
+
+def run_qodd(args, env=None, timeout=10, cwd=None):
+    """Runs qodd to completion (for --help and start-up errors) and returns the CompletedProcess (text).
+
+    Runs in a temporary working directory so nothing lands in the repository; raises AssertionError when qodd is
+    still running after the (scaled) timeout, which is what happens if it ignores a bad option."""
+    tmp = tempfile.mkdtemp(prefix="qod-e2e-run-")
+    try:
+        argv = [qodd_path()] + list(args)
+        vlog = os.path.join(tmp, "valgrind.log")
+        if VALGRIND:
+            argv = _valgrind_prefix(vlog) + argv
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_base_env(env),
+                             cwd=cwd or tmp, stdin=subprocess.DEVNULL)
+        try:
+            out, err = p.communicate(timeout=scaled(timeout))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            raise AssertionError("qodd %s did not exit within %ss; stdout=%r stderr=%r"
+                                 % (" ".join(args), scaled(timeout), out[-2000:], err[-2000:])) from None
+        if VALGRIND and p.returncode == 99:
+            with open(vlog, errors="replace") as f:
+                raise AssertionError("valgrind reported errors:\n" + f.read()[-6000:])
+        return subprocess.CompletedProcess(argv, p.returncode, out, err)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Daemon:
+    """A running qodd on 127.0.0.1:port with its own data directory.
+
+    Layout: base = mkdtemp(); data dir = base/data (pre-created 0700 unless make_data_dir=False, in which case qodd
+    must create it); log = base/qodd.log (stdout and stderr, appended across restarts; with split_stdout=True
+    stdout goes to base/qodd.stdout instead). Everything under base is removed by close().
+
+    args: extra qodd arguments. env: extra environment (None value removes). data_dir: use this directory instead
+    (not removed by close). port: use this port. cli_listen / cli_data: pass --listen / --data on the command line
+    (turn off to supply them through --config or QOD_* variables). start: start now and wait for /healthz."""
+
+    def __init__(self, args=(), env=None, data_dir=None, port=None, start=True, make_data_dir=True,
+                 cli_listen=True, cli_data=True, split_stdout=False, log_level="debug"):
+        self.args = list(args)
+        self.env = dict(env or {})
+        self.base = tempfile.mkdtemp(prefix="qod-e2e-")
+        self.own_data = data_dir is None
+        self.data_dir = data_dir or os.path.join(self.base, "data")
+        if self.own_data and make_data_dir:
+            os.mkdir(self.data_dir, 0o700)
+        self.log_path = os.path.join(self.base, "qodd.log")
+        self.stdout_path = os.path.join(self.base, "qodd.stdout") if split_stdout else None
+        self.valgrind_log = os.path.join(self.base, "valgrind.%p.log")
+        self.cli_listen, self.cli_data = cli_listen, cli_data
+        self.log_level = log_level
+        self.fixed_port = port is not None
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.proc = None
+        self.closed = False
+        _live_daemons.add(self)
+        if start:
+            try:
+                self.start()
+            except BaseException:
+                self.close(check=False)
+                raise
+
+    # -- lifecycle --
+
+    def argv(self):
+        a = [qodd_path()]
+        if self.cli_listen:
+            a += ["--listen", "%s:%d" % (self.host, self.port)]
+        if self.cli_data:
+            a += ["--data", self.data_dir]
+        if self.log_level:
+            a += ["--log-level", self.log_level]
+        a += self.args
+        if VALGRIND:
+            a = _valgrind_prefix(self.valgrind_log) + a
+        return a
+
+    def start(self, wait=True):
+        """Starts qodd (again) on the same port and data directory and waits for GET /healthz to answer 200.
+        On the first start, a port taken by someone else in the meantime is replaced by a new free one."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        for attempt in range(3):
+            self._spawn()
+            if not wait:
+                return self
+            try:
+                self.wait_healthy()
+                return self
+            except _EarlyExit as e:
+                in_use = "in use" in e.log_tail.lower() or "eaddrinuse" in e.log_tail.lower()
+                if in_use and not self.fixed_port and attempt < 2 and not self._ever_healthy:
+                    self.port = free_port()
+                    continue
+                raise AssertionError(str(e)) from None
+        return self
+
+    _ever_healthy = False
+
+    def _spawn(self):
+        with open(self.log_path, "ab") as log:
+            log.write((HARNESS_MARK + "start %s: %s\n" % (time.strftime("%H:%M:%S"), " ".join(self.argv()))).encode())
+            log.flush()
+            out = open(self.stdout_path, "ab") if self.stdout_path else log
+            try:
+                self.proc = subprocess.Popen(self.argv(), stdout=out, stderr=log, stdin=subprocess.DEVNULL,
+                                             env=_base_env(self.env), cwd=self.base, start_new_session=True)
+            finally:
+                if out is not log:
+                    out.close()
+
+    def wait_healthy(self, timeout=15):
+        deadline = time.monotonic() + scaled(timeout)
+        last = None
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise _EarlyExit("qodd exited with code %s before answering /healthz; log tail:\n%s"
+                                 % (rc, self.log_tail(40)), self.log_tail(40))
+            try:
+                r = self.request("GET", "/healthz", timeout=1)
+                if r.status == 200:
+                    self._ever_healthy = True
+                    return
+                last = "status %d" % r.status
+            except (OSError, http.client.HTTPException) as e:
+                last = repr(e)
+            if time.monotonic() >= deadline:
+                raise AssertionError("qodd did not answer GET /healthz with 200 within %ss (last: %s); log tail:\n%s"
+                                     % (scaled(timeout), last, self.log_tail(40)))
+            time.sleep(0.02)
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=15):
+        """SIGTERM, wait (scaled timeout) and return the exit code (negative = killed by that signal).
+        If qodd does not exit in time it is killed and AssertionError is raised."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=scaled(timeout))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("qodd did not exit within %ss of SIGTERM; log tail:\n%s"
+                                     % (scaled(timeout), self.log_tail(40))) from None
+        return self.proc.returncode
+
+    def kill(self):
+        """SIGKILL (a crash) and reap; returns the exit code (-9)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self.proc.wait()
+
+    def restart(self):
+        rc = self.stop()
+        self.start()
+        return rc
+
+    def close(self, check=True):
+        """Stops qodd and removes the temporary directory. With check and QOD_VALGRIND=1, a valgrind error exit
+        (code 99) raises AssertionError with the valgrind report."""
+        if self.closed:
+            return
+        self.closed = True
+        rc = None
+        err = None
+        try:
+            rc = self.stop()
+        except AssertionError as e:
+            err = e
+        vreport = ""
+        if VALGRIND and rc == 99:
+            vreport = self.valgrind_report()
+        _live_daemons.discard(self)
+        shutil.rmtree(self.base, ignore_errors=True)
+        if check and err is not None:
+            raise err
+        if check and VALGRIND and rc == 99:
+            raise AssertionError("valgrind reported errors in qodd:\n" + vreport[-8000:])
+
+    def valgrind_report(self):
+        out = []
+        for f in sorted(os.listdir(self.base)):
+            if f.startswith("valgrind."):
+                with open(os.path.join(self.base, f), errors="replace") as fh:
+                    out.append(fh.read())
+        return "\n".join(out)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.close(check=exc_type is None)
+
+    # -- logs --
+
+    def log(self, harness_lines=False):
+        """All text qodd wrote to its log so far, over all its runs. The harness's own marker lines (one per start)
+        are left out unless harness_lines."""
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        if harness_lines:
+            return text
+        return "".join(l for l in text.splitlines(True) if not l.startswith(HARNESS_MARK))
+
+    def log_tail(self, n=30):
+        return "\n".join(self.log(harness_lines=True).splitlines()[-n:])
+
+    def stdout_text(self):
+        if not self.stdout_path:
+            return ""
+        try:
+            with open(self.stdout_path, "rb") as f:
+                return f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- HTTP --
+
+    def url(self, path="/"):
+        return "http://%s:%d%s" % (self.host, self.port, path)
+
+    def request(self, method, path, body=None, headers=None, token=None, form=None, raw=None, auth=None,
+                timeout=10):
+        """One request on a fresh connection. body: JSON-encoded (Content-Type application/json); form: dict sent
+        form-encoded; raw: bytes sent as-is (set Content-Type in headers). auth=(user, password) sends HTTP Basic;
+        token sends `Authorization: Bearer`. headers override ours; a None value removes one of ours."""
+        data, h = _prepare(body, headers, token, form, raw, auth)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=scaled(timeout))
+        try:
+            resp, _ = _exchange(conn, method, path, data, h)
+            return resp
+        finally:
+            conn.close()
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, **kw):
+        return self.request("POST", path, **kw)
+
+    def session(self, timeout=10):
+        """A keep-alive connection (Session) to this daemon."""
+        return Session(self.host, self.port, scaled(timeout))
+
+    def raw_exchange(self, data, timeout=5, read_until_close=True):
+        """Sends raw bytes on a new TCP connection and returns whatever comes back until the server closes the
+        connection or the (scaled) timeout passes. For malformed-HTTP tests."""
+        chunks = []
+        with socket.create_connection((self.host, self.port), timeout=scaled(timeout)) as s:
+            if data:
+                s.sendall(data)
+            try:
+                while True:
+                    c = s.recv(65536)
+                    if not c:
+                        break
+                    chunks.append(c)
+                    if not read_until_close:
+                        break
+            except socket.timeout:
+                pass
+            except ConnectionResetError:
+                pass
+        return b"".join(chunks)
+
+    # -- qodctl --
+
+    @property
+    def socket_path(self):
+        return os.path.join(self.data_dir, "qodd.sock")
+
+    def qodctl(self, *args, check=True, data=True, input=None, timeout=30, env=None):
+        """Runs `qodctl --data DIR *args` (without --data when data=False) and returns the CompletedProcess (text).
+        With check, a non-zero exit raises AssertionError showing stdout and stderr."""
+        argv = [qodctl_path()] + (["--data", self.data_dir] if data else []) + [str(a) for a in args]
+        try:
+            p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, input=input,
+                               timeout=scaled(timeout), env=_base_env(env), cwd=self.base,
+                               stdin=None if input is not None else subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError("%s timed out after %ss" % (" ".join(argv), scaled(timeout))) from e
+        if check and p.returncode != 0:
+            raise AssertionError("%s exited %d\nstdout: %s\nstderr: %s"
+                                 % (" ".join(argv), p.returncode, p.stdout, p.stderr))
+        return p
+
+    def qodctl_json(self, *args):
+        p = self.qodctl(*args)
+        try:
+            return json.loads(p.stdout)
+        except ValueError:
+            raise AssertionError("qodctl %s did not print JSON: %r" % (" ".join(map(str, args)), p.stdout)) from None
+
+
+class _EarlyExit(Exception):
+    def __init__(self, msg, log_tail):
+        super().__init__(msg)
+        self.log_tail = log_tail
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Apps and tokens
+
+
+def scope_list(v):
+    """Scopes as a list, whether the daemon printed a space-separated string or a JSON array."""
+    if v is None:
+        return []
+    if isinstance(v, str):
+        return v.split()
+    return list(v)
+
+
+def create_app(d, env="sandbox", scopes=None, name="test", extra=()):
+    """`qodctl app create --name N --env E [--scopes S] --json` → dict with client_id, client_secret,
+    webhook_secret, env, scopes. scopes may be a string or a list."""
+    args = ["app", "create", "--name", name, "--env", env]
+    if scopes is not None:
+        args += ["--scopes", scopes if isinstance(scopes, str) else " ".join(scopes)]
+    args += list(extra) + ["--json"]
+    app = d.qodctl_json(*args)
+    for k in ("client_id", "client_secret"):
+        assert k in app, "app create --json lacks %r: %r" % (k, app)
+    return app
+
+
+def token_response(d, app, scope=None, grant_type="client_credentials"):
+    form = {"grant_type": grant_type}
+    if scope is not None:
+        form["scope"] = scope
+    return d.request("POST", "/oauth2/token", form=form, auth=(app["client_id"], app["client_secret"]))
+
+
+def get_token(d, app, scope=None):
+    """An access token for app (client credentials, HTTP Basic)."""
+    r = token_response(d, app, scope)
+    assert r.status == 200, "token request failed: %r" % r
+    return r.json()["access_token"]
+
+
+__all__ += ["token_response"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Assertions with useful messages
+
+
+def expect_status(resp, status):
+    assert resp.status == status, "expected HTTP %d, got %r" % (status, resp)
+    return resp
+
+
+def expect_camara_error(resp, status, code=None):
+    """Asserts a CAMARA error: HTTP status, JSON body {"status": status, "code": code, "message": str}."""
+    expect_status(resp, status)
+    ct = resp.headers.get("content-type", "")
+    assert ct.startswith("application/json"), "error Content-Type is %r: %r" % (ct, resp)
+    b = resp.json()
+    assert isinstance(b, dict), b
+    assert b.get("status") == status, "body status %r != %d: %r" % (b.get("status"), status, b)
+    if code is not None:
+        assert b.get("code") == code, "body code %r != %r: %r" % (b.get("code"), code, b)
+    assert isinstance(b.get("message"), str), "body message missing: %r" % b
+    return b
+
+
+def expect_oauth_error(resp, status, error):
+    """Asserts an RFC 6749 §5.2 error body {"error": error, ...}."""
+    expect_status(resp, status)
+    b = resp.json()
+    assert isinstance(b, dict) and b.get("error") == error, "expected error %r, got %r" % (error, b)
+    return b
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Webhook receiver
+
+
+class Hook:
+    """One request received by a WebhookReceiver."""
+
+    def __init__(self, method, path, header_list, body, t):
+        self.method, self.path, self.header_list, self.body, self.time = method, path, header_list, body, t
+        self.headers = Headers(header_list)
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise AssertionError("webhook body is not JSON: %r" % self.body[:500]) from None
+
+    def __repr__(self):
+        return "<Hook %s %s %r>" % (self.method, self.path, self.body[:300])
+
+
+class WebhookReceiver:
+    """A threaded HTTP/1.1 server on 127.0.0.1 that records every request.
+
+    Answers come from, in order: the queue filled by respond() (one entry per request), else the function given as
+    `responder(hook) -> (status, headers_dict, body_bytes)` or None, else `default` (status, headers, body).
+    An answer may carry a delay in seconds (respond(..., delay=2)) to simulate a slow sink.
+    With certfile/keyfile it speaks HTTPS."""
+
+    def __init__(self, responder=None, default=(200, {}, b""), certfile=None, keyfile=None):
+        self.requests = []
+        self.cond = threading.Condition()
+        self.queue = []
+        self.responder = responder
+        self.default = default
+        self.closed = False
+        recv = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _handle(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                if (self.headers.get("Transfer-Encoding") or "").lower() == "chunked":
+                    body = self._read_chunked()
+                hook = Hook(self.command, self.path, list(self.headers.items()), body, time.time())
+                status, headers, rbody, delay = recv._answer(hook)
+                with recv.cond:
+                    recv.requests.append(hook)
+                    recv.cond.notify_all()
+                if delay:
+                    time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(rbody)))
+                    self.end_headers()
+                    if rbody:
+                        self.wfile.write(rbody)
+                except OSError:
+                    pass
+
+            def _read_chunked(self):
+                out = b""
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass
+                        return out
+                    out += self.rfile.read(size)
+                    self.rfile.readline()
+
+            do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = _handle
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            block_on_close = False
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.tls = certfile is not None
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(certfile, keyfile)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+        _live_receivers.add(self)
+
+    def _answer(self, hook):
+        with self.cond:
+            if self.queue:
+                return self.queue.pop(0)
+        if self.responder is not None:
+            r = self.responder(hook)
+            if r is not None:
+                r = tuple(r)
+                return (r + (None, {}, b"", 0)[len(r):]) if len(r) < 4 else r
+        s, h, b = self.default
+        return s, h, b, 0
+
+    def respond(self, status=200, headers=None, body=b"", delay=0, times=1):
+        """Queues the answer for the next `times` requests."""
+        if isinstance(body, str):
+            body = body.encode()
+        with self.cond:
+            for _ in range(times):
+                self.queue.append((status, dict(headers or {}), body, delay))
+
+    def url(self, path="/cb"):
+        return "%s://127.0.0.1:%d%s" % ("https" if self.tls else "http", self.port, path)
+
+    def count(self):
+        with self.cond:
+            return len(self.requests)
+
+    def wait_for(self, n, timeout=10):
+        """Blocks until at least n requests arrived (returns the first n) or the scaled timeout passes."""
+        deadline = time.monotonic() + scaled(timeout)
+        with self.cond:
+            while len(self.requests) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("webhook receiver got %d of %d requests within %ss: %r"
+                                         % (len(self.requests), n, scaled(timeout), self.requests))
+                self.cond.wait(left)
+            return list(self.requests[:n])
+
+    def wait_until(self, pred, timeout=10, what="matching webhook"):
+        """Blocks until pred(list_of_hooks) is truthy; returns its value."""
+        deadline = time.monotonic() + scaled(timeout)
+        with self.cond:
+            while True:
+                v = pred(list(self.requests))
+                if v:
+                    return v
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("timed out after %ss waiting for %s; got %r"
+                                         % (scaled(timeout), what, self.requests))
+                self.cond.wait(left)
+
+    def expect_quiet(self, n, period):
+        """Asserts no request beyond the first n arrives within period seconds (not scaled: a negative check)."""
+        deadline = time.monotonic() + period
+        with self.cond:
+            while len(self.requests) <= n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self.cond.wait(left)
+            raise AssertionError("unexpected extra webhook: %r" % self.requests[n:])
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        _live_receivers.discard(self)
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Standard Webhooks 1.0
+
+
+class WebhookVerifyError(AssertionError):
+    pass
+
+
+def _whsec_key(secret):
+    if secret.startswith("whsec_"):
+        secret = secret[len("whsec_"):]
+    return base64.b64decode(secret, validate=True)
+
+
+def sign_standard_webhook(secret, msg_id, timestamp, body):
+    """The `webhook-signature` value ("v1,<base64>") for body (bytes) under a whsec_ secret."""
+    if isinstance(body, str):
+        body = body.encode()
+    content = ("%s.%s." % (msg_id, timestamp)).encode() + body
+    mac = hmac.new(_whsec_key(secret), content, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def verify_standard_webhook(secret, headers, body, tolerance=300, now=None):
+    """Verifies a Standard Webhooks 1.0 request and returns its parsed JSON body.
+
+    headers: any mapping (case-insensitive lookup is done here) or a Hook's Headers. Raises WebhookVerifyError
+    when a header is missing, the timestamp is outside ±tolerance seconds (None disables the check) or no v1
+    signature in the space-separated list matches."""
+    if isinstance(body, str):
+        body = body.encode()
+    h = {k.lower(): v for k, v in headers.items()}
+    msg_id, ts, sigs = h.get("webhook-id"), h.get("webhook-timestamp"), h.get("webhook-signature")
+    if not msg_id or not ts or not sigs:
+        raise WebhookVerifyError("missing webhook-id/-timestamp/-signature header: %r" % h)
+    if not re.fullmatch(r"\d+", ts):
+        raise WebhookVerifyError("webhook-timestamp is not unix seconds: %r" % ts)
+    if tolerance is not None:
+        now = time.time() if now is None else now
+        if abs(now - int(ts)) > tolerance:
+            raise WebhookVerifyError("webhook-timestamp %s is %ds away from now" % (ts, now - int(ts)))
+    expected = sign_standard_webhook(secret, msg_id, ts, body).split(",", 1)[1]
+    for part in sigs.split(" "):
+        if "," not in part:
+            continue
+        version, sig = part.split(",", 1)
+        if version == "v1" and hmac.compare_digest(sig, expected):
+            try:
+                return json.loads(body) if body else None
+            except ValueError:
+                return body
+    raise WebhookVerifyError("no matching v1 signature in %r" % sigs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# base64url and JWT helpers
+
+
+def b64url(data):
+    if isinstance(data, str):
+        data = data.encode()
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(s):
+    if isinstance(s, bytes):
+        s = s.decode()
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", s):
+        raise ValueError("not base64url: %r" % s[:80])
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def jwt_split(token):
+    """(header_b64, payload_b64, signature_b64) of a compact JWS."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError("not a compact JWS (%d parts)" % len(parts))
+    return tuple(parts)
+
+
+def jwt_parts(token):
+    """(header dict, payload dict), decoded without verification."""
+    h, p, _ = jwt_split(token)
+    return json.loads(b64url_decode(h)), json.loads(b64url_decode(p))
+
+
+def _compact(header, payload):
+    enc = lambda x: b64url(x if isinstance(x, (bytes, str)) else json.dumps(x, separators=(",", ":")))
+    return enc(header) + "." + enc(payload)
+
+
+def forge_token(header, payload, signature=b"", key=None, hmac_key=None):
+    """Builds a compact JWS from header and payload (dicts, or bytes used verbatim). The signature is ES256 with
+    key (an EcKey with a private part), HS256 with hmac_key (bytes), or the given raw signature bytes."""
+    signing_input = _compact(header, payload)
+    if key is not None:
+        signature = key.sign(signing_input.encode())
+    elif hmac_key is not None:
+        signature = hmac.new(hmac_key, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + b64url(signature)
+
+
+def token_alg_none(token):
+    """The token's claims under {"alg":"none"} with an empty signature."""
+    header, payload = jwt_parts(token)
+    header = dict(header, alg="none")
+    return _compact(header, payload) + "."
+
+
+def token_hs256(token, secret):
+    """The token's claims re-signed with HS256 under secret (the "alg confusion" attack when secret is the
+    server's public key material)."""
+    header, payload = jwt_parts(token)
+    header = dict(header, alg="HS256")
+    return forge_token(header, payload, hmac_key=secret if isinstance(secret, bytes) else secret.encode())
+
+
+def token_flip_payload(token):
+    """The token with one character of a claim value changed (still valid base64url and JSON), signature kept."""
+    h, p, s = jwt_split(token)
+    raw = bytearray(b64url_decode(p))
+    # Change a character inside a string value, preferring the jti (which no other check looks at, so only the
+    # signature can catch it): a letter's case is flipped, a digit incremented.
+    m = (re.search(rb'"jti"\s*:\s*"[^"]*?([A-Za-z0-9])', bytes(raw))
+         or re.search(rb':\s*"([A-Za-z0-9])', bytes(raw)))
+    assert m, "no string claim to flip in %r" % bytes(raw)
+    i = m.start(1)
+    c = raw[i]
+    raw[i] = (c ^ 0x20) if chr(c).isalpha() else (ord("0") + (c - ord("0") + 1) % 10)
+    return h + "." + b64url(bytes(raw)) + "." + s
+
+
+def token_tamper_claims(token, **changes):
+    """The token with claims changed (e.g. exp=...), original header and signature kept."""
+    header, payload = jwt_parts(token)
+    payload.update(changes)
+    return _compact(header, payload) + "." + jwt_split(token)[2]
+
+
+def token_flip_signature(token):
+    """The token with one bit of its signature flipped."""
+    h, p, s = jwt_split(token)
+    sig = bytearray(b64url_decode(s))
+    sig[-1] ^= 0x01
+    return h + "." + p + "." + b64url(bytes(sig))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# P-256 ECDSA in pure Python (enough to verify the daemon's ES256 tokens and to mint tokens with its key).
+
+_P = 0xffffffff00000001000000000000000000000000ffffffffffffffffffffffff
+_A = _P - 3
+_B = 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b
+_N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551
+_G = (0x6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296,
+      0x4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5)
+
+
+def _on_curve(pt):
+    x, y = pt
+    return 0 <= x < _P and 0 <= y < _P and (y * y - (x * x * x + _A * x + _B)) % _P == 0
+
+
+# Jacobian coordinates (X, Y, Z) with x = X/Z^2, y = Y/Z^3; None is the point at infinity.
+def _jdouble(p):
+    if p is None:
+        return None
+    x, y, z = p
+    if y == 0:
+        return None
+    ysq = y * y % _P
+    s = 4 * x * ysq % _P
+    m = (3 * x * x + _A * pow(z, 4, _P)) % _P
+    nx = (m * m - 2 * s) % _P
+    ny = (m * (s - nx) - 8 * ysq * ysq) % _P
+    nz = 2 * y * z % _P
+    return (nx, ny, nz)
+
+
+def _jadd(p, q):
+    if p is None:
+        return q
+    if q is None:
+        return p
+    x1, y1, z1 = p
+    x2, y2, z2 = q
+    z1s, z2s = z1 * z1 % _P, z2 * z2 % _P
+    u1, u2 = x1 * z2s % _P, x2 * z1s % _P
+    s1, s2 = y1 * z2s * z2 % _P, y2 * z1s * z1 % _P
+    if u1 == u2:
+        return _jdouble(p) if s1 == s2 else None
+    h, r = (u2 - u1) % _P, (s2 - s1) % _P
+    h2 = h * h % _P
+    h3 = h * h2 % _P
+    u1h2 = u1 * h2 % _P
+    nx = (r * r - h3 - 2 * u1h2) % _P
+    ny = (r * (u1h2 - nx) - s1 * h3) % _P
+    nz = h * z1 * z2 % _P
+    return (nx, ny, nz)
+
+
+def _jmul(k, pt):
+    r = None
+    q = (pt[0], pt[1], 1)
+    while k:
+        if k & 1:
+            r = _jadd(r, q)
+        q = _jdouble(q)
+        k >>= 1
+    return r
+
+
+def _affine(p):
+    if p is None:
+        return None
+    x, y, z = p
+    zi = pow(z, -1, _P)
+    return (x * zi * zi % _P, y * zi * zi * zi % _P)
+
+
+def es256_verify(x, y, message, signature):
+    """True when signature (64 bytes r||s, JWS form) is a valid ECDSA P-256/SHA-256 signature of message
+    under the public key (x, y) (ints or 32-byte big-endian bytes)."""
+    if isinstance(x, bytes):
+        x = int.from_bytes(x, "big")
+    if isinstance(y, bytes):
+        y = int.from_bytes(y, "big")
+    if len(signature) != 64 or not _on_curve((x, y)):
+        return False
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    if not (1 <= r < _N and 1 <= s < _N):
+        return False
+    z = int.from_bytes(hashlib.sha256(message).digest(), "big")
+    w = pow(s, -1, _N)
+    pt = _affine(_jadd(_jmul(z * w % _N, _G), _jmul(r * w % _N, (x, y))))
+    return pt is not None and pt[0] % _N == r
+
+
+def _der_read(buf, i):
+    """(tag, value bytes, next index) of the DER TLV at buf[i]."""
+    tag = buf[i]
+    ln = buf[i + 1]
+    i += 2
+    if ln & 0x80:
+        nb = ln & 0x7f
+        ln = int.from_bytes(buf[i:i + nb], "big")
+        i += nb
+    return tag, buf[i:i + ln], i + ln
+
+
+def _der_children(buf):
+    out, i = [], 0
+    while i < len(buf):
+        tag, val, i = _der_read(buf, i)
+        out.append((tag, val))
+    return out
+
+
+class EcKey:
+    """A P-256 key: d (private scalar or None) and the public point (x, y)."""
+
+    def __init__(self, d=None, x=None, y=None):
+        self.d = d
+        if d is not None and x is None:
+            x, y = _affine(_jmul(d, _G))
+        self.x, self.y = x, y
+
+    @classmethod
+    def generate(cls):
+        return cls(d=secrets.randbelow(_N - 1) + 1)
+
+    @classmethod
+    def from_pem(cls, text):
+        """Loads an unencrypted "EC PRIVATE KEY" (SEC1) or "PRIVATE KEY" (PKCS#8) PEM holding a P-256 key."""
+        if isinstance(text, bytes):
+            text = text.decode()
+        m = re.search(r"-----BEGIN (EC PRIVATE KEY|PRIVATE KEY)-----(.*?)-----END \1-----", text, re.S)
+        if not m:
+            raise ValueError("no unencrypted EC/PKCS#8 private key in PEM")
+        der = base64.b64decode("".join(m.group(2).split()))
+        _, seq, _ = _der_read(der, 0)
+        items = _der_children(seq)
+        if m.group(1) == "PRIVATE KEY":
+            # PKCS#8: version, AlgorithmIdentifier, OCTET STRING wrapping the SEC1 ECPrivateKey.
+            octet = [v for t, v in items if t == 0x04][0]
+            _, seq, _ = _der_read(octet, 0)
+            items = _der_children(seq)
+        d = int.from_bytes([v for t, v in items if t == 0x04][0], "big")
+        return cls(d=d)
+
+    def sign(self, message):
+        """ES256 signature (64 bytes r||s) of message."""
+        assert self.d is not None, "public key only"
+        z = int.from_bytes(hashlib.sha256(message).digest(), "big")
+        while True:
+            k = secrets.randbelow(_N - 1) + 1
+            r = _affine(_jmul(k, _G))[0] % _N
+            if r == 0:
+                continue
+            s = pow(k, -1, _N) * (z + r * self.d) % _N
+            if s:
+                return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    def verify(self, message, signature):
+        return es256_verify(self.x, self.y, message, signature)
+
+    def jwk(self):
+        return {"kty": "EC", "crv": "P-256", "x": b64url(self.x.to_bytes(32, "big")),
+                "y": b64url(self.y.to_bytes(32, "big"))}
+
+
+def jwk_public_numbers(jwk):
+    """(x, y) ints of an EC P-256 JWK."""
+    return int.from_bytes(b64url_decode(jwk["x"]), "big"), int.from_bytes(b64url_decode(jwk["y"]), "big")
+
+
+def jwk_thumbprint(jwk):
+    """RFC 7638 thumbprint (base64url SHA-256) of an EC JWK."""
+    canon = '{"crv":"%s","kty":"EC","x":"%s","y":"%s"}' % (jwk["crv"], jwk["x"], jwk["y"])
+    return b64url(hashlib.sha256(canon.encode()).digest())
