@@ -175,7 +175,7 @@ static int call(const char *sock, const char *req, qod_buf *resp)
         fprintf(stderr, "qodctl: socket path too long: %s\n", sock);
         return -1;
     }
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+    memcpy(sa.sun_path, sock, strlen(sock) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
         fprintf(stderr, "qodctl: cannot reach qodd at %s: %s (is it running?)\n", sock, strerror(errno));

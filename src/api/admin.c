@@ -156,7 +156,7 @@ int qod_admin_start(const char *path, const qod_admin_deps *deps, qod_admin **ou
     a->deps = *deps;
     a->stop_pipe[0] = a->stop_pipe[1] = -1;
     snprintf(a->path, sizeof a->path, "%s", path);
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
     int rc = QOD_OK;
     a->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (a->fd < 0 || pipe2(a->stop_pipe, O_CLOEXEC) != 0)

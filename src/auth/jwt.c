@@ -314,7 +314,7 @@ static int append_b64url(qod_buf *b, const void *data, size_t n)
     return m < 0 ? QOD_ERR_LIMIT : qod_buf_append(b, enc, (size_t)m);
 }
 
-/* Appends ,"device":{…} after checking that the claim holds one JSON object, so no caller can inject other members. */
+/* Appends ,"device":{…} after checking that the claim is one JSON object, so that it cannot inject other members. */
 static int append_device(qod_buf *b, const char *device)
 {
     char err[80];

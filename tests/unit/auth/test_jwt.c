@@ -190,7 +190,8 @@ QTEST(device_claim_round_trips_as_compact_json)
     qod_buf tok;
     qod_jwt_claims in = sample_claims(), out;
     QT_TRUE(fixture_open(&f) == 0);
-    snprintf(in.device, sizeof in.device, "{ \"ipv4Address\": {\"publicAddress\": \"203.0.113.7\", \"publicPort\": 5060} }");
+    snprintf(in.device, sizeof in.device, "%s",
+             "{ \"ipv4Address\": {\"publicAddress\": \"203.0.113.7\", \"publicPort\": 5060} }");
     qod_buf_init(&tok, 0);
     int sign_rc = qod_jwt_sign(f.key, &in, &tok);
     int rc = verify_text(&f, tok.data, tok.len, &out);
@@ -634,8 +635,8 @@ QTEST(unknown_header_member_is_rejected)
     fixture f;
     char header[192];
     QT_TRUE(fixture_open(&f) == 0);
-    snprintf(header, sizeof header, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"%s\",\"jku\":\"https://evil.example\"}",
-             qod_jwt_key_kid(f.key));
+    snprintf(header, sizeof header, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"%s\",%s}", qod_jwt_key_kid(f.key),
+             "\"jku\":\"https://evil.example\"");
     int rc = verify_with_header(&f, header);
     fixture_close(&f);
     QT_EQ_INT(rc, QOD_ERR_INVALID);
@@ -873,9 +874,13 @@ QTEST(every_required_claim_is_required)
 QTEST(claims_of_the_wrong_type_are_rejected)
 {
     static const char *const cases[][2] = {
-        {"iat", ",\"iat\":\"" NOW_TEXT "\""}, {"exp", ",\"exp\":1780003600.5"}, {"sub", ",\"sub\":42"},
-        {"scope", ",\"scope\":[\"qod\"]"},    {"iss", ",\"iss\":null"},         {NULL, ",\"device\":\"tel:+33612345678\""},
+        {"iat", ",\"iat\":\"" NOW_TEXT "\""},
+        {"exp", ",\"exp\":1780003600.5"},
         {"exp", ",\"exp\":-1"},
+        {"sub", ",\"sub\":42"},
+        {"scope", ",\"scope\":[\"qod\"]"},
+        {"iss", ",\"iss\":null"},
+        {NULL, ",\"device\":\"tel:+33612345678\""},
     };
     fixture f;
     int accepted = 0;
