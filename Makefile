@@ -82,3 +82,6 @@ format:
 	clang-format -i $(LIB_SRC) src/*.c $(UNIT_SRC) src/*/*.h
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# The OpenAPI file is embedded with .incbin; rebuild when it changes.
+$(BUILD)/obj/src/api/openapi_blob.o: docs/openapi/konera-qod-v0.yaml

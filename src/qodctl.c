@@ -34,6 +34,10 @@ typedef struct {
 static void print_app(const cJSON *r);
 static void print_app_list(const cJSON *r);
 static void print_ok(const cJSON *r);
+static void print_sessions(const cJSON *r);
+static void print_session(const cJSON *r);
+static void print_devices(const cJSON *r);
+static void print_device(const cJSON *r);
 
 static const cmd_spec commands[] = {
     {"app", "create", NULL,
@@ -54,6 +58,20 @@ static const cmd_spec commands[] = {
      "app set-limits CLIENT_ID [--rate-limit R/s] [--burst B] [--max-sessions N] [--json]",
      {{"rate-limit", "rate_limit", F_RATE}, {"burst", "burst", F_NUM}, {"max-sessions", "max_sessions", F_NUM}},
      print_app},
+    {"session", "list", NULL, "session list [--app CLIENT_ID] [--limit N] [--json]",
+     {{"app", "client_id", F_STR}, {"limit", "limit", F_NUM}},
+     print_sessions},
+    {"session", "show", "session_id", "session show SESSION_ID [--json]", {{0}}, print_session},
+    {"device", "add", NULL,
+     "device add --phone +E164 [--ipv4 A.B.C.D] [--ipv6 ADDR] [--cell N] [--ineligible] [--json]",
+     {{"phone", "phone", F_STR},
+      {"ipv4", "ipv4", F_STR},
+      {"ipv6", "ipv6", F_STR},
+      {"cell", "cell", F_NUM},
+      {"ineligible", "ineligible", F_BOOL}},
+     print_device},
+    {"device", "list", NULL, "device list [--json]", {{0}}, print_devices},
+    {"device", "remove", NULL, "device remove --phone +E164", {{"phone", "phone", F_STR}}, print_ok},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -106,6 +124,47 @@ static void print_ok(const cJSON *r)
     printf("ok\n");
 }
 
+static void print_session(const cJSON *r)
+{
+    static const char *const keys[] = {"sessionId", "client_id", "state", "reason", "api", "qosProfile",
+                                       "createdAt", "expiresAt", "endedAt", "notificationUrl"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (*str_of(r, keys[i]))
+            printf("%-16s %s\n", keys[i], str_of(r, keys[i]));
+    char *dev = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(r, "device"));
+    printf("%-16s %s\n%-16s %.0f s\n", "device", dev ? dev : "", "duration", num_of(r, "duration"));
+    free(dev);
+}
+
+static void print_sessions(const cJSON *r)
+{
+    printf("%-36s  %-9s  %-18s  %-8s  %-20s  %s\n", "SESSION_ID", "STATE", "REASON", "PROFILE", "EXPIRES_AT",
+           "CLIENT_ID");
+    const cJSON *s;
+    cJSON_ArrayForEach(s, r)
+    {
+        printf("%-36s  %-9s  %-18s  %-8s  %-20s  %s\n", str_of(s, "sessionId"), str_of(s, "state"),
+               str_of(s, "reason"), str_of(s, "qosProfile"), str_of(s, "expiresAt"), str_of(s, "client_id"));
+    }
+}
+
+static void print_device(const cJSON *d)
+{
+    const cJSON *el = cJSON_GetObjectItemCaseSensitive(d, "eligible");
+    printf("%-16s  %-15s  %-39s  %-6.0f  %s\n", str_of(d, "phone"), str_of(d, "ipv4"), str_of(d, "ipv6"),
+           num_of(d, "cell"), cJSON_IsTrue(el) ? "yes" : "no");
+}
+
+static void print_devices(const cJSON *r)
+{
+    printf("%-16s  %-15s  %-39s  %-6s  %s\n", "PHONE", "IPV4", "IPV6", "CELL", "ELIGIBLE");
+    const cJSON *d;
+    cJSON_ArrayForEach(d, r)
+    {
+        print_device(d);
+    }
+}
+
 /* Converts one flag value to JSON; false with a message on bad input. */
 static bool add_flag(cJSON *args, const flag_spec *f, const char *v)
 {
@@ -149,6 +208,10 @@ static cJSON *parse_args(const cmd_spec *c, int argc, char **argv, bool *json)
         for (int k = 0; k < 8 && c->flags[k].flag && !f; k++)
             if (strcmp(c->flags[k].flag, argv[i] + 2) == 0)
                 f = &c->flags[k];
+        if (f && f->type == F_BOOL) {
+            cJSON_AddBoolToObject(args, f->key, 1);
+            continue;
+        }
         if (!f || i + 1 >= argc) {
             fprintf(stderr, "qodctl: %s '%s'\nusage: qodctl %s\n", f ? "missing value for" : "unknown option",
                     argv[i], c->usage);

@@ -13,12 +13,14 @@
 
 typedef struct qod_admin qod_admin;
 typedef struct qod_engine qod_engine;
+typedef struct qod_registry qod_registry;
 
 /* What admin commands operate on; borrowed. */
 typedef struct {
     qod_apps *apps;
     qod_tokcache *tokens;
-    qod_engine *engine; /* may be NULL */
+    qod_engine *engine;
+    qod_registry *registry;
 } qod_admin_deps;
 
 /* One admin command: reads args, appends the JSON result to out, or returns an error with why in err. */

@@ -1,7 +1,11 @@
 #include "api/admin_cmds.h"
 
+#include "core/engine.h"
+#include "core/registry.h"
 #include "util/err.h"
 #include "util/json.h"
+#include "util/rand.h"
+#include "util/time.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -158,7 +162,151 @@ static int app_set_limits(const qod_admin_deps *d, const cJSON *args, qod_buf *o
     return rc ? rc : qod_app_to_json(&app, false, out);
 }
 
+/* A session as operators see it: engine status words, owner and timestamps. */
+static void session_json(const qod_session *s, qod_buf *out)
+{
+    char created[32], expires[32] = "", ended[32] = "";
+    qod_time_fmt(s->created_ms, created, sizeof created);
+    if (s->expires_ms)
+        qod_time_fmt(s->expires_ms, expires, sizeof expires);
+    if (s->ended_ms)
+        qod_time_fmt(s->ended_ms, ended, sizeof ended);
+    qod_buf_printf(out,
+                   "{\"sessionId\":\"%s\",\"client_id\":\"%s\",\"state\":\"%s\",\"reason\":\"%s\",\"api\":\"%s\","
+                   "\"sandbox\":%s,\"qosProfile\":",
+                   s->id, s->app_id, qod_session_state_name(s->st.state), qod_end_reason_name(s->st.reason),
+                   s->surface == QOD_SURFACE_V1 ? "v1" : "v0", s->sandbox ? "true" : "false");
+    qod_buf_json_str(out, s->profile->name);
+    qod_buf_printf(out, ",\"duration\":%lld,\"createdAt\":\"%s\",\"expiresAt\":\"%s\",\"endedAt\":\"%s\",\"device\":",
+                   (long long)s->duration_s, created, expires, ended);
+    qod_buf_puts(out, s->device_json);
+    qod_buf_puts(out, ",\"notificationUrl\":");
+    qod_buf_json_str(out, s->url);
+    qod_buf_puts(out, "}");
+}
+
+typedef struct {
+    qod_buf *out;
+    bool first;
+    size_t n, limit;
+} sess_list;
+
+static int list_session(void *arg, const qod_session *s)
+{
+    sess_list *l = arg;
+    if (!l->first)
+        qod_buf_puts(l->out, ",");
+    l->first = false;
+    session_json(s, l->out);
+    return ++l->n >= l->limit;
+}
+
+static int session_list(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
+{
+    const char *app = NULL;
+    double limit = -1;
+    if (qod_json_str(args, "client_id", &app) == QOD_ERR_INVALID) {
+        snprintf(err, errcap, "client_id must be a string");
+        return QOD_ERR_INVALID;
+    }
+    int rc = opt_number(args, "limit", 1e7, &limit, err, errcap);
+    if (rc != QOD_OK)
+        return rc;
+    sess_list l = {out, true, 0, limit > 0 ? (size_t)limit : 10000};
+    qod_buf_puts(out, "[");
+    qod_engine_each(d->engine, app, list_session, &l);
+    return qod_buf_puts(out, "]");
+}
+
+static void show_session(void *arg, const qod_session *s)
+{
+    session_json(s, arg);
+}
+
+static int session_show(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
+{
+    const char *id = NULL;
+    if (qod_json_str(args, "session_id", &id) != QOD_OK || !qod_uuid_valid(id)) {
+        snprintf(err, errcap, "session_id must be a UUID");
+        return QOD_ERR_INVALID;
+    }
+    int rc = qod_engine_read(d->engine, id, NULL, show_session, out);
+    if (rc == QOD_ERR_NOTFOUND)
+        snprintf(err, errcap, "no session %s (never created, or purged after its retention)", id);
+    return rc;
+}
+
+static int copy_arg(const cJSON *args, const char *key, char *dst, size_t cap, char *err, size_t errcap)
+{
+    const char *v = NULL;
+    int rc = qod_json_str(args, key, &v);
+    if (rc == QOD_ERR_NOTFOUND)
+        return QOD_OK;
+    if (rc != QOD_OK || strlen(v) >= cap) {
+        snprintf(err, errcap, "%s must be a string of at most %zu bytes", key, cap - 1);
+        return QOD_ERR_INVALID;
+    }
+    memcpy(dst, v, strlen(v) + 1);
+    return QOD_OK;
+}
+
+static int device_add(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
+{
+    qod_subscriber s = {.eligible = true};
+    double cell = 0;
+    bool inel = false;
+    int rc = copy_arg(args, "phone", s.phone, sizeof s.phone, err, errcap);
+    rc = rc ? rc : copy_arg(args, "ipv4", s.ipv4, sizeof s.ipv4, err, errcap);
+    rc = rc ? rc : copy_arg(args, "ipv6", s.ipv6, sizeof s.ipv6, err, errcap);
+    rc = rc ? rc : opt_number(args, "cell", 1e9, &cell, err, errcap);
+    if (rc == QOD_OK && qod_json_bool(args, "ineligible", &inel) == QOD_ERR_INVALID) {
+        snprintf(err, errcap, "ineligible must be a boolean");
+        rc = QOD_ERR_INVALID;
+    }
+    if (rc != QOD_OK)
+        return rc;
+    s.cell = cell < 0 ? 0 : (int)cell;
+    s.eligible = !inel;
+    rc = qod_registry_put(d->registry, &s, err, errcap);
+    return rc ? rc : qod_subscriber_to_json(&s, out);
+}
+
+static void list_device(void *arg, const qod_subscriber *s)
+{
+    list_ctx *l = arg;
+    if (!l->first)
+        qod_buf_puts(l->out, ",");
+    l->first = false;
+    qod_subscriber_to_json(s, l->out);
+}
+
+static int device_list(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
+{
+    (void)args;
+    (void)err;
+    (void)errcap;
+    list_ctx l = {out, true};
+    qod_buf_puts(out, "[");
+    qod_registry_each(d->registry, list_device, &l);
+    return qod_buf_puts(out, "]");
+}
+
+static int device_remove(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
+{
+    const char *phone = NULL;
+    if (qod_json_str(args, "phone", &phone) != QOD_OK) {
+        snprintf(err, errcap, "phone is required");
+        return QOD_ERR_INVALID;
+    }
+    int rc = qod_registry_remove(d->registry, phone);
+    if (rc == QOD_ERR_NOTFOUND)
+        snprintf(err, errcap, "no device with phone %.20s", phone);
+    return rc ? rc : qod_buf_puts(out, "{\"removed\":true}");
+}
+
 static const qod_admin_cmd cmds[] = {
+    {"session.list", session_list}, {"session.show", session_show}, {"device.add", device_add},
+    {"device.list", device_list},   {"device.remove", device_remove},
     {"app.create", app_create},   {"app.list", app_list},           {"app.show", app_show},
     {"app.delete", app_delete},   {"app.rotate-secret", app_rotate}, {"app.set-limits", app_set_limits},
 };

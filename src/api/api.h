@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 typedef struct qod_engine qod_engine;
+typedef struct qod_profiles qod_profiles;
 
 /* What the API layer needs from the daemon; all borrowed, all outlive the API. */
 typedef struct {
@@ -23,7 +24,8 @@ typedef struct {
     qod_jwt_key *key;
     qod_tokcache *tokens;
     qod_store *store;
-    qod_engine *engine;      /* NULL until the session engine is wired */
+    qod_engine *engine;
+    const qod_profiles *profiles;
     const char *openapi_dir; /* where docs/openapi lives, for GET …/openapi.yaml; may be NULL */
 } qod_api_deps;
 

@@ -30,7 +30,9 @@ struct qod_req {
     qod_buf body;
     bool too_large;
     bool dispatched;
+    pthread_mutex_t mu; /* guards suspended/completed between the handler and the completing thread */
     bool suspended;
+    bool completed;
     char peer[INET6_ADDRSTRLEN];
     uint64_t start_ns;
     void *user;
@@ -63,6 +65,7 @@ static void req_free(qod_req *r)
         return;
     if (r->user_free)
         r->user_free(r->user);
+    pthread_mutex_destroy(&r->mu);
     free(r->path);
     qod_buf_dispose(&r->body);
     free(r->resp_body);
@@ -117,6 +120,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             return MHD_NO;
         r->h = h;
         r->conn = conn;
+        pthread_mutex_init(&r->mu, NULL);
         r->method = method;
         r->path = strdup(url);
         r->start_ns = now_ns();
@@ -140,7 +144,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (!r->body.data)
             qod_buf_append(&r->body, "", 0);
         h->opts.dispatch(h->opts.ctx, r);
-        if (r->suspended)
+        pthread_mutex_lock(&r->mu);
+        bool suspended = r->suspended;
+        pthread_mutex_unlock(&r->mu);
+        if (suspended)
             return MHD_YES;
     }
     if (!r->status) {
@@ -360,15 +367,26 @@ int qod_req_respond(qod_req *r, unsigned status, const char *content_type, const
     return QOD_OK;
 }
 
-void qod_req_suspend(qod_req *r)
+void qod_req_defer(qod_req *r)
 {
-    r->suspended = true;
-    MHD_suspend_connection(r->conn);
+    pthread_mutex_lock(&r->mu);
+    if (!r->completed) {
+        r->suspended = true;
+        MHD_suspend_connection(r->conn);
+    }
+    pthread_mutex_unlock(&r->mu);
 }
 
-void qod_req_resume(qod_req *r)
+void qod_req_complete(qod_req *r)
 {
-    MHD_resume_connection(r->conn);
+    pthread_mutex_lock(&r->mu);
+    r->completed = true;
+    bool suspended = r->suspended;
+    struct MHD_Connection *conn = r->conn;
+    pthread_mutex_unlock(&r->mu);
+    /* r may be freed as soon as the connection resumes: touch nothing of it after this call. */
+    if (suspended)
+        MHD_resume_connection(conn);
 }
 
 unsigned qod_req_status(const qod_req *r)

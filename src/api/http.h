@@ -2,8 +2,8 @@
  * suspend/resume so a handler can answer after a durable write without blocking its thread.
  *
  * A handler gets a qod_req on the final call of a request (body complete). It either responds at once
- * (qod_req_respond) or suspends (qod_req_suspend), hands the request to another thread, and that thread
- * calls qod_req_respond then qod_req_resume. Every request ends in exactly one response. */
+ * (qod_req_respond), or starts asynchronous work and calls qod_req_defer; the work later calls
+ * qod_req_respond then qod_req_complete from any thread. Every request ends in exactly one response. */
 #ifndef QOD_API_HTTP_H
 #define QOD_API_HTTP_H
 
@@ -62,10 +62,12 @@ void *qod_req_user(const qod_req *r);
 int qod_req_add_header(qod_req *r, const char *name, const char *value);
 /* Sets the response; body is copied. May be called from any thread while the request is suspended. */
 int qod_req_respond(qod_req *r, unsigned status, const char *content_type, const char *body, size_t len);
-/* Marks the request as answered later: call before handing it to another thread. */
-void qod_req_suspend(qod_req *r);
-/* Resumes a suspended request after qod_req_respond; any thread. */
-void qod_req_resume(qod_req *r);
+/* Called by a handler after it started asynchronous work that will answer the request: suspends the
+ * connection unless the work already completed. */
+void qod_req_defer(qod_req *r);
+/* Called by the asynchronous work after qod_req_respond (any thread): resumes the connection. Exactly once
+ * per deferred request. */
+void qod_req_complete(qod_req *r);
 /* The status of the response set so far (0 when none). */
 unsigned qod_req_status(const qod_req *r);
 

@@ -1,6 +1,7 @@
 #include "api/routes.h"
 
 #include "api/health.h"
+#include "api/konera_v0.h"
 #include "api/oauth.h"
 
 #include <stddef.h>
@@ -12,5 +13,12 @@ const qod_route qod_routes[] = {
     {"POST", "/oauth2/token", qod_oauth_token, NULL, QOD_BODY_FORM, QOD_ROUTE_NO_STORE},
     {"GET", "/.well-known/jwks.json", qod_oauth_jwks, NULL, QOD_BODY_NONE, 0},
     {"GET", "/.well-known/openid-configuration", qod_oauth_discovery, NULL, QOD_BODY_NONE, 0},
+    {"POST", "/camara/qod/v0/sessions", qod_v0_create, "qod", QOD_BODY_JSON, QOD_ROUTE_NO_STORE},
+    {"GET", "/camara/qod/v0/sessions/{sessionId}", qod_v0_get, "qod", QOD_BODY_NONE, QOD_ROUTE_NO_STORE},
+    {"DELETE", "/camara/qod/v0/sessions/{sessionId}", qod_v0_delete, "qod", QOD_BODY_NONE, QOD_ROUTE_NO_STORE},
+    {"GET", "/camara/qod/v0/qos-profiles", qod_v0_profiles, "qod", QOD_BODY_NONE, 0},
+    {"GET", "/camara/qod/v0/openapi.yaml", qod_v0_openapi, NULL, QOD_BODY_NONE, 0},
+    {"POST", "/sandbox/v0/sessions/{sessionId}/network-events", qod_sandbox_network_event, "qod", QOD_BODY_JSON,
+     QOD_ROUTE_NO_STORE},
     {NULL, NULL, NULL, NULL, 0, 0},
 };

@@ -6,6 +6,9 @@
 #include "auth/apps.h"
 #include "auth/jwt.h"
 #include "auth/tokcache.h"
+#include "core/engine.h"
+#include "core/profiles.h"
+#include "core/registry.h"
 #include "store/store.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -29,6 +32,9 @@ struct qod_daemon {
     qod_apps *apps;
     qod_jwt_key *key;
     qod_tokcache *tokens;
+    qod_profiles *profiles;
+    qod_registry *registry;
+    qod_engine *engine;
     qod_api *api;
     qod_http *http;
     qod_admin *admin;
@@ -84,6 +90,34 @@ static int open_state(qod_daemon *d, const qod_options *o, char *err, size_t err
     return d->tokens ? QOD_OK : QOD_ERR_NOMEM;
 }
 
+static int open_engine(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
+{
+    int rc = o->profiles[0] ? qod_profiles_load(o->profiles, &d->profiles, err, errcap)
+                            : qod_profiles_default(&d->profiles);
+    if (rc != QOD_OK)
+        return rc;
+    rc = qod_registry_create(d->store, &d->registry);
+    if (rc != QOD_OK) {
+        snprintf(err, errcap, "cannot load the subscriber registry: %s", qod_strerror(rc));
+        return rc;
+    }
+    const qod_net_backend *be = qod_net_find(o->network);
+    if (!be) {
+        snprintf(err, errcap, "option 'network': backend '%s' is not available", o->network);
+        return QOD_ERR_INVALID;
+    }
+    qod_engine_opts eo = {
+        .store = d->store,
+        .profiles = d->profiles,
+        .registry = d->registry,
+        .backend = be,
+        .net = {.sandbox_delay_ms = o->sandbox_delay_ms, .cell_capacity_kbps = o->sim_cell_capacity},
+        .retention_ms = o->retention * 1000,
+    };
+    rc = qod_engine_create(&eo, &d->engine, err, errcap);
+    return rc ? rc : qod_engine_start(d->engine);
+}
+
 static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
 {
     qod_api_deps deps = {
@@ -93,6 +127,8 @@ static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t 
         .key = d->key,
         .tokens = d->tokens,
         .store = d->store,
+        .engine = d->engine,
+        .profiles = d->profiles,
     };
     int rc = qod_api_create(&deps, &d->api);
     if (rc != QOD_OK) {
@@ -101,7 +137,7 @@ static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t 
     }
     char path[4200];
     snprintf(path, sizeof path, "%s/qodd.sock", o->data);
-    qod_admin_deps ad = {.apps = d->apps, .tokens = d->tokens};
+    qod_admin_deps ad = {.apps = d->apps, .tokens = d->tokens, .engine = d->engine, .registry = d->registry};
     rc = qod_admin_start(path, &ad, &d->admin);
     if (rc != QOD_OK) {
         snprintf(err, errcap, "cannot open the admin socket %s: %s", path, qod_strerror(rc));
@@ -137,6 +173,7 @@ int qod_daemon_start(const qod_options *o, qod_daemon **out, char *err, size_t e
         d->public_url[--ul] = '\0';
     int rc = prepare_data_dir(o->data, &d->lock_fd, err, errcap);
     rc = rc ? rc : open_state(d, o, err, errcap);
+    rc = rc ? rc : open_engine(d, o, err, errcap);
     rc = rc ? rc : start_servers(d, o, err, errcap);
     if (rc != QOD_OK) {
         qod_daemon_stop(d);
@@ -169,10 +206,16 @@ void qod_daemon_stop(qod_daemon *d)
     qod_http_stop(d->http, DRAIN_MS);
     qod_admin_stop(d->admin);
     qod_api_destroy(d->api);
+    /* The engine's loop stops first; the store then drains the batches in flight, whose completions still
+     * reach the engine; only then is the engine freed. */
+    qod_engine_stop(d->engine);
     qod_tokcache_destroy(d->tokens);
     qod_jwt_key_destroy(d->key);
     qod_apps_destroy(d->apps);
     qod_store_close(d->store);
+    qod_engine_destroy(d->engine);
+    qod_registry_destroy(d->registry);
+    qod_profiles_destroy(d->profiles);
     if (d->lock_fd >= 0)
         close(d->lock_fd);
     free(d);

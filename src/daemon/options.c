@@ -57,6 +57,15 @@ const qod_cfg_opt qod_option_table[] = {
     {"max-conns", QOD_CFG_INT, O(max_conns), 16, 1000000, "10000", NULL, NULL, "Total connections."},
     {"max-body", QOD_CFG_INT, O(max_body), 1024, 10485760, "65536", NULL, NULL,
      "Largest request body, bytes (larger: 413)."},
+    {"profiles", QOD_CFG_STR, O(profiles), 0, 4096, "", NULL, NULL,
+     "QoS profile catalogue: a JSON array of CAMARA QosProfile objects (default: QOS_L, QOS_M, QOS_S)."},
+    {"retention", QOD_CFG_INT, O(retention), 1, 31536000, "360", NULL, NULL,
+     "Seconds an ended session stays readable before it is purged. The API promises at least 360; lower "
+     "values are for tests."},
+    {"sandbox-delay-ms", QOD_CFG_INT, O(sandbox_delay_ms), 0, 600000, "500", NULL, NULL,
+     "Provisioning delay of the simulated network, milliseconds."},
+    {"sim-cell-capacity", QOD_CFG_INT, O(sim_cell_capacity), 0, 100000000, "100000", NULL, NULL,
+     "Guaranteed capacity of each simulated cell, kbit/s (live devices; sessions beyond it are refused)."},
 };
 
 const size_t qod_option_count = sizeof qod_option_table / sizeof qod_option_table[0];

@@ -23,6 +23,10 @@ typedef struct {
     long long max_conns_per_ip;
     long long max_conns;
     long long max_body;
+    char *profiles;
+    long long retention;
+    long long sandbox_delay_ms;
+    long long sim_cell_capacity;
 } qod_options;
 
 /* The option table and its size. */

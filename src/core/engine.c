@@ -1,0 +1,1031 @@
+#include "core/engine.h"
+
+#include "core/timers.h"
+#include "util/err.h"
+#include "util/hmap.h"
+#include "util/json.h"
+#include "util/log.h"
+#include "util/rand.h"
+#include "util/time.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IDEM_TTL_MS (24LL * 3600 * 1000)
+#define SLOT_LIFE 0 /* expiry, then retention purge */
+#define SLOT_NET 1  /* a pending network report */
+
+enum { TK_EXPIRE = 1, TK_PURGE, TK_NET_AVAILABLE, TK_NET_REFUSED, TK_NET_TERMINATED };
+
+typedef struct {
+    qod_session s; /* first: a sess* is a qod_session* */
+    qod_timer timers[2];
+    bool pending;  /* created in memory, not yet committed */
+    uint32_t nevents;
+} sess;
+
+typedef struct {
+    char app_id[33];
+    int64_t active;
+} app_count;
+
+typedef struct idem_rec {
+    char *key; /* "app_id:Idempotency-Key" */
+    char hash[65];
+    char session_id[37];
+    unsigned status;
+    char *body;
+    bool pending;
+    int64_t created_ms;
+    struct idem_rec *next; /* creation order, for expiry */
+} idem_rec;
+
+struct qod_engine {
+    qod_engine_opts o;
+    pthread_mutex_t mu;
+    qod_hmap by_id, by_dev, apps, idem;
+    idem_rec *idem_head, *idem_tail;
+    qod_timers timers;
+    qod_loop *loop;
+    void *be;
+    atomic_llong deadline; /* the loop's current wake-up time (monotonic ms) */
+    uint64_t created, events;
+};
+
+const char *qod_net_outcome_name(qod_net_outcome o)
+{
+    static const char *const names[] = {"available", "refused", "terminated"};
+    return (unsigned)o < 3 ? names[o] : "?";
+}
+
+/* ---- small helpers ---------------------------------------------------------------------------------------- */
+
+static sess *sess_of_timer(qod_timer *t)
+{
+    return (sess *)(void *)((char *)(t - t->slot) - offsetof(sess, timers));
+}
+
+static void sess_free(sess *x)
+{
+    if (!x)
+        return;
+    free(x->s.device_json);
+    free(x->s.device_key);
+    free(x->s.url);
+    free(x->s.token);
+    free(x->s.extra);
+    free(x);
+}
+
+/* Arms a timer and wakes the loop when it is now the earliest. Caller holds the lock. */
+static void arm(qod_engine *e, sess *x, int slot, int64_t due, int kind)
+{
+    if (qod_timers_arm(&e->timers, &x->timers[slot], due, (uint8_t)kind) != QOD_OK) {
+        QOD_ERROR("engine", "timer_alloc_failed", "session=%s", x->s.id);
+        return;
+    }
+    if (due < atomic_load(&e->deadline) && e->loop)
+        qod_loop_wake(e->loop);
+}
+
+static app_count *count_of(qod_engine *e, const char *app_id, bool create)
+{
+    app_count *c = qod_hmap_get(&e->apps, app_id);
+    if (!c && create && (c = calloc(1, sizeof *c))) {
+        snprintf(c->app_id, sizeof c->app_id, "%s", app_id);
+        if (qod_hmap_put(&e->apps, c->app_id, c) != QOD_OK) {
+            free(c);
+            c = NULL;
+        }
+    }
+    return c;
+}
+
+/* Parses the stored identifier back into a device for the backend. */
+static int net_view(qod_engine *e, sess *x, qod_device *dev, qod_subscriber *sub, qod_net_session *ns)
+{
+    char err[128];
+    cJSON *o = NULL;
+    int rc = qod_json_parse(x->s.device_json, strlen(x->s.device_json), 4, &o, err, sizeof err);
+    rc = rc ? rc : qod_device_parse(o, dev, err, sizeof err);
+    cJSON_Delete(o);
+    if (rc != QOD_OK)
+        return rc;
+    qod_device_kind k = qod_device_choose(dev);
+    bool live = !x->s.sandbox && qod_registry_find(e->o.registry, dev, k, sub) == QOD_OK;
+    *ns = (qod_net_session){x->s.id, dev, k, x->s.profile, x->s.sandbox, live ? sub : NULL};
+    return QOD_OK;
+}
+
+typedef enum { NET_PROVISION, NET_ACTIVATED, NET_RELEASE } net_call;
+
+static void call_backend(qod_engine *e, sess *x, net_call what)
+{
+    qod_device dev;
+    qod_subscriber sub;
+    qod_net_session ns;
+    if (net_view(e, x, &dev, &sub, &ns) != QOD_OK) {
+        QOD_ERROR("engine", "device_unreadable", "session=%s", x->s.id);
+        return;
+    }
+    if (what == NET_PROVISION)
+        e->o.backend->provision(e->be, &ns);
+    else if (what == NET_ACTIVATED)
+        e->o.backend->activated(e->be, &ns);
+    else
+        e->o.backend->release(e->be, &ns);
+}
+
+/* ---- persistence -------------------------------------------------------------------------------------------- */
+
+static void put_json_or_null(qod_buf *b, const char *key, const char *json)
+{
+    qod_buf_printf(b, ",\"%s\":", key);
+    qod_buf_puts(b, json && *json ? json : "null");
+}
+
+static void put_str_or_null(qod_buf *b, const char *key, const char *s)
+{
+    qod_buf_printf(b, ",\"%s\":", key);
+    if (s)
+        qod_buf_json_str(b, s);
+    else
+        qod_buf_puts(b, "null");
+}
+
+static void session_doc(const sess *x, qod_buf *b)
+{
+    const qod_session *s = &x->s;
+    qod_buf_printf(b,
+                   "{\"id\":\"%s\",\"app\":\"%s\",\"state\":\"%s\",\"reason\":\"%s\",\"surface\":%d,\"sandbox\":%s,"
+                   "\"duration\":%lld,\"created_ms\":%lld,\"available_ms\":%lld,\"expires_ms\":%lld,"
+                   "\"ended_ms\":%lld,\"events\":%u,\"profile\":",
+                   s->id, s->app_id, qod_session_state_name(s->st.state), qod_end_reason_name(s->st.reason),
+                   (int)s->surface, s->sandbox ? "true" : "false", (long long)s->duration_s,
+                   (long long)s->created_ms, (long long)s->available_ms, (long long)s->expires_ms,
+                   (long long)s->ended_ms, x->nevents);
+    qod_buf_json_str(b, s->profile->name);
+    put_json_or_null(b, "device", s->device_json);
+    put_str_or_null(b, "device_key", s->device_key);
+    put_str_or_null(b, "url", s->url);
+    put_str_or_null(b, "token", s->token);
+    put_json_or_null(b, "extra", s->extra);
+    qod_buf_puts(b, "}");
+}
+
+static int add_session_row(qod_store_batch *b, const sess *x, bool insert)
+{
+    qod_buf doc;
+    qod_buf_init(&doc, 0);
+    session_doc(x, &doc);
+    int64_t state = (int64_t)x->s.st.state * 10 + x->s.st.reason;
+    int rc = (insert ? qod_store_batch_insert : qod_store_batch_put)(b, QOD_TBL_SESSIONS, x->s.id, x->s.app_id,
+                                                                     x->s.device_key, state, x->s.expires_ms, doc.data);
+    qod_buf_dispose(&doc);
+    return rc;
+}
+
+/* Appends the outbox event for the session's current status (engine terms; the delivery renders it). */
+static int add_event_row(qod_engine *e, qod_store_batch *b, sess *x)
+{
+    char id[QOD_UUID_LEN + 1];
+    qod_uuid_v4(id);
+    int64_t now = qod_time_wall_ms();
+    qod_buf doc;
+    qod_buf_init(&doc, 0);
+    qod_buf_printf(&doc,
+                   "{\"session\":\"%s\",\"app\":\"%s\",\"state\":\"%s\",\"reason\":\"%s\",\"surface\":%d,"
+                   "\"at_ms\":%lld,\"seq\":%u",
+                   x->s.id, x->s.app_id, qod_session_state_name(x->s.st.state), qod_end_reason_name(x->s.st.reason),
+                   (int)x->s.surface, (long long)now, ++x->nevents);
+    put_str_or_null(&doc, "url", x->s.url);
+    put_str_or_null(&doc, "token", x->s.token);
+    put_json_or_null(&doc, "extra", x->s.extra);
+    qod_buf_puts(&doc, "}");
+    int rc = qod_store_batch_event(b, id, x->s.id, x->s.app_id, now, doc.data);
+    qod_buf_dispose(&doc);
+    e->events++;
+    return rc;
+}
+
+static void after_change_commit(int rc, void *arg)
+{
+    qod_engine *e = arg;
+    if (rc != QOD_OK)
+        QOD_ERROR("engine", "state_commit_failed", "err=\"%s\"", qod_strerror(rc));
+    else if (e->o.events_committed)
+        e->o.events_committed(e->o.events_ctx);
+}
+
+/* Writes the session row and its status event in one batch. Caller holds the lock. */
+static void persist_change(qod_engine *e, sess *x, qod_engine_done done, void *arg);
+
+/* ---- state changes ------------------------------------------------------------------------------------------ */
+
+static void on_ended(qod_engine *e, sess *x)
+{
+    qod_timers_cancel(&e->timers, &x->timers[SLOT_NET]);
+    if (qod_hmap_get(&e->by_dev, x->s.device_key) == x)
+        qod_hmap_del(&e->by_dev, x->s.device_key);
+    app_count *c = count_of(e, x->s.app_id, false);
+    if (c && c->active > 0)
+        c->active--;
+    call_backend(e, x, NET_RELEASE);
+    arm(e, x, SLOT_LIFE, qod_time_mono_ms() + e->o.retention_ms, TK_PURGE);
+}
+
+/* Applies ev; returns QOD_OK when the status changed. Caller holds the lock. */
+static int change(qod_engine *e, sess *x, qod_session_event ev, const char *why, qod_engine_done done, void *arg)
+{
+    qod_session_status st = x->s.st;
+    int rc = qod_session_apply(&st, ev);
+    if (rc != QOD_OK)
+        return rc;
+    int64_t now = qod_time_wall_ms();
+    x->s.st = st;
+    if (st.state == QOD_SS_AVAILABLE) {
+        x->s.available_ms = now;
+        if (x->s.surface == QOD_SURFACE_V1) {
+            /* CAMARA v1 counts the duration from availability. */
+            x->s.expires_ms = now + x->s.duration_s * 1000;
+            arm(e, x, SLOT_LIFE, qod_time_mono_ms() + x->s.duration_s * 1000, TK_EXPIRE);
+        }
+    } else if (st.state == QOD_SS_ENDED) {
+        x->s.ended_ms = now;
+        on_ended(e, x);
+    }
+    persist_change(e, x, done, arg);
+    if (st.state == QOD_SS_AVAILABLE)
+        call_backend(e, x, NET_ACTIVATED);
+    QOD_INFO("engine", "session_changed", "session=%s app=%s state=%s reason=%s why=\"%s\"", x->s.id, x->s.app_id,
+             qod_session_state_name(st.state), qod_end_reason_name(st.reason), why ? why : "");
+    return QOD_OK;
+}
+
+typedef struct {
+    qod_engine *e;
+    qod_engine_done done;
+    void *arg;
+    char id[37];
+} change_ctx;
+
+static void change_committed(int rc, void *arg)
+{
+    change_ctx *c = arg;
+    after_change_commit(rc, c->e);
+    if (c->done)
+        c->done(c->arg, rc, c->id, NULL);
+    free(c);
+}
+
+static void persist_change(qod_engine *e, sess *x, qod_engine_done done, void *arg)
+{
+    qod_store_batch *b = qod_store_batch_new();
+    change_ctx *c = calloc(1, sizeof *c);
+    int rc = b && c ? add_session_row(b, x, false) : QOD_ERR_NOMEM;
+    rc = rc ? rc : add_event_row(e, b, x);
+    if (rc == QOD_OK) {
+        *c = (change_ctx){e, done, arg, ""};
+        snprintf(c->id, sizeof c->id, "%s", x->s.id);
+        rc = qod_store_submit(e->o.store, b, change_committed, c);
+        b = NULL;
+        c = rc == QOD_OK ? NULL : c;
+    }
+    if (rc != QOD_OK) {
+        QOD_ERROR("engine", "persist_failed", "session=%s err=\"%s\"", x->s.id, qod_strerror(rc));
+        if (done)
+            done(arg, rc, x->s.id, NULL);
+    }
+    qod_store_batch_free(b);
+    free(c);
+}
+
+static void purge(qod_engine *e, sess *x)
+{
+    qod_timers_cancel(&e->timers, &x->timers[SLOT_LIFE]);
+    qod_timers_cancel(&e->timers, &x->timers[SLOT_NET]);
+    qod_hmap_del(&e->by_id, x->s.id);
+    qod_store_batch *b = qod_store_batch_new();
+    if (b && qod_store_batch_del(b, QOD_TBL_SESSIONS, x->s.id) == QOD_OK)
+        qod_store_submit(e->o.store, b, after_change_commit, e);
+    else
+        qod_store_batch_free(b);
+    QOD_DEBUG("engine", "session_purged", "session=%s", x->s.id);
+    sess_free(x);
+}
+
+static void fire(qod_engine *e, qod_timer *t)
+{
+    sess *x = sess_of_timer(t);
+    switch (t->kind) {
+    case TK_EXPIRE:
+        change(e, x, QOD_EV_EXPIRED, "duration elapsed", NULL, NULL);
+        break;
+    case TK_PURGE:
+        purge(e, x);
+        break;
+    case TK_NET_AVAILABLE:
+        change(e, x, QOD_EV_PROVISIONED, "network granted", NULL, NULL);
+        break;
+    case TK_NET_REFUSED:
+        change(e, x, QOD_EV_REFUSED, "network refused", NULL, NULL);
+        break;
+    case TK_NET_TERMINATED:
+        change(e, x, QOD_EV_TERMINATED, "network terminated", NULL, NULL);
+        break;
+    default:
+        break;
+    }
+}
+
+static void prune_idem(qod_engine *e, int64_t now_wall)
+{
+    while (e->idem_head && !e->idem_head->pending && now_wall - e->idem_head->created_ms > IDEM_TTL_MS) {
+        idem_rec *r = e->idem_head;
+        e->idem_head = r->next;
+        if (!e->idem_head)
+            e->idem_tail = NULL;
+        qod_hmap_del(&e->idem, r->key);
+        qod_store_batch *b = qod_store_batch_new();
+        if (b && qod_store_batch_del(b, QOD_TBL_IDEMPOTENCY, r->key) == QOD_OK)
+            qod_store_submit(e->o.store, b, NULL, NULL);
+        else
+            qod_store_batch_free(b);
+        free(r->key);
+        free(r->body);
+        free(r);
+    }
+}
+
+static int64_t tick(void *arg, int64_t now)
+{
+    qod_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    /* Bound the work per tick so the loop stays responsive under a mass expiry. */
+    for (int n = 0; n < 4096; n++) {
+        qod_timer *t = qod_timers_pop_due(&e->timers, now);
+        if (!t)
+            break;
+        fire(e, t);
+    }
+    prune_idem(e, qod_time_wall_ms());
+    qod_timer *next = qod_timers_peek(&e->timers);
+    int64_t due = next ? next->due : now + 60000;
+    if (e->idem_head && due > now + 60000)
+        due = now + 60000;
+    atomic_store(&e->deadline, due);
+    pthread_mutex_unlock(&e->mu);
+    return due;
+}
+
+/* ---- the backend's sink ------------------------------------------------------------------------------------ */
+
+static int outcome_kind(qod_net_outcome o)
+{
+    return o == QOD_NET_AVAILABLE ? TK_NET_AVAILABLE : o == QOD_NET_REFUSED ? TK_NET_REFUSED : TK_NET_TERMINATED;
+}
+
+/* Called by backends with the engine lock held. */
+static void sink_report(void *ctx, const char *id, qod_net_outcome o, const char *why)
+{
+    qod_engine *e = ctx;
+    sess *x = qod_hmap_get(&e->by_id, id);
+    if (!x || x->pending)
+        return;
+    static const qod_session_event evs[] = {QOD_EV_PROVISIONED, QOD_EV_REFUSED, QOD_EV_TERMINATED};
+    change(e, x, evs[o], why, NULL, NULL);
+}
+
+static void sink_report_after(void *ctx, const char *id, int64_t delay_ms, qod_net_outcome o, const char *why)
+{
+    (void)why;
+    qod_engine *e = ctx;
+    sess *x = qod_hmap_get(&e->by_id, id);
+    if (!x || x->s.st.state == QOD_SS_ENDED)
+        return;
+    arm(e, x, SLOT_NET, qod_time_mono_ms() + (delay_ms > 0 ? delay_ms : 0), outcome_kind(o));
+}
+
+/* ---- create --------------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    qod_engine *e;
+    qod_engine_done done;
+    void *arg;
+    sess *x;
+    idem_rec *idem;
+    char *body;
+} create_ctx;
+
+static void idem_unlink(qod_engine *e, idem_rec *r)
+{
+    qod_hmap_del(&e->idem, r->key);
+    idem_rec **p = &e->idem_head, *prev = NULL;
+    while (*p && *p != r) {
+        prev = *p;
+        p = &(*p)->next;
+    }
+    if (*p)
+        *p = r->next;
+    if (e->idem_tail == r)
+        e->idem_tail = prev;
+    free(r->key);
+    free(r->body);
+    free(r);
+}
+
+static void create_committed(int rc, void *arg)
+{
+    create_ctx *c = arg;
+    qod_engine *e = c->e;
+    char id[37];
+    snprintf(id, sizeof id, "%s", c->x->s.id);
+    pthread_mutex_lock(&e->mu);
+    if (rc == QOD_OK) {
+        c->x->pending = false;
+        if (c->idem)
+            c->idem->pending = false;
+        e->created++;
+        call_backend(e, c->x, NET_PROVISION);
+    } else {
+        /* Nothing was written: forget the session as if it had never been asked for. */
+        qod_timers_cancel(&e->timers, &c->x->timers[SLOT_LIFE]);
+        qod_hmap_del(&e->by_id, c->x->s.id);
+        if (qod_hmap_get(&e->by_dev, c->x->s.device_key) == c->x)
+            qod_hmap_del(&e->by_dev, c->x->s.device_key);
+        app_count *cnt = count_of(e, c->x->s.app_id, false);
+        if (cnt && cnt->active > 0)
+            cnt->active--;
+        if (c->idem)
+            idem_unlink(e, c->idem);
+        sess_free(c->x);
+    }
+    pthread_mutex_unlock(&e->mu);
+    c->done(c->arg, rc, id, rc == QOD_OK ? c->body : NULL);
+    free(c->body);
+    free(c);
+}
+
+static sess *new_session(const qod_create_spec *sp)
+{
+    sess *x = calloc(1, sizeof *x);
+    if (!x)
+        return NULL;
+    qod_timer_init(&x->timers[SLOT_LIFE], SLOT_LIFE);
+    qod_timer_init(&x->timers[SLOT_NET], SLOT_NET);
+    qod_session *s = &x->s;
+    qod_uuid_v4(s->id);
+    snprintf(s->app_id, sizeof s->app_id, "%s", sp->app_id);
+    s->st = (qod_session_status){QOD_SS_REQUESTED, QOD_END_NONE};
+    s->surface = sp->surface;
+    s->sandbox = sp->sandbox;
+    s->profile = sp->profile;
+    s->duration_s = sp->duration_s;
+    s->created_ms = qod_time_wall_ms();
+    if (sp->surface == QOD_SURFACE_V0)
+        s->expires_ms = s->created_ms + sp->duration_s * 1000;
+    char key[QOD_DEVICE_KEY_MAX];
+    qod_buf dj;
+    qod_buf_init(&dj, 4096);
+    qod_device_to_json(sp->device, sp->kind, &dj);
+    s->device_json = qod_buf_steal(&dj);
+    s->device_key = qod_device_key(sp->device, sp->kind, key, sizeof key) == QOD_OK ? strdup(key) : NULL;
+    s->url = strdup(sp->url ? sp->url : "");
+    s->token = sp->token ? strdup(sp->token) : NULL;
+    s->extra = sp->extra ? strdup(sp->extra) : NULL;
+    if (!s->device_json || !s->device_key || !s->url || (sp->token && !s->token) || (sp->extra && !s->extra)) {
+        sess_free(x);
+        return NULL;
+    }
+    return x;
+}
+
+/* Idempotency check; returns QOD_OK to go on (with *key set when a record must be made). Caller holds the lock. */
+static int check_idem(qod_engine *e, const qod_create_spec *sp, char **key, qod_replay *replay)
+{
+    *key = NULL;
+    if (!sp->idem_key)
+        return QOD_OK;
+    size_t n = strlen(sp->app_id) + strlen(sp->idem_key) + 2;
+    char *k = malloc(n);
+    if (!k)
+        return QOD_ERR_NOMEM;
+    snprintf(k, n, "%s:%s", sp->app_id, sp->idem_key);
+    idem_rec *r = qod_hmap_get(&e->idem, k);
+    if (!r) {
+        *key = k;
+        return QOD_OK;
+    }
+    free(k);
+    if (r->pending)
+        return QOD_ERR_BUSY;
+    if (strcmp(r->hash, sp->idem_hash) != 0)
+        return QOD_ERR_INVALID;
+    replay->status = r->status;
+    replay->body = strdup(r->body ? r->body : "");
+    snprintf(replay->session_id, sizeof replay->session_id, "%s", r->session_id);
+    return replay->body ? QOD_ENGINE_REPLAYED : QOD_ERR_NOMEM;
+}
+
+static int admit(qod_engine *e, const qod_create_spec *sp)
+{
+    char key[QOD_DEVICE_KEY_MAX];
+    if (qod_device_key(sp->device, sp->kind, key, sizeof key) != QOD_OK)
+        return QOD_ERR_INVALID;
+    if (qod_hmap_get(&e->by_dev, key))
+        return QOD_ERR_EXISTS;
+    app_count *c = count_of(e, sp->app_id, false);
+    if (sp->max_sessions > 0 && c && c->active >= sp->max_sessions)
+        return QOD_ERR_LIMIT;
+    qod_subscriber sub;
+    bool live = !sp->sandbox;
+    if (live && qod_registry_find(e->o.registry, sp->device, sp->kind, &sub) != QOD_OK)
+        return QOD_ERR_NOTFOUND;
+    if (live && !sub.eligible)
+        return QOD_ERR_UNSUPPORTED;
+    qod_net_session ns = {"", sp->device, sp->kind, sp->profile, sp->sandbox, live ? &sub : NULL};
+    return e->o.backend->check(e->be, &ns);
+}
+
+static idem_rec *idem_add(qod_engine *e, char *key, const qod_create_spec *sp, const sess *x, const char *body)
+{
+    idem_rec *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->key = key;
+    snprintf(r->hash, sizeof r->hash, "%s", sp->idem_hash);
+    snprintf(r->session_id, sizeof r->session_id, "%s", x->s.id);
+    r->status = 201;
+    r->body = strdup(body);
+    r->pending = true;
+    r->created_ms = x->s.created_ms;
+    if (!r->body || qod_hmap_put(&e->idem, r->key, r) != QOD_OK) {
+        free(r->body);
+        free(r);
+        return NULL;
+    }
+    if (e->idem_tail)
+        e->idem_tail->next = r;
+    else
+        e->idem_head = r;
+    e->idem_tail = r;
+    return r;
+}
+
+static int idem_row(qod_store_batch *b, const idem_rec *r, const char *app_id)
+{
+    qod_buf doc;
+    qod_buf_init(&doc, 0);
+    qod_buf_printf(&doc, "{\"hash\":\"%s\",\"session\":\"%s\",\"status\":%u,\"body\":", r->hash, r->session_id,
+                   r->status);
+    qod_buf_json_str(&doc, r->body);
+    qod_buf_puts(&doc, "}");
+    int rc = qod_store_batch_put(b, QOD_TBL_IDEMPOTENCY, r->key, app_id, r->session_id, 0, r->created_ms, doc.data);
+    qod_buf_dispose(&doc);
+    return rc;
+}
+
+/* Registers the new session in memory (pending) and builds its batch. Caller holds the lock. */
+static int stage_create(qod_engine *e, const qod_create_spec *sp, char *idem_key, create_ctx *c, qod_store_batch *b)
+{
+    sess *x = new_session(sp);
+    if (!x)
+        return QOD_ERR_NOMEM;
+    x->pending = true;
+    qod_buf body;
+    qod_buf_init(&body, 0);
+    sp->render(sp->render_arg, &x->s, &body);
+    c->body = qod_buf_steal(&body);
+    int rc = c->body ? QOD_OK : QOD_ERR_NOMEM;
+    rc = rc ? rc : qod_hmap_put(&e->by_id, x->s.id, x);
+    rc = rc ? rc : qod_hmap_put(&e->by_dev, x->s.device_key, x);
+    if (rc == QOD_OK && idem_key && !(c->idem = idem_add(e, idem_key, sp, x, c->body)))
+        rc = QOD_ERR_NOMEM;
+    idem_key = rc == QOD_OK ? NULL : idem_key;
+    rc = rc ? rc : add_session_row(b, x, true);
+    rc = rc ? rc : (c->idem ? idem_row(b, c->idem, x->s.app_id) : QOD_OK);
+    app_count *cnt = rc == QOD_OK ? count_of(e, x->s.app_id, true) : NULL;
+    if (rc == QOD_OK && !cnt)
+        rc = QOD_ERR_NOMEM;
+    if (rc != QOD_OK) {
+        if (c->idem)
+            idem_unlink(e, c->idem);
+        qod_hmap_del(&e->by_id, x->s.id);
+        if (qod_hmap_get(&e->by_dev, x->s.device_key) == x)
+            qod_hmap_del(&e->by_dev, x->s.device_key);
+        free(idem_key);
+        sess_free(x);
+        return rc;
+    }
+    cnt->active++;
+    if (x->s.surface == QOD_SURFACE_V0)
+        arm(e, x, SLOT_LIFE, qod_time_mono_ms() + x->s.duration_s * 1000, TK_EXPIRE);
+    c->x = x;
+    return QOD_OK;
+}
+
+int qod_engine_create_session(qod_engine *e, const qod_create_spec *sp, qod_engine_done done, void *arg,
+                              qod_replay *replay)
+{
+    char *idem_key = NULL;
+    create_ctx *c = calloc(1, sizeof *c);
+    qod_store_batch *b = qod_store_batch_new();
+    if (!c || !b) {
+        free(c);
+        qod_store_batch_free(b);
+        return QOD_ERR_NOMEM;
+    }
+    pthread_mutex_lock(&e->mu);
+    int rc = check_idem(e, sp, &idem_key, replay);
+    rc = rc ? rc : admit(e, sp);
+    if (rc == QOD_OK) {
+        rc = stage_create(e, sp, idem_key, c, b);
+        idem_key = NULL;
+    }
+    pthread_mutex_unlock(&e->mu);
+    free(idem_key);
+    if (rc != QOD_OK) {
+        free(c);
+        qod_store_batch_free(b);
+        return rc;
+    }
+    c->e = e;
+    c->done = done;
+    c->arg = arg;
+    if (qod_store_submit(e->o.store, b, create_committed, c) != QOD_OK)
+        create_committed(QOD_ERR_CLOSED, c);
+    return QOD_OK;
+}
+
+/* ---- reads and other operations -------------------------------------------------------------------------------- */
+
+static int find_owned(qod_engine *e, const char *id, const char *app_id, sess **out)
+{
+    sess *x = qod_hmap_get(&e->by_id, id);
+    if (!x || x->pending)
+        return QOD_ERR_NOTFOUND;
+    if (app_id && strcmp(app_id, x->s.app_id) != 0)
+        return QOD_ERR_DENIED;
+    *out = x;
+    return QOD_OK;
+}
+
+int qod_engine_read(qod_engine *e, const char *id, const char *app_id, void (*fn)(void *arg, const qod_session *s),
+                    void *arg)
+{
+    sess *x = NULL;
+    pthread_mutex_lock(&e->mu);
+    int rc = find_owned(e, id, app_id, &x);
+    if (rc == QOD_OK)
+        fn(arg, &x->s);
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+int qod_engine_delete_session(qod_engine *e, const char *id, const char *app_id, qod_engine_done done, void *arg)
+{
+    sess *x = NULL;
+    pthread_mutex_lock(&e->mu);
+    int rc = find_owned(e, id, app_id, &x);
+    if (rc == QOD_OK)
+        rc = change(e, x, QOD_EV_DELETED, "deleted by the app", done, arg);
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+int qod_engine_network_event(qod_engine *e, const char *id, const char *app_id, qod_net_outcome o)
+{
+    static const qod_session_event evs[] = {QOD_EV_PROVISIONED, QOD_EV_REFUSED, QOD_EV_TERMINATED};
+    sess *x = NULL;
+    pthread_mutex_lock(&e->mu);
+    int rc = find_owned(e, id, app_id, &x);
+    if (rc == QOD_OK) {
+        qod_timers_cancel(&e->timers, &x->timers[SLOT_NET]);
+        rc = change(e, x, evs[o], "forced network event", NULL, NULL);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+typedef struct {
+    const char *app_id;
+    int (*fn)(void *, const qod_session *);
+    void *arg;
+} each_ctx;
+
+static int each_one(void *arg, const char *key, void *val)
+{
+    (void)key;
+    each_ctx *c = arg;
+    sess *x = val;
+    if (x->pending || (c->app_id && strcmp(c->app_id, x->s.app_id) != 0))
+        return 0;
+    return c->fn(c->arg, &x->s);
+}
+
+void qod_engine_each(qod_engine *e, const char *app_id, int (*fn)(void *arg, const qod_session *s), void *arg)
+{
+    each_ctx c = {app_id, fn, arg};
+    pthread_mutex_lock(&e->mu);
+    qod_hmap_each(&e->by_id, each_one, &c);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static int count_one(void *arg, const char *key, void *val)
+{
+    (void)key;
+    qod_engine_stats *st = arg;
+    const sess *x = val;
+    st->requested += x->s.st.state == QOD_SS_REQUESTED;
+    st->available += x->s.st.state == QOD_SS_AVAILABLE;
+    st->ended += x->s.st.state == QOD_SS_ENDED;
+    return 0;
+}
+
+void qod_engine_stats_get(qod_engine *e, qod_engine_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&e->mu);
+    out->sessions = qod_hmap_count(&e->by_id);
+    qod_hmap_each(&e->by_id, count_one, out);
+    out->timers = qod_timers_count(&e->timers);
+    out->created = e->created;
+    out->events = e->events;
+    pthread_mutex_unlock(&e->mu);
+}
+
+qod_loop *qod_engine_loop(qod_engine *e)
+{
+    return e->loop;
+}
+
+/* ---- start-up: load, reconcile, run ------------------------------------------------------------------------- */
+
+static int dup_field(const cJSON *o, const char *key, char **out, bool required)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
+    *out = NULL;
+    if (!it || cJSON_IsNull(it))
+        return required ? QOD_ERR_INVALID : QOD_OK;
+    *out = cJSON_IsString(it) ? strdup(it->valuestring) : cJSON_PrintUnformatted(it);
+    return *out ? QOD_OK : QOD_ERR_NOMEM;
+}
+
+static int64_t num_field(const cJSON *o, const char *key)
+{
+    int64_t v = 0;
+    qod_json_int(o, key, INT64_MIN / 2, INT64_MAX / 2, &v);
+    return v;
+}
+
+static sess *session_from_doc(qod_engine *e, const char *doc)
+{
+    cJSON *o = NULL;
+    char err[128];
+    const char *id = NULL, *app = NULL, *state = NULL, *reason = NULL, *profile = NULL;
+    sess *x = calloc(1, sizeof *x);
+    int rc = x ? qod_json_parse(doc, strlen(doc), 16, &o, err, sizeof err) : QOD_ERR_NOMEM;
+    rc = rc ? rc : qod_json_str(o, "id", &id);
+    rc = rc ? rc : qod_json_str(o, "app", &app);
+    rc = rc ? rc : qod_json_str(o, "state", &state);
+    rc = rc ? rc : qod_json_str(o, "reason", &reason);
+    rc = rc ? rc : qod_json_str(o, "profile", &profile);
+    rc = rc ? rc : (qod_uuid_valid(id) && strlen(app) < sizeof x->s.app_id ? QOD_OK : QOD_ERR_INVALID);
+    rc = rc ? rc : qod_session_state_parse(state, &x->s.st.state);
+    rc = rc ? rc : qod_end_reason_parse(reason, &x->s.st.reason);
+    if (rc == QOD_OK && !(x->s.profile = qod_profiles_find(e->o.profiles, profile))) {
+        QOD_ERROR("engine", "unknown_profile", "profile=%s", profile);
+        rc = QOD_ERR_INVALID;
+    }
+    rc = rc ? rc : dup_field(o, "device", &x->s.device_json, true);
+    rc = rc ? rc : dup_field(o, "device_key", &x->s.device_key, true);
+    rc = rc ? rc : dup_field(o, "url", &x->s.url, true);
+    rc = rc ? rc : dup_field(o, "token", &x->s.token, false);
+    rc = rc ? rc : dup_field(o, "extra", &x->s.extra, false);
+    if (rc == QOD_OK) {
+        snprintf(x->s.id, sizeof x->s.id, "%s", id);
+        snprintf(x->s.app_id, sizeof x->s.app_id, "%s", app);
+        x->s.surface = num_field(o, "surface") == 1 ? QOD_SURFACE_V1 : QOD_SURFACE_V0;
+        x->s.sandbox = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "sandbox"));
+        x->s.duration_s = num_field(o, "duration");
+        x->s.created_ms = num_field(o, "created_ms");
+        x->s.available_ms = num_field(o, "available_ms");
+        x->s.expires_ms = num_field(o, "expires_ms");
+        x->s.ended_ms = num_field(o, "ended_ms");
+        x->nevents = (uint32_t)num_field(o, "events");
+        qod_timer_init(&x->timers[SLOT_LIFE], SLOT_LIFE);
+        qod_timer_init(&x->timers[SLOT_NET], SLOT_NET);
+    }
+    cJSON_Delete(o);
+    if (rc != QOD_OK) {
+        sess_free(x);
+        return NULL;
+    }
+    return x;
+}
+
+/* Puts a loaded session back in the tables with its timers. Caller holds the lock (start-up). */
+static void restore(qod_engine *e, sess *x, int64_t now_wall, int64_t now_mono)
+{
+    if (qod_hmap_put(&e->by_id, x->s.id, x) != QOD_OK) {
+        sess_free(x);
+        return;
+    }
+    if (x->s.st.state == QOD_SS_ENDED) {
+        int64_t left = x->s.ended_ms + e->o.retention_ms - now_wall;
+        arm(e, x, SLOT_LIFE, now_mono + (left > 0 ? left : 0), TK_PURGE);
+        return;
+    }
+    app_count *c = count_of(e, x->s.app_id, true);
+    if (c)
+        c->active++;
+    qod_hmap_put(&e->by_dev, x->s.device_key, x);
+    if (x->s.expires_ms > 0)
+        arm(e, x, SLOT_LIFE, now_mono + (x->s.expires_ms > now_wall ? x->s.expires_ms - now_wall : 0), TK_EXPIRE);
+}
+
+static int load_session(void *arg, const qod_store_row *row)
+{
+    qod_engine *e = arg;
+    sess *x = session_from_doc(e, row->doc);
+    if (!x) {
+        QOD_ERROR("engine", "corrupt_session_row", "session=%s", row->key);
+        return 0;
+    }
+    restore(e, x, qod_time_wall_ms(), qod_time_mono_ms());
+    return 0;
+}
+
+typedef struct {
+    idem_rec **v;
+    size_t n, cap;
+    int64_t now;
+} idem_load;
+
+static int load_idem(void *arg, const qod_store_row *row)
+{
+    idem_load *l = arg;
+    cJSON *o = NULL;
+    char err[64];
+    const char *hash = NULL, *sid = NULL, *body = NULL;
+    if (l->now - row->num > IDEM_TTL_MS)
+        return 0;
+    int rc = qod_json_parse(row->doc, strlen(row->doc), 4, &o, err, sizeof err);
+    rc = rc ? rc : qod_json_str(o, "hash", &hash);
+    rc = rc ? rc : qod_json_str(o, "session", &sid);
+    rc = rc ? rc : qod_json_str(o, "body", &body);
+    idem_rec *r = rc == QOD_OK ? calloc(1, sizeof *r) : NULL;
+    if (r && (l->n < l->cap || (l->v = realloc(l->v, (l->cap = l->cap * 2 + 64) * sizeof *l->v)))) {
+        r->key = strdup(row->key);
+        r->body = strdup(body);
+        snprintf(r->hash, sizeof r->hash, "%s", hash);
+        snprintf(r->session_id, sizeof r->session_id, "%s", sid);
+        r->status = (unsigned)num_field(o, "status");
+        r->created_ms = row->num;
+        l->v[l->n++] = r;
+    } else {
+        free(r);
+    }
+    cJSON_Delete(o);
+    return 0;
+}
+
+static int by_created(const void *a, const void *b)
+{
+    const idem_rec *x = *(idem_rec *const *)a, *y = *(idem_rec *const *)b;
+    return (x->created_ms > y->created_ms) - (x->created_ms < y->created_ms);
+}
+
+static int load_all(qod_engine *e)
+{
+    idem_load l = {NULL, 0, 0, qod_time_wall_ms()};
+    pthread_mutex_lock(&e->mu);
+    int rc = qod_store_scan(e->o.store, QOD_TBL_SESSIONS, NULL, load_session, e);
+    if (rc == QOD_OK)
+        rc = qod_store_scan(e->o.store, QOD_TBL_IDEMPOTENCY, NULL, load_idem, &l);
+    qsort(l.v, l.n, sizeof *l.v, by_created);
+    for (size_t i = 0; i < l.n; i++) {
+        idem_rec *r = l.v[i];
+        if (!r->key || !r->body || qod_hmap_put(&e->idem, r->key, r) != QOD_OK) {
+            free(r->key);
+            free(r->body);
+            free(r);
+            continue;
+        }
+        if (e->idem_tail)
+            e->idem_tail->next = r;
+        else
+            e->idem_head = r;
+        e->idem_tail = r;
+    }
+    free(l.v);
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+int qod_engine_create(const qod_engine_opts *opts, qod_engine **out, char *err, size_t errcap)
+{
+    *out = NULL;
+    qod_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return QOD_ERR_NOMEM;
+    e->o = *opts;
+    pthread_mutex_init(&e->mu, NULL);
+    qod_hmap_init(&e->by_id);
+    qod_hmap_init(&e->by_dev);
+    qod_hmap_init(&e->apps);
+    qod_hmap_init(&e->idem);
+    qod_timers_init(&e->timers);
+    atomic_store(&e->deadline, INT64_MAX);
+    qod_net_sink sink = {e, sink_report, sink_report_after};
+    int rc = qod_loop_create(&e->loop);
+    if (rc == QOD_OK)
+        rc = opts->backend->create(&opts->net, &sink, &e->be, err, errcap);
+    if (rc == QOD_OK && (rc = load_all(e)) != QOD_OK)
+        snprintf(err, errcap, "cannot load sessions: %s", qod_strerror(rc));
+    if (rc != QOD_OK) {
+        qod_engine_destroy(e);
+        return rc;
+    }
+    qod_loop_set_tick(e->loop, tick, e);
+    *out = e;
+    return QOD_OK;
+}
+
+static int reprovision(void *arg, const char *key, void *val)
+{
+    (void)key;
+    qod_engine *e = arg;
+    sess *x = val;
+    bool expired = x->s.expires_ms > 0 && x->s.expires_ms <= qod_time_wall_ms();
+    if (x->s.st.state != QOD_SS_ENDED && !expired) {
+        call_backend(e, x, NET_PROVISION);
+        if (x->s.st.state == QOD_SS_AVAILABLE)
+            call_backend(e, x, NET_ACTIVATED);
+    }
+    return 0;
+}
+
+int qod_engine_start(qod_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    qod_hmap_each(&e->by_id, reprovision, e);
+    pthread_mutex_unlock(&e->mu);
+    /* Sessions whose expiry passed while the daemon was down end on the first tick, with their events. */
+    return qod_loop_start(e->loop);
+}
+
+static int free_sess(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    (void)key;
+    sess_free(val);
+    return 0;
+}
+
+static int free_val(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    (void)key;
+    free(val);
+    return 0;
+}
+
+void qod_engine_stop(qod_engine *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&e->mu);
+    qod_loop *l = e->loop;
+    e->loop = NULL;
+    pthread_mutex_unlock(&e->mu);
+    /* Joined outside the lock: the loop's last tick may be waiting for it. */
+    qod_loop_destroy(l);
+}
+
+void qod_engine_destroy(qod_engine *e)
+{
+    if (!e)
+        return;
+    qod_engine_stop(e);
+    if (e->be)
+        e->o.backend->destroy(e->be);
+    qod_hmap_each(&e->by_id, free_sess, NULL);
+    qod_hmap_each(&e->apps, free_val, NULL);
+    for (idem_rec *r = e->idem_head, *next; r; r = next) {
+        next = r->next;
+        free(r->key);
+        free(r->body);
+        free(r);
+    }
+    qod_hmap_dispose(&e->by_id);
+    qod_hmap_dispose(&e->by_dev);
+    qod_hmap_dispose(&e->apps);
+    qod_hmap_dispose(&e->idem);
+    qod_timers_dispose(&e->timers);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}

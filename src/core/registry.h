@@ -1,0 +1,37 @@
+/* The subscriber registry: the live devices the network knows (phone number, IP addresses, serving cell,
+ * eligibility). Live apps may only create sessions for devices found here. Persisted in the store, held in
+ * memory behind a rwlock, indexed by phone and by each IP address. */
+#ifndef QOD_CORE_REGISTRY_H
+#define QOD_CORE_REGISTRY_H
+
+#include "core/device.h"
+#include "store/store.h"
+
+#include <stdbool.h>
+
+typedef struct {
+    char phone[17];
+    char ipv4[16];  /* "" when none */
+    char ipv6[46];  /* "" when none */
+    int cell;       /* serving cell id (capacity admission) */
+    bool eligible;  /* false: QoD not applicable to this subscriber */
+} qod_subscriber;
+
+typedef struct qod_registry qod_registry;
+
+/* Loads every subscriber from the store (borrowed; must outlive the registry). */
+int qod_registry_create(qod_store *st, qod_registry **out);
+/* Frees; NULL is a no-op. */
+void qod_registry_destroy(qod_registry *r);
+/* Adds or replaces a subscriber and commits it; validates every field (why in err). */
+int qod_registry_put(qod_registry *r, const qod_subscriber *s, char *err, size_t errcap);
+/* Removes by phone; QOD_ERR_NOTFOUND when unknown. */
+int qod_registry_remove(qod_registry *r, const char *phone);
+/* Finds the subscriber of one device identifier; QOD_ERR_NOTFOUND when unknown. */
+int qod_registry_find(qod_registry *r, const qod_device *d, qod_device_kind k, qod_subscriber *out);
+/* Calls fn for every subscriber (read-locked; fn must not call back into the registry). */
+void qod_registry_each(qod_registry *r, void (*fn)(void *arg, const qod_subscriber *s), void *arg);
+/* Appends a subscriber as JSON. */
+int qod_subscriber_to_json(const qod_subscriber *s, qod_buf *out);
+
+#endif

@@ -1,0 +1,64 @@
+/* The network backend interface: how the engine asks a network to provision, and learns the outcome.
+ * Implementations (sim.c; later tc.c and nef.c) are static const vtables registered by name.
+ *
+ * Threading: the engine calls every function with its lock held, from whichever thread made the change, so
+ * calls are serialised; implementations must not block. Outcomes are reported through the sink, at once or
+ * later (report_after runs on the engine's timer loop). Reports for sessions that ended meanwhile are ignored. */
+#ifndef QOD_NET_BACKEND_H
+#define QOD_NET_BACKEND_H
+
+#include "core/device.h"
+#include "core/profiles.h"
+#include "core/registry.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum { QOD_NET_AVAILABLE = 0, QOD_NET_REFUSED, QOD_NET_TERMINATED } qod_net_outcome;
+
+/* What a backend sees of a session. All pointers borrowed for the duration of the call. */
+typedef struct {
+    const char *id;
+    const qod_device *device;
+    qod_device_kind kind;         /* the identifier acted on */
+    const qod_profile *profile;
+    bool sandbox;
+    const qod_subscriber *sub;    /* registry entry for live devices, NULL for sandbox ones */
+} qod_net_session;
+
+/* The engine's side, given to the backend at creation. */
+typedef struct {
+    void *ctx;
+    /* Reports an outcome now. */
+    void (*report)(void *ctx, const char *session_id, qod_net_outcome o, const char *why);
+    /* Reports an outcome after delay_ms (replacing an earlier pending report of the same session). */
+    void (*report_after)(void *ctx, const char *session_id, int64_t delay_ms, qod_net_outcome o, const char *why);
+} qod_net_sink;
+
+/* Backend settings from the daemon's options. */
+typedef struct {
+    int64_t sandbox_delay_ms;     /* provisioning delay of sandbox (and simulated) sessions */
+    int64_t cell_capacity_kbps;   /* simulated guaranteed capacity per cell */
+} qod_net_config;
+
+typedef struct {
+    const char *name;
+    int (*create)(const qod_net_config *cfg, const qod_net_sink *sink, void **self, char *err, size_t errcap);
+    void (*destroy)(void *self);
+    /* Admission at create time, synchronous: QOD_OK, QOD_ERR_NOTFOUND (the network does not know the device) or
+     * QOD_ERR_UNSUPPORTED (the service does not apply to it). */
+    int (*check)(void *self, const qod_net_session *s);
+    /* Starts provisioning; the outcome comes through the sink. */
+    int (*provision)(void *self, const qod_net_session *s);
+    /* The session became available. */
+    void (*activated)(void *self, const qod_net_session *s);
+    /* The session ended: release whatever it holds (idempotent). */
+    void (*release)(void *self, const qod_net_session *s);
+} qod_net_backend;
+
+/* The backend registered under name, or NULL. */
+const qod_net_backend *qod_net_find(const char *name);
+
+extern const qod_net_backend qod_net_sim;
+
+#endif

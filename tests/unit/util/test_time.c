@@ -1,0 +1,276 @@
+#include "util/time.h"
+
+#include "qtest.h"
+#include "util/err.h"
+
+#include <string.h>
+
+#define T_2026_06_02_0900 1780390800000LL
+
+QTEST(fmt_epoch)
+{
+    char out[32];
+    qod_time_fmt(0, out, sizeof out);
+    QT_EQ_STR(out, "1970-01-01T00:00:00Z");
+}
+
+QTEST(fmt_known_instant)
+{
+    char out[32];
+    qod_time_fmt(T_2026_06_02_0900, out, sizeof out);
+    QT_EQ_STR(out, "2026-06-02T09:00:00Z");
+}
+
+QTEST(fmt_truncates_milliseconds)
+{
+    char out[32];
+    qod_time_fmt(T_2026_06_02_0900 + 999, out, sizeof out);
+    QT_EQ_STR(out, "2026-06-02T09:00:00Z");
+}
+
+QTEST(fmt_leap_day)
+{
+    char out[32];
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2028-02-29T23:59:59Z", &ms), QOD_OK);
+    qod_time_fmt(ms, out, sizeof out);
+    QT_EQ_STR(out, "2028-02-29T23:59:59Z");
+}
+
+QTEST(fmt_fits_in_21_bytes)
+{
+    char out[21];
+    qod_time_fmt(T_2026_06_02_0900, out, sizeof out);
+    QT_EQ_INT(strlen(out), 20);
+}
+
+QTEST(parse_utc_z)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2026-06-02T09:00:00Z", &ms), QOD_OK);
+    QT_EQ_INT(ms, T_2026_06_02_0900);
+}
+
+QTEST(parse_epoch)
+{
+    int64_t ms = -1;
+    QT_EQ_INT(qod_time_parse("1970-01-01T00:00:00Z", &ms), QOD_OK);
+    QT_EQ_INT(ms, 0);
+}
+
+QTEST(parse_lower_case_t_and_z)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2026-06-02t09:00:00z", &ms), QOD_OK);
+    QT_EQ_INT(ms, T_2026_06_02_0900);
+}
+
+QTEST(parse_positive_offset)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2026-06-02T11:00:00+02:00", &ms), QOD_OK);
+    QT_EQ_INT(ms, T_2026_06_02_0900);
+}
+
+QTEST(parse_negative_offset)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2026-06-02T04:30:00-04:30", &ms), QOD_OK);
+    QT_EQ_INT(ms, T_2026_06_02_0900);
+}
+
+QTEST(parse_offset_crossing_midnight)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2026-06-01T23:00:00-10:00", &ms), QOD_OK);
+    QT_EQ_INT(ms, T_2026_06_02_0900);
+}
+
+QTEST(parse_fraction_milliseconds)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2026-06-02T09:00:00.123Z", &ms), QOD_OK);
+    QT_EQ_INT(ms, T_2026_06_02_0900 + 123);
+}
+
+QTEST(parse_fraction_short_is_scaled)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2026-06-02T09:00:00.5Z", &ms), QOD_OK);
+    QT_EQ_INT(ms, T_2026_06_02_0900 + 500);
+}
+
+QTEST(parse_fraction_long_is_truncated)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2026-06-02T09:00:00.987654321+00:00", &ms), QOD_OK);
+    QT_EQ_INT(ms, T_2026_06_02_0900 + 987);
+}
+
+QTEST(parse_fraction_empty_invalid)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2026-06-02T09:00:00.Z", &ms), QOD_ERR_INVALID);
+}
+
+QTEST(parse_leap_day_2028_ok)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2028-02-29T00:00:00Z", &ms), QOD_OK);
+    QT_EQ_INT(ms, 1835395200000LL);
+}
+
+QTEST(parse_leap_day_2027_invalid)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2027-02-29T00:00:00Z", &ms), QOD_ERR_INVALID);
+}
+
+QTEST(parse_century_leap_rules)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2000-02-29T00:00:00Z", &ms), QOD_OK);
+    QT_EQ_INT(qod_time_parse("2100-02-29T00:00:00Z", &ms), QOD_ERR_INVALID);
+}
+
+QTEST(parse_day_past_month_end_invalid)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2026-04-31T00:00:00Z", &ms), QOD_ERR_INVALID);
+    QT_EQ_INT(qod_time_parse("2026-01-00T00:00:00Z", &ms), QOD_ERR_INVALID);
+}
+
+QTEST(parse_month_13_invalid)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2026-13-01T00:00:00Z", &ms), QOD_ERR_INVALID);
+    QT_EQ_INT(qod_time_parse("2026-00-01T00:00:00Z", &ms), QOD_ERR_INVALID);
+}
+
+QTEST(parse_bad_clock_fields_invalid)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2026-06-02T24:00:00Z", &ms), QOD_ERR_INVALID);
+    QT_EQ_INT(qod_time_parse("2026-06-02T09:60:00Z", &ms), QOD_ERR_INVALID);
+    QT_EQ_INT(qod_time_parse("2026-06-02T09:00:61Z", &ms), QOD_ERR_INVALID);
+}
+
+QTEST(parse_missing_timezone_invalid)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2026-06-02T09:00:00", &ms), QOD_ERR_INVALID);
+    QT_EQ_INT(qod_time_parse("2026-06-02T09:00:00.123", &ms), QOD_ERR_INVALID);
+}
+
+QTEST(parse_bad_offset_invalid)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("2026-06-02T09:00:00+0200", &ms), QOD_ERR_INVALID);
+    QT_EQ_INT(qod_time_parse("2026-06-02T09:00:00+02", &ms), QOD_ERR_INVALID);
+    QT_EQ_INT(qod_time_parse("2026-06-02T09:00:00+24:00", &ms), QOD_ERR_INVALID);
+    QT_EQ_INT(qod_time_parse("2026-06-02T09:00:00+02:60", &ms), QOD_ERR_INVALID);
+}
+
+QTEST(parse_garbage_invalid)
+{
+    static const char *const bad[] = {
+        "",
+        "now",
+        "2026-06-02",
+        "2026-06-02 09:00:00Z",
+        "2026/06/02T09:00:00Z",
+        "2026-06-02T09:00:00ZZ",
+        "2026-06-02T09:00:00Z ",
+        " 2026-06-02T09:00:00Z",
+        "20x6-06-02T09:00:00Z",
+        "2026-06-02T09:00:00.1234567890Z",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t ms = 42;
+        QT_EQ_INT(qod_time_parse(bad[i], &ms), QOD_ERR_INVALID);
+        QT_EQ_INT(ms, 42);
+    }
+}
+
+QTEST(parse_before_1970_invalid)
+{
+    int64_t ms = 0;
+    QT_EQ_INT(qod_time_parse("1969-12-31T23:59:59Z", &ms), QOD_ERR_INVALID);
+}
+
+QTEST(round_trip_fmt_then_parse)
+{
+    static const int64_t instants[] = {0, 951782400000LL, T_2026_06_02_0900, 1835395200000LL, 4102444799000LL};
+    for (size_t i = 0; i < sizeof instants / sizeof instants[0]; i++) {
+        char out[32];
+        int64_t back = -1;
+        qod_time_fmt(instants[i], out, sizeof out);
+        QT_EQ_INT(qod_time_parse(out, &back), QOD_OK);
+        QT_EQ_INT(back, instants[i]);
+    }
+}
+
+QTEST(round_trip_every_day_of_2028)
+{
+    int64_t start = 1830297600000LL; /* 2028-01-01T00:00:00Z */
+    for (int d = 0; d < 366; d++) {
+        char out[32];
+        int64_t t = start + (int64_t)d * 86400000 + 45296000; /* 12:34:56 */
+        int64_t back = -1;
+        qod_time_fmt(t, out, sizeof out);
+        QT_EQ_INT(qod_time_parse(out, &back), QOD_OK);
+        QT_EQ_INT(back, t);
+    }
+}
+
+QTEST(wall_offset_shifts_wall_clock)
+{
+    int64_t before = qod_time_wall_ms();
+    qod_time_set_wall_offset(3600000);
+    int64_t shifted = qod_time_wall_ms();
+    qod_time_set_wall_offset(0);
+    int64_t after = qod_time_wall_ms();
+    QT_TRUE(shifted - before >= 3600000 && shifted - before < 3600000 + 5000);
+    QT_TRUE(after - before >= 0 && after - before < 5000);
+}
+
+QTEST(wall_offset_negative_shifts_back)
+{
+    int64_t before = qod_time_wall_ms();
+    qod_time_set_wall_offset(-86400000);
+    int64_t shifted = qod_time_wall_ms();
+    qod_time_set_wall_offset(0);
+    QT_TRUE(before - shifted <= 86400000 && before - shifted > 86400000 - 5000);
+}
+
+QTEST(wall_offset_leaves_monotonic_alone)
+{
+    int64_t before = qod_time_mono_ms();
+    qod_time_set_wall_offset(3600000);
+    int64_t during = qod_time_mono_ms();
+    qod_time_set_wall_offset(-3600000);
+    int64_t after = qod_time_mono_ms();
+    qod_time_set_wall_offset(0);
+    QT_TRUE(during >= before && during - before < 5000);
+    QT_TRUE(after >= during && after - during < 5000);
+}
+
+QTEST(wall_clock_is_near_system_time)
+{
+    /* Past 2020-01-01 and before 2100: a sanity check that the unit is milliseconds. */
+    int64_t now = qod_time_wall_ms();
+    QT_TRUE(now > 1577836800000LL && now < 4102444800000LL);
+}
+
+QTEST_MAIN(QT_CASE(fmt_epoch), QT_CASE(fmt_known_instant), QT_CASE(fmt_truncates_milliseconds), QT_CASE(fmt_leap_day),
+           QT_CASE(fmt_fits_in_21_bytes), QT_CASE(parse_utc_z), QT_CASE(parse_epoch), QT_CASE(parse_lower_case_t_and_z),
+           QT_CASE(parse_positive_offset), QT_CASE(parse_negative_offset), QT_CASE(parse_offset_crossing_midnight),
+           QT_CASE(parse_fraction_milliseconds), QT_CASE(parse_fraction_short_is_scaled),
+           QT_CASE(parse_fraction_long_is_truncated), QT_CASE(parse_fraction_empty_invalid),
+           QT_CASE(parse_leap_day_2028_ok), QT_CASE(parse_leap_day_2027_invalid), QT_CASE(parse_century_leap_rules),
+           QT_CASE(parse_day_past_month_end_invalid), QT_CASE(parse_month_13_invalid),
+           QT_CASE(parse_bad_clock_fields_invalid), QT_CASE(parse_missing_timezone_invalid),
+           QT_CASE(parse_bad_offset_invalid), QT_CASE(parse_garbage_invalid), QT_CASE(parse_before_1970_invalid),
+           QT_CASE(round_trip_fmt_then_parse), QT_CASE(round_trip_every_day_of_2028),
+           QT_CASE(wall_offset_shifts_wall_clock), QT_CASE(wall_offset_negative_shifts_back),
+           QT_CASE(wall_offset_leaves_monotonic_alone), QT_CASE(wall_clock_is_near_system_time))
