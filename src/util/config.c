@@ -289,7 +289,8 @@ int qod_config_parse(const qod_cfg_opt *t, size_t n, void *target, int argc, cha
         rc = parse_env(t, n, target, envp, err, errcap);
     if (rc == QOD_OK)
         rc = parse_argv(t, n, target, argc, argv, help, err, errcap);
-    return rc < 0 ? rc : QOD_OK;
+    /* Every failure is one kind for callers; err says which option and why. */
+    return rc < 0 ? QOD_ERR_INVALID : QOD_OK;
 }
 
 void qod_config_dispose(const qod_cfg_opt *t, size_t n, void *target)

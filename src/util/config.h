@@ -32,7 +32,7 @@ typedef struct {
 
 /* Parses argv/env/file into target. On error writes a one-line message naming the option into err and returns
  * QOD_ERR_INVALID. When --help is present, sets *help and returns QOD_OK without validating the rest.
- * `config_field` is the offset of the char * field holding --config (may be (size_t)-1 for none). */
+ * The --config option, when the table has one, names a file read before the environment and the flags. */
 int qod_config_parse(const qod_cfg_opt *table, size_t n, void *target, int argc, char **argv, char **envp,
                      bool *help, char *err, size_t errcap);
 /* Frees the strings the parser stored into target. */

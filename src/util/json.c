@@ -6,18 +6,27 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Nesting depth of the raw text, counted outside strings; stops early past the limit. */
-static int scan_depth(const char *s, size_t n, int limit)
+/* Scans the raw text: nesting depth outside strings (stops early past the limit), and strings that cJSON
+ * would silently cut short or that RFC 8259 forbids (a NUL byte, "\u0000", raw control characters).
+ * Returns the depth, or -1 for such a string. */
+static int scan_text(const char *s, size_t n, int limit)
 {
     int depth = 0, max = 0;
     bool in_str = false;
+    if (memchr(s, '\0', n))
+        return -1;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (in_str) {
-            if (c == '\\')
+            if ((unsigned char)c < 0x20)
+                return -1;
+            if (c == '\\') {
+                if (i + 5 < n && s[i + 1] == 'u' && memcmp(s + i + 2, "0000", 4) == 0)
+                    return -1;
                 i++;
-            else if (c == '"')
+            } else if (c == '"') {
                 in_str = false;
+            }
             continue;
         }
         if (c == '"')
@@ -63,7 +72,12 @@ int qod_json_parse(const char *s, size_t n, int max_depth, cJSON **out, char *er
     *out = NULL;
     if (max_depth <= 0)
         max_depth = QOD_JSON_MAX_DEPTH;
-    if (scan_depth(s, n, max_depth) > max_depth) {
+    int depth = scan_text(s, n, max_depth);
+    if (depth < 0) {
+        snprintf(err, errcap, "malformed JSON: a string holds a NUL or a raw control character");
+        return QOD_ERR_INVALID;
+    }
+    if (depth > max_depth) {
         snprintf(err, errcap, "JSON nesting deeper than %d levels", max_depth);
         return QOD_ERR_LIMIT;
     }
