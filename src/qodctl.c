@@ -37,6 +37,8 @@ static void print_ok(const cJSON *r);
 static void print_sessions(const cJSON *r);
 static void print_session(const cJSON *r);
 static void print_devices(const cJSON *r);
+static void print_deliveries(const cJSON *r);
+static void print_requeued(const cJSON *r);
 static void print_device(const cJSON *r);
 
 static const cmd_spec commands[] = {
@@ -58,6 +60,9 @@ static const cmd_spec commands[] = {
      "app set-limits CLIENT_ID [--rate-limit R/s] [--burst B] [--max-sessions N] [--json]",
      {{"rate-limit", "rate_limit", F_RATE}, {"burst", "burst", F_NUM}, {"max-sessions", "max_sessions", F_NUM}},
      print_app},
+    {"app", "rotate-webhook-secret", "client_id", "app rotate-webhook-secret CLIENT_ID [--grace SECONDS] [--json]",
+     {{"grace", "grace_s", F_NUM}},
+     print_app},
     {"session", "list", NULL, "session list [--app CLIENT_ID] [--limit N] [--json]",
      {{"app", "client_id", F_STR}, {"limit", "limit", F_NUM}},
      print_sessions},
@@ -70,6 +75,11 @@ static const cmd_spec commands[] = {
       {"cell", "cell", F_NUM},
       {"ineligible", "ineligible", F_BOOL}},
      print_device},
+    {"deliveries", "list", NULL,
+     "deliveries list [--state dead|pending|delivered|all] [--app CLIENT_ID] [--limit N] [--json]",
+     {{"state", "state", F_STR}, {"app", "client_id", F_STR}, {"limit", "limit", F_NUM}},
+     print_deliveries},
+    {"deliveries", "retry", "event_id", "deliveries retry EVENT_ID | --all", {{"all", "all", F_BOOL}}, print_requeued},
     {"device", "list", NULL, "device list [--json]", {{0}}, print_devices},
     {"device", "remove", NULL, "device remove --phone +E164", {{"phone", "phone", F_STR}}, print_ok},
 };
@@ -165,6 +175,22 @@ static void print_devices(const cJSON *r)
     }
 }
 
+static void print_deliveries(const cJSON *r)
+{
+    printf("%-36s  %-9s  %-8s  %-22s  %-20s  %s\n", "EVENT_ID", "DELIVERY", "ATTEMPTS", "STATUS", "NEXT_AT", "URL");
+    const cJSON *e;
+    cJSON_ArrayForEach(e, r)
+    {
+        printf("%-36s  %-9s  %-8.0f  %-22s  %-20s  %s\n", str_of(e, "event_id"), str_of(e, "delivery"),
+               num_of(e, "attempts"), str_of(e, "status"), str_of(e, "next_at"), str_of(e, "url"));
+    }
+}
+
+static void print_requeued(const cJSON *r)
+{
+    printf("requeued %.0f event(s)\n", num_of(r, "requeued"));
+}
+
 /* Converts one flag value to JSON; false with a message on bad input. */
 static bool add_flag(cJSON *args, const flag_spec *f, const char *v)
 {
@@ -220,7 +246,7 @@ static cJSON *parse_args(const cmd_spec *c, int argc, char **argv, bool *json)
         if (!add_flag(args, f, argv[++i]))
             goto fail;
     }
-    if (c->positional && !have_pos) {
+    if (c->positional && !have_pos && !cJSON_GetObjectItemCaseSensitive(args, "all")) {
         fprintf(stderr, "qodctl: missing %s\nusage: qodctl %s\n", c->positional, c->usage);
         goto fail;
     }

@@ -14,6 +14,8 @@
 typedef struct qod_admin qod_admin;
 typedef struct qod_engine qod_engine;
 typedef struct qod_registry qod_registry;
+typedef struct qod_store qod_store;
+typedef struct qod_delivery qod_delivery;
 
 /* What admin commands operate on; borrowed. */
 typedef struct {
@@ -21,6 +23,8 @@ typedef struct {
     qod_tokcache *tokens;
     qod_engine *engine;
     qod_registry *registry;
+    qod_store *store;
+    qod_delivery *delivery;
 } qod_admin_deps;
 
 /* One admin command: reads args, appends the JSON result to out, or returns an error with why in err. */

@@ -2,6 +2,8 @@
 
 #include "core/engine.h"
 #include "core/registry.h"
+#include "notify/delivery.h"
+#include "store/store.h"
 #include "util/err.h"
 #include "util/json.h"
 #include "util/rand.h"
@@ -144,6 +146,28 @@ static int app_rotate(const qod_admin_deps *d, const cJSON *args, qod_buf *out, 
     if (rc == QOD_OK)
         rc = app_with_secret(&app, secret, out);
     memset(secret, 0, sizeof secret);
+    return rc;
+}
+
+static int app_rotate_webhook(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
+{
+    const char *id;
+    double grace = -1;
+    qod_app app;
+    int rc = need_id(args, &id, err, errcap);
+    rc = rc ? rc : opt_number(args, "grace_s", 30 * 86400, &grace, err, errcap);
+    if (rc == QOD_OK && (rc = qod_apps_rotate_webhook_secret(d->apps, id, (int64_t)((grace < 0 ? 86400 : grace) * 1000),
+                                                             &app)) == QOD_ERR_NOTFOUND)
+        snprintf(err, errcap, "no app with client_id '%.64s'", id);
+    if (rc == QOD_OK) {
+        char until[32];
+        qod_time_fmt(app.webhook_old_until_ms, until, sizeof until);
+        qod_buf_puts(out, "{\"client_id\":");
+        qod_buf_json_str(out, app.client_id);
+        qod_buf_puts(out, ",\"webhook_secret\":");
+        qod_buf_json_str(out, app.webhook_secret);
+        rc = qod_buf_printf(out, ",\"previous_secret_valid_until\":\"%s\"}", until);
+    }
     return rc;
 }
 
@@ -304,11 +328,121 @@ static int device_remove(const qod_admin_deps *d, const cJSON *args, qod_buf *ou
     return rc ? rc : qod_buf_puts(out, "{\"removed\":true}");
 }
 
+typedef struct {
+    qod_buf *out;
+    bool first;
+    const char *client_id;
+    size_t n, limit;
+} ev_list;
+
+static int list_event(void *arg, const qod_store_event *e)
+{
+    static const char *const states[] = {"pending", "delivered", "dead"};
+    ev_list *l = arg;
+    if (l->client_id && strcmp(l->client_id, e->owner) != 0)
+        return 0;
+    char created[32], next[32];
+    qod_time_fmt(e->created_ms, created, sizeof created);
+    qod_time_fmt(e->next_ms, next, sizeof next);
+    cJSON *doc = cJSON_Parse(e->doc);
+    const cJSON *url = cJSON_GetObjectItemCaseSensitive(doc, "url");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(doc, "state");
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(doc, "reason");
+    qod_buf_printf(l->out,
+                   "%s{\"event_id\":\"%s\",\"seq\":%lld,\"session\":\"%s\",\"client_id\":\"%s\",\"delivery\":\"%s\","
+                   "\"attempts\":%lld,\"created_at\":\"%s\",\"next_at\":\"%s\",\"status\":\"%s%s%s\",\"url\":",
+                   l->first ? "" : ",", e->id, (long long)e->seq, e->session, e->owner,
+                   (unsigned)e->state < 3 ? states[e->state] : "?", (long long)e->attempts, created, next,
+                   cJSON_IsString(st) ? st->valuestring : "", cJSON_IsString(rs) && *rs->valuestring ? "/" : "",
+                   cJSON_IsString(rs) ? rs->valuestring : "");
+    qod_buf_json_str(l->out, cJSON_IsString(url) ? url->valuestring : "");
+    qod_buf_puts(l->out, "}");
+    cJSON_Delete(doc);
+    l->first = false;
+    return ++l->n >= l->limit;
+}
+
+static int state_arg(const cJSON *args, int64_t *state, char *err, size_t errcap)
+{
+    static const char *const names[] = {"pending", "delivered", "dead", "all"};
+    const char *s = "dead";
+    if (qod_json_str(args, "state", &s) == QOD_ERR_INVALID)
+        s = "";
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *state = i == 3 ? -1 : i;
+            return QOD_OK;
+        }
+    snprintf(err, errcap, "state must be pending, delivered, dead or all");
+    return QOD_ERR_INVALID;
+}
+
+static int deliveries_list(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
+{
+    int64_t state = 2;
+    double limit = -1;
+    const char *app = NULL;
+    int rc = state_arg(args, &state, err, errcap);
+    rc = rc ? rc : opt_number(args, "limit", 1e7, &limit, err, errcap);
+    if (rc != QOD_OK)
+        return rc;
+    qod_json_str(args, "client_id", &app);
+    ev_list l = {out, true, app, 0, limit > 0 ? (size_t)limit : 1000};
+    qod_buf_puts(out, "[");
+    rc = qod_store_scan_events(d->store, state, 0, 0, list_event, &l);
+    qod_buf_puts(out, "]");
+    return rc;
+}
+
+typedef struct {
+    qod_store_batch *b;
+    const char *event_id;
+    size_t n;
+} requeue_ctx;
+
+static int requeue_one(void *arg, const qod_store_event *e)
+{
+    requeue_ctx *c = arg;
+    if (c->event_id && strcmp(c->event_id, e->id) != 0)
+        return 0;
+    /* Replaying from this event re-sends the session's later events too, so order is kept. */
+    if (qod_store_batch_event_requeue(c->b, e->session, e->seq, qod_time_wall_ms()) == QOD_OK)
+        c->n++;
+    return c->event_id != NULL;
+}
+
+static int deliveries_retry(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
+{
+    requeue_ctx c = {qod_store_batch_new(), NULL, 0};
+    bool all = false;
+    qod_json_bool(args, "all", &all);
+    int rc = c.b ? QOD_OK : QOD_ERR_NOMEM;
+    if (rc == QOD_OK && qod_json_str(args, "event_id", &c.event_id) != QOD_OK && !all) {
+        snprintf(err, errcap, "give an event id, or --all");
+        rc = QOD_ERR_INVALID;
+    }
+    rc = rc ? rc : qod_store_scan_events(d->store, 2, 0, 0, requeue_one, &c);
+    if (rc == QOD_OK && c.event_id && c.n == 0) {
+        snprintf(err, errcap, "no dead event %.64s", c.event_id);
+        rc = QOD_ERR_NOTFOUND;
+    }
+    if (rc == QOD_OK && c.n) {
+        rc = qod_store_commit(d->store, c.b);
+        c.b = NULL;
+        if (rc == QOD_OK)
+            qod_delivery_reload(d->delivery);
+    }
+    qod_store_batch_free(c.b);
+    return rc ? rc : qod_buf_printf(out, "{\"requeued\":%zu}", c.n);
+}
+
 static const qod_admin_cmd cmds[] = {
+    {"deliveries.list", deliveries_list}, {"deliveries.retry", deliveries_retry},
     {"session.list", session_list}, {"session.show", session_show}, {"device.add", device_add},
     {"device.list", device_list},   {"device.remove", device_remove},
     {"app.create", app_create},   {"app.list", app_list},           {"app.show", app_show},
     {"app.delete", app_delete},   {"app.rotate-secret", app_rotate}, {"app.set-limits", app_set_limits},
+    {"app.rotate-webhook-secret", app_rotate_webhook},
 };
 
 const qod_admin_cmd *qod_admin_find(const char *name)

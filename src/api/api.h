@@ -8,6 +8,7 @@
 #include "auth/apps.h"
 #include "auth/jwt.h"
 #include "auth/tokcache.h"
+#include "notify/urlguard.h"
 #include "store/store.h"
 
 #include <stdbool.h>
@@ -26,6 +27,7 @@ typedef struct {
     qod_store *store;
     qod_engine *engine;
     const qod_profiles *profiles;
+    const qod_cidrs *callback_allow; /* --callback-allow ranges */
     const char *openapi_dir; /* where docs/openapi lives, for GET …/openapi.yaml; may be NULL */
 } qod_api_deps;
 

@@ -62,6 +62,18 @@ void qod_v0_render(const qod_session *s, qod_buf *out)
     qod_buf_puts(out, "}");
 }
 
+int qod_v0_render_event(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token)
+{
+    (void)token;
+    qod_session_status st = {QOD_SS_REQUESTED, QOD_END_NONE};
+    if (qod_session_state_parse(ev->state, &st.state) != QOD_OK || qod_end_reason_parse(ev->reason, &st.reason) != QOD_OK)
+        return QOD_ERR_STATE;
+    *content_type = "application/json";
+    qod_buf_puts(body, "{\"sessionId\":");
+    qod_buf_json_str(body, ev->session);
+    return qod_buf_printf(body, ",\"event\":\"QOS_STATUS_CHANGED\",\"qosStatus\":\"%s\"}", qod_v0_status(st));
+}
+
 static void render_cb(void *arg, const qod_session *s, qod_buf *out)
 {
     (void)arg;
@@ -99,7 +111,8 @@ static bool parse_webhook(qod_call *c, qod_req *r, v0_create *v)
     }
     if (qod_json_str(wh, "notificationUrl", &v->url) != QOD_OK)
         return fail(r, 400, "INVALID_ARGUMENT", "webhook.notificationUrl is required and must be a string");
-    if (qod_url_check(v->url, c->app.env == QOD_APP_SANDBOX, v->err, sizeof v->err) != QOD_OK)
+    if (qod_url_check(v->url, c->app.env == QOD_APP_SANDBOX, qod_api_deps_of(c->api)->callback_allow, v->err,
+                      sizeof v->err) != QOD_OK)
         return fail(r, 400, "INVALID_ARGUMENT", v->err);
     rc = qod_json_str(wh, "notificationAuthToken", &v->token);
     if (rc == QOD_ERR_INVALID || (rc == QOD_OK && (strlen(v->token) < TOKEN_MIN || strlen(v->token) > TOKEN_MAX)))

@@ -6,6 +6,7 @@
 
 #include "api/api.h"
 #include "core/engine.h"
+#include "notify/delivery.h"
 
 /* POST /camara/qod/v0/sessions */
 void qod_v0_create(qod_call *c, qod_req *r);
@@ -21,6 +22,8 @@ void qod_v0_openapi(qod_call *c, qod_req *r);
 void qod_sandbox_network_event(qod_call *c, qod_req *r);
 /* The v0 word for an engine status. */
 const char *qod_v0_status(qod_session_status st);
+/* Renders the body of a v0 callback: {"sessionId","event":"QOS_STATUS_CHANGED","qosStatus"}. */
+int qod_v0_render_event(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token);
 /* Appends the v0 JSON of a session. */
 void qod_v0_render(const qod_session *s, qod_buf *out);
 

@@ -375,6 +375,23 @@ int qod_apps_rotate_secret(qod_apps *a, const char *client_id, qod_app *out, cha
     return rc;
 }
 
+int qod_apps_rotate_webhook_secret(qod_apps *a, const char *client_id, int64_t grace_ms, qod_app *out)
+{
+    qod_app app;
+    int rc = qod_apps_get(a, client_id, &app);
+    if (rc != QOD_OK)
+        return rc;
+    memcpy(app.webhook_secret_old, app.webhook_secret, sizeof app.webhook_secret_old);
+    app.webhook_old_until_ms = qod_time_wall_ms() + (grace_ms > 0 ? grace_ms : 0);
+    rc = new_whsec(app.webhook_secret);
+    rc = rc ? rc : persist(a, &app);
+    if (rc == QOD_OK) {
+        *out = app;
+        QOD_INFO("apps", "webhook_secret_rotated", "client_id=%s grace_ms=%lld", client_id, (long long)grace_ms);
+    }
+    return rc;
+}
+
 int qod_apps_set_limits(qod_apps *a, const char *client_id, double rate, double burst, int64_t max_sessions,
                         qod_app *out)
 {

@@ -69,6 +69,9 @@ int qod_apps_authenticate(qod_apps *a, const char *client_id, const char *secret
 int qod_apps_delete(qod_apps *a, const char *client_id);
 /* Replaces the client secret; the old one stops working at once. */
 int qod_apps_rotate_secret(qod_apps *a, const char *client_id, qod_app *out, char *secret_out, size_t cap);
+/* Replaces the webhook signing secret. The previous one keeps signing (a second signature) for grace_ms, so
+ * receivers can switch without dropping events. */
+int qod_apps_rotate_webhook_secret(qod_apps *a, const char *client_id, int64_t grace_ms, qod_app *out);
 /* Updates limits (negative = unchanged). */
 int qod_apps_set_limits(qod_apps *a, const char *client_id, double rate, double burst, int64_t max_sessions,
                         qod_app *out);

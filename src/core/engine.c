@@ -950,7 +950,7 @@ int qod_engine_create(const qod_engine_opts *opts, qod_engine **out, char *err, 
         qod_engine_destroy(e);
         return rc;
     }
-    qod_loop_set_tick(e->loop, tick, e);
+    qod_loop_add_tick(e->loop, tick, e);
     *out = e;
     return QOD_OK;
 }
@@ -967,6 +967,12 @@ static int reprovision(void *arg, const char *key, void *val)
             call_backend(e, x, NET_ACTIVATED);
     }
     return 0;
+}
+
+void qod_engine_set_events_hook(qod_engine *e, void (*fn)(void *ctx), void *ctx)
+{
+    e->o.events_committed = fn;
+    e->o.events_ctx = ctx;
 }
 
 int qod_engine_start(qod_engine *e)

@@ -91,6 +91,8 @@ typedef struct {
 /* Creates the engine, its backend and loop, and loads every session from the store: expired ones are
  * ended (with their event), timers re-armed. Does not start the loop. */
 int qod_engine_create(const qod_engine_opts *opts, qod_engine **out, char *err, size_t errcap);
+/* Sets the hook told when new outbox rows are durable (before qod_engine_start). */
+void qod_engine_set_events_hook(qod_engine *e, void (*fn)(void *ctx), void *ctx);
 /* Starts the loop thread and re-provisions the sessions in flight. */
 int qod_engine_start(qod_engine *e);
 /* Stops the loop thread: no timer fires after this. NULL is a no-op. */

@@ -34,8 +34,9 @@ struct qod_loop {
     pthread_mutex_t mu;
     job *head, *tail;
     bool stopping;
-    qod_loop_tick_fn tick;
-    void *tick_arg;
+    qod_loop_tick_fn ticks[4];
+    void *tick_args[4];
+    int nticks;
     watch *watches;
 };
 
@@ -58,10 +59,13 @@ int qod_loop_create(qod_loop **out)
     return QOD_OK;
 }
 
-void qod_loop_set_tick(qod_loop *l, qod_loop_tick_fn fn, void *arg)
+int qod_loop_add_tick(qod_loop *l, qod_loop_tick_fn fn, void *arg)
 {
-    l->tick = fn;
-    l->tick_arg = arg;
+    if (l->nticks >= 4)
+        return QOD_ERR_LIMIT;
+    l->ticks[l->nticks] = fn;
+    l->tick_args[l->nticks++] = arg;
+    return QOD_OK;
 }
 
 void qod_loop_wake(qod_loop *l)
@@ -157,7 +161,12 @@ static void *loop_main(void *arg)
             break;
         run_jobs(l);
         int64_t now = qod_time_mono_ms();
-        int64_t next = l->tick ? l->tick(l->tick_arg, now) : -1;
+        int64_t next = -1;
+        for (int i = 0; i < l->nticks; i++) {
+            int64_t t = l->ticks[i](l->tick_args[i], now);
+            if (t >= 0 && (next < 0 || t < next))
+                next = t;
+        }
         int timeout = -1;
         if (next >= 0) {
             int64_t d = next - qod_time_mono_ms();

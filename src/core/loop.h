@@ -14,8 +14,9 @@ typedef void (*qod_loop_fd_fn)(void *arg, int fd, uint32_t events);
 
 /* Creates the loop (no thread yet). */
 int qod_loop_create(qod_loop **out);
-/* Sets the tick callback; call before qod_loop_start. */
-void qod_loop_set_tick(qod_loop *l, qod_loop_tick_fn fn, void *arg);
+/* Adds a tick callback (at most 4); call before qod_loop_start. The loop sleeps until the earliest deadline
+ * any tick returns. */
+int qod_loop_add_tick(qod_loop *l, qod_loop_tick_fn fn, void *arg);
 /* Starts the loop thread. */
 int qod_loop_start(qod_loop *l);
 /* Stops and joins the thread, runs the posted jobs left, frees; NULL is a no-op. */

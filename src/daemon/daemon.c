@@ -9,6 +9,9 @@
 #include "core/engine.h"
 #include "core/profiles.h"
 #include "core/registry.h"
+#include "api/konera_v0.h"
+#include "notify/delivery.h"
+#include "notify/urlguard.h"
 #include "store/store.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -35,6 +38,8 @@ struct qod_daemon {
     qod_profiles *profiles;
     qod_registry *registry;
     qod_engine *engine;
+    qod_delivery *delivery;
+    qod_cidrs allow;
     qod_api *api;
     qod_http *http;
     qod_admin *admin;
@@ -115,6 +120,30 @@ static int open_engine(qod_daemon *d, const qod_options *o, char *err, size_t er
         .retention_ms = o->retention * 1000,
     };
     rc = qod_engine_create(&eo, &d->engine, err, errcap);
+    return rc;
+}
+
+/* The delivery runs on the engine's loop; its tick must be added before the loop thread starts. */
+static int open_delivery(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
+{
+    qod_delivery_opts dopt = {
+        .store = d->store,
+        .apps = d->apps,
+        .loop = qod_engine_loop(d->engine),
+        .timeout_ms = (int64_t)(o->callback_timeout_s * 1000),
+        .per_host = (int)o->callback_per_host,
+        .global = (int)o->callback_max_inflight,
+        .ca_file = o->callback_ca[0] ? o->callback_ca : NULL,
+        .allow = &d->allow,
+    };
+    int rc = qod_cidrs_parse(o->callback_allow, &d->allow, err, errcap);
+    rc = rc ? rc : qod_retry_schedule_parse(o->retry_schedule, &dopt, err, errcap);
+    rc = rc ? rc : qod_delivery_create(&dopt, &d->delivery);
+    if (rc != QOD_OK)
+        return rc;
+    qod_delivery_set_renderer(d->delivery, QOD_SURFACE_V0, qod_v0_render_event);
+    qod_engine_set_events_hook(d->engine, qod_delivery_kick, d->delivery);
+    rc = qod_delivery_start(d->delivery);
     return rc ? rc : qod_engine_start(d->engine);
 }
 
@@ -129,15 +158,22 @@ static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t 
         .store = d->store,
         .engine = d->engine,
         .profiles = d->profiles,
+        .callback_allow = &d->allow,
     };
     int rc = qod_api_create(&deps, &d->api);
     if (rc != QOD_OK) {
         snprintf(err, errcap, "cannot create the API: %s", qod_strerror(rc));
         return rc;
     }
+    qod_metrics_add_writer(qod_api_metrics(d->api), qod_delivery_metrics, d->delivery);
     char path[4200];
     snprintf(path, sizeof path, "%s/qodd.sock", o->data);
-    qod_admin_deps ad = {.apps = d->apps, .tokens = d->tokens, .engine = d->engine, .registry = d->registry};
+    qod_admin_deps ad = {.apps = d->apps,
+                         .tokens = d->tokens,
+                         .engine = d->engine,
+                         .registry = d->registry,
+                         .store = d->store,
+                         .delivery = d->delivery};
     rc = qod_admin_start(path, &ad, &d->admin);
     if (rc != QOD_OK) {
         snprintf(err, errcap, "cannot open the admin socket %s: %s", path, qod_strerror(rc));
@@ -174,6 +210,7 @@ int qod_daemon_start(const qod_options *o, qod_daemon **out, char *err, size_t e
     int rc = prepare_data_dir(o->data, &d->lock_fd, err, errcap);
     rc = rc ? rc : open_state(d, o, err, errcap);
     rc = rc ? rc : open_engine(d, o, err, errcap);
+    rc = rc ? rc : open_delivery(d, o, err, errcap);
     rc = rc ? rc : start_servers(d, o, err, errcap);
     if (rc != QOD_OK) {
         qod_daemon_stop(d);
@@ -209,6 +246,7 @@ void qod_daemon_stop(qod_daemon *d)
     /* The engine's loop stops first; the store then drains the batches in flight, whose completions still
      * reach the engine; only then is the engine freed. */
     qod_engine_stop(d->engine);
+    qod_delivery_destroy(d->delivery);
     qod_tokcache_destroy(d->tokens);
     qod_jwt_key_destroy(d->key);
     qod_apps_destroy(d->apps);

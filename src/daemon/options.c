@@ -1,5 +1,9 @@
 #include "daemon/options.h"
 
+#include "notify/delivery.h"
+#include "notify/urlguard.h"
+#include "util/err.h"
+
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +33,18 @@ static int check_url(const char *v, char *err, size_t errcap)
         return -1;
     }
     return 0;
+}
+
+static int check_schedule(const char *v, char *err, size_t errcap)
+{
+    qod_delivery_opts o;
+    return qod_retry_schedule_parse(v, &o, err, errcap) == QOD_OK ? 0 : -1;
+}
+
+static int check_cidrs(const char *v, char *err, size_t errcap)
+{
+    qod_cidrs c;
+    return qod_cidrs_parse(v, &c, err, errcap) == QOD_OK ? 0 : -1;
 }
 
 #define O(field) offsetof(qod_options, field)
@@ -66,6 +82,20 @@ const qod_cfg_opt qod_option_table[] = {
      "Provisioning delay of the simulated network, milliseconds."},
     {"sim-cell-capacity", QOD_CFG_INT, O(sim_cell_capacity), 0, 100000000, "100000", NULL, NULL,
      "Guaranteed capacity of each simulated cell, kbit/s (live devices; sessions beyond it are refused)."},
+    {"retry-schedule", QOD_CFG_STR, O(retry_schedule), 0, 1000, "0,5,300,1800,7200,18000,36000,36000", NULL,
+     check_schedule,
+     "Callback attempts: value i is the wait in seconds before attempt i, from the previous failure (±10% "
+     "jitter); after the last one the event is dead."},
+    {"callback-timeout", QOD_CFG_DOUBLE, O(callback_timeout_s), 0.1, 300, "15", NULL, NULL,
+     "Seconds allowed for one callback attempt."},
+    {"callback-ca", QOD_CFG_STR, O(callback_ca), 0, 4096, "", NULL, NULL,
+     "A PEM CA file trusted for https callbacks, besides the system's CA store."},
+    {"callback-allow", QOD_CFG_STR, O(callback_allow), 0, 4000, "", NULL, check_cidrs,
+     "Comma-separated CIDRs callbacks may reach although private, loopback or link-local."},
+    {"callback-per-host", QOD_CFG_INT, O(callback_per_host), 1, 1000, "8", NULL, NULL,
+     "Callback requests in flight per receiving host."},
+    {"callback-max-inflight", QOD_CFG_INT, O(callback_max_inflight), 1, 100000, "512", NULL, NULL,
+     "Callback requests in flight in all."},
 };
 
 const size_t qod_option_count = sizeof qod_option_table / sizeof qod_option_table[0];

@@ -27,6 +27,12 @@ typedef struct {
     long long retention;
     long long sandbox_delay_ms;
     long long sim_cell_capacity;
+    char *retry_schedule;
+    double callback_timeout_s;
+    char *callback_ca;
+    char *callback_allow;
+    long long callback_per_host;
+    long long callback_max_inflight;
 } qod_options;
 
 /* The option table and its size. */

@@ -42,7 +42,7 @@ typedef struct {
     sqlite3 *w, *r;
     pthread_mutex_t r_mu;
     sqlite3_stmt *row[QOD_TBL_COUNT][S_COUNT_ROW];
-    sqlite3_stmt *ev_add, *ev_state, *ev_del_session;
+    sqlite3_stmt *ev_add, *ev_state, *ev_del_session, *ev_requeue;
     int version;
 } sq;
 
@@ -157,8 +157,11 @@ static int prepare_all(sq *q)
         rc = sqlite3_prepare_v3(q->w, "UPDATE events SET state=?2, attempts=?3, next_ms=?4 WHERE seq=?1", -1,
                                 SQLITE_PREPARE_PERSISTENT, &q->ev_state, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v3(q->w, "DELETE FROM events WHERE session=?1", -1, SQLITE_PREPARE_PERSISTENT,
-                                &q->ev_del_session, NULL);
+        rc = sqlite3_prepare_v3(q->w, "DELETE FROM events WHERE session=?1 AND state=1", -1,
+                                SQLITE_PREPARE_PERSISTENT, &q->ev_del_session, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(q->w, "UPDATE events SET state=0, attempts=0, next_ms=?3 WHERE session=?1 AND seq>=?2",
+                                -1, SQLITE_PREPARE_PERSISTENT, &q->ev_requeue, NULL);
     if (rc != SQLITE_OK)
         QOD_ERROR("store", "prepare_failed", "err=\"%s\"", sqlite3_errmsg(q->w));
     return map_rc(rc);
@@ -175,6 +178,7 @@ static void sq_close(void *impl)
     sqlite3_finalize(q->ev_add);
     sqlite3_finalize(q->ev_state);
     sqlite3_finalize(q->ev_del_session);
+    sqlite3_finalize(q->ev_requeue);
     sqlite3_close(q->r);
     sqlite3_close(q->w);
     pthread_mutex_destroy(&q->r_mu);
@@ -263,6 +267,12 @@ static int sq_apply(void *impl, const qod_store_op *op)
     case QOD_OP_EVENT_DEL_SESSION:
         s = q->ev_del_session;
         bind_text(s, 1, op->idx);
+        return step_done(s);
+    case QOD_OP_EVENT_REQUEUE:
+        s = q->ev_requeue;
+        bind_text(s, 1, op->idx);
+        sqlite3_bind_int64(s, 2, op->seq);
+        sqlite3_bind_int64(s, 3, op->next_ms);
         return step_done(s);
     }
     return QOD_ERR_INVALID;
@@ -376,19 +386,20 @@ static int sq_scan(void *impl, qod_store_table t, const char *owner, int (*fn)(v
     return rc;
 }
 
-static int sq_scan_events(void *impl, int64_t state, size_t limit, int (*fn)(void *, const qod_store_event *),
-                          void *arg)
+static int sq_scan_events(void *impl, int64_t state, int64_t after_seq, size_t limit,
+                          int (*fn)(void *, const qod_store_event *), void *arg)
 {
     sq *q = impl;
     pthread_mutex_lock(&q->r_mu);
     sqlite3_stmt *s = NULL;
     int rc = map_rc(sqlite3_prepare_v2(q->r,
                                        "SELECT seq,id,session,owner,created_ms,state,attempts,next_ms,doc FROM events"
-                                       " WHERE state=?1 ORDER BY seq LIMIT ?2",
+                                       " WHERE (?1 < 0 OR state=?1) AND seq>?3 ORDER BY seq LIMIT ?2",
                                        -1, &s, NULL));
     if (rc == QOD_OK) {
         sqlite3_bind_int64(s, 1, state);
         sqlite3_bind_int64(s, 2, limit ? (sqlite3_int64)limit : -1);
+        sqlite3_bind_int64(s, 3, after_seq);
     }
     int src = SQLITE_DONE;
     while (rc == QOD_OK && (src = sqlite3_step(s)) == SQLITE_ROW) {

@@ -140,6 +140,16 @@ int qod_store_batch_event_del_session(qod_store_batch *b, const char *session)
     return add_row_op(b, QOD_OP_EVENT_DEL_SESSION, QOD_TBL_COUNT, NULL, NULL, session, 0, 0, NULL);
 }
 
+int qod_store_batch_event_requeue(qod_store_batch *b, const char *session, int64_t from_seq, int64_t next_ms)
+{
+    int rc = add_row_op(b, QOD_OP_EVENT_REQUEUE, QOD_TBL_COUNT, NULL, NULL, session, 0, 0, NULL);
+    if (rc == QOD_OK) {
+        b->tail->seq = from_seq;
+        b->tail->next_ms = next_ms;
+    }
+    return rc;
+}
+
 /* Applies one batch inside a savepoint; returns its rc. */
 static int apply_batch(qod_store *st, qod_store_batch *b)
 {
@@ -324,8 +334,8 @@ int qod_store_scan(qod_store *st, qod_store_table t, const char *owner,
     return st->impl->scan(st->h, t, owner, fn, arg);
 }
 
-int qod_store_scan_events(qod_store *st, int64_t state, size_t limit,
+int qod_store_scan_events(qod_store *st, int64_t state, int64_t after_seq, size_t limit,
                           int (*fn)(void *arg, const qod_store_event *e), void *arg)
 {
-    return st->impl->scan_events(st->h, state, limit, fn, arg);
+    return st->impl->scan_events(st->h, state, after_seq, limit, fn, arg);
 }

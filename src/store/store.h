@@ -84,8 +84,10 @@ int qod_store_batch_event(qod_store_batch *b, const char *id, const char *sessio
                           int64_t created_ms, const char *doc);
 /* Updates an event's delivery state. */
 int qod_store_batch_event_state(qod_store_batch *b, int64_t seq, int64_t state, int64_t attempts, int64_t next_ms);
-/* Deletes the events of a session (purge). */
+/* Deletes the delivered events of a session (purge); pending and dead ones stay. */
 int qod_store_batch_event_del_session(qod_store_batch *b, const char *session);
+/* Makes the events of a session from seq on pending again, attempts 0, due at next_ms (replay in order). */
+int qod_store_batch_event_requeue(qod_store_batch *b, const char *session, int64_t from_seq, int64_t next_ms);
 /* Number of ops in the batch. */
 size_t qod_store_batch_len(const qod_store_batch *b);
 
@@ -101,8 +103,9 @@ int qod_store_get(qod_store *st, qod_store_table t, const char *key, void (*fn)(
 /* Calls fn for every row of the table (owner filter when non-NULL), in key order. fn returns 0 to go on. */
 int qod_store_scan(qod_store *st, qod_store_table t, const char *owner,
                    int (*fn)(void *arg, const qod_store_row *r), void *arg);
-/* Calls fn for events with the given state (e.g. pending), in seq order, at most `limit` (0 = all). */
-int qod_store_scan_events(qod_store *st, int64_t state, size_t limit,
+/* Calls fn for events with the given state (e.g. pending; -1 = any) and seq > after_seq, in seq order, at most
+ * `limit` (0 = all). */
+int qod_store_scan_events(qod_store *st, int64_t state, int64_t after_seq, size_t limit,
                           int (*fn)(void *arg, const qod_store_event *e), void *arg);
 
 /* The implementation interface, one per backend (sqlite.c, later postgres.c). All calls are made from the
@@ -122,8 +125,8 @@ typedef struct {
     int (*get)(void *impl, qod_store_table t, const char *key, void (*fn)(void *, const qod_store_row *), void *arg);
     int (*scan)(void *impl, qod_store_table t, const char *owner, int (*fn)(void *, const qod_store_row *),
                 void *arg);
-    int (*scan_events)(void *impl, int64_t state, size_t limit, int (*fn)(void *, const qod_store_event *),
-                       void *arg);
+    int (*scan_events)(void *impl, int64_t state, int64_t after_seq, size_t limit,
+                       int (*fn)(void *, const qod_store_event *), void *arg);
 } qod_store_impl;
 
 /* Op kinds inside a batch, for implementations. */
@@ -133,7 +136,8 @@ typedef enum {
     QOD_OP_DEL,
     QOD_OP_EVENT,
     QOD_OP_EVENT_STATE,
-    QOD_OP_EVENT_DEL_SESSION
+    QOD_OP_EVENT_DEL_SESSION,
+    QOD_OP_EVENT_REQUEUE
 } qod_store_op_kind;
 
 struct qod_store_op {

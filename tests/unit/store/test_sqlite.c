@@ -120,7 +120,7 @@ static int copy_event(void *arg, const qod_store_event *e)
 static int scan_events(fixture *f, int64_t state, size_t limit, event_copy *c)
 {
     memset(c, 0, sizeof *c);
-    return qod_store_scan_events(f->st, state, limit, copy_event, c);
+    return qod_store_scan_events(f->st, state, 0, limit, copy_event, c);
 }
 
 /* Commits one put. */
@@ -630,18 +630,66 @@ QTEST(event_state_moves_event)
     fixture_close(&f);
 }
 
-QTEST(event_del_session_removes_its_events)
+QTEST(event_del_session_removes_only_delivered_events)
 {
     fixture f;
     QT_EQ_INT(fixture_open(&f), 0);
     QT_EQ_INT(add_events(&f), QOD_OK);
-    qod_store_batch *b = qod_store_batch_new();
-    QT_EQ_INT(qod_store_batch_event_del_session(b, "s1"), QOD_OK);
-    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
     event_copy e;
     QT_EQ_INT(scan_events(&f, 0, 0, &e), QOD_OK);
-    QT_EQ_INT(e.n, 1);
-    QT_EQ_STR(e.id[0], "wh-3");
+    qod_store_batch *b = qod_store_batch_new();
+    QT_EQ_INT(qod_store_batch_event_state(b, e.ev[0].seq, 1, 1, 0), QOD_OK);
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    b = qod_store_batch_new();
+    QT_EQ_INT(qod_store_batch_event_del_session(b, "s1"), QOD_OK);
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    QT_EQ_INT(scan_events(&f, 1, 0, &e), QOD_OK);
+    QT_EQ_INT(e.n, 0);
+    QT_EQ_INT(scan_events(&f, 0, 0, &e), QOD_OK);
+    QT_EQ_INT(e.n, 2);
+    QT_EQ_STR(e.id[0], "wh-2");
+    QT_EQ_STR(e.id[1], "wh-3");
+    fixture_close(&f);
+}
+
+QTEST(event_requeue_replays_the_session_from_seq)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(add_events(&f), QOD_OK);
+    event_copy e;
+    QT_EQ_INT(scan_events(&f, 0, 0, &e), QOD_OK);
+    int64_t s1 = e.ev[0].seq, s2 = e.ev[1].seq;
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_event_state(b, s1, 2, 8, 0);
+    qod_store_batch_event_state(b, s2, 1, 1, 0);
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    b = qod_store_batch_new();
+    QT_EQ_INT(qod_store_batch_event_requeue(b, "s1", s1, 777), QOD_OK);
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    QT_EQ_INT(scan_events(&f, 0, 0, &e), QOD_OK);
+    QT_EQ_INT(e.n, 3);
+    QT_EQ_INT(e.ev[0].attempts, 0);
+    QT_EQ_INT(e.ev[0].next_ms, 777);
+    QT_EQ_INT(e.ev[1].seq, s2);
+    fixture_close(&f);
+}
+
+QTEST(event_scan_after_seq_and_any_state)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(add_events(&f), QOD_OK);
+    event_copy e;
+    QT_EQ_INT(scan_events(&f, 0, 0, &e), QOD_OK);
+    int64_t first = e.ev[0].seq;
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_event_state(b, first, 2, 1, 0);
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    e.n = 0;
+    QT_EQ_INT(qod_store_scan_events(f.st, -1, first, 0, copy_event, &e), QOD_OK);
+    QT_EQ_INT(e.n, 2);
+    QT_EQ_STR(e.id[0], "wh-2");
     fixture_close(&f);
 }
 
@@ -654,6 +702,7 @@ QTEST(event_seq_keeps_increasing_after_delete)
     QT_EQ_INT(scan_events(&f, 0, 0, &e), QOD_OK);
     int64_t last = e.ev[2].seq;
     qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_event_state(b, e.ev[2].seq, 1, 1, 0);
     qod_store_batch_event_del_session(b, "s2");
     QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
     b = qod_store_batch_new();
@@ -797,6 +846,7 @@ QTEST_MAIN(QT_CASE(open_creates_db_at_version_1), QT_CASE(reopen_keeps_version_1
            QT_CASE(failed_batch_does_not_take_down_concurrent_batches), QT_CASE(delete_removes_row),
            QT_CASE(delete_absent_is_ok), QT_CASE(delete_then_insert_in_one_batch), QT_CASE(commit_empty_batch_ok),
            QT_CASE(events_scan_in_seq_order), QT_CASE(events_fields_round_trip), QT_CASE(events_scan_limit),
-           QT_CASE(event_state_moves_event), QT_CASE(event_del_session_removes_its_events),
+           QT_CASE(event_state_moves_event), QT_CASE(event_del_session_removes_only_delivered_events), QT_CASE(event_requeue_replays_the_session_from_seq),
+           QT_CASE(event_scan_after_seq_and_any_state),
            QT_CASE(event_seq_keeps_increasing_after_delete), QT_CASE(many_async_submits_complete_exactly_once),
            QT_CASE(close_drains_queued_batches), QT_CASE(data_survives_close_and_reopen))

@@ -1,0 +1,904 @@
+#include "notify/delivery.h"
+
+#include "core/timers.h"
+#include "notify/sign.h"
+#include "util/err.h"
+#include "util/hmap.h"
+#include "util/json.h"
+#include "util/log.h"
+#include "util/rand.h"
+#include "util/time.h"
+
+#include <curl/curl.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define RETRY_AFTER_MAX_S 86400
+#define MAX_RENDERERS 4
+#define RESPONSE_BODY_MAX 4096
+
+enum { EV_PENDING = 0, EV_DELIVERED = 1, EV_DEAD = 2 };
+enum { R_TIMEOUT, R_CONNECT, R_TLS, R_HTTP_3XX, R_HTTP_4XX, R_HTTP_5XX, R_GONE, R_GUARD, R_OTHER, R_COUNT };
+static const char *const reason_names[R_COUNT] = {"timeout", "connect", "tls",   "redirect", "http_4xx",
+                                                  "http_5xx", "gone",   "guard", "other"};
+static const double lat_le[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600};
+#define N_LAT ((int)(sizeof lat_le / sizeof lat_le[0]))
+
+typedef struct item {
+    int64_t seq;
+    char id[40];
+    int64_t created_ms;
+    int attempts;
+    int64_t due_wall;
+    char *doc;
+    struct item *next;
+} item;
+
+typedef struct host host;
+
+typedef struct sq {
+    char *session;
+    char *url;
+    item *head, *tail;
+    qod_timer t;
+    bool busy;          /* an attempt is in flight or the queue waits for a slot */
+    struct sq *wait_next;
+    host *h;
+} sq;
+
+struct host {
+    char *key;
+    int inflight;
+    sq *wait_head, *wait_tail;
+    bool in_ring;
+    host *ring_next;
+};
+
+typedef struct attempt {
+    qod_delivery *d;
+    sq *q;
+    struct attempt *prev, *next; /* the list of attempts in flight */
+    CURL *easy;
+    struct curl_slist *hdrs;
+    char *body;
+    bool sandbox;
+    const char *guard_why;
+    long retry_after_s;
+    size_t resp_len;
+} attempt;
+
+struct qod_delivery {
+    qod_delivery_opts o;
+    CURLM *multi;
+    qod_render_fn render[MAX_RENDERERS];
+    qod_hmap queues;    /* session → sq */
+    qod_hmap ids;       /* event id → item (loaded) */
+    qod_hmap hosts;     /* host key → host */
+    qod_hmap gone;      /* URL → (void*)1 after a 410 */
+    qod_timers timers;
+    host *ring;         /* hosts with waiting queues */
+    attempt *running;   /* attempts in flight */
+    int inflight;
+    size_t loaded;
+    int64_t last_seq;
+    bool more;          /* the store holds pending events not loaded yet */
+    int64_t curl_due;   /* monotonic ms of curl's next timeout, -1 none */
+    atomic_bool kick_posted;
+    atomic_ullong attempts, delivered, dead, failures[R_COUNT], lat[N_LAT + 1];
+    atomic_ullong backlog;
+};
+
+/* ---- helpers -------------------------------------------------------------------------------------------------- */
+
+int qod_retry_schedule_parse(const char *text, qod_delivery_opts *o, char *err, size_t errcap)
+{
+    o->nschedule = 0;
+    const char *p = text;
+    while (*p) {
+        char *end = NULL;
+        double v = strtod(p, &end);
+        if (end == p || !isfinite(v) || v < 0 || v > 7 * 86400 || (*end && *end != ',') ||
+            o->nschedule >= QOD_RETRY_MAX) {
+            snprintf(err, errcap, "expected up to %d comma-separated seconds from 0 to 604800", QOD_RETRY_MAX);
+            return QOD_ERR_INVALID;
+        }
+        o->schedule[o->nschedule++] = v;
+        p = *end ? end + 1 : end;
+    }
+    if (!o->nschedule) {
+        snprintf(err, errcap, "the retry schedule needs at least one value");
+        return QOD_ERR_INVALID;
+    }
+    return QOD_OK;
+}
+
+static void item_free(item *it)
+{
+    free(it->doc);
+    free(it);
+}
+
+static int64_t wall_to_mono(int64_t wall_ms)
+{
+    int64_t now = qod_time_wall_ms();
+    return qod_time_mono_ms() + (wall_ms > now ? wall_ms - now : 0);
+}
+
+static host *host_for(qod_delivery *d, const char *url)
+{
+    char key[512] = "";
+    CURLU *u = curl_url();
+    char *scheme = NULL, *hn = NULL, *port = NULL;
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK) {
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+        curl_url_get(u, CURLUPART_HOST, &hn, 0);
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
+        snprintf(key, sizeof key, "%s://%s:%s", scheme ? scheme : "", hn ? hn : "", port ? port : "");
+    }
+    curl_free(scheme);
+    curl_free(hn);
+    curl_free(port);
+    curl_url_cleanup(u);
+    host *h = qod_hmap_get(&d->hosts, key);
+    if (!h && (h = calloc(1, sizeof *h))) {
+        h->key = strdup(key);
+        if (!h->key || qod_hmap_put(&d->hosts, h->key, h) != QOD_OK) {
+            free(h->key);
+            free(h);
+            h = NULL;
+        }
+    }
+    return h;
+}
+
+static void persist_state(qod_delivery *d, const item *it, int state, int64_t next_ms)
+{
+    qod_store_batch *b = qod_store_batch_new();
+    if (b && qod_store_batch_event_state(b, it->seq, state, it->attempts, next_ms) == QOD_OK)
+        qod_store_submit(d->o.store, b, NULL, NULL);
+    else
+        qod_store_batch_free(b);
+}
+
+/* ---- queueing --------------------------------------------------------------------------------------------------- */
+
+static void try_start(qod_delivery *d, sq *q);
+
+static void arm_queue(qod_delivery *d, sq *q)
+{
+    if (!q->head || q->busy)
+        return;
+    qod_timers_arm(&d->timers, &q->t, wall_to_mono(q->head->due_wall), 0);
+}
+
+/* Drops the head item (delivered or dead) and moves on to the session's next event. */
+static void pop_head(qod_delivery *d, sq *q)
+{
+    item *it = q->head;
+    q->head = it->next;
+    if (!q->head)
+        q->tail = NULL;
+    qod_hmap_del(&d->ids, it->id);
+    item_free(it);
+    d->loaded--;
+    atomic_store(&d->backlog, d->loaded);
+    if (d->more && d->loaded < d->o.max_loaded / 2)
+        qod_delivery_kick(d);
+    if (q->head) {
+        arm_queue(d, q);
+        return;
+    }
+    qod_timers_cancel(&d->timers, &q->t);
+    qod_hmap_del(&d->queues, q->session);
+    free(q->session);
+    free(q->url);
+    free(q);
+}
+
+static void mark_dead(qod_delivery *d, sq *q, const char *why)
+{
+    item *it = q->head;
+    QOD_WARN("delivery", "event_dead", "event_id=%s session=%s attempts=%d why=\"%s\"", it->id, q->session, it->attempts,
+             why);
+    persist_state(d, it, EV_DEAD, qod_time_wall_ms());
+    atomic_fetch_add(&d->dead, 1);
+    pop_head(d, q);
+}
+
+static void ring_add(qod_delivery *d, host *h)
+{
+    if (h->in_ring)
+        return;
+    h->in_ring = true;
+    h->ring_next = d->ring;
+    d->ring = h;
+}
+
+static void wait_for_slot(qod_delivery *d, sq *q)
+{
+    q->wait_next = NULL;
+    if (q->h->wait_tail)
+        q->h->wait_tail->wait_next = q;
+    else
+        q->h->wait_head = q;
+    q->h->wait_tail = q;
+    ring_add(d, q->h);
+}
+
+static sq *wait_pop(host *h)
+{
+    sq *q = h->wait_head;
+    if (q) {
+        h->wait_head = q->wait_next;
+        if (!h->wait_head)
+            h->wait_tail = NULL;
+    }
+    return q;
+}
+
+/* Starts waiting queues while slots are free: hosts in turn, one queue each round. */
+static void pump(qod_delivery *d)
+{
+    bool progress = true;
+    while (progress && d->inflight < d->o.global) {
+        progress = false;
+        host **pp = &d->ring;
+        while (*pp && d->inflight < d->o.global) {
+            host *h = *pp;
+            if (!h->wait_head) {
+                h->in_ring = false;
+                *pp = h->ring_next;
+                continue;
+            }
+            if (h->inflight < d->o.per_host) {
+                sq *q = wait_pop(h);
+                q->busy = false;
+                try_start(d, q);
+                progress = true;
+            }
+            pp = &h->ring_next;
+        }
+    }
+}
+
+/* ---- one attempt ----------------------------------------------------------------------------------------------- */
+
+static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    attempt *at = clientp;
+    (void)purpose;
+    /* The exact address curl is about to connect to: checking it here pins the connection to a vetted address,
+     * whatever DNS answered before or answers after. */
+    at->guard_why = qod_addr_refusal(&a->addr, at->sandbox, at->d->o.allow);
+    if (at->guard_why)
+        return CURL_SOCKET_BAD;
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+static size_t on_header(char *buf, size_t size, size_t n, void *userdata)
+{
+    attempt *at = userdata;
+    size_t len = size * n;
+    if (len > 12 && strncasecmp(buf, "Retry-After:", 12) == 0) {
+        char v[128];
+        size_t vl = len - 12 < sizeof v - 1 ? len - 12 : sizeof v - 1;
+        memcpy(v, buf + 12, vl);
+        v[vl] = '\0';
+        char *p = v;
+        while (*p == ' ')
+            p++;
+        p[strcspn(p, "\r\n")] = '\0';
+        char *end = NULL;
+        long s = strtol(p, &end, 10);
+        if (end != p && *end == '\0') {
+            at->retry_after_s = s < 0 ? 0 : s;
+        } else {
+            time_t t = curl_getdate(p, NULL);
+            if (t > 0)
+                at->retry_after_s = (long)(t - qod_time_wall_ms() / 1000) > 0 ? (long)(t - qod_time_wall_ms() / 1000) : 0;
+        }
+    }
+    return len;
+}
+
+static size_t on_body(char *buf, size_t size, size_t n, void *userdata)
+{
+    (void)buf;
+    attempt *at = userdata;
+    /* The response body is not used; stop a receiver that streams without end. */
+    at->resp_len += size * n;
+    return at->resp_len > RESPONSE_BODY_MAX * 256 ? 0 : size * n;
+}
+
+typedef struct {
+    const char *url, *token, *app, *state, *reason, *extra_json, *session;
+    int surface;
+    int64_t at_ms;
+} event_fields;
+
+static int read_fields(const cJSON *o, event_fields *f)
+{
+    const cJSON *extra = cJSON_GetObjectItemCaseSensitive(o, "extra");
+    int64_t surface = 0;
+    memset(f, 0, sizeof *f);
+    int rc = qod_json_str(o, "url", &f->url);
+    rc = rc ? rc : qod_json_str(o, "app", &f->app);
+    rc = rc ? rc : qod_json_str(o, "state", &f->state);
+    rc = rc ? rc : qod_json_str(o, "reason", &f->reason);
+    rc = rc ? rc : qod_json_str(o, "session", &f->session);
+    if (rc == QOD_OK && qod_json_str(o, "token", &f->token) != QOD_OK)
+        f->token = NULL;
+    qod_json_int(o, "surface", 0, MAX_RENDERERS - 1, &surface);
+    qod_json_int(o, "at_ms", 0, INT64_MAX / 2, &f->at_ms);
+    f->surface = (int)surface;
+    (void)extra;
+    return rc;
+}
+
+/* The signature header: the current secret, plus the previous one during its grace period. */
+static int sign_all(const qod_app *app, const char *id, int64_t ts, const char *body, size_t len, qod_buf *sig)
+{
+    int rc = qod_webhook_sign(app->webhook_secret, id, ts, body, len, sig);
+    if (rc == QOD_OK && app->webhook_secret_old[0] && qod_time_wall_ms() < app->webhook_old_until_ms) {
+        qod_buf_puts(sig, " ");
+        rc = qod_webhook_sign(app->webhook_secret_old, id, ts, body, len, sig);
+    }
+    return rc;
+}
+
+static struct curl_slist *add_hdr(struct curl_slist *l, const char *name, const char *value)
+{
+    char line[4096];
+    snprintf(line, sizeof line, "%s: %s", name, value);
+    struct curl_slist *n = curl_slist_append(l, line);
+    if (!n)
+        curl_slist_free_all(l);
+    return n;
+}
+
+/* Builds body and headers; QOD_ERR_STATE (with *why) when the event must be dropped. */
+static int prepare(qod_delivery *d, attempt *at, const item *it, const event_fields *f, const char **why)
+{
+    qod_app app;
+    if (qod_apps_get(d->o.apps, f->app, &app) != QOD_OK) {
+        *why = "the app was deleted";
+        return QOD_ERR_STATE;
+    }
+    at->sandbox = app.env == QOD_APP_SANDBOX;
+    qod_render_fn render = f->surface < MAX_RENDERERS ? d->render[f->surface] : NULL;
+    qod_event_view v = {it->id, f->session, f->app, f->state, f->reason, f->extra_json, f->token, f->surface, f->at_ms};
+    qod_buf body, sig;
+    qod_buf_init(&body, 1u << 20);
+    qod_buf_init(&sig, 1024);
+    const char *ct = "application/json", *token = f->token;
+    int rc = render ? render(&v, &body, &ct, &token) : QOD_ERR_STATE;
+    if (rc != QOD_OK) {
+        *why = render ? "the event is not deliverable (its credential expired)" : "no renderer for this API";
+        rc = QOD_ERR_STATE;
+    }
+    int64_t ts = qod_time_wall_ms() / 1000;
+    rc = rc ? rc : sign_all(&app, it->id, ts, body.data ? body.data : "", body.len, &sig);
+    char tsbuf[32], auth[600];
+    snprintf(tsbuf, sizeof tsbuf, "%lld", (long long)ts);
+    struct curl_slist *h = NULL;
+    if (rc == QOD_OK) {
+        h = add_hdr(h, "Content-Type", ct);
+        h = h ? add_hdr(h, "webhook-id", it->id) : NULL;
+        h = h ? add_hdr(h, "webhook-timestamp", tsbuf) : NULL;
+        h = h ? add_hdr(h, "webhook-signature", sig.data) : NULL;
+        h = h ? add_hdr(h, "Expect", "") : NULL;
+        if (h && token && strlen(token) < 512) {
+            snprintf(auth, sizeof auth, "Bearer %s", token);
+            h = add_hdr(h, "Authorization", auth);
+        }
+        rc = h ? QOD_OK : QOD_ERR_NOMEM;
+    }
+    at->hdrs = h;
+    at->body = rc == QOD_OK ? qod_buf_steal(&body) : NULL;
+    if (rc == QOD_OK && !at->body)
+        at->body = strdup("");
+    qod_buf_dispose(&body);
+    qod_buf_dispose(&sig);
+    return rc;
+}
+
+static CURL *make_easy(qod_delivery *d, attempt *at, const char *url)
+{
+    CURL *e = curl_easy_init();
+    if (!e)
+        return NULL;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, at->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(at->body));
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, at->hdrs);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)d->o.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(d->o.timeout_ms < 10000 ? d->o.timeout_ms : 10000));
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "Konera-QoD-Webhooks/1.0");
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, at);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, at);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, at);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, at);
+    if (d->o.ca_file) {
+        curl_easy_setopt(e, CURLOPT_CAINFO, d->o.ca_file);
+        curl_easy_setopt(e, CURLOPT_CAPATH, "/etc/ssl/certs");
+    }
+    return e;
+}
+
+static void attempt_free(attempt *at)
+{
+    if (at->easy)
+        curl_easy_cleanup(at->easy);
+    curl_slist_free_all(at->hdrs);
+    free(at->body);
+    free(at);
+}
+
+static void try_start(qod_delivery *d, sq *q)
+{
+    item *it = q->head;
+    if (!it || q->busy)
+        return;
+    if (qod_hmap_get(&d->gone, q->url)) {
+        mark_dead(d, q, "the URL answered 410 Gone before");
+        return;
+    }
+    if (d->inflight >= d->o.global || q->h->inflight >= d->o.per_host) {
+        q->busy = true;
+        wait_for_slot(d, q);
+        return;
+    }
+    cJSON *o = NULL;
+    char err[128];
+    event_fields f;
+    const char *why = "the outbox row is unreadable";
+    attempt *at = calloc(1, sizeof *at);
+    int rc = at ? qod_json_parse(it->doc, strlen(it->doc), 16, &o, err, sizeof err) : QOD_ERR_NOMEM;
+    rc = rc ? rc : read_fields(o, &f);
+    if (rc == QOD_OK) {
+        const cJSON *extra = cJSON_GetObjectItemCaseSensitive(o, "extra");
+        char *extra_text = extra && !cJSON_IsNull(extra) ? cJSON_PrintUnformatted(extra) : NULL;
+        f.extra_json = extra_text;
+        at->d = d;
+        at->q = q;
+        rc = prepare(d, at, it, &f, &why);
+        free(extra_text);
+    }
+    if (rc == QOD_OK && !(at->easy = make_easy(d, at, q->url)))
+        rc = QOD_ERR_NOMEM;
+    if (rc == QOD_OK && curl_multi_add_handle(d->multi, at->easy) != CURLM_OK)
+        rc = QOD_ERR_NOMEM;
+    cJSON_Delete(o);
+    if (rc != QOD_OK) {
+        if (at)
+            attempt_free(at);
+        if (rc == QOD_ERR_NOMEM) {
+            /* Out of memory is transient: try again a little later. */
+            q->head->due_wall = qod_time_wall_ms() + 1000;
+            arm_queue(d, q);
+        } else {
+            mark_dead(d, q, why);
+        }
+        return;
+    }
+    q->busy = true;
+    at->next = d->running;
+    if (d->running)
+        d->running->prev = at;
+    d->running = at;
+    it->attempts++;
+    d->inflight++;
+    q->h->inflight++;
+    atomic_fetch_add(&d->attempts, 1);
+}
+
+/* ---- outcomes --------------------------------------------------------------------------------------------------- */
+
+static int classify(CURLcode cc, long status, const attempt *at)
+{
+    if (at->guard_why)
+        return R_GUARD;
+    switch (cc) {
+    case CURLE_OK:
+        break;
+    case CURLE_OPERATION_TIMEDOUT:
+        return R_TIMEOUT;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+        return R_CONNECT;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return R_TLS;
+    default:
+        return R_OTHER;
+    }
+    if (status == 410)
+        return R_GONE;
+    if (status >= 300 && status < 400)
+        return R_HTTP_3XX;
+    if (status >= 400 && status < 500)
+        return R_HTTP_4XX;
+    return R_HTTP_5XX;
+}
+
+static void record_latency(qod_delivery *d, const item *it)
+{
+    double s = (double)(qod_time_wall_ms() - it->created_ms) / 1000.0;
+    int b = 0;
+    while (b < N_LAT && s > lat_le[b])
+        b++;
+    atomic_fetch_add(&d->lat[b], 1);
+}
+
+static void schedule_retry(qod_delivery *d, sq *q, long status, long retry_after)
+{
+    item *it = q->head;
+    if (it->attempts >= d->o.nschedule) {
+        mark_dead(d, q, "the retry schedule is exhausted");
+        return;
+    }
+    double wait = d->o.schedule[it->attempts] * (0.9 + 0.2 * qod_rand_unit());
+    if ((status == 429 || status == 503) && retry_after >= 0)
+        wait = (double)(retry_after < RETRY_AFTER_MAX_S ? retry_after : RETRY_AFTER_MAX_S);
+    it->due_wall = qod_time_wall_ms() + (int64_t)(wait * 1000);
+    persist_state(d, it, EV_PENDING, it->due_wall);
+    arm_queue(d, q);
+}
+
+static void unlink_attempt(qod_delivery *d, attempt *at)
+{
+    if (at->prev)
+        at->prev->next = at->next;
+    else
+        d->running = at->next;
+    if (at->next)
+        at->next->prev = at->prev;
+}
+
+static void finish(qod_delivery *d, attempt *at, CURLcode cc)
+{
+    sq *q = at->q;
+    unlink_attempt(d, at);
+    long status = 0;
+    curl_easy_getinfo(at->easy, CURLINFO_RESPONSE_CODE, &status);
+    d->inflight--;
+    q->h->inflight--;
+    q->busy = false;
+    item *it = q->head;
+    if (cc == CURLE_OK && status >= 200 && status < 300) {
+        atomic_fetch_add(&d->delivered, 1);
+        record_latency(d, it);
+        persist_state(d, it, EV_DELIVERED, qod_time_wall_ms());
+        QOD_DEBUG("delivery", "delivered", "event_id=%s session=%s status=%ld attempts=%d", it->id, q->session, status,
+                  it->attempts);
+        pop_head(d, q);
+    } else {
+        int r = classify(cc, status, at);
+        atomic_fetch_add(&d->failures[r], 1);
+        QOD_INFO("delivery", "attempt_failed", "event_id=%s session=%s attempt=%d reason=%s status=%ld curl=\"%s\"", it->id,
+                 q->session, it->attempts, reason_names[r], status, curl_easy_strerror(cc));
+        if (r == R_GONE) {
+            char *u = strdup(q->url);
+            if (u && qod_hmap_put(&d->gone, u, u) != QOD_OK)
+                free(u);
+            mark_dead(d, q, "the receiver answered 410 Gone");
+        } else if (r == R_GUARD) {
+            mark_dead(d, q, at->guard_why);
+        } else {
+            schedule_retry(d, q, status, at->retry_after_s);
+        }
+    }
+    attempt_free(at);
+}
+
+static void check_done(qod_delivery *d)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(d->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        attempt *at = NULL;
+        CURL *e = m->easy_handle;
+        CURLcode cc = m->data.result;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&at);
+        curl_multi_remove_handle(d->multi, e);
+        finish(d, at, cc);
+    }
+    pump(d);
+}
+
+static void on_socket_event(void *arg, int fd, uint32_t events)
+{
+    qod_delivery *d = arg;
+    int flags = (events & EPOLLIN ? CURL_CSELECT_IN : 0) | (events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                (events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+    int running = 0;
+    curl_multi_socket_action(d->multi, fd, flags, &running);
+    check_done(d);
+}
+
+static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)e;
+    (void)socketp;
+    qod_delivery *d = userp;
+    uint32_t ev = what == CURL_POLL_IN ? EPOLLIN : what == CURL_POLL_OUT ? EPOLLOUT
+                : what == CURL_POLL_INOUT ? EPOLLIN | EPOLLOUT : 0;
+    qod_loop_watch(d->o.loop, s, what == CURL_POLL_REMOVE ? 0 : ev, on_socket_event, d);
+    return 0;
+}
+
+static int on_curl_timer(CURLM *m, long timeout_ms, void *userp)
+{
+    (void)m;
+    qod_delivery *d = userp;
+    d->curl_due = timeout_ms < 0 ? -1 : qod_time_mono_ms() + timeout_ms;
+    return 0;
+}
+
+/* ---- the loop side ------------------------------------------------------------------------------------------------ */
+
+static int64_t tick(void *arg, int64_t now)
+{
+    qod_delivery *d = arg;
+    if (d->curl_due >= 0 && d->curl_due <= now) {
+        int running = 0;
+        d->curl_due = -1;
+        curl_multi_socket_action(d->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        check_done(d);
+    }
+    for (int n = 0; n < 4096; n++) {
+        qod_timer *t = qod_timers_pop_due(&d->timers, now);
+        if (!t)
+            break;
+        try_start(d, (sq *)(void *)((char *)t - offsetof(sq, t)));
+    }
+    qod_timer *next = qod_timers_peek(&d->timers);
+    int64_t due = next ? next->due : -1;
+    if (d->curl_due >= 0 && (due < 0 || d->curl_due < due))
+        due = d->curl_due;
+    return due;
+}
+
+static int load_one(void *arg, const qod_store_event *e)
+{
+    qod_delivery *d = arg;
+    if (e->seq > d->last_seq)
+        d->last_seq = e->seq;
+    if (qod_hmap_get(&d->ids, e->id))
+        return 0;
+    if (d->loaded >= d->o.max_loaded) {
+        d->more = true;
+        return 1;
+    }
+    cJSON *o = NULL;
+    char err[64];
+    const char *url = NULL;
+    if (qod_json_parse(e->doc, strlen(e->doc), 16, &o, err, sizeof err) != QOD_OK ||
+        qod_json_str(o, "url", &url) != QOD_OK) {
+        QOD_ERROR("delivery", "corrupt_event", "seq=%lld", (long long)e->seq);
+        cJSON_Delete(o);
+        return 0;
+    }
+    sq *q = qod_hmap_get(&d->queues, e->session);
+    item *it = calloc(1, sizeof *it);
+    if (it && !q && (q = calloc(1, sizeof *q))) {
+        q->session = strdup(e->session);
+        q->url = strdup(url);
+        q->h = host_for(d, url);
+        qod_timer_init(&q->t, 0);
+        if (!q->session || !q->url || !q->h || qod_hmap_put(&d->queues, q->session, q) != QOD_OK) {
+            free(q->session);
+            free(q->url);
+            free(q);
+            q = NULL;
+        }
+    }
+    cJSON_Delete(o);
+    if (it)
+        snprintf(it->id, sizeof it->id, "%s", e->id);
+    if (!it || !q || !(it->doc = strdup(e->doc)) || qod_hmap_put(&d->ids, it->id, it) != QOD_OK) {
+        free(it ? it->doc : NULL);
+        free(it);
+        d->more = true;
+        return 1;
+    }
+    it->seq = e->seq;
+    it->created_ms = e->created_ms;
+    it->attempts = (int)e->attempts;
+    it->due_wall = e->next_ms;
+    if (q->tail)
+        q->tail->next = it;
+    else
+        q->head = it;
+    q->tail = it;
+    d->loaded++;
+    if (q->head == it)
+        arm_queue(d, q);
+    return 0;
+}
+
+static void load_job(void *arg)
+{
+    qod_delivery *d = arg;
+    atomic_store(&d->kick_posted, false);
+    d->more = false;
+    if (d->loaded < d->o.max_loaded)
+        qod_store_scan_events(d->o.store, EV_PENDING, d->last_seq, d->o.max_loaded - d->loaded, load_one, d);
+    atomic_store(&d->backlog, d->loaded);
+    tick(d, qod_time_mono_ms());
+}
+
+static void reload_job(void *arg)
+{
+    qod_delivery *d = arg;
+    d->last_seq = 0;
+    load_job(d);
+}
+
+void qod_delivery_kick(void *arg)
+{
+    qod_delivery *d = arg;
+    if (!atomic_exchange(&d->kick_posted, true) && qod_loop_post(d->o.loop, load_job, d) != QOD_OK)
+        atomic_store(&d->kick_posted, false);
+}
+
+void qod_delivery_reload(qod_delivery *d)
+{
+    qod_loop_post(d->o.loop, reload_job, d);
+}
+
+/* ---- lifecycle and metrics ------------------------------------------------------------------------------------------ */
+
+int qod_delivery_create(const qod_delivery_opts *opts, qod_delivery **out)
+{
+    *out = NULL;
+    qod_delivery *d = calloc(1, sizeof *d);
+    if (!d)
+        return QOD_ERR_NOMEM;
+    d->o = *opts;
+    if (d->o.per_host <= 0)
+        d->o.per_host = 8;
+    if (d->o.global <= 0)
+        d->o.global = 512;
+    if (d->o.max_loaded == 0)
+        d->o.max_loaded = 200000;
+    d->curl_due = -1;
+    qod_hmap_init(&d->queues);
+    qod_hmap_init(&d->ids);
+    qod_hmap_init(&d->hosts);
+    qod_hmap_init(&d->gone);
+    qod_timers_init(&d->timers);
+    d->multi = curl_multi_init();
+    if (!d->multi) {
+        free(d);
+        return QOD_ERR_NOMEM;
+    }
+    curl_multi_setopt(d->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    curl_multi_setopt(d->multi, CURLMOPT_SOCKETDATA, d);
+    curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(d->multi, CURLMOPT_TIMERDATA, d);
+    curl_multi_setopt(d->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)d->o.per_host);
+    curl_multi_setopt(d->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)d->o.global);
+    *out = d;
+    return QOD_OK;
+}
+
+void qod_delivery_set_renderer(qod_delivery *d, int surface, qod_render_fn fn)
+{
+    if (surface >= 0 && surface < MAX_RENDERERS)
+        d->render[surface] = fn;
+}
+
+int qod_delivery_start(qod_delivery *d)
+{
+    int rc = qod_loop_add_tick(d->o.loop, tick, d);
+    if (rc == QOD_OK)
+        qod_delivery_kick(d);
+    return rc;
+}
+
+static int free_queue(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    (void)key;
+    sq *q = val;
+    for (item *it = q->head, *next; it; it = next) {
+        next = it->next;
+        item_free(it);
+    }
+    free(q->session);
+    free(q->url);
+    free(q);
+    return 0;
+}
+
+static int free_host(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    (void)key;
+    host *h = val;
+    free(h->key);
+    free(h);
+    return 0;
+}
+
+static int free_gone(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    (void)key;
+    free(val);
+    return 0;
+}
+
+void qod_delivery_destroy(qod_delivery *d)
+{
+    if (!d)
+        return;
+    /* Attempts still in flight are abandoned: their events stay pending in the store and go out after restart. */
+    while (d->running) {
+        attempt *at = d->running;
+        d->running = at->next;
+        curl_multi_remove_handle(d->multi, at->easy);
+        attempt_free(at);
+    }
+    curl_multi_cleanup(d->multi);
+    qod_hmap_each(&d->queues, free_queue, NULL);
+    qod_hmap_each(&d->hosts, free_host, NULL);
+    qod_hmap_each(&d->gone, free_gone, NULL);
+    qod_hmap_dispose(&d->queues);
+    qod_hmap_dispose(&d->ids);
+    qod_hmap_dispose(&d->hosts);
+    qod_hmap_dispose(&d->gone);
+    qod_timers_dispose(&d->timers);
+    free(d);
+}
+
+void qod_delivery_metrics(void *arg, qod_buf *out)
+{
+    qod_delivery *d = arg;
+    qod_buf_printf(out,
+                   "# HELP qod_delivery_attempts_total Callback delivery attempts.\n"
+                   "# TYPE qod_delivery_attempts_total counter\nqod_delivery_attempts_total %llu\n"
+                   "# HELP qod_delivery_success_total Callbacks acknowledged with a 2xx.\n"
+                   "# TYPE qod_delivery_success_total counter\nqod_delivery_success_total %llu\n"
+                   "# HELP qod_delivery_dead_total Callbacks given up after the last attempt (or 410, or guard).\n"
+                   "# TYPE qod_delivery_dead_total counter\nqod_delivery_dead_total %llu\n"
+                   "# HELP qod_delivery_backlog Callback events waiting in memory.\n"
+                   "# TYPE qod_delivery_backlog gauge\nqod_delivery_backlog %llu\n"
+                   "# HELP qod_delivery_failures_total Failed attempts by reason.\n"
+                   "# TYPE qod_delivery_failures_total counter\n",
+                   (unsigned long long)atomic_load(&d->attempts), (unsigned long long)atomic_load(&d->delivered),
+                   (unsigned long long)atomic_load(&d->dead), (unsigned long long)atomic_load(&d->backlog));
+    for (int r = 0; r < R_COUNT; r++)
+        qod_buf_printf(out, "qod_delivery_failures_total{reason=\"%s\"} %llu\n", reason_names[r],
+                       (unsigned long long)atomic_load(&d->failures[r]));
+    qod_buf_puts(out, "# HELP qod_delivery_latency_seconds From the status change to its acknowledged delivery.\n"
+                      "# TYPE qod_delivery_latency_seconds histogram\n");
+    unsigned long long cum = 0;
+    for (int b = 0; b <= N_LAT; b++) {
+        cum += atomic_load(&d->lat[b]);
+        if (b < N_LAT)
+            qod_buf_printf(out, "qod_delivery_latency_seconds_bucket{le=\"%g\"} %llu\n", lat_le[b], cum);
+        else
+            qod_buf_printf(out, "qod_delivery_latency_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+    }
+    qod_buf_printf(out, "qod_delivery_latency_seconds_count %llu\n", cum);
+}

@@ -1,0 +1,74 @@
+/* Callback delivery: reads the outbox, and POSTs each event to its app's URL with libcurl's multi interface on
+ * the engine loop (socket and timer callbacks), signed per Standard Webhooks.
+ * - At least once, in order per session: only the oldest undelivered event of a session is ever in flight.
+ * - Each attempt has a timeout, succeeds only on 2xx, never follows redirects; failures are retried on the
+ *   retry schedule (±10% jitter), 429/503 honour Retry-After, 410 Gone stops every delivery to that URL, and
+ *   after the last attempt the event is dead (kept, listable, replayable).
+ * - Connections are reused per host; a per-host and a global limit bound requests in flight.
+ * - Memory is bounded: at most max_loaded events are held; the rest wait in the store.
+ * - The body format is chosen per API surface by a renderer (a seam for CloudEvents). */
+#ifndef QOD_NOTIFY_DELIVERY_H
+#define QOD_NOTIFY_DELIVERY_H
+
+#include "api/metrics.h"
+#include "auth/apps.h"
+#include "core/loop.h"
+#include "notify/urlguard.h"
+#include "store/store.h"
+#include "util/buf.h"
+
+#include <stdint.h>
+
+#define QOD_RETRY_MAX 32
+
+typedef struct qod_delivery qod_delivery;
+
+typedef struct {
+    qod_store *store;
+    qod_apps *apps;
+    qod_loop *loop;
+    double schedule[QOD_RETRY_MAX]; /* seconds: wait before attempt i (0 = at once) */
+    int nschedule;
+    int64_t timeout_ms;      /* per attempt */
+    int per_host;            /* requests in flight per host */
+    int global;              /* requests in flight in all */
+    const char *ca_file;     /* an extra CA for https callbacks, or NULL */
+    const qod_cidrs *allow;  /* --callback-allow */
+    size_t max_loaded;       /* events held in memory */
+} qod_delivery_opts;
+
+/* An outbox event as a renderer sees it; strings borrowed for the call. */
+typedef struct {
+    const char *event_id;
+    const char *session;
+    const char *app;
+    const char *state;       /* engine words: requested, available, ended */
+    const char *reason;      /* "", expired, refused, network-terminated, deleted */
+    const char *extra;       /* surface-specific JSON object or NULL */
+    const char *token;       /* bearer token for the receiver, or NULL */
+    int surface;
+    int64_t at_ms;
+} qod_event_view;
+
+/* Renders the body of one event. Returns QOD_OK, or QOD_ERR_STATE when the event must not be sent (it becomes
+ * dead). *token may be replaced by the renderer (e.g. a sink credential). */
+typedef int (*qod_render_fn)(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token);
+
+/* Parses "0,5,300,…" into opts->schedule. QOD_ERR_INVALID with why in err. */
+int qod_retry_schedule_parse(const char *text, qod_delivery_opts *opts, char *err, size_t errcap);
+/* Creates the delivery (nothing runs until qod_delivery_start). */
+int qod_delivery_create(const qod_delivery_opts *opts, qod_delivery **out);
+/* Sets the renderer of a surface (0 = v0, 1 = v1, 2 = provisioning). */
+void qod_delivery_set_renderer(qod_delivery *d, int surface, qod_render_fn fn);
+/* Loads the pending events and starts delivering (on the loop). */
+int qod_delivery_start(qod_delivery *d);
+/* New events are durable: look for them (any thread; coalesced). */
+void qod_delivery_kick(void *d);
+/* Re-reads every pending event, including replayed old ones (any thread). */
+void qod_delivery_reload(qod_delivery *d);
+/* Frees everything; the loop must be stopped. NULL is a no-op. */
+void qod_delivery_destroy(qod_delivery *d);
+/* Appends the delivery metrics (Prometheus text). */
+void qod_delivery_metrics(void *d, qod_buf *out);
+
+#endif
