@@ -3,6 +3,7 @@
 #include "util/buf.h"
 #include "util/err.h"
 #include "util/json.h"
+#include "notify/receiver.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -29,11 +30,14 @@ typedef struct {
     const char *usage;
     flag_spec flags[8];
     void (*print)(const cJSON *result);
+    int (*local)(const cJSON *args); /* runs here instead of asking qodd */
 } cmd_spec;
 
 static void print_app(const cJSON *r);
 static void print_app_list(const cJSON *r);
 static void print_ok(const cJSON *r);
+static int webhook_listen(const cJSON *args);
+static int webhook_verify(const cJSON *args);
 static void print_sessions(const cJSON *r);
 static void print_session(const cJSON *r);
 static void print_devices(const cJSON *r);
@@ -81,6 +85,14 @@ static const cmd_spec commands[] = {
      print_deliveries},
     {"deliveries", "retry", "event_id", "deliveries retry EVENT_ID | --all", {{"all", "all", F_BOOL}}, print_requeued},
     {"device", "list", NULL, "device list [--json]", {{0}}, print_devices},
+    {"webhook", "listen", NULL, "webhook listen --port P --secret whsec_... [--save DIR] [--tolerance SECONDS]",
+     {{"port", "port", F_NUM}, {"secret", "secret", F_STR}, {"save", "save", F_STR}, {"tolerance", "tolerance", F_NUM}},
+     NULL,
+     webhook_listen},
+    {"webhook", "verify", NULL, "webhook verify --secret whsec_... --file SAVED.json [--tolerance SECONDS]",
+     {{"secret", "secret", F_STR}, {"file", "file", F_STR}, {"tolerance", "tolerance", F_NUM}},
+     NULL,
+     webhook_verify},
     {"device", "remove", NULL, "device remove --phone +E164", {{"phone", "phone", F_STR}}, print_ok},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
@@ -189,6 +201,36 @@ static void print_deliveries(const cJSON *r)
 static void print_requeued(const cJSON *r)
 {
     printf("requeued %.0f event(s)\n", num_of(r, "requeued"));
+}
+
+static int webhook_listen(const cJSON *args)
+{
+    double port = num_of(args, "port");
+    const char *secret = str_of(args, "secret"), *save = str_of(args, "save");
+    const cJSON *tol = cJSON_GetObjectItemCaseSensitive(args, "tolerance");
+    if (port < 1 || port > 65535 || floor(port) != port || !*secret) {
+        fprintf(stderr, "qodctl: webhook listen needs --port 1..65535 and --secret whsec_...\n");
+        return 2;
+    }
+    return qod_receiver_run((unsigned)port, secret, *save ? save : NULL, tol ? (int64_t)tol->valuedouble : 300,
+                            stdout);
+}
+
+static int webhook_verify(const cJSON *args)
+{
+    const char *secret = str_of(args, "secret"), *file = str_of(args, "file");
+    const cJSON *tol = cJSON_GetObjectItemCaseSensitive(args, "tolerance");
+    char why[256] = "";
+    if (!*secret || !*file) {
+        fprintf(stderr, "qodctl: webhook verify needs --secret whsec_... and --file SAVED.json\n");
+        return 2;
+    }
+    if (qod_receiver_verify_file(file, secret, tol ? (int64_t)tol->valuedouble : -1, why, sizeof why) != QOD_OK) {
+        printf("NOT verified: %s\n", why);
+        return 1;
+    }
+    printf("verified\n");
+    return 0;
 }
 
 /* Converts one flag value to JSON; false with a message on bad input. */
@@ -373,6 +415,11 @@ int main(int argc, char **argv)
             continue;
         bool json = false;
         cJSON *args = parse_args(&commands[k], argc - i - 2, argv + i + 2, &json);
+        if (args && commands[k].local) {
+            int rc = commands[k].local(args);
+            cJSON_Delete(args);
+            return rc;
+        }
         return args ? run(sock, &commands[k], args, json) : 2;
     }
     fprintf(stderr, "qodctl: unknown command '%s %s'\n", argv[i], argv[i + 1]);
