@@ -139,10 +139,11 @@ static bool parse_profile_duration(qod_call *c, qod_req *r, v0_create *v)
     if (v->profile->status != QOD_PROFILE_ACTIVE)
         return fail(r, 422, "QUALITY_ON_DEMAND.QOS_PROFILE_NOT_APPLICABLE",
                     "The requested QoS profile is not active: it cannot be used for new sessions.");
-    int rc = qod_json_int(v->root, "duration", 1, INT32_MAX, &v->duration);
-    if (rc == QOD_ERR_NOTFOUND || rc == QOD_ERR_INVALID)
-        return fail(r, 400, "INVALID_ARGUMENT", "duration is required: a whole number of seconds");
-    if (rc == QOD_ERR_RANGE || v->duration < v->profile->min_duration_s || v->duration > v->profile->max_duration_s) {
+    /* Below 1 breaks the schema (INVALID_ARGUMENT); above the profile's range is OUT_OF_RANGE. */
+    int rc = qod_json_int(v->root, "duration", INT64_MIN / 4, INT64_MAX / 4, &v->duration);
+    if (rc != QOD_OK || v->duration < 1)
+        return fail(r, 400, "INVALID_ARGUMENT", "duration is required: a whole number of seconds, at least 1");
+    if (v->duration < v->profile->min_duration_s || v->duration > v->profile->max_duration_s) {
         snprintf(v->err, sizeof v->err, "duration must be between %lld and %lld seconds for %s",
                  (long long)v->profile->min_duration_s, (long long)v->profile->max_duration_s, v->profile->name);
         return fail(r, 400, "OUT_OF_RANGE", v->err);

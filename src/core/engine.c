@@ -116,7 +116,7 @@ static int net_view(qod_engine *e, sess *x, qod_device *dev, qod_subscriber *sub
         return rc;
     qod_device_kind k = qod_device_choose(dev);
     bool live = !x->s.sandbox && qod_registry_find(e->o.registry, dev, k, sub) == QOD_OK;
-    *ns = (qod_net_session){x->s.id, dev, k, x->s.profile, x->s.sandbox, live ? sub : NULL};
+    *ns = (qod_net_session){x->s.id, dev, k, x->s.profile, x->s.sandbox, live ? sub : NULL, x->s.extra};
     return QOD_OK;
 }
 
@@ -546,7 +546,7 @@ static int admit(qod_engine *e, const qod_create_spec *sp)
         return QOD_ERR_NOTFOUND;
     if (live && !sub.eligible)
         return QOD_ERR_UNSUPPORTED;
-    qod_net_session ns = {"", sp->device, sp->kind, sp->profile, sp->sandbox, live ? &sub : NULL};
+    qod_net_session ns = {"", sp->device, sp->kind, sp->profile, sp->sandbox, live ? &sub : NULL, sp->extra};
     return e->o.backend->check(e->be, &ns);
 }
 

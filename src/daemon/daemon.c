@@ -116,7 +116,12 @@ static int open_engine(qod_daemon *d, const qod_options *o, char *err, size_t er
         .profiles = d->profiles,
         .registry = d->registry,
         .backend = be,
-        .net = {.sandbox_delay_ms = o->sandbox_delay_ms, .cell_capacity_kbps = o->sim_cell_capacity},
+        .net = {.sandbox_delay_ms = o->sandbox_delay_ms,
+                .cell_capacity_kbps = o->sim_cell_capacity,
+                .tc_dev = o->tc_dev,
+                .tc_uplink_dev = o->tc_uplink_dev,
+                .tc_link_kbps = qod_options_rate_kbps(o->tc_link_rate),
+                .tc_share = o->tc_share},
         .retention_ms = o->retention * 1000,
     };
     rc = qod_engine_create(&eo, &d->engine, err, errcap);

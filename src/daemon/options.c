@@ -47,6 +47,28 @@ static int check_cidrs(const char *v, char *err, size_t errcap)
     return qod_cidrs_parse(v, &c, err, errcap) == QOD_OK ? 0 : -1;
 }
 
+/* A rate such as 20mbit, 1gbit or 500kbit. */
+static int check_rate(const char *v, char *err, size_t errcap)
+{
+    return qod_options_rate_kbps(v) > 0 ? 0 : (snprintf(err, errcap, "'%s' is not a rate like 20mbit", v), -1);
+}
+
+long long qod_options_rate_kbps(const char *v)
+{
+    char *end = NULL;
+    double x = strtod(v, &end);
+    if (end == v || x <= 0)
+        return -1;
+    static const struct {
+        const char *unit;
+        double kbps;
+    } units[] = {{"kbit", 1}, {"mbit", 1e3}, {"gbit", 1e6}, {"kbps", 8}, {"mbps", 8e3}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(end, units[i].unit) == 0 && x * units[i].kbps <= 1e9)
+            return (long long)(x * units[i].kbps);
+    return -1;
+}
+
 #define O(field) offsetof(qod_options, field)
 
 const qod_cfg_opt qod_option_table[] = {
@@ -55,7 +77,8 @@ const qod_cfg_opt qod_option_table[] = {
      "HTTP listen address HOST:PORT (port 0 picks a free one)."},
     {"data", QOD_CFG_STR, O(data), 0, 3000, "./var", NULL, NULL,
      "Data directory: SQLite database, signing key, admin socket qodd.sock (created 0700)."},
-    {"network", QOD_CFG_ENUM, O(network), 0, 0, "sim", "sim", NULL, "Network backend."},
+    {"network", QOD_CFG_ENUM, O(network), 0, 0, "sim", "sim|tc", NULL,
+     "Network backend: sim (simulated network, sandbox numbers) or tc (Linux traffic control on --tc-dev)."},
     {"public-url", QOD_CFG_STR, O(public_url), 0, 200, "", NULL, check_url,
      "Public base URL: token issuer and link base (default http://LISTEN)."},
     {"log-level", QOD_CFG_ENUM, O(log_level), 0, 0, "info", "debug|info|warn|error", NULL, "Lowest level logged."},
@@ -82,6 +105,14 @@ const qod_cfg_opt qod_option_table[] = {
      "Provisioning delay of the simulated network, milliseconds."},
     {"sim-cell-capacity", QOD_CFG_INT, O(sim_cell_capacity), 0, 100000000, "100000", NULL, NULL,
      "Guaranteed capacity of each simulated cell, kbit/s (live devices; sessions beyond it are refused)."},
+    {"tc-dev", QOD_CFG_STR, O(tc_dev), 0, 15, "", NULL, NULL,
+     "tc: the interface toward the devices (downstream traffic is shaped there)."},
+    {"tc-uplink-dev", QOD_CFG_STR, O(tc_uplink_dev), 0, 15, "", NULL, NULL,
+     "tc: an interface toward the servers, to shape the devices' upstream traffic too."},
+    {"tc-link-rate", QOD_CFG_STR, O(tc_link_rate), 0, 32, "100mbit", NULL, check_rate,
+     "tc: link rate of the shaped interfaces, e.g. 20mbit, 1gbit, 500kbit."},
+    {"tc-guaranteed-share", QOD_CFG_DOUBLE, O(tc_share), 0.05, 1, "0.8", NULL, NULL,
+     "tc: share of the link that guaranteed rates may take in all (admission control)."},
     {"retry-schedule", QOD_CFG_STR, O(retry_schedule), 0, 1000, "0,5,300,1800,7200,18000,36000,36000", NULL,
      check_schedule,
      "Callback attempts: value i is the wait in seconds before attempt i, from the previous failure (±10% "

@@ -33,6 +33,10 @@ typedef struct {
     char *callback_allow;
     long long callback_per_host;
     long long callback_max_inflight;
+    char *tc_dev;
+    char *tc_uplink_dev;
+    char *tc_link_rate;
+    double tc_share;
 } qod_options;
 
 /* The option table and its size. */
@@ -41,6 +45,8 @@ extern const size_t qod_option_count;
 
 /* Parses the command line, environment and config file. On error writes a one-line message naming the option. */
 int qod_options_parse(qod_options *o, int argc, char **argv, char **envp, bool *help, char *err, size_t errcap);
+/* A rate text ("20mbit", "1gbit", "500kbit", "2mbps") in kbit/s, or -1. */
+long long qod_options_rate_kbps(const char *v);
 /* Frees the strings. */
 void qod_options_dispose(qod_options *o);
 

@@ -24,6 +24,7 @@ typedef struct {
     const qod_profile *profile;
     bool sandbox;
     const qod_subscriber *sub;    /* registry entry for live devices, NULL for sandbox ones */
+    const char *flows;            /* JSON object {applicationServer?, devicePorts?, applicationServerPorts?} or NULL */
 } qod_net_session;
 
 /* The engine's side, given to the backend at creation. */
@@ -39,6 +40,10 @@ typedef struct {
 typedef struct {
     int64_t sandbox_delay_ms;     /* provisioning delay of sandbox (and simulated) sessions */
     int64_t cell_capacity_kbps;   /* simulated guaranteed capacity per cell */
+    const char *tc_dev;           /* tc: interface toward the devices (downstream) */
+    const char *tc_uplink_dev;    /* tc: optional interface for the other direction, or "" */
+    int64_t tc_link_kbps;         /* tc: link rate of tc_dev (and of the uplink) */
+    double tc_share;              /* tc: share of the link that guaranteed rates may use (admission) */
 } qod_net_config;
 
 typedef struct {
@@ -60,5 +65,6 @@ typedef struct {
 const qod_net_backend *qod_net_find(const char *name);
 
 extern const qod_net_backend qod_net_sim;
+extern const qod_net_backend qod_net_tc;
 
 #endif

@@ -164,12 +164,3 @@ const qod_net_backend qod_net_sim = {
     .activated = sim_activated,
     .release = sim_release,
 };
-
-const qod_net_backend *qod_net_find(const char *name)
-{
-    static const qod_net_backend *const all[] = {&qod_net_sim};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (strcmp(all[i]->name, name) == 0)
-            return all[i];
-    return NULL;
-}

@@ -174,7 +174,8 @@ QTEST(ipv4_port_out_of_range_rejected)
         parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"publicPort\":65536}}", &d, err, sizeof err),
         QOD_ERR_INVALID);
     QT_TRUE(strstr(err, "publicPort") != NULL);
-    QT_EQ_INT(parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"publicPort\":-1}}", &d, err, sizeof err),
+    QT_EQ_INT(
+        parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"publicPort\":-1}}", &d, err, sizeof err),
               QOD_ERR_INVALID);
 }
 
@@ -182,7 +183,8 @@ QTEST(ipv4_port_not_integer_rejected)
 {
     qod_device d;
     char err[256];
-    QT_EQ_INT(parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"publicPort\":80.5}}", &d, err, sizeof err),
+    QT_EQ_INT(
+        parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"publicPort\":80.5}}", &d, err, sizeof err),
               QOD_ERR_INVALID);
     QT_EQ_INT(
         parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"publicPort\":\"80\"}}", &d, err, sizeof err),
@@ -383,7 +385,8 @@ QTEST(key_ipv4_partial_forms)
 {
     qod_device d;
     char err[256], k[QOD_DEVICE_KEY_MAX];
-    QT_EQ_INT(parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"publicPort\":80}}", &d, err, sizeof err),
+    QT_EQ_INT(
+        parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"publicPort\":80}}", &d, err, sizeof err),
               QOD_OK);
     QT_EQ_INT(qod_device_key(&d, QOD_DEV_IPV4, k, sizeof k), QOD_OK);
     QT_EQ_STR(k, "ipv4:203.0.113.7/:80");
@@ -462,7 +465,8 @@ QTEST_MAIN(QT_CASE(phone_valid_lengths), QT_CASE(phone_parsed_into_device), QT_C
            QT_CASE(ipv4_not_object_rejected), QT_CASE(top_level_unknown_member_rejected),
            QT_CASE(empty_object_rejected), QT_CASE(only_nulls_rejected), QT_CASE(non_object_rejected),
            QT_CASE(ipv6_normalised), QT_CASE(ipv6_bad_rejected), QT_CASE(ipv6_norm_helpers), QT_CASE(nai_valid),
-           QT_CASE(nai_needs_local_at_domain), QT_CASE(nai_longest_accepted), QT_CASE(nai_too_long_rejected), QT_CASE(choose_phone_first),
+           QT_CASE(nai_needs_local_at_domain), QT_CASE(nai_longest_accepted), QT_CASE(nai_too_long_rejected),
+           QT_CASE(choose_phone_first),
            QT_CASE(choose_ipv4_over_ipv6_and_nai), QT_CASE(choose_ipv6_over_nai), QT_CASE(choose_nai_last),
            QT_CASE(choose_none_on_empty_device), QT_CASE(key_formats), QT_CASE(key_ipv4_partial_forms),
            QT_CASE(key_none_and_small_buffer), QT_CASE(to_json_emits_only_chosen_phone),

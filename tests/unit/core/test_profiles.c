@@ -115,7 +115,8 @@ QTEST(custom_catalogue_parsed)
     char err[256] = "";
     int rc = parse("[{\"name\":\"GOLD\",\"status\":\"ACTIVE\",\"priority\":5,"
                    "\"targetMinDownstreamRate\":{\"value\":20,\"unit\":\"Mbps\"},"
-                   "\"minDuration\":{\"value\":10,\"unit\":\"Seconds\"},\"maxDuration\":{\"value\":2,\"unit\":\"Hours\"}},"
+                   "\"minDuration\":{\"value\":10,\"unit\":\"Seconds\"},"
+                   "\"maxDuration\":{\"value\":2,\"unit\":\"Hours\"}},"
                    "{\"name\":\"bronze.v2-x\",\"status\":\"DEPRECATED\"}]",
                    &p, err, sizeof err);
     QT_EQ_INT(rc, QOD_OK);
@@ -345,7 +346,8 @@ QTEST(sub_second_min_duration_rounds_up_to_1s)
 {
     qod_profiles *p = NULL;
     char err[256] = "";
-    QT_EQ_INT(parse("[{\"name\":\"GOLD\",\"status\":\"ACTIVE\",\"minDuration\":{\"value\":500,\"unit\":\"Milliseconds\"},"
+    QT_EQ_INT(parse("[{\"name\":\"GOLD\",\"status\":\"ACTIVE\","
+                    "\"minDuration\":{\"value\":500,\"unit\":\"Milliseconds\"},"
                     "\"packetDelayBudget\":{\"value\":20,\"unit\":\"Milliseconds\"}}]",
                     &p, err, sizeof err),
               QOD_OK);
@@ -499,11 +501,13 @@ QTEST_MAIN(QT_CASE(default_has_three_active_profiles), QT_CASE(default_durations
            QT_CASE(rate_value_1025_rejected), QT_CASE(rate_value_1024_accepted), QT_CASE(rate_unknown_unit_rejected),
            QT_CASE(rate_fractional_value_rejected), QT_CASE(duration_value_0_rejected),
            QT_CASE(duration_unknown_unit_rejected), QT_CASE(max_duration_below_min_rejected),
-           QT_CASE(huge_min_duration_in_days_not_wrapped),
-           QT_CASE(huge_max_duration_in_days_not_reported_below_min), QT_CASE(huge_packet_delay_budget_not_negative), QT_CASE(priority_0_rejected),
+           QT_CASE(priority_0_rejected),
            QT_CASE(priority_101_rejected), QT_CASE(priority_bounds_accepted),
            QT_CASE(packet_error_loss_rate_out_of_range_rejected), QT_CASE(minutes_converted_to_seconds),
            QT_CASE(sub_second_min_duration_rounds_up_to_1s), QT_CASE(rate_units_converted_to_kbps),
            QT_CASE(to_json_round_trips), QT_CASE(profile_json_keeps_camara_members), QT_CASE(status_names),
            QT_CASE(load_from_file), QT_CASE(load_missing_file_fails), QT_CASE(load_invalid_file_fails),
-           QT_CASE(load_file_over_1mib_is_limit), QT_CASE(load_file_of_exactly_1mib_is_parsed))
+           QT_CASE(load_file_over_1mib_is_limit), QT_CASE(load_file_of_exactly_1mib_is_parsed),
+           /* Last: under clang's UBSan (float-cast-overflow) these abort the binary until the bug is fixed. */
+           QT_CASE(huge_min_duration_in_days_not_wrapped), QT_CASE(huge_max_duration_in_days_not_reported_below_min),
+           QT_CASE(huge_packet_delay_budget_not_negative))
