@@ -28,7 +28,6 @@ typedef struct {
     qod_engine *engine;
     const qod_profiles *profiles;
     const qod_cidrs *callback_allow; /* --callback-allow ranges */
-    const char *openapi_dir; /* where docs/openapi lives, for GET …/openapi.yaml; may be NULL */
 } qod_api_deps;
 
 typedef struct qod_api qod_api;

@@ -309,7 +309,9 @@ static void purge(qod_engine *e, sess *x)
     qod_timers_cancel(&e->timers, &x->timers[SLOT_NET]);
     qod_hmap_del(&e->by_id, x->s.id);
     qod_store_batch *b = qod_store_batch_new();
-    if (b && qod_store_batch_del(b, QOD_TBL_SESSIONS, x->s.id) == QOD_OK)
+    /* Delivered events go with the session; pending and dead ones stay until delivered or replayed. */
+    if (b && qod_store_batch_del(b, QOD_TBL_SESSIONS, x->s.id) == QOD_OK &&
+        qod_store_batch_event_del_session(b, x->s.id) == QOD_OK)
         qod_store_submit(e->o.store, b, after_change_commit, e);
     else
         qod_store_batch_free(b);
@@ -755,6 +757,23 @@ void qod_engine_stats_get(qod_engine *e, qod_engine_stats *out)
     out->created = e->created;
     out->events = e->events;
     pthread_mutex_unlock(&e->mu);
+}
+
+void qod_engine_metrics(void *arg, qod_buf *out)
+{
+    qod_engine_stats st;
+    qod_engine_stats_get(arg, &st);
+    qod_buf_printf(out,
+                   "# HELP qod_sessions Sessions held, by engine state.\n# TYPE qod_sessions gauge\n"
+                   "qod_sessions{state=\"requested\"} %zu\nqod_sessions{state=\"available\"} %zu\n"
+                   "qod_sessions{state=\"ended\"} %zu\n"
+                   "# HELP qod_timers Armed engine timers.\n# TYPE qod_timers gauge\nqod_timers %zu\n"
+                   "# HELP qod_sessions_created_total Sessions created since start.\n"
+                   "# TYPE qod_sessions_created_total counter\nqod_sessions_created_total %llu\n"
+                   "# HELP qod_status_events_total Status-change events written to the outbox since start.\n"
+                   "# TYPE qod_status_events_total counter\nqod_status_events_total %llu\n",
+                   st.requested, st.available, st.ended, st.timers, (unsigned long long)st.created,
+                   (unsigned long long)st.events);
 }
 
 qod_loop *qod_engine_loop(qod_engine *e)

@@ -126,6 +126,8 @@ typedef struct {
 } qod_engine_stats;
 void qod_engine_stats_get(qod_engine *e, qod_engine_stats *out);
 
+/* Appends the engine's metrics (Prometheus text): sessions by state, timers, creations, events. */
+void qod_engine_metrics(void *engine, qod_buf *out);
 /* Maps the engine outcome names for docs and logs. */
 const char *qod_net_outcome_name(qod_net_outcome o);
 

@@ -85,7 +85,8 @@ static int duration_us(const cJSON *p, const char *key, int64_t *out, char *err,
     const char *u = NULL;
     if (rc == QOD_OK && qod_json_int(d, "value", 1, 2147483647, &v) == QOD_OK && qod_json_str(d, "unit", &u) == QOD_OK)
         for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-            if (strcmp(u, units[i].unit) == 0) {
+            /* Past about 290,000 years microseconds leave int64: such a duration is a mistake, not a value. */
+            if (strcmp(u, units[i].unit) == 0 && (double)v * units[i].us < 9.2e18) {
                 *out = (int64_t)((double)v * units[i].us);
                 return QOD_OK;
             }

@@ -34,7 +34,7 @@ static int from_json(const char *doc, qod_subscriber *s)
     rc = rc ? rc : qod_json_str(o, "phone", &phone);
     rc = rc ? rc : qod_json_str(o, "ipv4", &v4);
     rc = rc ? rc : qod_json_str(o, "ipv6", &v6);
-    rc = rc ? rc : qod_json_int(o, "cell", 0, 1 << 30, &cell);
+    rc = rc ? rc : qod_json_int(o, "cell", 0, QOD_CELL_MAX, &cell);
     rc = rc ? rc : qod_json_bool(o, "eligible", &s->eligible);
     if (rc == QOD_OK && (!qod_phone_valid(phone) || strlen(v4) >= sizeof s->ipv4 || strlen(v6) >= sizeof s->ipv6))
         rc = QOD_ERR_INVALID;
@@ -150,10 +150,20 @@ int qod_registry_put(qod_registry *r, const qod_subscriber *in, char *err, size_
         snprintf(err, errcap, "ipv4/ipv6 must be single addresses");
         return QOD_ERR_INVALID;
     }
-    if (s.cell < 0) {
-        snprintf(err, errcap, "cell must be a non-negative integer");
+    if (s.cell < 0 || s.cell > QOD_CELL_MAX) {
+        snprintf(err, errcap, "cell must be an integer from 0 to %d", QOD_CELL_MAX);
         return QOD_ERR_INVALID;
     }
+    /* One IP address, one subscriber: otherwise which one a session reaches would depend on history. */
+    pthread_rwlock_rdlock(&r->lock);
+    const qod_subscriber *h4 = s.ipv4[0] ? qod_hmap_get(&r->by_ip, s.ipv4) : NULL;
+    const qod_subscriber *h6 = s.ipv6[0] ? qod_hmap_get(&r->by_ip, s.ipv6) : NULL;
+    const qod_subscriber *holder = h4 && strcmp(h4->phone, s.phone) ? h4 : h6 && strcmp(h6->phone, s.phone) ? h6 : NULL;
+    if (holder)
+        snprintf(err, errcap, "that IP address already belongs to %s", holder->phone);
+    pthread_rwlock_unlock(&r->lock);
+    if (holder)
+        return QOD_ERR_EXISTS;
     int rc = commit_put(r, &s);
     if (rc == QOD_OK) {
         pthread_rwlock_wrlock(&r->lock);

@@ -19,11 +19,15 @@ typedef struct {
 
 typedef struct qod_registry qod_registry;
 
+/* Highest cell id. */
+#define QOD_CELL_MAX 1000000000
+
 /* Loads every subscriber from the store (borrowed; must outlive the registry). */
 int qod_registry_create(qod_store *st, qod_registry **out);
 /* Frees; NULL is a no-op. */
 void qod_registry_destroy(qod_registry *r);
-/* Adds or replaces a subscriber and commits it; validates every field (why in err). */
+/* Adds or replaces a subscriber and commits it; validates every field (why in err). QOD_ERR_EXISTS when one of
+ * its IP addresses belongs to another subscriber. */
 int qod_registry_put(qod_registry *r, const qod_subscriber *s, char *err, size_t errcap);
 /* Removes by phone; QOD_ERR_NOTFOUND when unknown. */
 int qod_registry_remove(qod_registry *r, const char *phone);

@@ -171,6 +171,7 @@ static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t 
         return rc;
     }
     qod_metrics_add_writer(qod_api_metrics(d->api), qod_delivery_metrics, d->delivery);
+    qod_metrics_add_writer(qod_api_metrics(d->api), qod_engine_metrics, d->engine);
     char path[4200];
     snprintf(path, sizeof path, "%s/qodd.sock", o->data);
     qod_admin_deps ad = {.apps = d->apps,
@@ -234,9 +235,12 @@ void qod_daemon_wait(qod_daemon *d)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     int sig = 0;
-    while (sigwait(&set, &sig) != 0)
-        ;
+    /* SIGHUP would kill a daemon by default; configuration is read at start only, so it is noted and ignored. */
+    while (sigwait(&set, &sig) != 0 || sig == SIGHUP)
+        if (sig == SIGHUP)
+            QOD_WARN("qodd", "sighup_ignored", "detail=\"restart qodd to apply new options\"");
     QOD_INFO("qodd", "stopping", "signal=%d", sig);
 }
 

@@ -24,9 +24,13 @@ typedef struct {
     qod_net_config cfg;
     qod_net_sink sink;
     qod_hmap grants;     /* session id → grant (live sessions holding capacity) */
-    int64_t *cells;      /* used kbps per cell id, grown on demand */
-    int ncells;
+    qod_hmap cells;      /* cell id text → cell_use */
 } sim;
+
+typedef struct {
+    char id[16];
+    int64_t used_kbps;
+} cell_use;
 
 static int sim_create(const qod_net_config *cfg, const qod_net_sink *sink, void **self, char *err, size_t errcap)
 {
@@ -38,6 +42,7 @@ static int sim_create(const qod_net_config *cfg, const qod_net_sink *sink, void 
     s->cfg = *cfg;
     s->sink = *sink;
     qod_hmap_init(&s->grants);
+    qod_hmap_init(&s->cells);
     *self = s;
     return QOD_OK;
 }
@@ -56,8 +61,9 @@ static void sim_destroy(void *self)
     if (!s)
         return;
     qod_hmap_each(&s->grants, free_grant, NULL);
+    qod_hmap_each(&s->cells, free_grant, NULL);
     qod_hmap_dispose(&s->grants);
-    free(s->cells);
+    qod_hmap_dispose(&s->cells);
     free(s);
 }
 
@@ -77,18 +83,20 @@ static int sim_check(void *self, const qod_net_session *ns)
     return QOD_OK;
 }
 
-static int64_t *cell_slot(sim *s, int cell)
+/* The use of a cell, created on first use: memory follows the cells in use, not the largest cell id. */
+static cell_use *cell_of(sim *s, int cell)
 {
-    if (cell >= s->ncells) {
-        int n = cell + 16;
-        int64_t *c = realloc(s->cells, (size_t)n * sizeof *c);
-        if (!c)
-            return NULL;
-        memset(c + s->ncells, 0, (size_t)(n - s->ncells) * sizeof *c);
-        s->cells = c;
-        s->ncells = n;
+    char key[16];
+    snprintf(key, sizeof key, "%d", cell);
+    cell_use *c = qod_hmap_get(&s->cells, key);
+    if (!c && (c = calloc(1, sizeof *c))) {
+        memcpy(c->id, key, sizeof key);
+        if (qod_hmap_put(&s->cells, c->id, c) != QOD_OK) {
+            free(c);
+            c = NULL;
+        }
     }
-    return &s->cells[cell];
+    return c;
 }
 
 /* Live admission: reserve the profile's guaranteed rate in the device's cell, or refuse. */
@@ -96,8 +104,8 @@ static int admit(sim *s, const qod_net_session *ns)
 {
     int64_t need = ns->profile->min_down_kbps;
     int cell = ns->sub ? ns->sub->cell : 0;
-    int64_t *used = cell_slot(s, cell);
-    if (!used || *used + need > s->cfg.cell_capacity_kbps)
+    cell_use *use = cell_of(s, cell);
+    if (!use || use->used_kbps + need > s->cfg.cell_capacity_kbps)
         return QOD_ERR_LIMIT;
     grant *g = calloc(1, sizeof *g);
     if (!g)
@@ -109,7 +117,7 @@ static int admit(sim *s, const qod_net_session *ns)
         free(g);
         return QOD_ERR_NOMEM;
     }
-    *used += need;
+    use->used_kbps += need;
     return QOD_OK;
 }
 
@@ -150,8 +158,9 @@ static void sim_release(void *self, const qod_net_session *ns)
     grant *g = qod_hmap_del(&s->grants, ns->id);
     if (!g)
         return;
-    if (g->cell < s->ncells)
-        s->cells[g->cell] -= g->kbps;
+    cell_use *use = cell_of(s, g->cell);
+    if (use)
+        use->used_kbps -= g->kbps;
     free(g);
 }
 

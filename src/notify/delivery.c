@@ -597,6 +597,12 @@ static void finish(qod_delivery *d, attempt *at, CURLcode cc)
             char *u = strdup(q->url);
             if (u && qod_hmap_put(&d->gone, u, u) != QOD_OK)
                 free(u);
+            /* Remembered across restarts: the receiver said the URL is gone for good. */
+            qod_store_batch *b = qod_store_batch_new();
+            if (b && qod_store_batch_put(b, QOD_TBL_META, q->url, "gone", "gone", 0, qod_time_wall_ms(), "{}") == QOD_OK)
+                qod_store_submit(d->o.store, b, NULL, NULL);
+            else
+                qod_store_batch_free(b);
             mark_dead(d, q, "the receiver answered 410 Gone");
         } else if (r == R_GUARD) {
             mark_dead(d, q, at->guard_why);
@@ -807,8 +813,20 @@ void qod_delivery_set_renderer(qod_delivery *d, int surface, qod_render_fn fn)
         d->render[surface] = fn;
 }
 
+static int load_gone(void *arg, const qod_store_row *r)
+{
+    qod_delivery *d = arg;
+    if (strcmp(r->owner, "gone") != 0)
+        return 0;
+    char *u = strdup(r->key);
+    if (u && qod_hmap_put(&d->gone, u, u) != QOD_OK)
+        free(u);
+    return 0;
+}
+
 int qod_delivery_start(qod_delivery *d)
 {
+    qod_store_scan(d->o.store, QOD_TBL_META, "gone", load_gone, d);
     int rc = qod_loop_add_tick(d->o.loop, tick, d);
     if (rc == QOD_OK)
         qod_delivery_kick(d);

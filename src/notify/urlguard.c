@@ -51,6 +51,10 @@ int qod_cidrs_parse(const char *text, qod_cidrs *out, char *err, size_t errcap)
         out->v[out->n].prefix = (int)pre;
         out->n++;
         p += n + (e ? 1 : 0);
+        if (e && !*p) {
+            snprintf(err, errcap, "a trailing comma leaves an empty CIDR");
+            return QOD_ERR_INVALID;
+        }
     }
     return QOD_OK;
 }
@@ -143,6 +147,9 @@ static const char *host_refusal(const char *host, bool sandbox, const qod_cidrs 
         return qod_addr_refusal((struct sockaddr *)&s4, sandbox, allow);
     if (inet_pton(AF_INET6, h, &s6.sin6_addr) == 1)
         return qod_addr_refusal((struct sockaddr *)&s6, sandbox, allow);
+    /* "localhost." is the same name as "localhost". */
+    while (n > 1 && h[n - 1] == '.')
+        h[--n] = '\0';
     if (!sandbox && (strcasecmp(h, "localhost") == 0 || (n > 10 && strcasecmp(h + n - 10, ".localhost") == 0)))
         return "a loopback name";
     return NULL;
@@ -160,6 +167,12 @@ int qod_url_check(const char *url, bool sandbox, const qod_cidrs *allow, char *e
             snprintf(err, errcap, "notification URL contains a space, control or non-ASCII character");
             return QOD_ERR_INVALID;
         }
+    /* An empty authority ("https:///x") is not a host curl should guess. */
+    const char *sep = strstr(url, "://");
+    if (sep && sep[3] == '/') {
+        snprintf(err, errcap, "notification URL is not an absolute URL with a host");
+        return QOD_ERR_INVALID;
+    }
     CURLU *u = curl_url();
     char *scheme = NULL, *host = NULL, *user = NULL;
     const char *why = NULL;

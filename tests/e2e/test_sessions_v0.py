@@ -8,12 +8,15 @@ Shared daemons (setup_module):
   the slow sandbox scenarios (+99999991002, +99999991003, expiry) run on it in background threads from the start,
   so their waiting overlaps the rest of the file; their tests (at the end) only collect and judge the results.
 - SLOW: `--sandbox-delay-ms 600000`, where a new session stays REQUESTED for as long as a test needs.
+Callbacks go to local receivers that answer 200: plain http for sandbox apps, https with a throw-away self-signed
+certificate (trusted with --callback-ca, loopback allowed with --callback-allow) for live apps, which must use https.
 Tests that need special options or restarts start their own daemon. Every test uses its own random phone numbers;
 the numbers of the sandbox table are global per daemon (one active session per device), so each is used by one test.
 """
 import ipaddress
 import os
 import random
+import shutil
 import sqlite3
 import sys
 import threading
@@ -26,7 +29,7 @@ V0 = "/camara/qod/v0"
 SESSIONS = V0 + "/sessions"
 PROFILES = V0 + "/qos-profiles"
 OPENAPI = V0 + "/openapi.yaml"
-LIVE_URL = "https://app.example.com/qod/callbacks"
+UNRESOLVABLE_URL = "http://callbacks.example.invalid/qod"  # RFC 2606: never resolves
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SESSION_KEYS = {"sessionId", "qosProfile", "qosStatus", "startedAt", "expiresAt", "duration", "device", "webhook"}
@@ -35,6 +38,9 @@ FAST_DELAY = 0.2  # --sandbox-delay-ms of D, seconds
 D = None       # shared daemon, sandbox delay 200 ms
 SLOW = None    # shared daemon, sandbox delay 600 s (sessions stay REQUESTED)
 RECV = None    # callback sink for the sandbox apps' notificationUrl
+RECV_TLS = None  # https callback sink for the live apps
+LIVE_URL = None
+TLS_DIR = None
 APP = OTHER = LIVE = None
 TOKEN = OTHER_TOKEN = LIVE_TOKEN = None
 SLOW_APP = SLOW_TOKEN = None
@@ -164,6 +170,21 @@ def same_ip(a, b):
     return ipaddress.ip_address(a) == ipaddress.ip_address(b)
 
 
+def make_tls_cert(directory):
+    """A self-signed P-256 certificate for 127.0.0.1 (CA:TRUE, so it can be its own trust anchor)."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, text=True)
+    assert p.returncode == 0, "openssl req failed: %s" % p.stderr
+    return cert, key
+
+
+def live_args():
+    """qodd options so that live apps' https callbacks reach RECV_TLS."""
+    return ["--callback-ca", os.path.join(TLS_DIR, "cert.pem"), "--callback-allow", "127.0.0.1/32"]
+
+
 def new_app(d, name="app", env="sandbox", extra=()):
     """An app without a rate limit (the tests poll a lot) and a token for it."""
     a = create_app(d, env=env, name=name, extra=("--rate-limit", "0") + tuple(extra))
@@ -272,9 +293,14 @@ def scenario_expiry():
 
 
 def setup_module():
-    global D, SLOW, RECV, APP, OTHER, LIVE, TOKEN, OTHER_TOKEN, LIVE_TOKEN, SLOW_APP, SLOW_TOKEN
+    global D, SLOW, RECV, RECV_TLS, LIVE_URL, TLS_DIR, APP, OTHER, LIVE, TOKEN, OTHER_TOKEN, LIVE_TOKEN
+    global SLOW_APP, SLOW_TOKEN
     RECV = WebhookReceiver()
-    D = Daemon(args=["--sandbox-delay-ms", "200"])
+    TLS_DIR = tempfile.mkdtemp(prefix="qod-e2e-tls-")
+    cert, key = make_tls_cert(TLS_DIR)
+    RECV_TLS = WebhookReceiver(certfile=cert, keyfile=key)
+    LIVE_URL = RECV_TLS.url("/live")
+    D = Daemon(args=["--sandbox-delay-ms", "200"] + live_args())
     APP, TOKEN = new_app(D, "shared")
     OTHER, OTHER_TOKEN = new_app(D, "other")
     LIVE, LIVE_TOKEN = new_app(D, "live", env="live")
@@ -291,6 +317,8 @@ def teardown_module():
     SLOW.close()
     D.close()
     RECV.close()
+    RECV_TLS.close()
+    shutil.rmtree(TLS_DIR, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -661,7 +689,7 @@ def test_create_notification_url_not_absolute_http_400():
 
 
 def test_create_sandbox_app_accepts_http_and_https_urls():
-    for url in ("http://127.0.0.1:9/cb", "https://app.example.com/qod/callbacks"):
+    for url in ("http://127.0.0.1:9/cb", RECV_TLS.url("/sandbox")):
         create_session(D, TOKEN, session_body(url=url))
 
 
@@ -930,7 +958,7 @@ def test_network_event_bad_status_400():
 def test_live_app_http_notification_url_400():
     phone = new_phone()
     add_device(D, phone, "--cell", new_cell())
-    r = post_session(D, LIVE_TOKEN, session_body(phone=phone, url="http://app.example.com/qod/callbacks"))
+    r = post_session(D, LIVE_TOKEN, session_body(phone=phone, url=RECV.url("/live-plain")))
     expect_camara_error(r, 400, "INVALID_ARGUMENT")
 
 
@@ -990,7 +1018,7 @@ def test_device_remove_unknown_fails():
 
 def _capacity_daemon():
     # 10000 kbit/s per cell: room for two QOS_L (5000 each), not for one QOS_S (15000).
-    d = Daemon(args=["--sandbox-delay-ms", "100", "--sim-cell-capacity", "10000"])
+    d = Daemon(args=["--sandbox-delay-ms", "100", "--sim-cell-capacity", "10000"] + live_args())
     app, tok = new_app(d, "live", env="live")
     return d, tok
 
@@ -1364,6 +1392,34 @@ def test_concurrent_idempotent_creates_one_session():
     assert ok, [r.status for r in results]
     assert all(r.status in (201, 409) for r in results), [r.status for r in results]
     assert len({r.json()["sessionId"] for r in ok}) == 1, "one key created several sessions"
+
+
+def test_many_sessions_with_unreachable_callbacks_keep_daemon_up():
+    # Sessions whose callback host does not resolve are legal (the host is only resolved at delivery); when many
+    # become AVAILABLE together, their first delivery attempts fail together, and the daemon must stay up.
+    with Daemon(args=["--sandbox-delay-ms", "300"]) as d:
+        app, tok = new_app(d)
+        for wave in range(3):
+            bodies = [session_body(url=UNRESOLVABLE_URL) for _ in range(40)]
+            results = run_threads(len(bodies), lambda i: post_session(d, tok, bodies[i]))
+            assert [r.status for r in results] == [201] * len(bodies), [r.status for r in results]
+            ids = [r.json()["sessionId"] for r in results]
+
+            def attempted():
+                if not d.running():
+                    return True
+                con = open_db(d)
+                try:
+                    n = con.execute("SELECT COUNT(*) FROM events WHERE attempts > 0 AND session IN (%s)"
+                                    % ",".join("?" * len(ids)), ids).fetchone()[0]
+                finally:
+                    con.close()
+                return n >= len(ids)
+            wait_until(attempted, timeout=5, interval=0.05, what="a first delivery attempt for every session")
+            time.sleep(0.1)
+            assert d.running(), "qodd died (exit code %s) in wave %d, when %d callbacks to an unresolvable host " \
+                "failed at about the same time; log tail:\n%s" % (d.proc.poll(), wave, len(ids), d.log_tail(15))
+            expect_status(d.request("GET", "/healthz"), 200)
 
 
 # --------------------------------------------------------------------------------------------------------------

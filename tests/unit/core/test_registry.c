@@ -372,20 +372,22 @@ QTEST(replace_and_remove_persist_across_restart)
     QT_EQ_INT(n, 1);
 }
 
-/* qod_registry_put accepts any cell >= 0, so a subscriber it accepted must come back after a restart. */
+/* Every subscriber qod_registry_put accepts must come back after a restart, up to the largest cell id. */
 QTEST(large_cell_id_survives_restart)
 {
     fixture f;
     qod_subscriber out;
     QT_EQ_INT(fixture_open(&f), QOD_OK);
-    int prc = put(&f, sub("+14155550101", "", "", 2000000000, true));
+    int prc = put(&f, sub("+14155550101", "", "", QOD_CELL_MAX, true));
+    int over = put(&f, sub("+14155550102", "", "", QOD_CELL_MAX + 1, true));
     int rrc = fixture_restart(&f);
     int frc = rrc ? rrc : find_phone(&f, "+14155550101", &out);
     fixture_close(&f);
     QT_EQ_INT(prc, QOD_OK);
+    QT_EQ_INT(over, QOD_ERR_INVALID);
     QT_EQ_INT(rrc, QOD_OK);
     QT_EQ_INT(frc, QOD_OK);
-    QT_EQ_INT(out.cell, 2000000000);
+    QT_EQ_INT(out.cell, QOD_CELL_MAX);
 }
 
 /* Two subscribers registered with one IP: whichever the registry answers must not change with a restart. */

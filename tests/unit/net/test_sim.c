@@ -98,7 +98,7 @@ static void sandbox_session(session *s, const char *id, const char *phone, const
     snprintf(s->dev.phone, sizeof s->dev.phone, "%s", phone);
     s->dev.present = QOD_DEV_PHONE;
     s->dev.ipv4_port = -1;
-    s->ns = (qod_net_session){id, &s->dev, QOD_DEV_PHONE, p, true, NULL};
+    s->ns = (qod_net_session){.id = id, .device = &s->dev, .kind = QOD_DEV_PHONE, .profile = p, .sandbox = true};
 }
 
 static void live_session(session *s, const char *id, const char *phone, int cell, const qod_profile *p)
@@ -134,7 +134,7 @@ static void release_live(fixture *f, const char *id, int cell)
 QTEST(registered_by_name)
 {
     QT_TRUE(qod_net_find("sim") == &qod_net_sim);
-    QT_TRUE(qod_net_find("tc") == NULL);
+    QT_TRUE(qod_net_find("no-such-backend") == NULL);
     QT_EQ_STR(qod_net_sim.name, "sim");
 }
 
