@@ -98,7 +98,7 @@ static void list_one(void *arg, const qod_app *app)
     if (!l->first)
         qod_buf_puts(l->out, ",");
     l->first = false;
-    qod_app_to_json(app, false, l->out);
+    qod_app_to_json(app, l->out);
 }
 
 static int app_list(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
@@ -119,7 +119,7 @@ static int app_show(const qod_admin_deps *d, const cJSON *args, qod_buf *out, ch
     int rc = need_id(args, &id, err, errcap);
     if (rc == QOD_OK && (rc = qod_apps_get(d->apps, id, &app)) != QOD_OK)
         snprintf(err, errcap, "no app with client_id '%.64s'", id);
-    return rc ? rc : qod_app_to_json(&app, false, out);
+    return rc ? rc : qod_app_to_json(&app, out);
 }
 
 static int app_delete(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
@@ -183,7 +183,7 @@ static int app_set_limits(const qod_admin_deps *d, const cJSON *args, qod_buf *o
     if (rc == QOD_OK &&
         (rc = qod_apps_set_limits(d->apps, id, rate, burst, ms < 0 ? -1 : (int64_t)ms, &app)) == QOD_ERR_NOTFOUND)
         snprintf(err, errcap, "no app with client_id '%.64s'", id);
-    return rc ? rc : qod_app_to_json(&app, false, out);
+    return rc ? rc : qod_app_to_json(&app, out);
 }
 
 /* A session as operators see it: engine status words, owner and timestamps. */
@@ -395,9 +395,10 @@ static int deliveries_list(const qod_admin_deps *d, const cJSON *args, qod_buf *
 }
 
 typedef struct {
-    qod_store_batch *b;
+    qod_delivery *delivery;
     const char *event_id;
     size_t n;
+    int rc;
 } requeue_ctx;
 
 static int requeue_one(void *arg, const qod_store_event *e)
@@ -405,34 +406,28 @@ static int requeue_one(void *arg, const qod_store_event *e)
     requeue_ctx *c = arg;
     if (c->event_id && strcmp(c->event_id, e->id) != 0)
         return 0;
-    /* Replaying from this event re-sends the session's later events too, so order is kept. */
-    if (qod_store_batch_event_requeue(c->b, e->session, e->seq, qod_time_wall_ms()) == QOD_OK)
-        c->n++;
-    return c->event_id != NULL;
+    /* The delivery replays from this event on, re-sending the session's later events too, so order is kept. */
+    c->rc = qod_delivery_requeue(c->delivery, e->session, e->seq);
+    c->n += c->rc == QOD_OK;
+    return c->event_id != NULL || c->rc != QOD_OK;
 }
 
 static int deliveries_retry(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
 {
-    requeue_ctx c = {qod_store_batch_new(), NULL, 0};
+    requeue_ctx c = {d->delivery, NULL, 0, QOD_OK};
     bool all = false;
     qod_json_bool(args, "all", &all);
-    int rc = c.b ? QOD_OK : QOD_ERR_NOMEM;
-    if (rc == QOD_OK && qod_json_str(args, "event_id", &c.event_id) != QOD_OK && !all) {
+    int rc = QOD_OK;
+    if (qod_json_str(args, "event_id", &c.event_id) != QOD_OK && !all) {
         snprintf(err, errcap, "give an event id, or --all");
         rc = QOD_ERR_INVALID;
     }
     rc = rc ? rc : qod_store_scan_events(d->store, 2, 0, 0, requeue_one, &c);
+    rc = rc ? rc : c.rc;
     if (rc == QOD_OK && c.event_id && c.n == 0) {
         snprintf(err, errcap, "no dead event %.64s", c.event_id);
         rc = QOD_ERR_NOTFOUND;
     }
-    if (rc == QOD_OK && c.n) {
-        rc = qod_store_commit(d->store, c.b);
-        c.b = NULL;
-        if (rc == QOD_OK)
-            qod_delivery_reload(d->delivery);
-    }
-    qod_store_batch_free(c.b);
     return rc ? rc : qod_buf_printf(out, "{\"requeued\":%zu}", c.n);
 }
 

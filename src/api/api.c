@@ -3,6 +3,7 @@
 #include "api/errors.h"
 #include "api/health.h"
 #include "api/oauth.h"
+#include "api/ratelimit.h"
 #include "api/routes.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -16,8 +17,24 @@
 struct qod_api {
     qod_api_deps deps;
     qod_metrics *metrics;
+    qod_ratelimit *rl_apps, *rl_client, *rl_ip;
     const char *route_names[QOD_METRICS_MAX_ROUTES];
 };
+
+qod_ratelimit *qod_api_rl_apps(qod_api *api)
+{
+    return api->rl_apps;
+}
+
+qod_ratelimit *qod_api_rl_token_client(qod_api *api)
+{
+    return api->rl_client;
+}
+
+qod_ratelimit *qod_api_rl_token_ip(qod_api *api)
+{
+    return api->rl_ip;
+}
 
 int qod_api_create(const qod_api_deps *deps, qod_api **out)
 {
@@ -30,8 +47,11 @@ int qod_api_create(const qod_api_deps *deps, qod_api **out)
     for (const qod_route *rt = qod_routes; rt->method && n < QOD_METRICS_MAX_ROUTES; rt++, n++)
         api->route_names[n] = rt->pattern;
     api->metrics = qod_metrics_create(api->route_names, n);
-    if (!api->metrics) {
-        free(api);
+    api->rl_apps = qod_ratelimit_create(1 << 16);
+    api->rl_client = qod_ratelimit_create(1 << 16);
+    api->rl_ip = qod_ratelimit_create(1 << 16);
+    if (!api->metrics || !api->rl_apps || !api->rl_client || !api->rl_ip) {
+        qod_api_destroy(api);
         return QOD_ERR_NOMEM;
     }
     *out = api;
@@ -43,6 +63,9 @@ void qod_api_destroy(qod_api *api)
     if (!api)
         return;
     qod_metrics_destroy(api->metrics);
+    qod_ratelimit_destroy(api->rl_apps);
+    qod_ratelimit_destroy(api->rl_client);
+    qod_ratelimit_destroy(api->rl_ip);
     free(api);
 }
 
@@ -183,6 +206,13 @@ void qod_api_dispatch(void *ctx, qod_req *r)
     qod_req_set_user(r, c, free_call);
     if (!take_correlator(c, r)) {
         qod_api_error(r, 400, "INVALID_ARGUMENT", "Invalid x-correlator header.");
+        return;
+    }
+    if (qod_req_overloaded(r)) {
+        /* Shed load early and cheaply instead of falling over: the client retries after a second. */
+        qod_req_add_header(r, "Retry-After", "1");
+        qod_req_add_header(r, "Connection", "close");
+        qod_api_error(r, 503, "UNAVAILABLE", "The server is overloaded. Retry later.");
         return;
     }
     char allow[64];

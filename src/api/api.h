@@ -28,6 +28,8 @@ typedef struct {
     qod_engine *engine;
     const qod_profiles *profiles;
     const qod_cidrs *callback_allow; /* --callback-allow ranges */
+    double token_rate_client;        /* token endpoint: requests per second per client_id (0 = none) */
+    double token_rate_ip;            /* token endpoint: requests per second per source address (0 = none) */
 } qod_api_deps;
 
 typedef struct qod_api qod_api;
@@ -56,6 +58,11 @@ int qod_api_create(const qod_api_deps *deps, qod_api **out);
 void qod_api_destroy(qod_api *api);
 /* The dependencies. */
 const qod_api_deps *qod_api_deps_of(const qod_api *api);
+typedef struct qod_ratelimit qod_ratelimit;
+/* The rate limiters: per app (API calls), per client and per source address (token endpoint). */
+qod_ratelimit *qod_api_rl_apps(qod_api *api);
+qod_ratelimit *qod_api_rl_token_client(qod_api *api);
+qod_ratelimit *qod_api_rl_token_ip(qod_api *api);
 /* The metrics registry (for other modules' writers). */
 qod_metrics *qod_api_metrics(qod_api *api);
 /* The libmicrohttpd dispatch and done callbacks (ctx = the qod_api). */

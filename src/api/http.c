@@ -30,6 +30,7 @@ struct qod_req {
     qod_buf body;
     bool too_large;
     bool dispatched;
+    bool overloaded;
     pthread_mutex_t mu; /* guards suspended/completed between the handler and the completing thread */
     bool suspended;
     bool completed;
@@ -49,6 +50,7 @@ struct qod_http {
     struct MHD_Daemon *d;
     qod_http_opts opts;
     atomic_long inflight;
+    atomic_long conns;
     unsigned port;
 };
 
@@ -127,6 +129,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         qod_buf_init(&r->body, h->opts.max_body ? h->opts.max_body : 65536);
         peer_text(conn, r->peer, sizeof r->peer);
         atomic_fetch_add(&h->inflight, 1);
+        r->overloaded = atomic_load(&h->conns) > (long)h->opts.busy_conns;
         *con_cls = r;
         return r->path ? MHD_YES : MHD_NO;
     }
@@ -170,6 +173,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     req_free(r);
     *con_cls = NULL;
     atomic_fetch_sub(&h->inflight, 1);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx, enum MHD_ConnectionNotificationCode tc)
+{
+    (void)c;
+    (void)socket_ctx;
+    qod_http *h = cls;
+    atomic_fetch_add(&h->conns, tc == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -227,6 +238,10 @@ int qod_http_start(const qod_http_opts *opts, qod_http **out, char *err, size_t 
     if (!h)
         return QOD_ERR_NOMEM;
     h->opts = *opts;
+    if (!h->opts.conn_limit)
+        h->opts.conn_limit = 4096;
+    if (!h->opts.busy_conns)
+        h->opts.busy_conns = h->opts.conn_limit / 10 * 9;
     unsigned threads = opts->threads ? opts->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
@@ -243,7 +258,7 @@ int qod_http_start(const qod_http_opts *opts, qod_http **out, char *err, size_t 
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_TIMEOUT, opts->conn_timeout_s ? opts->conn_timeout_s : 30u,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, opts->per_ip_limit, MHD_OPTION_CONNECTION_LIMIT,
-        opts->conn_limit ? opts->conn_limit : 4096u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        h->opts.conn_limit, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         opts->max_header_bytes ? opts->max_header_bytes : (size_t)32768, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
         h, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!h->d) {
@@ -387,6 +402,11 @@ void qod_req_complete(qod_req *r)
     /* r may be freed as soon as the connection resumes: touch nothing of it after this call. */
     if (suspended)
         MHD_resume_connection(conn);
+}
+
+bool qod_req_overloaded(const qod_req *r)
+{
+    return r->overloaded;
 }
 
 unsigned qod_req_status(const qod_req *r)

@@ -19,7 +19,8 @@ typedef struct {
     unsigned threads;          /* 0 = number of cores */
     unsigned conn_timeout_s;   /* idle / slow-client timeout */
     unsigned per_ip_limit;     /* connections per client address; 0 = none */
-    unsigned conn_limit;       /* total connections */
+    unsigned conn_limit;       /* total connections (beyond it connections are not accepted) */
+    unsigned busy_conns;       /* above this many open connections, requests get 503 + Retry-After; 0 = 90% */
     size_t max_body;           /* bytes; larger bodies get 413 */
     size_t max_header_bytes;   /* per-connection memory for headers */
     const char *tls_cert_pem;  /* owned by the caller, NULL without TLS */
@@ -68,6 +69,8 @@ void qod_req_defer(qod_req *r);
 /* Called by the asynchronous work after qod_req_respond (any thread): resumes the connection. Exactly once
  * per deferred request. */
 void qod_req_complete(qod_req *r);
+/* True when the server had more open connections than busy_conns when this request started. */
+bool qod_req_overloaded(const qod_req *r);
 /* The status of the response set so far (0 when none). */
 unsigned qod_req_status(const qod_req *r);
 

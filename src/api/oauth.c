@@ -2,6 +2,7 @@
 
 #include "api/errors.h"
 #include "api/form.h"
+#include "api/ratelimit.h"
 #include "auth/scope.h"
 #include "util/b64.h"
 #include "util/buf.h"
@@ -10,7 +11,9 @@
 #include "util/rand.h"
 #include "util/time.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <time.h>
 #include <string.h>
 #include <strings.h>
 
@@ -89,6 +92,37 @@ static void issue(qod_call *c, qod_req *r, const qod_app *app, const char *scope
     qod_buf_dispose(&body);
 }
 
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void retry_after(qod_req *r, double s)
+{
+    char v[32];
+    snprintf(v, sizeof v, "%.0f", ceil(s) < 1 ? 1 : ceil(s));
+    qod_req_add_header(r, "Retry-After", v);
+}
+
+/* The token endpoint's own limits: per source address, then per client_id (before the secret is checked,
+ * so guessing secrets is slow too). */
+static bool token_limited(qod_call *c, qod_req *r, const char *client_id)
+{
+    const qod_api_deps *d = qod_api_deps_of(c->api);
+    qod_rl_result res;
+    const char *key = client_id ? client_id : qod_req_peer(r);
+    qod_ratelimit *rl = client_id ? qod_api_rl_token_client(c->api) : qod_api_rl_token_ip(c->api);
+    double rate = client_id ? d->token_rate_client : d->token_rate_ip;
+    qod_ratelimit_take(rl, key, rate, 2 * rate, mono_ns(), &res);
+    if (res.allowed)
+        return false;
+    retry_after(r, res.retry_after_s);
+    qod_oauth_error(r, 429, "slow_down", "too many token requests; retry after the Retry-After delay");
+    return true;
+}
+
 void qod_oauth_token(qod_call *c, qod_req *r)
 {
     const qod_api_deps *d = qod_api_deps_of(c->api);
@@ -98,6 +132,8 @@ void qod_oauth_token(qod_call *c, qod_req *r)
     const char *body = qod_req_body(r, &len);
     char id[128], secret[256];
     qod_app app;
+    if (token_limited(c, r, NULL))
+        goto out;
     if (!qod_req_content_type_is(r, "application/x-www-form-urlencoded")) {
         qod_oauth_error(r, 400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded");
         goto out;
@@ -116,6 +152,8 @@ void qod_oauth_token(qod_call *c, qod_req *r)
         qod_oauth_error(r, 400, "invalid_request", "malformed or repeated client authentication");
         goto out;
     }
+    if (cred > 0 && token_limited(c, r, id))
+        goto out;
     if (cred == 0 || qod_apps_authenticate(d->apps, id, secret, &app) != QOD_OK) {
         qod_oauth_error(r, 401, "invalid_client", "client authentication failed");
         goto out;
@@ -170,6 +208,26 @@ void qod_oauth_discovery(qod_call *c, qod_req *r)
     qod_buf_dispose(&b);
 }
 
+/* The app's token bucket. Every authenticated response carries the RateLimit fields (IETF httpapi draft):
+ * RateLimit-Policy: "app";q=RATE;w=1 and RateLimit: "app";r=REMAINING;t=SECONDS. */
+static bool rate_ok(qod_call *c, qod_req *r)
+{
+    if (c->app.rate_limit <= 0)
+        return true;
+    qod_rl_result res;
+    qod_ratelimit_take(qod_api_rl_apps(c->api), c->app.client_id, c->app.rate_limit, c->app.burst, mono_ns(), &res);
+    char v[96];
+    snprintf(v, sizeof v, "\"app\";q=%.0f;w=1", c->app.rate_limit);
+    qod_req_add_header(r, "RateLimit-Policy", v);
+    snprintf(v, sizeof v, "\"app\";r=%lld;t=%.0f", (long long)res.remaining, ceil(res.reset_s));
+    qod_req_add_header(r, "RateLimit", v);
+    if (res.allowed)
+        return true;
+    retry_after(r, res.retry_after_s);
+    qod_api_error(r, 429, "TOO_MANY_REQUESTS", "Rate limit reached: retry after the Retry-After delay.");
+    return false;
+}
+
 static void unauthenticated(qod_req *r, const char *why)
 {
     qod_req_add_header(r, "WWW-Authenticate", "Bearer realm=\"qod\", error=\"invalid_token\"");
@@ -202,6 +260,8 @@ bool qod_oauth_check(qod_call *c, qod_req *r, const char *scope)
         unauthenticated(r, "The client of this token no longer exists.");
         return false;
     }
+    if (!rate_ok(c, r))
+        return false;
     if (!qod_scope_has(c->claims.scope, scope)) {
         qod_api_errorf(r, 403, "PERMISSION_DENIED", "The access token lacks the scope '%s'.", scope);
         return false;

@@ -19,6 +19,7 @@
 
 struct qod_apps {
     qod_store *st;
+    const qod_seal *seal;
     pthread_rwlock_t lock;
     qod_app *v; /* sorted by client_id */
     size_t n, cap;
@@ -54,7 +55,7 @@ static void sha256_hex(const char *s, char out[65])
     out[64] = '\0';
 }
 
-int qod_app_to_json(const qod_app *app, bool with_secrets, qod_buf *out)
+static int app_json(const qod_app *app, const qod_seal *seal, qod_buf *out)
 {
     int rc = qod_buf_puts(out, "{\"client_id\":");
     rc = rc ? rc : qod_buf_json_str(out, app->client_id);
@@ -65,16 +66,46 @@ int qod_app_to_json(const qod_app *app, bool with_secrets, qod_buf *out)
     rc = rc ? rc : qod_buf_printf(out, ",\"rate_limit\":%.15g,\"burst\":%.15g,\"max_sessions\":%lld,\"created_ms\":%lld",
                                   app->rate_limit, app->burst, (long long)app->max_sessions,
                                   (long long)app->created_ms);
-    if (with_secrets) {
+    if (seal) {
+        /* The stored form: the secret hash, and the webhook secrets sealed. */
+        qod_buf sealed;
+        qod_buf_init(&sealed, 0);
         rc = rc ? rc : qod_buf_puts(out, ",\"secret_hash\":");
         rc = rc ? rc : qod_buf_json_str(out, app->secret_hash);
+        rc = rc ? rc : qod_seal_encrypt(seal, app->webhook_secret, &sealed);
         rc = rc ? rc : qod_buf_puts(out, ",\"webhook_secret\":");
-        rc = rc ? rc : qod_buf_json_str(out, app->webhook_secret);
+        rc = rc ? rc : qod_buf_json_str(out, sealed.data);
+        qod_buf_reset(&sealed);
+        if (rc == QOD_OK && app->webhook_secret_old[0])
+            rc = qod_seal_encrypt(seal, app->webhook_secret_old, &sealed);
         rc = rc ? rc : qod_buf_puts(out, ",\"webhook_secret_old\":");
-        rc = rc ? rc : qod_buf_json_str(out, app->webhook_secret_old);
+        rc = rc ? rc : qod_buf_json_str(out, sealed.data ? sealed.data : "");
         rc = rc ? rc : qod_buf_printf(out, ",\"webhook_old_until_ms\":%lld", (long long)app->webhook_old_until_ms);
+        qod_buf_dispose(&sealed);
     }
     return rc ? rc : qod_buf_puts(out, "}");
+}
+
+int qod_app_to_json(const qod_app *app, qod_buf *out)
+{
+    return app_json(app, NULL, out);
+}
+
+/* Reads a sealed secret into dst. */
+static int unseal_str(const qod_seal *seal, const cJSON *o, const char *key, char *dst, size_t cap)
+{
+    const char *s = NULL;
+    char *plain = NULL;
+    dst[0] = '\0';
+    if (qod_json_str(o, key, &s) != QOD_OK || !*s)
+        return QOD_OK;
+    int rc = qod_seal_decrypt(seal, s, &plain);
+    if (rc == QOD_OK && strlen(plain) >= cap)
+        rc = QOD_ERR_INVALID;
+    if (rc == QOD_OK)
+        memcpy(dst, plain, strlen(plain) + 1);
+    free(plain);
+    return rc;
 }
 
 static int copy_str(const cJSON *o, const char *key, char *dst, size_t cap, bool required)
@@ -91,7 +122,7 @@ static int copy_str(const cJSON *o, const char *key, char *dst, size_t cap, bool
     return QOD_OK;
 }
 
-static int app_from_json(const char *doc, qod_app *app)
+static int app_from_json(const qod_seal *seal, const char *doc, qod_app *app)
 {
     cJSON *o = NULL;
     char err[128];
@@ -103,8 +134,10 @@ static int app_from_json(const char *doc, qod_app *app)
     rc = rc ? rc : copy_str(o, "name", app->name, sizeof app->name, true);
     rc = rc ? rc : copy_str(o, "scopes", app->scopes, sizeof app->scopes, true);
     rc = rc ? rc : copy_str(o, "secret_hash", app->secret_hash, sizeof app->secret_hash, true);
-    rc = rc ? rc : copy_str(o, "webhook_secret", app->webhook_secret, sizeof app->webhook_secret, true);
-    rc = rc ? rc : copy_str(o, "webhook_secret_old", app->webhook_secret_old, sizeof app->webhook_secret_old, false);
+    rc = rc ? rc : unseal_str(seal, o, "webhook_secret", app->webhook_secret, sizeof app->webhook_secret);
+    rc = rc ? rc : unseal_str(seal, o, "webhook_secret_old", app->webhook_secret_old, sizeof app->webhook_secret_old);
+    if (rc == QOD_OK && !app->webhook_secret[0])
+        rc = QOD_ERR_INVALID;
     rc = rc ? rc : qod_json_str(o, "env", &env);
     rc = rc ? rc : qod_app_env_parse(env, &app->env);
     const cJSON *it;
@@ -170,7 +203,7 @@ static int load_row(void *arg, const qod_store_row *r)
 {
     qod_apps *a = arg;
     qod_app app;
-    if (app_from_json(r->doc, &app) != QOD_OK) {
+    if (app_from_json(a->seal, r->doc, &app) != QOD_OK) {
         QOD_ERROR("apps", "corrupt_app_row", "client_id=%s", r->key);
         return 0;
     }
@@ -178,13 +211,14 @@ static int load_row(void *arg, const qod_store_row *r)
     return 0;
 }
 
-int qod_apps_create(qod_store *st, qod_apps **out)
+int qod_apps_create(qod_store *st, const qod_seal *seal, qod_apps **out)
 {
     *out = NULL;
     qod_apps *a = calloc(1, sizeof *a);
     if (!a)
         return QOD_ERR_NOMEM;
     a->st = st;
+    a->seal = seal;
     pthread_rwlock_init(&a->lock, NULL);
     int rc = qod_store_scan(st, QOD_TBL_APPS, NULL, load_row, a);
     if (rc != QOD_OK) {
@@ -209,7 +243,7 @@ static int persist(qod_apps *a, const qod_app *app)
 {
     qod_buf doc;
     qod_buf_init(&doc, 0);
-    int rc = qod_app_to_json(app, true, &doc);
+    int rc = app_json(app, a->seal, &doc);
     qod_store_batch *b = rc == QOD_OK ? qod_store_batch_new() : NULL;
     if (rc == QOD_OK && !b)
         rc = QOD_ERR_NOMEM;

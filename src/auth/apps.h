@@ -6,6 +6,7 @@
 #define QOD_AUTH_APPS_H
 
 #include "store/store.h"
+#include "util/seal.h"
 #include "util/buf.h"
 
 #include <stdbool.h>
@@ -53,8 +54,9 @@ extern const char qod_scopes_all[];
 #define QOD_APP_DEFAULT_RATE 100.0
 #define QOD_APP_DEFAULT_MAX_SESSIONS 10000
 
-/* Loads every app from the store. The store is borrowed and must outlive the registry. */
-int qod_apps_create(qod_store *st, qod_apps **out);
+/* Loads every app from the store. The store and the seal (webhook secrets are stored sealed) are borrowed and
+ * must outlive the registry. */
+int qod_apps_create(qod_store *st, const qod_seal *seal, qod_apps **out);
 /* Frees the registry; NULL is a no-op. */
 void qod_apps_destroy(qod_apps *a);
 /* Registers an app and commits it. secret_out receives the client secret (cap >= 64), shown once.
@@ -79,8 +81,8 @@ int qod_apps_set_limits(qod_apps *a, const char *client_id, double rate, double 
 void qod_apps_each(qod_apps *a, void (*fn)(void *arg, const qod_app *app), void *arg);
 /* Number of apps. */
 size_t qod_apps_count(qod_apps *a);
-/* Appends the app as JSON (no secret hash, no webhook secrets unless with_secrets). */
-int qod_app_to_json(const qod_app *app, bool with_secrets, qod_buf *out);
+/* Appends the app as JSON for display: no secret hash, no webhook secrets. */
+int qod_app_to_json(const qod_app *app, qod_buf *out);
 /* "sandbox" or "live". */
 const char *qod_app_env_name(qod_app_env env);
 /* Parses "sandbox"/"live". */

@@ -156,7 +156,19 @@ static void put_str_or_null(qod_buf *b, const char *key, const char *s)
         qod_buf_puts(b, "null");
 }
 
-static void session_doc(const sess *x, qod_buf *b)
+/* The callback token, sealed: it is the app's secret toward its own receiver. */
+static void put_sealed_or_null(const qod_engine *e, qod_buf *b, const char *key, const char *s)
+{
+    qod_buf sealed;
+    qod_buf_init(&sealed, 0);
+    if (s && qod_seal_encrypt(e->o.seal, s, &sealed) == QOD_OK)
+        put_str_or_null(b, key, sealed.data);
+    else
+        put_str_or_null(b, key, NULL);
+    qod_buf_dispose(&sealed);
+}
+
+static void session_doc(const qod_engine *e, const sess *x, qod_buf *b)
 {
     const qod_session *s = &x->s;
     qod_buf_printf(b,
@@ -171,16 +183,16 @@ static void session_doc(const sess *x, qod_buf *b)
     put_json_or_null(b, "device", s->device_json);
     put_str_or_null(b, "device_key", s->device_key);
     put_str_or_null(b, "url", s->url);
-    put_str_or_null(b, "token", s->token);
+    put_sealed_or_null(e, b, "token", s->token);
     put_json_or_null(b, "extra", s->extra);
     qod_buf_puts(b, "}");
 }
 
-static int add_session_row(qod_store_batch *b, const sess *x, bool insert)
+static int add_session_row(const qod_engine *e, qod_store_batch *b, const sess *x, bool insert)
 {
     qod_buf doc;
     qod_buf_init(&doc, 0);
-    session_doc(x, &doc);
+    session_doc(e, x, &doc);
     int64_t state = (int64_t)x->s.st.state * 10 + x->s.st.reason;
     int rc = (insert ? qod_store_batch_insert : qod_store_batch_put)(b, QOD_TBL_SESSIONS, x->s.id, x->s.app_id,
                                                                      x->s.device_key, state, x->s.expires_ms, doc.data);
@@ -202,7 +214,7 @@ static int add_event_row(qod_engine *e, qod_store_batch *b, sess *x)
                    x->s.id, x->s.app_id, qod_session_state_name(x->s.st.state), qod_end_reason_name(x->s.st.reason),
                    (int)x->s.surface, (long long)now, ++x->nevents);
     put_str_or_null(&doc, "url", x->s.url);
-    put_str_or_null(&doc, "token", x->s.token);
+    put_sealed_or_null(e, &doc, "token", x->s.token);
     put_json_or_null(&doc, "extra", x->s.extra);
     qod_buf_puts(&doc, "}");
     int rc = qod_store_batch_event(b, id, x->s.id, x->s.app_id, now, doc.data);
@@ -285,7 +297,7 @@ static void persist_change(qod_engine *e, sess *x, qod_engine_done done, void *a
 {
     qod_store_batch *b = qod_store_batch_new();
     change_ctx *c = calloc(1, sizeof *c);
-    int rc = b && c ? add_session_row(b, x, false) : QOD_ERR_NOMEM;
+    int rc = b && c ? add_session_row(e, b, x, false) : QOD_ERR_NOMEM;
     rc = rc ? rc : add_event_row(e, b, x);
     if (rc == QOD_OK) {
         *c = (change_ctx){e, done, arg, ""};
@@ -607,7 +619,7 @@ static int stage_create(qod_engine *e, const qod_create_spec *sp, char *idem_key
     if (rc == QOD_OK && idem_key && !(c->idem = idem_add(e, idem_key, sp, x, c->body)))
         rc = QOD_ERR_NOMEM;
     idem_key = rc == QOD_OK ? NULL : idem_key;
-    rc = rc ? rc : add_session_row(b, x, true);
+    rc = rc ? rc : add_session_row(e, b, x, true);
     rc = rc ? rc : (c->idem ? idem_row(b, c->idem, x->s.app_id) : QOD_OK);
     app_count *cnt = rc == QOD_OK ? count_of(e, x->s.app_id, true) : NULL;
     if (rc == QOD_OK && !cnt)
@@ -823,6 +835,12 @@ static sess *session_from_doc(qod_engine *e, const char *doc)
     rc = rc ? rc : dup_field(o, "device_key", &x->s.device_key, true);
     rc = rc ? rc : dup_field(o, "url", &x->s.url, true);
     rc = rc ? rc : dup_field(o, "token", &x->s.token, false);
+    if (rc == QOD_OK && x->s.token) {
+        char *plain = NULL;
+        rc = qod_seal_decrypt(e->o.seal, x->s.token, &plain);
+        free(x->s.token);
+        x->s.token = plain;
+    }
     rc = rc ? rc : dup_field(o, "extra", &x->s.extra, false);
     if (rc == QOD_OK) {
         snprintf(x->s.id, sizeof x->s.id, "%s", id);
@@ -925,7 +943,8 @@ static int load_all(qod_engine *e)
     int rc = qod_store_scan(e->o.store, QOD_TBL_SESSIONS, NULL, load_session, e);
     if (rc == QOD_OK)
         rc = qod_store_scan(e->o.store, QOD_TBL_IDEMPOTENCY, NULL, load_idem, &l);
-    qsort(l.v, l.n, sizeof *l.v, by_created);
+    if (l.n)
+        qsort(l.v, l.n, sizeof *l.v, by_created);
     for (size_t i = 0; i < l.n; i++) {
         idem_rec *r = l.v[i];
         if (!r->key || !r->body || qod_hmap_put(&e->idem, r->key, r) != QOD_OK) {

@@ -15,6 +15,7 @@
 #include "net/backend.h"
 #include "store/store.h"
 #include "util/buf.h"
+#include "util/seal.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -51,6 +52,7 @@ typedef struct {
     const qod_net_backend *backend;
     qod_net_config net;
     int64_t retention_ms;        /* how long ended sessions stay readable */
+    const qod_seal *seal;        /* callback tokens are stored sealed */
     void (*events_committed)(void *ctx); /* new outbox rows are durable (delivery wakes up); may be NULL */
     void *events_ctx;
 } qod_engine_opts;

@@ -22,6 +22,7 @@ typedef struct job {
 
 typedef struct watch {
     int fd;
+    bool dead;          /* removed; freed after the current batch of events */
     qod_loop_fd_fn fn;
     void *arg;
     struct watch *next;
@@ -34,6 +35,7 @@ struct qod_loop {
     pthread_mutex_t mu;
     job *head, *tail;
     bool stopping;
+    watch *graveyard;   /* removed watches, freed once no event of the batch can point to them */
     qod_loop_tick_fn ticks[4];
     void *tick_args[4];
     int nticks;
@@ -120,10 +122,13 @@ int qod_loop_watch(qod_loop *l, int fd, uint32_t events, qod_loop_fd_fn fn, void
         p = &(*p)->next;
     if (!events) {
         if (*p) {
+            /* Events of this batch may still point to it: bury it until the batch is done. */
             watch *w = *p;
             *p = w->next;
             epoll_ctl(l->ep, EPOLL_CTL_DEL, fd, NULL);
-            free(w);
+            w->dead = true;
+            w->next = l->graveyard;
+            l->graveyard = w;
         }
         return QOD_OK;
     }
@@ -181,7 +186,13 @@ static void *loop_main(void *arg)
                     ;
                 continue;
             }
-            w->fn(w->arg, w->fd, evs[i].events);
+            if (!w->dead)
+                w->fn(w->arg, w->fd, evs[i].events);
+        }
+        while (l->graveyard) {
+            watch *w = l->graveyard;
+            l->graveyard = w->next;
+            free(w);
         }
     }
     return NULL;
@@ -211,6 +222,11 @@ void qod_loop_destroy(qod_loop *l)
     while (l->watches) {
         watch *w = l->watches;
         l->watches = w->next;
+        free(w);
+    }
+    while (l->graveyard) {
+        watch *w = l->graveyard;
+        l->graveyard = w->next;
         free(w);
     }
     if (l->ep >= 0)

@@ -1,6 +1,7 @@
 #include "core/profiles.h"
 
 #include "util/err.h"
+#include "util/file.h"
 #include "util/json.h"
 
 #include <errno.h>
@@ -226,23 +227,13 @@ int qod_profiles_default(qod_profiles **out)
 
 int qod_profiles_load(const char *path, qod_profiles **out, char *err, size_t errcap)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errcap, "cannot open %s: %s", path, strerror(errno));
-        return -errno;
-    }
-    char *buf = malloc(PROFILES_FILE_MAX + 1);
-    size_t n = buf ? fread(buf, 1, PROFILES_FILE_MAX + 1, f) : 0;
-    fclose(f);
-    int rc;
-    if (!buf) {
-        rc = QOD_ERR_NOMEM;
-    } else if (n > PROFILES_FILE_MAX) {
+    char *buf = NULL;
+    size_t n = 0;
+    int rc = qod_file_read(path, PROFILES_FILE_MAX, &buf, &n, err, errcap);
+    if (rc == QOD_ERR_LIMIT)
         snprintf(err, errcap, "%s is larger than 1 MiB", path);
-        rc = QOD_ERR_LIMIT;
-    } else {
+    if (rc == QOD_OK)
         rc = qod_profiles_parse(buf, n, out, err, errcap);
-    }
     free(buf);
     return rc;
 }

@@ -14,6 +14,7 @@
 #include "notify/urlguard.h"
 #include "store/store.h"
 #include "util/err.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -32,6 +33,7 @@ struct qod_daemon {
     char public_url[256];
     int lock_fd;
     qod_store *store;
+    qod_seal *seal;
     qod_apps *apps;
     qod_jwt_key *key;
     qod_tokcache *tokens;
@@ -40,6 +42,7 @@ struct qod_daemon {
     qod_engine *engine;
     qod_delivery *delivery;
     qod_cidrs allow;
+    char *tls_cert, *tls_key;
     qod_api *api;
     qod_http *http;
     qod_admin *admin;
@@ -80,7 +83,13 @@ static int open_state(qod_daemon *d, const qod_options *o, char *err, size_t err
         snprintf(err, errcap, "cannot open the store in %s: %s", o->data, qod_strerror(rc));
         return rc;
     }
-    rc = qod_apps_create(d->store, &d->apps);
+    snprintf(path, sizeof path, "%s/secrets.key", o->data);
+    rc = qod_seal_open(path, &d->seal);
+    if (rc != QOD_OK) {
+        snprintf(err, errcap, "cannot load or create the secrets key %s: %s", path, qod_strerror(rc));
+        return rc;
+    }
+    rc = qod_apps_create(d->store, d->seal, &d->apps);
     if (rc != QOD_OK) {
         snprintf(err, errcap, "cannot load apps: %s", qod_strerror(rc));
         return rc;
@@ -123,6 +132,7 @@ static int open_engine(qod_daemon *d, const qod_options *o, char *err, size_t er
                 .tc_link_kbps = qod_options_rate_kbps(o->tc_link_rate),
                 .tc_share = o->tc_share},
         .retention_ms = o->retention * 1000,
+        .seal = d->seal,
     };
     rc = qod_engine_create(&eo, &d->engine, err, errcap);
     return rc;
@@ -140,6 +150,7 @@ static int open_delivery(qod_daemon *d, const qod_options *o, char *err, size_t 
         .global = (int)o->callback_max_inflight,
         .ca_file = o->callback_ca[0] ? o->callback_ca : NULL,
         .allow = &d->allow,
+        .seal = d->seal,
     };
     int rc = qod_cidrs_parse(o->callback_allow, &d->allow, err, errcap);
     rc = rc ? rc : qod_retry_schedule_parse(o->retry_schedule, &dopt, err, errcap);
@@ -164,6 +175,8 @@ static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t 
         .engine = d->engine,
         .profiles = d->profiles,
         .callback_allow = &d->allow,
+        .token_rate_client = o->token_rate_client,
+        .token_rate_ip = o->token_rate_ip,
     };
     int rc = qod_api_create(&deps, &d->api);
     if (rc != QOD_OK) {
@@ -185,6 +198,14 @@ static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t 
         snprintf(err, errcap, "cannot open the admin socket %s: %s", path, qod_strerror(rc));
         return rc;
     }
+    size_t n;
+    if (!o->tls_cert[0] != !o->tls_key[0]) {
+        snprintf(err, errcap, "option 'tls-cert': --tls-cert and --tls-key go together");
+        return QOD_ERR_INVALID;
+    }
+    if (o->tls_cert[0] && ((rc = qod_file_read(o->tls_cert, 1 << 20, &d->tls_cert, &n, err, errcap)) != QOD_OK ||
+                           (rc = qod_file_read(o->tls_key, 1 << 20, &d->tls_key, &n, err, errcap)) != QOD_OK))
+        return rc;
     qod_http_opts ho = {
         .listen = o->listen,
         .threads = (unsigned)o->threads,
@@ -192,6 +213,8 @@ static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t 
         .per_ip_limit = (unsigned)o->max_conns_per_ip,
         .conn_limit = (unsigned)o->max_conns,
         .max_body = (size_t)o->max_body,
+        .tls_cert_pem = d->tls_cert,
+        .tls_key_pem = d->tls_key,
         .dispatch = qod_api_dispatch,
         .done = qod_api_done,
         .ctx = d->api,
@@ -209,7 +232,7 @@ int qod_daemon_start(const qod_options *o, qod_daemon **out, char *err, size_t e
     if (o->public_url[0])
         snprintf(d->public_url, sizeof d->public_url, "%s", o->public_url);
     else
-        snprintf(d->public_url, sizeof d->public_url, "http://%s", o->listen);
+        snprintf(d->public_url, sizeof d->public_url, "%s://%s", o->tls_cert[0] ? "https" : "http", o->listen);
     size_t ul = strlen(d->public_url);
     while (ul && d->public_url[ul - 1] == '/')
         d->public_url[--ul] = '\0';
@@ -263,8 +286,13 @@ void qod_daemon_stop(qod_daemon *d)
     qod_engine_destroy(d->engine);
     qod_registry_destroy(d->registry);
     qod_profiles_destroy(d->profiles);
+    qod_seal_close(d->seal);
     if (d->lock_fd >= 0)
         close(d->lock_fd);
+    free(d->tls_cert);
+    if (d->tls_key)
+        memset(d->tls_key, 0, strlen(d->tls_key));
+    free(d->tls_key);
     free(d);
     QOD_INFO("qodd", "stopped", "%s", "");
 }

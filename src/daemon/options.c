@@ -113,6 +113,13 @@ const qod_cfg_opt qod_option_table[] = {
      "tc: link rate of the shaped interfaces, e.g. 20mbit, 1gbit, 500kbit."},
     {"tc-guaranteed-share", QOD_CFG_DOUBLE, O(tc_share), 0.05, 1, "0.8", NULL, NULL,
      "tc: share of the link that guaranteed rates may take in all (admission control)."},
+    {"token-rate-client", QOD_CFG_DOUBLE, O(token_rate_client), 0, 100000, "10", NULL, NULL,
+     "Token endpoint: requests per second per client_id (burst twice that; 0 = no limit)."},
+    {"token-rate-ip", QOD_CFG_DOUBLE, O(token_rate_ip), 0, 1000000, "50", NULL, NULL,
+     "Token endpoint: requests per second per source address (burst twice that; 0 = no limit)."},
+    {"tls-cert", QOD_CFG_STR, O(tls_cert), 0, 4096, "", NULL, NULL,
+     "PEM certificate (chain) to serve HTTPS on --listen; needs --tls-key."},
+    {"tls-key", QOD_CFG_STR, O(tls_key), 0, 4096, "", NULL, NULL, "PEM private key of --tls-cert."},
     {"retry-schedule", QOD_CFG_STR, O(retry_schedule), 0, 1000, "0,5,300,1800,7200,18000,36000,36000", NULL,
      check_schedule,
      "Callback attempts: value i is the wait in seconds before attempt i, from the previous failure (±10% "

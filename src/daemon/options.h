@@ -37,6 +37,10 @@ typedef struct {
     char *tc_uplink_dev;
     char *tc_link_rate;
     double tc_share;
+    double token_rate_client;
+    double token_rate_ip;
+    char *tls_cert;
+    char *tls_key;
 } qod_options;
 
 /* The option table and its size. */

@@ -10,6 +10,7 @@
 #include "util/time.h"
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <math.h>
@@ -48,6 +49,7 @@ typedef struct sq {
     item *head, *tail;
     qod_timer t;
     bool busy;          /* an attempt is in flight or the queue waits for a slot */
+    int64_t requeue_from; /* an operator replay waiting for the queue to be idle (0 = none) */
     struct sq *wait_next;
     host *h;
 } sq;
@@ -447,11 +449,22 @@ static void attempt_free(attempt *at)
     free(at);
 }
 
+static void requeue_now(qod_delivery *d, const char *session, int64_t from_seq);
+
 static void try_start(qod_delivery *d, sq *q)
 {
     item *it = q->head;
     if (!it || q->busy)
         return;
+    if (q->requeue_from) {
+        char *session = strdup(q->session);
+        int64_t from = q->requeue_from;
+        q->requeue_from = 0;
+        if (session)
+            requeue_now(d, session, from);
+        free(session);
+        return;
+    }
     if (qod_hmap_get(&d->gone, q->url)) {
         mark_dead(d, q, "the URL answered 410 Gone before");
         return;
@@ -466,6 +479,8 @@ static void try_start(qod_delivery *d, sq *q)
     event_fields f;
     const char *why = "the outbox row is unreadable";
     attempt *at = calloc(1, sizeof *at);
+    if (at)
+        at->retry_after_s = -1; /* no Retry-After header seen */
     int rc = at ? qod_json_parse(it->doc, strlen(it->doc), 16, &o, err, sizeof err) : QOD_ERR_NOMEM;
     rc = rc ? rc : read_fields(o, &f);
     if (rc == QOD_OK) {
@@ -474,8 +489,17 @@ static void try_start(qod_delivery *d, sq *q)
         f.extra_json = extra_text;
         at->d = d;
         at->q = q;
-        rc = prepare(d, at, it, &f, &why);
+        char *token = NULL;
+        if (f.token && qod_seal_decrypt(d->o.seal, f.token, &token) != QOD_OK) {
+            why = "the callback token cannot be unsealed (wrong secrets.key?)";
+            rc = QOD_ERR_STATE;
+        }
+        f.token = token;
+        rc = rc ? rc : prepare(d, at, it, &f, &why);
         free(extra_text);
+        if (token)
+            OPENSSL_cleanse(token, strlen(token));
+        free(token);
     }
     if (rc == QOD_OK && !(at->easy = make_easy(d, at, q->url)))
         rc = QOD_ERR_NOMEM;
@@ -571,7 +595,21 @@ static void unlink_attempt(qod_delivery *d, attempt *at)
         at->next->prev = at->prev;
 }
 
+static void finish_outcome(qod_delivery *d, attempt *at, CURLcode cc);
+
+/* Handles a finished attempt, then an operator replay that waited for it. */
 static void finish(qod_delivery *d, attempt *at, CURLcode cc)
+{
+    int64_t from = at->q->requeue_from;
+    char *session = from ? strdup(at->q->session) : NULL;
+    at->q->requeue_from = 0;
+    finish_outcome(d, at, cc);
+    if (session)
+        requeue_now(d, session, from);
+    free(session);
+}
+
+static void finish_outcome(qod_delivery *d, attempt *at, CURLcode cc)
 {
     sq *q = at->q;
     unlink_attempt(d, at);
@@ -752,11 +790,62 @@ static void load_job(void *arg)
     tick(d, qod_time_mono_ms());
 }
 
-static void reload_job(void *arg)
+/* Replays a session's events from from_seq, in order: forget them in memory, mark them pending in the store (at
+ * once, on this thread, so no result of ours can overwrite the replay), and load them again. Runs only while
+ * the session has no attempt in flight or waiting. */
+static void requeue_now(qod_delivery *d, const char *session, int64_t from_seq)
 {
-    qod_delivery *d = arg;
+    sq *q = qod_hmap_get(&d->queues, session);
+    if (q && q->busy) {
+        q->requeue_from = q->requeue_from && q->requeue_from < from_seq ? q->requeue_from : from_seq;
+        return;
+    }
+    while (q) {
+        bool last = !q->head || !q->head->next;
+        if (q->head)
+            pop_head(d, q); /* frees q with its last item */
+        if (last)
+            break;
+    }
+    qod_store_batch *b = qod_store_batch_new();
+    if (b && qod_store_batch_event_requeue(b, session, from_seq, qod_time_wall_ms()) == QOD_OK)
+        qod_store_commit(d->o.store, b);
+    else
+        qod_store_batch_free(b);
+    QOD_INFO("delivery", "replay", "session=%s from_seq=%lld", session, (long long)from_seq);
     d->last_seq = 0;
     load_job(d);
+}
+
+typedef struct {
+    qod_delivery *d;
+    char *session;
+    int64_t from_seq;
+} requeue_job_arg;
+
+static void requeue_job(void *arg)
+{
+    requeue_job_arg *j = arg;
+    requeue_now(j->d, j->session, j->from_seq);
+    free(j->session);
+    free(j);
+}
+
+int qod_delivery_requeue(qod_delivery *d, const char *session, int64_t from_seq)
+{
+    requeue_job_arg *j = calloc(1, sizeof *j);
+    if (!j || !(j->session = strdup(session))) {
+        free(j);
+        return QOD_ERR_NOMEM;
+    }
+    j->d = d;
+    j->from_seq = from_seq;
+    int rc = qod_loop_post(d->o.loop, requeue_job, j);
+    if (rc != QOD_OK) {
+        free(j->session);
+        free(j);
+    }
+    return rc;
 }
 
 void qod_delivery_kick(void *arg)
@@ -764,11 +853,6 @@ void qod_delivery_kick(void *arg)
     qod_delivery *d = arg;
     if (!atomic_exchange(&d->kick_posted, true) && qod_loop_post(d->o.loop, load_job, d) != QOD_OK)
         atomic_store(&d->kick_posted, false);
-}
-
-void qod_delivery_reload(qod_delivery *d)
-{
-    qod_loop_post(d->o.loop, reload_job, d);
 }
 
 /* ---- lifecycle and metrics ------------------------------------------------------------------------------------------ */

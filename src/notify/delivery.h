@@ -16,6 +16,7 @@
 #include "notify/urlguard.h"
 #include "store/store.h"
 #include "util/buf.h"
+#include "util/seal.h"
 
 #include <stdint.h>
 
@@ -35,6 +36,7 @@ typedef struct {
     const char *ca_file;     /* an extra CA for https callbacks, or NULL */
     const qod_cidrs *allow;  /* --callback-allow */
     size_t max_loaded;       /* events held in memory */
+    const qod_seal *seal;    /* opens the sealed callback tokens of events */
 } qod_delivery_opts;
 
 /* An outbox event as a renderer sees it; strings borrowed for the call. */
@@ -64,8 +66,9 @@ void qod_delivery_set_renderer(qod_delivery *d, int surface, qod_render_fn fn);
 int qod_delivery_start(qod_delivery *d);
 /* New events are durable: look for them (any thread; coalesced). */
 void qod_delivery_kick(void *d);
-/* Re-reads every pending event, including replayed old ones (any thread). */
-void qod_delivery_reload(qod_delivery *d);
+/* Replays a session's events from from_seq on, in order (an operator's retry of a dead event), once the session
+ * has no attempt in flight; the loop writes the replay to the store itself. Any thread. */
+int qod_delivery_requeue(qod_delivery *d, const char *session, int64_t from_seq);
 /* Frees everything; the loop must be stopped. NULL is a no-op. */
 void qod_delivery_destroy(qod_delivery *d);
 /* Appends the delivery metrics (Prometheus text). */

@@ -3,6 +3,7 @@
 #include "notify/sign.h"
 #include "util/buf.h"
 #include "util/err.h"
+#include "util/file.h"
 #include "util/json.h"
 #include "util/time.h"
 
@@ -157,18 +158,15 @@ int qod_receiver_run(unsigned port, const char *secret, const char *save_dir, in
 
 int qod_receiver_verify_file(const char *path, const char *secret, int64_t tolerance_s, char *why, size_t cap)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(why, cap, "cannot open %s: %s", path, strerror(errno));
-        return -errno;
-    }
-    char *buf = malloc(4 * RECEIVER_MAX_BODY + 1);
-    size_t n = buf ? fread(buf, 1, 4 * RECEIVER_MAX_BODY + 1, f) : 0;
-    fclose(f);
+    char *buf = NULL;
+    size_t n = 0;
+    int frc = qod_file_read(path, 4 * RECEIVER_MAX_BODY, &buf, &n, why, cap);
+    if (frc != QOD_OK)
+        return frc;
     cJSON *o = NULL;
     const cJSON *h = NULL;
     const char *id = NULL, *ts = NULL, *sig = NULL, *body = NULL;
-    int rc = buf && n <= 4 * RECEIVER_MAX_BODY ? qod_json_parse(buf, n, 4, &o, why, cap) : QOD_ERR_LIMIT;
+    int rc = qod_json_parse(buf, n, 4, &o, why, cap);
     rc = rc ? rc : qod_json_obj(o, "headers", &h);
     rc = rc ? rc : qod_json_str(h, "webhook-id", &id);
     rc = rc ? rc : qod_json_str(h, "webhook-timestamp", &ts);

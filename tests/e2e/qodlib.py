@@ -812,9 +812,9 @@ class WebhookReceiver:
     Answers come from, in order: the queue filled by respond() (one entry per request), else the function given as
     `responder(hook) -> (status, headers_dict, body_bytes)` or None, else `default` (status, headers, body).
     An answer may carry a delay in seconds (respond(..., delay=2)) to simulate a slow sink.
-    With certfile/keyfile it speaks HTTPS."""
+    With certfile/keyfile it speaks HTTPS. port: listen on this port (default 0: the kernel's pick)."""
 
-    def __init__(self, responder=None, default=(200, {}, b""), certfile=None, keyfile=None):
+    def __init__(self, responder=None, default=(200, {}, b""), certfile=None, keyfile=None, port=0):
         self.requests = []
         self.cond = threading.Condition()
         self.queue = []
@@ -870,7 +870,7 @@ class WebhookReceiver:
             block_on_close = False
             allow_reuse_address = True
 
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", port), Handler)
         self.tls = certfile is not None
         if self.tls:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -39,7 +39,7 @@ QTEST(sign_accepts_secret_without_prefix)
 {
     qod_buf b;
     qod_buf_init(&b, 0);
-    int rc = qod_webhook_sign(VEC_SECRET + strlen("whsec_"), VEC_ID, VEC_TS, VEC_BODY, strlen(VEC_BODY), &b);
+    int rc = qod_webhook_sign(&VEC_SECRET[sizeof "whsec_" - 1], VEC_ID, VEC_TS, VEC_BODY, strlen(VEC_BODY), &b);
     char got[128];
     snprintf(got, sizeof got, "%s", b.data ? b.data : "");
     qod_buf_dispose(&b);
@@ -147,7 +147,7 @@ QTEST(verify_accepts_when_second_of_several_signatures_matches)
 
 QTEST(verify_rejects_when_no_signature_matches)
 {
-    const char *sig_b64 = VEC_SIG + 3;
+    const char *sig_b64 = &VEC_SIG[3];
     char hdr[128];
     /* The right bytes under another scheme name do not count. */
     snprintf(hdr, sizeof hdr, "v2,%s", sig_b64);
