@@ -43,6 +43,7 @@ static void print_session(const cJSON *r);
 static void print_devices(const cJSON *r);
 static void print_deliveries(const cJSON *r);
 static void print_requeued(const cJSON *r);
+static void print_consents(const cJSON *r);
 static void print_device(const cJSON *r);
 
 static const cmd_spec commands[] = {
@@ -85,6 +86,8 @@ static const cmd_spec commands[] = {
      print_deliveries},
     {"deliveries", "retry", "event_id", "deliveries retry EVENT_ID | --all", {{"all", "all", F_BOOL}}, print_requeued},
     {"device", "list", NULL, "device list [--json]", {{0}}, print_devices},
+    {"consent", "approve", "auth_req_id", "consent approve AUTH_REQ_ID", {{0}}, print_ok},
+    {"consent", "list", NULL, "consent list [--json]", {{0}}, print_consents},
     {"webhook", "listen", NULL, "webhook listen --port P --secret whsec_... [--save DIR] [--tolerance SECONDS]",
      {{"port", "port", F_NUM}, {"secret", "secret", F_STR}, {"save", "save", F_STR}, {"tolerance", "tolerance", F_NUM}},
      NULL,
@@ -195,6 +198,17 @@ static void print_deliveries(const cJSON *r)
     {
         printf("%-36s  %-9s  %-8.0f  %-22s  %-20s  %s\n", str_of(e, "event_id"), str_of(e, "delivery"),
                num_of(e, "attempts"), str_of(e, "status"), str_of(e, "next_at"), str_of(e, "url"));
+    }
+}
+
+static void print_consents(const cJSON *r)
+{
+    printf("%-34s  %-32s  %-24s  %s\n", "AUTH_REQ_ID", "CLIENT_ID", "SUBJECT", "EXPIRES_IN");
+    const cJSON *e;
+    cJSON_ArrayForEach(e, r)
+    {
+        printf("%-34s  %-32s  %-24s  %.0f s\n", str_of(e, "auth_req_id"), str_of(e, "client_id"), str_of(e, "subject"),
+               num_of(e, "expires_in"));
     }
 }
 

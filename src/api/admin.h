@@ -16,6 +16,7 @@ typedef struct qod_engine qod_engine;
 typedef struct qod_registry qod_registry;
 typedef struct qod_store qod_store;
 typedef struct qod_delivery qod_delivery;
+typedef struct qod_ciba qod_ciba;
 
 /* What admin commands operate on; borrowed. */
 typedef struct {
@@ -25,6 +26,7 @@ typedef struct {
     qod_registry *registry;
     qod_store *store;
     qod_delivery *delivery;
+    qod_ciba *ciba;
 } qod_admin_deps;
 
 /* One admin command: reads args, appends the JSON result to out, or returns an error with why in err. */

@@ -1,5 +1,6 @@
 #include "api/admin_cmds.h"
 
+#include "auth/ciba.h"
 #include "core/engine.h"
 #include "core/registry.h"
 #include "notify/delivery.h"
@@ -431,7 +432,29 @@ static int deliveries_retry(const qod_admin_deps *d, const cJSON *args, qod_buf 
     return rc ? rc : qod_buf_printf(out, "{\"requeued\":%zu}", c.n);
 }
 
+static int consent_approve(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
+{
+    const char *id = NULL;
+    if (qod_json_str(args, "auth_req_id", &id) != QOD_OK) {
+        snprintf(err, errcap, "auth_req_id is required");
+        return QOD_ERR_INVALID;
+    }
+    int rc = qod_ciba_approve(d->ciba, id, qod_time_mono_ms());
+    if (rc == QOD_ERR_NOTFOUND)
+        snprintf(err, errcap, "no pending request %.64s (unknown or expired)", id);
+    return rc ? rc : qod_buf_puts(out, "{\"approved\":true}");
+}
+
+static int consent_list(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
+{
+    (void)args;
+    (void)err;
+    (void)errcap;
+    return qod_ciba_list(d->ciba, qod_time_mono_ms(), out);
+}
+
 static const qod_admin_cmd cmds[] = {
+    {"consent.approve", consent_approve}, {"consent.list", consent_list},
     {"deliveries.list", deliveries_list}, {"deliveries.retry", deliveries_retry},
     {"session.list", session_list}, {"session.show", session_show}, {"device.add", device_add},
     {"device.list", device_list},   {"device.remove", device_remove},

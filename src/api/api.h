@@ -16,6 +16,8 @@
 
 typedef struct qod_engine qod_engine;
 typedef struct qod_profiles qod_profiles;
+typedef struct qod_ciba qod_ciba;
+typedef struct qod_registry qod_registry;
 
 /* What the API layer needs from the daemon; all borrowed, all outlive the API. */
 typedef struct {
@@ -30,6 +32,9 @@ typedef struct {
     const qod_cidrs *callback_allow; /* --callback-allow ranges */
     double token_rate_client;        /* token endpoint: requests per second per client_id (0 = none) */
     double token_rate_ip;            /* token endpoint: requests per second per source address (0 = none) */
+    qod_ciba *ciba;                  /* pending 3-legged (CIBA) requests */
+    qod_registry *registry;          /* live devices, for CIBA login hints */
+    bool ciba_auto_approve;          /* live apps' CIBA requests are approved without an operator */
 } qod_api_deps;
 
 typedef struct qod_api qod_api;

@@ -3,13 +3,16 @@
 #include "api/errors.h"
 #include "api/form.h"
 #include "api/ratelimit.h"
+#include "auth/ciba.h"
 #include "auth/scope.h"
+#include "core/registry.h"
 #include "util/b64.h"
 #include "util/buf.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/rand.h"
 #include "util/time.h"
+#include "core/device.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -18,6 +21,7 @@
 #include <strings.h>
 
 #define GRANT_CLIENT_CREDENTIALS "client_credentials"
+#define GRANT_CIBA "urn:openid:params:grant-type:ciba"
 
 /* Client credentials from "Authorization: Basic" (RFC 6749 §2.3.1: both parts form-urlencoded) or from the
  * form. Returns 1 when found, 0 when absent, -1 when malformed or given twice. */
@@ -56,7 +60,8 @@ static int client_credentials(qod_req *r, const qod_form *f, char *id, size_t id
 }
 
 /* Issues a token for the app with the given scope and answers 200. */
-static void issue(qod_call *c, qod_req *r, const qod_app *app, const char *scope, const char *device)
+static void issue(qod_call *c, qod_req *r, const qod_app *app, const char *scope, const char *device,
+                  const char *subject)
 {
     const qod_api_deps *d = qod_api_deps_of(c->api);
     qod_jwt_claims cl;
@@ -64,7 +69,7 @@ static void issue(qod_call *c, qod_req *r, const qod_app *app, const char *scope
     int64_t now = qod_time_wall_ms() / 1000;
     snprintf(cl.iss, sizeof cl.iss, "%s", d->public_url);
     snprintf(cl.client_id, sizeof cl.client_id, "%s", app->client_id);
-    snprintf(cl.sub, sizeof cl.sub, "%s", app->client_id);
+    snprintf(cl.sub, sizeof cl.sub, "%s", subject ? subject : app->client_id);
     snprintf(cl.scope, sizeof cl.scope, "%s", scope);
     if (device)
         snprintf(cl.device, sizeof cl.device, "%s", device);
@@ -123,51 +128,174 @@ static bool token_limited(qod_call *c, qod_req *r, const char *client_id)
     return true;
 }
 
-void qod_oauth_token(qod_call *c, qod_req *r)
+/* Parses the form and authenticates the client (RFC 6749 §2.3.1). Responds and returns false on failure. */
+static bool form_client(qod_call *c, qod_req *r, qod_form *f, qod_app *app, bool need_grant)
 {
     const qod_api_deps *d = qod_api_deps_of(c->api);
-    qod_form f = {0};
     const char *why = NULL;
     size_t len = 0;
     const char *body = qod_req_body(r, &len);
     char id[128], secret[256];
-    qod_app app;
     if (token_limited(c, r, NULL))
-        goto out;
+        return false;
     if (!qod_req_content_type_is(r, "application/x-www-form-urlencoded")) {
         qod_oauth_error(r, 400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded");
-        goto out;
+        return false;
     }
-    if (qod_form_parse(body, len, &f, &why) != QOD_OK) {
+    if (qod_form_parse(body, len, f, &why) != QOD_OK) {
         qod_oauth_error(r, 400, "invalid_request", why);
-        goto out;
+        return false;
     }
-    const char *grant = qod_form_get(&f, "grant_type");
-    if (!grant) {
+    if (need_grant && !qod_form_get(f, "grant_type")) {
         qod_oauth_error(r, 400, "invalid_request", "grant_type is required");
-        goto out;
+        return false;
     }
-    int cred = client_credentials(r, &f, id, sizeof id, secret, sizeof secret);
+    int cred = client_credentials(r, f, id, sizeof id, secret, sizeof secret);
     if (cred < 0) {
         qod_oauth_error(r, 400, "invalid_request", "malformed or repeated client authentication");
-        goto out;
+        return false;
     }
     if (cred > 0 && token_limited(c, r, id))
-        goto out;
-    if (cred == 0 || qod_apps_authenticate(d->apps, id, secret, &app) != QOD_OK) {
+        return false;
+    if (cred == 0 || qod_apps_authenticate(d->apps, id, secret, app) != QOD_OK) {
         qod_oauth_error(r, 401, "invalid_client", "client authentication failed");
-        goto out;
+        return false;
     }
-    if (strcmp(grant, GRANT_CLIENT_CREDENTIALS) != 0) {
-        qod_oauth_error(r, 400, "unsupported_grant_type", "supported: client_credentials");
-        goto out;
+    return true;
+}
+
+/* The scope of a request: "openid" (CIBA's marker) dropped; the rest must be granted to the app. */
+static bool requested_scope(qod_req *r, const qod_app *app, const char *scope, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (!scope) {
+        snprintf(out, cap, "%s", app->scopes);
+        return true;
     }
-    const char *scope = qod_form_get(&f, "scope");
-    if (scope && (!qod_scope_valid(scope, sizeof app.scopes) || !qod_scope_subset(scope, app.scopes))) {
+    size_t o = 0;
+    for (const char *p = scope; *p;) {
+        const char *e = strchr(p, ' ');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n && !(n == 6 && strncmp(p, "openid", 6) == 0) && o + n + 2 < cap) {
+            o += (size_t)snprintf(out + o, cap - o, "%s%.*s", o ? " " : "", (int)n, p);
+        }
+        p += n + (e ? 1 : 0);
+    }
+    if (!out[0] || !qod_scope_valid(out, cap) || !qod_scope_subset(out, app->scopes)) {
         qod_oauth_error(r, 400, "invalid_scope", "the requested scope is not granted to this client");
+        return false;
+    }
+    return true;
+}
+
+static void ciba_grant(qod_call *c, qod_req *r, const qod_form *f, const qod_app *app)
+{
+    const char *id = qod_form_get(f, "auth_req_id");
+    qod_ciba_grant g;
+    if (!id) {
+        qod_oauth_error(r, 400, "invalid_request", "auth_req_id is required");
+        return;
+    }
+    switch (qod_ciba_poll_token(qod_api_deps_of(c->api)->ciba, id, app->client_id, qod_time_mono_ms(), &g)) {
+    case QOD_CIBA_GRANTED:
+        issue(c, r, app, g.scope, g.device, g.subject);
+        return;
+    case QOD_CIBA_PENDING:
+        qod_oauth_error(r, 400, "authorization_pending", "the end-user has not approved the request yet");
+        return;
+    case QOD_CIBA_SLOW_DOWN:
+        qod_oauth_error(r, 400, "slow_down", "poll no faster than the interval (now 5 seconds longer)");
+        return;
+    case QOD_CIBA_EXPIRED:
+        qod_oauth_error(r, 400, "expired_token", "the authentication request expired");
+        return;
+    default:
+        qod_oauth_error(r, 400, "invalid_grant", "unknown, used or foreign auth_req_id");
+        return;
+    }
+}
+
+void qod_oauth_token(qod_call *c, qod_req *r)
+{
+    qod_form f = {0};
+    qod_app app;
+    char scope[512];
+    if (form_client(c, r, &f, &app, true)) {
+        const char *grant = qod_form_get(&f, "grant_type");
+        if (strcmp(grant, GRANT_CIBA) == 0)
+            ciba_grant(c, r, &f, &app);
+        else if (strcmp(grant, GRANT_CLIENT_CREDENTIALS) != 0)
+            qod_oauth_error(r, 400, "unsupported_grant_type", "supported: client_credentials, " GRANT_CIBA);
+        else if (requested_scope(r, &app, qod_form_get(&f, "scope"), scope, sizeof scope))
+            issue(c, r, &app, scope, NULL, NULL);
+    }
+    qod_form_dispose(&f);
+}
+
+/* login_hint "tel:+E164", "ipv4:A.B.C.D" or "ipv6:ADDR" → subject and device JSON. */
+static bool parse_hint(const char *hint, qod_ciba_grant *g, qod_device *dev)
+{
+    char norm[46];
+    memset(dev, 0, sizeof *dev);
+    dev->ipv4_port = -1;
+    if (strncmp(hint, "tel:", 4) == 0 && qod_phone_valid(hint + 4)) {
+        snprintf(dev->phone, sizeof dev->phone, "%s", hint + 4);
+        dev->present = QOD_DEV_PHONE;
+        snprintf(g->subject, sizeof g->subject, "tel:%s", hint + 4);
+        snprintf(g->device, sizeof g->device, "{\"phoneNumber\":\"%s\"}", hint + 4);
+    } else if (strncmp(hint, "ipv4:", 5) == 0 && qod_ipv4_norm(hint + 5, dev->ipv4_public)) {
+        /* Without NAT the public and private addresses are the same (CAMARA DeviceIpv4Addr). */
+        memcpy(dev->ipv4_private, dev->ipv4_public, sizeof dev->ipv4_private);
+        memcpy(norm, dev->ipv4_public, sizeof dev->ipv4_public);
+        dev->present = QOD_DEV_IPV4;
+        snprintf(g->subject, sizeof g->subject, "ipv4:%s", norm);
+        snprintf(g->device, sizeof g->device, "{\"ipv4Address\":{\"publicAddress\":\"%s\",\"privateAddress\":\"%s\"}}",
+                 norm, norm);
+    } else if (strncmp(hint, "ipv6:", 5) == 0 && qod_ipv6_norm(hint + 5, norm)) {
+        snprintf(dev->ipv6, sizeof dev->ipv6, "%s", norm);
+        dev->present = QOD_DEV_IPV6;
+        snprintf(g->subject, sizeof g->subject, "ipv6:%s", norm);
+        snprintf(g->device, sizeof g->device, "{\"ipv6Address\":\"%s\"}", norm);
+    } else {
+        return false;
+    }
+    return true;
+}
+
+void qod_oauth_bc_authorize(qod_call *c, qod_req *r)
+{
+    const qod_api_deps *d = qod_api_deps_of(c->api);
+    qod_form f = {0};
+    qod_app app;
+    qod_ciba_grant g;
+    qod_device dev;
+    qod_subscriber sub;
+    char id[48];
+    memset(&g, 0, sizeof g);
+    if (!form_client(c, r, &f, &app, false))
+        goto out;
+    const char *hint = qod_form_get(&f, "login_hint");
+    if (!hint || !parse_hint(hint, &g, &dev)) {
+        qod_oauth_error(r, 400, "invalid_request", "login_hint must be tel:+E164, ipv4:ADDRESS or ipv6:ADDRESS");
         goto out;
     }
-    issue(c, r, &app, scope ? scope : app.scopes, NULL);
+    if (!requested_scope(r, &app, qod_form_get(&f, "scope"), g.scope, sizeof g.scope))
+        goto out;
+    bool live = app.env == QOD_APP_LIVE;
+    if (live && qod_registry_find(d->registry, &dev, qod_device_choose(&dev), &sub) != QOD_OK) {
+        qod_oauth_error(r, 400, "unknown_user_id", "the login_hint does not identify a known subscriber");
+        goto out;
+    }
+    snprintf(g.client_id, sizeof g.client_id, "%s", app.client_id);
+    if (qod_ciba_start(d->ciba, &g, !live || d->ciba_auto_approve, qod_time_mono_ms(), id, sizeof id) != QOD_OK) {
+        qod_oauth_error(r, 503, "temporarily_unavailable", "too many pending authentication requests");
+        goto out;
+    }
+    char body[256];
+    int n = snprintf(body, sizeof body, "{\"auth_req_id\":\"%s\",\"expires_in\":%d,\"interval\":%d}", id,
+                     QOD_CIBA_TTL_S, QOD_CIBA_INTERVAL_S);
+    qod_req_add_header(r, "Cache-Control", "no-store");
+    qod_api_json(r, 200, body, (size_t)n);
 out:
     qod_form_dispose(&f);
 }
@@ -191,11 +319,13 @@ void qod_oauth_discovery(qod_call *c, qod_req *r)
     qod_buf_json_str(&b, u);
     qod_buf_printf(&b,
                    ",\"token_endpoint\":\"%s/oauth2/token\",\"jwks_uri\":\"%s/.well-known/jwks.json\","
-                   "\"grant_types_supported\":[\"client_credentials\"],"
+                   "\"grant_types_supported\":[\"client_credentials\",\"" GRANT_CIBA "\"],"
+                   "\"backchannel_authentication_endpoint\":\"%s/oauth2/bc-authorize\","
+                   "\"backchannel_token_delivery_modes_supported\":[\"poll\"],"
                    "\"token_endpoint_auth_methods_supported\":[\"client_secret_basic\",\"client_secret_post\"],"
                    "\"id_token_signing_alg_values_supported\":[\"ES256\"],"
                    "\"scopes_supported\":[",
-                   u, u);
+                   u, u, u);
     const char *p = qod_scopes_all;
     for (bool first = true; *p; first = false) {
         const char *e = strchr(p, ' ');

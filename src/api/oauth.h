@@ -7,6 +7,8 @@
 
 /* POST /oauth2/token */
 void qod_oauth_token(qod_call *c, qod_req *r);
+/* POST /oauth2/bc-authorize (OpenID CIBA) */
+void qod_oauth_bc_authorize(qod_call *c, qod_req *r);
 /* GET /.well-known/jwks.json */
 void qod_oauth_jwks(qod_call *c, qod_req *r);
 /* GET /.well-known/openid-configuration */

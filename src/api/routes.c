@@ -2,6 +2,8 @@
 
 #include "api/health.h"
 #include "api/konera_v0.h"
+#include "api/konera_v1.h"
+#include "api/qos_profiles.h"
 #include "api/oauth.h"
 
 #include <stddef.h>
@@ -11,6 +13,7 @@ const qod_route qod_routes[] = {
     {"GET", "/readyz", qod_health_ready, NULL, QOD_BODY_NONE, 0},
     {"GET", "/metrics", qod_health_metrics, NULL, QOD_BODY_NONE, 0},
     {"POST", "/oauth2/token", qod_oauth_token, NULL, QOD_BODY_FORM, QOD_ROUTE_NO_STORE},
+    {"POST", "/oauth2/bc-authorize", qod_oauth_bc_authorize, NULL, QOD_BODY_FORM, QOD_ROUTE_NO_STORE},
     {"GET", "/.well-known/jwks.json", qod_oauth_jwks, NULL, QOD_BODY_NONE, 0},
     {"GET", "/.well-known/openid-configuration", qod_oauth_discovery, NULL, QOD_BODY_NONE, 0},
     {"POST", "/camara/qod/v0/sessions", qod_v0_create, "qod", QOD_BODY_JSON, QOD_ROUTE_NO_STORE},
@@ -20,5 +23,17 @@ const qod_route qod_routes[] = {
     {"GET", "/camara/qod/v0/openapi.yaml", qod_v0_openapi, NULL, QOD_BODY_NONE, 0},
     {"POST", "/sandbox/v0/sessions/{sessionId}/network-events", qod_sandbox_network_event, "qod", QOD_BODY_JSON,
      QOD_ROUTE_NO_STORE},
+    {"POST", "/quality-on-demand/v1/sessions", qod_v1_create, "quality-on-demand:sessions:create", QOD_BODY_JSON,
+     QOD_ROUTE_NO_STORE},
+    {"GET", "/quality-on-demand/v1/sessions/{sessionId}", qod_v1_get, "quality-on-demand:sessions:read",
+     QOD_BODY_NONE, QOD_ROUTE_NO_STORE},
+    {"DELETE", "/quality-on-demand/v1/sessions/{sessionId}", qod_v1_delete, "quality-on-demand:sessions:delete",
+     QOD_BODY_NONE, QOD_ROUTE_NO_STORE},
+    {"POST", "/quality-on-demand/v1/sessions/{sessionId}/extend", qod_v1_extend, "quality-on-demand:sessions:update",
+     QOD_BODY_JSON, QOD_ROUTE_NO_STORE},
+    {"POST", "/quality-on-demand/v1/retrieve-sessions", qod_v1_retrieve,
+     "quality-on-demand:sessions:retrieve-by-device", QOD_BODY_JSON, QOD_ROUTE_NO_STORE},
+    {"GET", "/qos-profiles/v1/qos-profiles/{name}", qod_profiles_get, "qos-profiles:read", QOD_BODY_NONE, 0},
+    {"POST", "/qos-profiles/v1/retrieve-qos-profiles", qod_profiles_retrieve, "qos-profiles:read", QOD_BODY_JSON, 0},
     {NULL, NULL, NULL, NULL, 0, 0},
 };

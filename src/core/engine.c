@@ -210,9 +210,9 @@ static int add_event_row(qod_engine *e, qod_store_batch *b, sess *x)
     qod_buf_init(&doc, 0);
     qod_buf_printf(&doc,
                    "{\"session\":\"%s\",\"app\":\"%s\",\"state\":\"%s\",\"reason\":\"%s\",\"surface\":%d,"
-                   "\"at_ms\":%lld,\"seq\":%u",
+                   "\"at_ms\":%lld,\"seq\":%u,\"available_ms\":%lld",
                    x->s.id, x->s.app_id, qod_session_state_name(x->s.st.state), qod_end_reason_name(x->s.st.reason),
-                   (int)x->s.surface, (long long)now, ++x->nevents);
+                   (int)x->s.surface, (long long)now, ++x->nevents, (long long)x->s.available_ms);
     put_str_or_null(&doc, "url", x->s.url);
     put_sealed_or_null(e, &doc, "token", x->s.token);
     put_json_or_null(&doc, "extra", x->s.extra);
@@ -708,6 +708,70 @@ int qod_engine_delete_session(qod_engine *e, const char *id, const char *app_id,
         rc = change(e, x, QOD_EV_DELETED, "deleted by the app", done, arg);
     pthread_mutex_unlock(&e->mu);
     return rc;
+}
+
+typedef struct {
+    qod_engine *e;
+    qod_engine_done done;
+    void *arg;
+    char id[37];
+} extend_ctx;
+
+static void extend_committed(int rc, void *arg)
+{
+    extend_ctx *c = arg;
+    c->done(c->arg, rc, c->id, NULL);
+    free(c);
+}
+
+int qod_engine_extend_session(qod_engine *e, const char *id, const char *app_id, int64_t add_s, int64_t max_total_s,
+                              qod_engine_done done, void *arg)
+{
+    sess *x = NULL;
+    extend_ctx *c = calloc(1, sizeof *c);
+    qod_store_batch *b = qod_store_batch_new();
+    int rc = c && b ? QOD_OK : QOD_ERR_NOMEM;
+    pthread_mutex_lock(&e->mu);
+    rc = rc ? rc : find_owned(e, id, app_id, &x);
+    if (rc == QOD_OK && x->s.st.state != QOD_SS_AVAILABLE)
+        rc = QOD_ERR_STATE;
+    if (rc == QOD_OK) {
+        /* The overall duration never exceeds the profile's maximum: the excess is dropped silently. */
+        int64_t total = x->s.duration_s + add_s;
+        if (total > max_total_s)
+            total = max_total_s;
+        int64_t added_ms = (total - x->s.duration_s) * 1000;
+        x->s.duration_s = total;
+        x->s.expires_ms += added_ms;
+        if (qod_timer_armed(&x->timers[SLOT_LIFE]))
+            arm(e, x, SLOT_LIFE, x->timers[SLOT_LIFE].due + added_ms, TK_EXPIRE);
+        rc = add_session_row(e, b, x, false);
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (rc == QOD_OK) {
+        *c = (extend_ctx){e, done, arg, ""};
+        snprintf(c->id, sizeof c->id, "%s", id);
+        if (qod_store_submit(e->o.store, b, extend_committed, c) != QOD_OK)
+            extend_committed(QOD_ERR_CLOSED, c);
+        return QOD_OK;
+    }
+    free(c);
+    qod_store_batch_free(b);
+    return rc;
+}
+
+int qod_engine_find_by_device(qod_engine *e, const char *device_key, const char *app_id,
+                              void (*fn)(void *arg, const qod_session *s), void *arg)
+{
+    int n = 0;
+    pthread_mutex_lock(&e->mu);
+    sess *x = qod_hmap_get(&e->by_dev, device_key);
+    if (x && !x->pending && strcmp(x->s.app_id, app_id) == 0) {
+        fn(arg, &x->s);
+        n = 1;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return n;
 }
 
 int qod_engine_network_event(qod_engine *e, const char *id, const char *app_id, qod_net_outcome o)

@@ -117,6 +117,15 @@ int qod_engine_read(qod_engine *e, const char *id, const char *app_id, void (*fn
 /* Ends a session early. QOD_OK (done runs after the commit), QOD_ERR_NOTFOUND, QOD_ERR_DENIED, or
  * QOD_ERR_STATE when it has already ended. */
 int qod_engine_delete_session(qod_engine *e, const char *id, const char *app_id, qod_engine_done done, void *arg);
+/* Extends an AVAILABLE session by add_s seconds, capped at max_total_s in all. QOD_OK (done runs after the
+ * commit; read the session again for the new times), QOD_ERR_NOTFOUND, QOD_ERR_DENIED, or QOD_ERR_STATE when
+ * the session is not AVAILABLE. */
+int qod_engine_extend_session(qod_engine *e, const char *id, const char *app_id, int64_t add_s, int64_t max_total_s,
+                              qod_engine_done done, void *arg);
+/* Calls fn under the lock for the active session of a device key owned by app_id, if any; returns how many
+ * sessions fn saw (0 or 1). */
+int qod_engine_find_by_device(qod_engine *e, const char *device_key, const char *app_id,
+                              void (*fn)(void *arg, const qod_session *s), void *arg);
 /* Forces a network-side outcome (sandbox). QOD_ERR_STATE when the transition is not legal now. */
 int qod_engine_network_event(qod_engine *e, const char *id, const char *app_id, qod_net_outcome o);
 /* Calls fn for each session (of app_id when non-NULL), under the lock; fn returns non-zero to stop. */

@@ -1,5 +1,6 @@
 #include "core/profiles.h"
 
+#include "core/device.h"
 #include "util/err.h"
 #include "util/file.h"
 #include "util/json.h"
@@ -161,6 +162,46 @@ static int parse_numbers(const cJSON *o, qod_profile *p, char *err, size_t errca
     return QOD_OK;
 }
 
+/* Our extension "x-devices": a profile offered only to these phone numbers. Removed from the served JSON. */
+static int parse_devices(cJSON *o, qod_profile *p, char *err, size_t errcap)
+{
+    cJSON *devs = cJSON_DetachItemFromObjectCaseSensitive(o, "x-devices");
+    if (!devs)
+        return QOD_OK;
+    int n = cJSON_GetArraySize(devs);
+    int rc = cJSON_IsArray(devs) && n >= 1 && n <= 10000 ? QOD_OK : QOD_ERR_INVALID;
+    if (rc == QOD_OK && !(p->devices = calloc((size_t)n, sizeof *p->devices)))
+        rc = QOD_ERR_NOMEM;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, devs)
+    {
+        if (rc != QOD_OK)
+            break;
+        if (!cJSON_IsString(it) || !qod_phone_valid(it->valuestring)) {
+            rc = QOD_ERR_INVALID;
+            break;
+        }
+        if (!(p->devices[p->ndevices] = strdup(it->valuestring)))
+            rc = QOD_ERR_NOMEM;
+        else
+            p->ndevices++;
+    }
+    if (rc != QOD_OK)
+        snprintf(err, errcap, "profile %s: x-devices must be an array of E.164 phone numbers", p->name);
+    cJSON_Delete(devs);
+    return rc;
+}
+
+bool qod_profile_for_device(const qod_profile *p, const char *phone)
+{
+    if (!p->devices)
+        return true;
+    for (int i = 0; i < p->ndevices; i++)
+        if (strcmp(p->devices[i], phone) == 0)
+            return true;
+    return false;
+}
+
 static int parse_one(const cJSON *o, qod_profile *p, char *err, size_t errcap)
 {
     const char *name = NULL, *desc = NULL;
@@ -176,6 +217,7 @@ static int parse_one(const cJSON *o, qod_profile *p, char *err, size_t errcap)
     }
     int rc = parse_status(o, p, err, errcap);
     rc = rc ? rc : parse_numbers(o, p, err, errcap);
+    rc = rc ? rc : parse_devices((cJSON *)o, p, err, errcap);
     if (rc == QOD_OK) {
         p->json = cJSON_PrintUnformatted(o);
         rc = p->json ? QOD_OK : QOD_ERR_NOMEM;
@@ -202,9 +244,15 @@ int qod_profiles_parse(const char *json, size_t len, qod_profiles **out, char *e
         if (rc != QOD_OK)
             break;
         rc = parse_one(it, &ps->v[ps->n], err, errcap);
+        if (rc != QOD_OK) {
+            for (int k = 0; k < ps->v[ps->n].ndevices; k++)
+                free(ps->v[ps->n].devices[k]);
+            free(ps->v[ps->n].devices);
+            free(ps->v[ps->n].json);
+        }
         if (rc == QOD_OK && qod_profiles_find(ps, ps->v[ps->n].name)) {
             snprintf(err, errcap, "profile %s is defined twice", ps->v[ps->n].name);
-            free(ps->v[ps->n].json);
+            ps->n++; /* freed with the catalogue */
             rc = QOD_ERR_INVALID;
         }
         if (rc == QOD_OK)
@@ -242,8 +290,12 @@ void qod_profiles_destroy(qod_profiles *p)
 {
     if (!p)
         return;
-    for (size_t i = 0; i < p->n; i++)
+    for (size_t i = 0; i < p->n; i++) {
         free(p->v[i].json);
+        for (int k = 0; k < p->v[i].ndevices; k++)
+            free(p->v[i].devices[k]);
+        free(p->v[i].devices);
+    }
     free(p->v);
     free(p);
 }

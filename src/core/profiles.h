@@ -26,7 +26,9 @@ typedef struct {
     int64_t max_up_kbps;
     int priority;                /* 1 (highest) .. 100 */
     int64_t delay_budget_us;     /* packetDelayBudget, 0 when not given */
-    char *json;                  /* the QosProfile object, compact JSON */
+    char *json;                  /* the QosProfile object, compact JSON (without our extension fields) */
+    char **devices;              /* "x-devices": phone numbers the profile is restricted to; NULL = everyone */
+    int ndevices;
 } qod_profile;
 
 typedef struct qod_profiles qod_profiles;
@@ -46,6 +48,9 @@ const qod_profile *qod_profiles_at(const qod_profiles *p, size_t i);
 size_t qod_profiles_count(const qod_profiles *p);
 /* Appends the JSON array of every profile. */
 int qod_profiles_to_json(const qod_profiles *p, qod_buf *out);
+/* True when the profile may be offered to the device with this phone number ("" = no device given: only
+ * unrestricted profiles). */
+bool qod_profile_for_device(const qod_profile *p, const char *phone);
 /* "ACTIVE", "INACTIVE", "DEPRECATED". */
 const char *qod_profile_status_name(qod_profile_status s);
 

@@ -4,12 +4,14 @@
 #include "api/api.h"
 #include "api/http.h"
 #include "auth/apps.h"
+#include "auth/ciba.h"
 #include "auth/jwt.h"
 #include "auth/tokcache.h"
 #include "core/engine.h"
 #include "core/profiles.h"
 #include "core/registry.h"
 #include "api/konera_v0.h"
+#include "api/konera_v1.h"
 #include "notify/delivery.h"
 #include "notify/urlguard.h"
 #include "store/store.h"
@@ -37,6 +39,7 @@ struct qod_daemon {
     qod_apps *apps;
     qod_jwt_key *key;
     qod_tokcache *tokens;
+    qod_ciba *ciba;
     qod_profiles *profiles;
     qod_registry *registry;
     qod_engine *engine;
@@ -101,7 +104,8 @@ static int open_state(qod_daemon *d, const qod_options *o, char *err, size_t err
         return rc;
     }
     d->tokens = qod_tokcache_create(100000);
-    return d->tokens ? QOD_OK : QOD_ERR_NOMEM;
+    d->ciba = qod_ciba_create();
+    return d->tokens && d->ciba ? QOD_OK : QOD_ERR_NOMEM;
 }
 
 static int open_engine(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
@@ -158,6 +162,7 @@ static int open_delivery(qod_daemon *d, const qod_options *o, char *err, size_t 
     if (rc != QOD_OK)
         return rc;
     qod_delivery_set_renderer(d->delivery, QOD_SURFACE_V0, qod_v0_render_event);
+    qod_delivery_set_renderer(d->delivery, QOD_SURFACE_V1, qod_v1_render_event);
     qod_engine_set_events_hook(d->engine, qod_delivery_kick, d->delivery);
     rc = qod_delivery_start(d->delivery);
     return rc ? rc : qod_engine_start(d->engine);
@@ -177,6 +182,9 @@ static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t 
         .callback_allow = &d->allow,
         .token_rate_client = o->token_rate_client,
         .token_rate_ip = o->token_rate_ip,
+        .ciba = d->ciba,
+        .registry = d->registry,
+        .ciba_auto_approve = o->ciba_auto_approve,
     };
     int rc = qod_api_create(&deps, &d->api);
     if (rc != QOD_OK) {
@@ -192,7 +200,8 @@ static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t 
                          .engine = d->engine,
                          .registry = d->registry,
                          .store = d->store,
-                         .delivery = d->delivery};
+                         .delivery = d->delivery,
+                         .ciba = d->ciba};
     rc = qod_admin_start(path, &ad, &d->admin);
     if (rc != QOD_OK) {
         snprintf(err, errcap, "cannot open the admin socket %s: %s", path, qod_strerror(rc));
@@ -280,6 +289,7 @@ void qod_daemon_stop(qod_daemon *d)
     qod_engine_stop(d->engine);
     qod_delivery_destroy(d->delivery);
     qod_tokcache_destroy(d->tokens);
+    qod_ciba_destroy(d->ciba);
     qod_jwt_key_destroy(d->key);
     qod_apps_destroy(d->apps);
     qod_store_close(d->store);

@@ -39,6 +39,7 @@ typedef struct {
     double tc_share;
     double token_rate_client;
     double token_rate_ip;
+    bool ciba_auto_approve;
     char *tls_cert;
     char *tls_key;
 } qod_options;

@@ -321,7 +321,7 @@ static size_t on_body(char *buf, size_t size, size_t n, void *userdata)
 typedef struct {
     const char *url, *token, *app, *state, *reason, *extra_json, *session;
     int surface;
-    int64_t at_ms;
+    int64_t at_ms, available_ms;
 } event_fields;
 
 static int read_fields(const cJSON *o, event_fields *f)
@@ -338,6 +338,7 @@ static int read_fields(const cJSON *o, event_fields *f)
         f->token = NULL;
     qod_json_int(o, "surface", 0, MAX_RENDERERS - 1, &surface);
     qod_json_int(o, "at_ms", 0, INT64_MAX / 2, &f->at_ms);
+    qod_json_int(o, "available_ms", 0, INT64_MAX / 2, &f->available_ms);
     f->surface = (int)surface;
     (void)extra;
     return rc;
@@ -356,7 +357,7 @@ static int sign_all(const qod_app *app, const char *id, int64_t ts, const char *
 
 static struct curl_slist *add_hdr(struct curl_slist *l, const char *name, const char *value)
 {
-    char line[4096];
+    char line[4200];
     snprintf(line, sizeof line, "%s: %s", name, value);
     struct curl_slist *n = curl_slist_append(l, line);
     if (!n)
@@ -374,19 +375,25 @@ static int prepare(qod_delivery *d, attempt *at, const item *it, const event_fie
     }
     at->sandbox = app.env == QOD_APP_SANDBOX;
     qod_render_fn render = f->surface < MAX_RENDERERS ? d->render[f->surface] : NULL;
-    qod_event_view v = {it->id, f->session, f->app, f->state, f->reason, f->extra_json, f->token, f->surface, f->at_ms};
+    qod_event_view v = {it->id,    f->session, f->app,       f->state,       f->reason,
+                        f->extra_json, f->token, f->surface, f->at_ms, f->available_ms};
     qod_buf body, sig;
     qod_buf_init(&body, 1u << 20);
     qod_buf_init(&sig, 1024);
     const char *ct = "application/json", *token = f->token;
     int rc = render ? render(&v, &body, &ct, &token) : QOD_ERR_STATE;
+    if (rc == QOD_RENDER_SKIP) {
+        qod_buf_dispose(&body);
+        qod_buf_dispose(&sig);
+        return QOD_RENDER_SKIP;
+    }
     if (rc != QOD_OK) {
         *why = render ? "the event is not deliverable (its credential expired)" : "no renderer for this API";
         rc = QOD_ERR_STATE;
     }
     int64_t ts = qod_time_wall_ms() / 1000;
     rc = rc ? rc : sign_all(&app, it->id, ts, body.data ? body.data : "", body.len, &sig);
-    char tsbuf[32], auth[600];
+    char tsbuf[32], auth[2100];
     snprintf(tsbuf, sizeof tsbuf, "%lld", (long long)ts);
     struct curl_slist *h = NULL;
     if (rc == QOD_OK) {
@@ -395,7 +402,7 @@ static int prepare(qod_delivery *d, attempt *at, const item *it, const event_fie
         h = h ? add_hdr(h, "webhook-timestamp", tsbuf) : NULL;
         h = h ? add_hdr(h, "webhook-signature", sig.data) : NULL;
         h = h ? add_hdr(h, "Expect", "") : NULL;
-        if (h && token && strlen(token) < 512) {
+        if (h && token && strlen(token) < sizeof auth - 8) {
             snprintf(auth, sizeof auth, "Bearer %s", token);
             h = add_hdr(h, "Authorization", auth);
         }
@@ -465,6 +472,12 @@ static void try_start(qod_delivery *d, sq *q)
         free(session);
         return;
     }
+    if (!q->url[0]) {
+        /* A session without a callback URL (CAMARA sink is optional): nothing to send. */
+        persist_state(d, it, EV_DELIVERED, qod_time_wall_ms());
+        pop_head(d, q);
+        return;
+    }
     if (qod_hmap_get(&d->gone, q->url)) {
         mark_dead(d, q, "the URL answered 410 Gone before");
         return;
@@ -506,6 +519,13 @@ static void try_start(qod_delivery *d, sq *q)
     if (rc == QOD_OK && curl_multi_add_handle(d->multi, at->easy) != CURLM_OK)
         rc = QOD_ERR_NOMEM;
     cJSON_Delete(o);
+    if (rc == QOD_RENDER_SKIP) {
+        /* Nothing to send for this API: the event is done. */
+        attempt_free(at);
+        persist_state(d, it, EV_DELIVERED, qod_time_wall_ms());
+        pop_head(d, q);
+        return;
+    }
     if (rc != QOD_OK) {
         if (at)
             attempt_free(at);

@@ -50,10 +50,14 @@ typedef struct {
     const char *token;       /* bearer token for the receiver, or NULL */
     int surface;
     int64_t at_ms;
+    int64_t available_ms;    /* when the session became available, 0 if it never did */
 } qod_event_view;
 
-/* Renders the body of one event. Returns QOD_OK, or QOD_ERR_STATE when the event must not be sent (it becomes
- * dead). *token may be replaced by the renderer (e.g. a sink credential). */
+/* A renderer's answer for an event its API does not notify (it is marked delivered without a request). */
+#define QOD_RENDER_SKIP 1
+
+/* Renders the body of one event. Returns QOD_OK, QOD_RENDER_SKIP when the API sends nothing for it, or
+ * QOD_ERR_STATE when the event cannot be sent (it becomes dead). */
 typedef int (*qod_render_fn)(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token);
 
 /* Parses "0,5,300,…" into opts->schedule. QOD_ERR_INVALID with why in err. */

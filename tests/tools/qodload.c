@@ -2,7 +2,9 @@
  *
  *   qodload send HOST PORT RATE_KBIT SECONDS [SIZE [SPORT]]
  *       sends SIZE-byte datagrams (default 1400) to HOST:PORT at RATE_KBIT (payload bits) for SECONDS, from
- *       source port SPORT when given; prints {"packets","bytes","seconds"}.
+ *       source port SPORT when given; prints {"packets","bytes","seconds"}. The gaps between datagrams vary at
+ *       random by +-50% around the mean: strictly periodic senders phase-lock at a full tail-drop queue, and
+ *       one of them then takes most of the link, which real traffic does not.
  *   qodload recv PORT SECONDS [WARMUP]
  *       counts what arrives on UDP PORT from the first datagram on for SECONDS, ignoring the first WARMUP
  *       seconds (default 1); prints {"packets","bytes","window_s","kbps"} where kbps is payload kilobits per
@@ -35,6 +37,15 @@ static void sleep_until(int64_t t)
     struct timespec ts = {(time_t)(t / 1000000000), (long)(t % 1000000000)};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
         ;
+}
+
+/* xorshift64: cheap, good enough to spread send times. */
+static uint64_t next_rand(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
 }
 
 static int num(const char *s, double lo, double hi, double *out)
@@ -73,8 +84,9 @@ static int do_send(int argc, char **argv)
     static char buf[MAX_SIZE];
     memset(buf, 'q', sizeof buf);
     int64_t gap = (int64_t)(size * 8 / (rate * 1000) * 1e9), start = now_ns(), end = start + (int64_t)(secs * 1e9);
+    uint64_t rnd = (uint64_t)start ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15u;
     long long packets = 0, bytes = 0;
-    for (int64_t due = start; due < end; due += gap) {
+    for (int64_t due = start; due < end; due += gap / 2 + (int64_t)(next_rand(&rnd) % (uint64_t)(gap + 1))) {
         sleep_until(due);
         /* A full socket buffer or an ICMP error from the far end is not the sender's business: keep pacing. */
         if (sendto(fd, buf, (size_t)size, 0, (struct sockaddr *)&to, sizeof to) > 0) {

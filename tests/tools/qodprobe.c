@@ -6,11 +6,14 @@
  *       sends COUNT small probes (64 bytes), one every INTERVAL_MS, to an echo server, from source port SPORT when
  *       given, and waits up to TIMEOUT_MS (default 2000) after the last one; prints
  *       {"sent","received","lost","min_ms","p50_ms","p95_ms","p99_ms","max_ms"} over the probes that came back.
- * A probe carries its sequence number and send time, so late, duplicate or foreign datagrams are recognised. */
+ * A probe carries its sequence number and send time, so late, duplicate or foreign datagrams are recognised.
+ * Both ends ask for real-time scheduling (when allowed) so that CPU contention from other tests adds as little
+ * as possible to what is measured: the network's queueing delay. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,6 +171,8 @@ static int do_ping(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    struct sched_param sp = {.sched_priority = 10};
+    sched_setscheduler(0, SCHED_FIFO, &sp);
     int rc = 2;
     if (argc > 1 && strcmp(argv[1], "echo") == 0)
         rc = do_echo(argc, argv);

@@ -1,0 +1,29 @@
+/* CAMARA Quality-on-Demand 1.1.0 (/quality-on-demand/v1), on the same engine as the v0 API. Engine statuses map
+ * to REQUESTED, AVAILABLE and UNAVAILABLE with statusInfo DURATION_EXPIRED, NETWORK_TERMINATED (refused or
+ * ended by the network) or DELETE_REQUESTED. Notifications are CloudEvents 1.0 (structured mode). */
+#ifndef QOD_API_KONERA_V1_H
+#define QOD_API_KONERA_V1_H
+
+#include "api/api.h"
+#include "core/device.h"
+#include "notify/delivery.h"
+
+/* POST /quality-on-demand/v1/sessions */
+void qod_v1_create(qod_call *c, qod_req *r);
+/* GET /quality-on-demand/v1/sessions/{sessionId} */
+void qod_v1_get(qod_call *c, qod_req *r);
+/* DELETE /quality-on-demand/v1/sessions/{sessionId} */
+void qod_v1_delete(qod_call *c, qod_req *r);
+/* POST /quality-on-demand/v1/sessions/{sessionId}/extend */
+void qod_v1_extend(qod_call *c, qod_req *r);
+/* POST /quality-on-demand/v1/retrieve-sessions */
+void qod_v1_retrieve(qod_call *c, qod_req *r);
+/* Renders a v1 notification as a CloudEvent. */
+int qod_v1_render_event(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token);
+/* Resolves the device of a CAMARA request from the body's `device` (2-legged) or the token (3-legged), with
+ * CAMARA's errors (MISSING_IDENTIFIER, UNNECESSARY_IDENTIFIER, UNSUPPORTED_IDENTIFIER, 400). Responds and
+ * returns false on error. *from_token tells whether the device came from the token. */
+bool qod_camara_device(qod_call *c, qod_req *r, const cJSON *device, qod_device *out, qod_device_kind *kind,
+                       bool *from_token);
+
+#endif
