@@ -32,7 +32,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
 TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
 TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 
-.PHONY: all deps run test unit e2e clean fuzz bench format
+.PHONY: all deps run test unit e2e clean fuzz fuzz-build bench format
 all: $(BUILD)/qodd $(BUILD)/qodctl
 
 deps:
@@ -77,6 +77,30 @@ test: deps
 
 unit: all $(UNIT_BIN)
 	@python3 tests/run.py --build $(BUILD) --unit-only
+
+# Fuzzing: libFuzzer targets (tests/fuzz/fuzz_*.c) built with clang against a sanitized library.
+# `make fuzz FUZZ_SECONDS=N` runs each target N seconds on its committed corpus and dictionary.
+FUZZ_SECONDS ?= 10
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+fuzz-build: deps
+	@$(MAKE) --no-print-directory CC=clang BUILD=build/fuzz OPT=-O1 \
+	    SANFLAGS="-fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-pointer" build/fuzz/libqod.a
+	@$(MAKE) --no-print-directory CC=clang BUILD=build/fuzz OPT=-O1 $(FUZZ_BIN)
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c build/fuzz/libqod.a
+	@echo "  FUZZ    $@"
+	@clang -O1 -g -std=c11 -D_GNU_SOURCE -Isrc $(PKG_CFLAGS) -fsanitize=address,undefined,fuzzer \
+	    $< build/fuzz/libqod.a -o $@ $(PKG_LIBS) -lm -pthread
+
+fuzz: fuzz-build
+	@scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+# Benchmarks (not part of `make test`): an optimised build, wrk and nginx from Debian, results written to
+# docs/benchmarks.md and bench/results.json. QUICK=1 runs a one-minute subset.
+bench: deps
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O2 -DNDEBUG" all
+	@python3 bench/run.py --build build/bench $(if $(QUICK),--quick)
 
 clean:
 	rm -rf build

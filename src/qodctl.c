@@ -16,7 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-typedef enum { F_STR, F_NUM, F_RATE, F_BOOL } flag_type;
+typedef enum { F_STR, F_NUM, F_SNUM, F_RATE, F_BOOL } flag_type;
 
 typedef struct {
     const char *flag; /* without dashes */
@@ -86,6 +86,9 @@ static const cmd_spec commands[] = {
      print_deliveries},
     {"deliveries", "retry", "event_id", "deliveries retry EVENT_ID | --all", {{"all", "all", F_BOOL}}, print_requeued},
     {"device", "list", NULL, "device list [--json]", {{0}}, print_devices},
+    {"test", "clock", NULL, "test clock --offset-ms N   (qodd --test-hooks only: shift the wall clock)",
+     {{"offset-ms", "offset_ms", F_SNUM}},
+     print_ok},
     {"consent", "approve", "auth_req_id", "consent approve AUTH_REQ_ID", {{0}}, print_ok},
     {"consent", "list", NULL, "consent list [--json]", {{0}}, print_consents},
     {"webhook", "listen", NULL, "webhook listen --port P --secret whsec_... [--save DIR] [--tolerance SECONDS]",
@@ -259,7 +262,7 @@ static bool add_flag(cJSON *args, const flag_spec *f, const char *v)
     double d = strtod(v, &end);
     if (f->type == F_RATE && end && strcmp(end, "/s") == 0)
         end += 2;
-    if (errno || end == v || *end || !isfinite(d) || d < 0) {
+    if (errno || end == v || *end || !isfinite(d) || (d < 0 && f->type != F_SNUM)) {
         fprintf(stderr, "qodctl: --%s needs a non-negative number, not '%s'\n", f->flag, v);
         return false;
     }

@@ -27,6 +27,7 @@ typedef struct {
     qod_store *store;
     qod_delivery *delivery;
     qod_ciba *ciba;
+    bool test_hooks; /* fault-test commands allowed */
 } qod_admin_deps;
 
 /* One admin command: reads args, appends the JSON result to out, or returns an error with why in err. */

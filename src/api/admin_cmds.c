@@ -453,7 +453,24 @@ static int consent_list(const qod_admin_deps *d, const cJSON *args, qod_buf *out
     return qod_ciba_list(d->ciba, qod_time_mono_ms(), out);
 }
 
+/* Shifts the wall clock (fault tests of clock jumps): expiry must keep following the monotonic clock. */
+static int test_clock(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
+{
+    int64_t off = 0;
+    if (!d->test_hooks) {
+        snprintf(err, errcap, "test hooks are disabled (start qodd with --test-hooks)");
+        return QOD_ERR_DENIED;
+    }
+    if (qod_json_int(args, "offset_ms", -(1LL << 40), 1LL << 40, &off) != QOD_OK) {
+        snprintf(err, errcap, "offset_ms must be an integer");
+        return QOD_ERR_INVALID;
+    }
+    qod_time_set_wall_offset(off);
+    return qod_buf_printf(out, "{\"offset_ms\":%lld}", (long long)off);
+}
+
 static const qod_admin_cmd cmds[] = {
+    {"test.clock", test_clock},
     {"consent.approve", consent_approve}, {"consent.list", consent_list},
     {"deliveries.list", deliveries_list}, {"deliveries.retry", deliveries_retry},
     {"session.list", session_list}, {"session.show", session_show}, {"device.add", device_add},

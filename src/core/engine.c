@@ -25,7 +25,19 @@ typedef struct {
     qod_timer timers[2];
     bool pending;  /* created in memory, not yet committed */
     uint32_t nevents;
+    uint32_t unsaved; /* status changes whose commit failed and waits in the retry list */
 } sess;
+
+/* A status change that could not be committed (disk full, store down): kept in memory, in order, and retried
+ * until it is durable, so no callback is ever lost. */
+typedef struct unsaved {
+    char session[37];
+    char owner[33];
+    char event_id[QOD_UUID_LEN + 1];
+    int64_t created_ms;
+    char *event_doc;
+    struct unsaved *next;
+} unsaved;
 
 typedef struct {
     char app_id[33];
@@ -52,6 +64,9 @@ struct qod_engine {
     qod_loop *loop;
     void *be;
     atomic_llong deadline; /* the loop's current wake-up time (monotonic ms) */
+    unsaved *uhead, *utail;  /* failed status commits, oldest first */
+    bool retry_inflight;
+    int64_t retry_at;        /* monotonic ms of the next retry */
     uint64_t created, events;
 };
 
@@ -200,8 +215,9 @@ static int add_session_row(const qod_engine *e, qod_store_batch *b, const sess *
     return rc;
 }
 
-/* Appends the outbox event for the session's current status (engine terms; the delivery renders it). */
-static int add_event_row(qod_engine *e, qod_store_batch *b, sess *x)
+/* Appends the outbox event for the session's current status (engine terms; the delivery renders it), and
+ * keeps a copy in *u for a retry should the commit fail. */
+static int add_event_row(qod_engine *e, qod_store_batch *b, sess *x, unsaved *u)
 {
     char id[QOD_UUID_LEN + 1];
     qod_uuid_v4(id);
@@ -218,9 +234,14 @@ static int add_event_row(qod_engine *e, qod_store_batch *b, sess *x)
     put_json_or_null(&doc, "extra", x->s.extra);
     qod_buf_puts(&doc, "}");
     int rc = qod_store_batch_event(b, id, x->s.id, x->s.app_id, now, doc.data);
+    snprintf(u->session, sizeof u->session, "%s", x->s.id);
+    snprintf(u->owner, sizeof u->owner, "%s", x->s.app_id);
+    memcpy(u->event_id, id, sizeof id);
+    u->created_ms = now;
+    u->event_doc = qod_buf_steal(&doc);
     qod_buf_dispose(&doc);
     e->events++;
-    return rc;
+    return rc ? rc : u->event_doc ? QOD_OK : QOD_ERR_NOMEM;
 }
 
 static void after_change_commit(int rc, void *arg)
@@ -281,15 +302,40 @@ typedef struct {
     qod_engine *e;
     qod_engine_done done;
     void *arg;
-    char id[37];
+    unsaved *u;
 } change_ctx;
+
+/* Appends a failed change to the retry list. Caller holds the lock. */
+static void keep_unsaved(qod_engine *e, unsaved *u)
+{
+    sess *x = qod_hmap_get(&e->by_id, u->session);
+    if (x)
+        x->unsaved++;
+    u->next = NULL;
+    if (e->utail)
+        e->utail->next = u;
+    else
+        e->uhead = u;
+    e->utail = u;
+    if (!e->retry_at)
+        e->retry_at = qod_time_mono_ms() + 1000;
+}
 
 static void change_committed(int rc, void *arg)
 {
     change_ctx *c = arg;
     after_change_commit(rc, c->e);
+    if (rc != QOD_OK) {
+        pthread_mutex_lock(&c->e->mu);
+        keep_unsaved(c->e, c->u);
+        pthread_mutex_unlock(&c->e->mu);
+        c->u = NULL;
+    }
     if (c->done)
-        c->done(c->arg, rc, c->id, NULL);
+        c->done(c->arg, rc, c->u ? c->u->session : "", NULL);
+    if (c->u)
+        free(c->u->event_doc);
+    free(c->u);
     free(c);
 }
 
@@ -297,22 +343,80 @@ static void persist_change(qod_engine *e, sess *x, qod_engine_done done, void *a
 {
     qod_store_batch *b = qod_store_batch_new();
     change_ctx *c = calloc(1, sizeof *c);
-    int rc = b && c ? add_session_row(e, b, x, false) : QOD_ERR_NOMEM;
-    rc = rc ? rc : add_event_row(e, b, x);
-    if (rc == QOD_OK) {
-        *c = (change_ctx){e, done, arg, ""};
-        snprintf(c->id, sizeof c->id, "%s", x->s.id);
+    unsaved *u = calloc(1, sizeof *u);
+    int rc = b && c && u ? add_session_row(e, b, x, false) : QOD_ERR_NOMEM;
+    rc = rc ? rc : add_event_row(e, b, x, u);
+    if (rc == QOD_OK && x->unsaved) {
+        /* An earlier change of this session still waits for the store: stay behind it to keep the order. */
+        keep_unsaved(e, u);
+        u = NULL;
+        rc = QOD_ERR_BUSY;
+    } else if (rc == QOD_OK) {
+        *c = (change_ctx){e, done, arg, u};
         rc = qod_store_submit(e->o.store, b, change_committed, c);
         b = NULL;
-        c = rc == QOD_OK ? NULL : c;
+        c = NULL;
+        u = NULL;
     }
     if (rc != QOD_OK) {
-        QOD_ERROR("engine", "persist_failed", "session=%s err=\"%s\"", x->s.id, qod_strerror(rc));
+        QOD_ERROR("engine", "persist_delayed", "session=%s err=\"%s\"", x->s.id, qod_strerror(rc));
         if (done)
             done(arg, rc, x->s.id, NULL);
     }
     qod_store_batch_free(b);
     free(c);
+    if (u)
+        free(u->event_doc);
+    free(u);
+}
+
+static void retried(int rc, void *arg)
+{
+    qod_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    e->retry_inflight = false;
+    unsaved *list = e->uhead;
+    if (rc == QOD_OK) {
+        e->uhead = e->utail = NULL;
+        e->retry_at = 0;
+    } else {
+        e->retry_at = qod_time_mono_ms() + 1000;
+        list = NULL;
+    }
+    for (unsaved *u = list, *next; u; u = next) {
+        next = u->next;
+        sess *x = qod_hmap_get(&e->by_id, u->session);
+        if (x && x->unsaved)
+            x->unsaved--;
+        free(u->event_doc);
+        free(u);
+    }
+    pthread_mutex_unlock(&e->mu);
+    after_change_commit(rc, e);
+    if (rc == QOD_OK)
+        QOD_INFO("engine", "unsaved_changes_committed", "%s", "");
+}
+
+/* Retries the failed changes, all in one batch and in order. Caller holds the lock (engine tick). */
+static void retry_unsaved(qod_engine *e, int64_t now)
+{
+    if (!e->uhead || e->retry_inflight || now < e->retry_at)
+        return;
+    qod_store_batch *b = qod_store_batch_new();
+    int rc = b ? QOD_OK : QOD_ERR_NOMEM;
+    for (unsaved *u = e->uhead; rc == QOD_OK && u; u = u->next) {
+        sess *x = qod_hmap_get(&e->by_id, u->session);
+        if (x)
+            rc = add_session_row(e, b, x, false);
+        rc = rc ? rc : qod_store_batch_event(b, u->event_id, u->session, u->owner, u->created_ms, u->event_doc);
+    }
+    if (rc == QOD_OK && qod_store_submit(e->o.store, b, retried, e) == QOD_OK) {
+        e->retry_inflight = true;
+        return;
+    }
+    if (rc != QOD_OK)
+        qod_store_batch_free(b);
+    e->retry_at = now + 1000;
 }
 
 static void purge(qod_engine *e, sess *x)
@@ -386,8 +490,11 @@ static int64_t tick(void *arg, int64_t now)
         fire(e, t);
     }
     prune_idem(e, qod_time_wall_ms());
+    retry_unsaved(e, now);
     qod_timer *next = qod_timers_peek(&e->timers);
     int64_t due = next ? next->due : now + 60000;
+    if (e->uhead && !e->retry_inflight && e->retry_at < due)
+        due = e->retry_at;
     if (e->idem_head && due > now + 60000)
         due = now + 60000;
     atomic_store(&e->deadline, due);
@@ -1128,6 +1235,12 @@ void qod_engine_destroy(qod_engine *e)
         free(r->key);
         free(r->body);
         free(r);
+    }
+    for (unsaved *u = e->uhead, *next; u; u = next) {
+        next = u->next;
+        QOD_ERROR("engine", "unsaved_change_lost_at_stop", "session=%s event=%s", u->session, u->event_id);
+        free(u->event_doc);
+        free(u);
     }
     qod_hmap_dispose(&e->by_id);
     qod_hmap_dispose(&e->by_dev);

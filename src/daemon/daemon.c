@@ -201,7 +201,8 @@ static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t 
                          .registry = d->registry,
                          .store = d->store,
                          .delivery = d->delivery,
-                         .ciba = d->ciba};
+                         .ciba = d->ciba,
+                         .test_hooks = o->test_hooks};
     rc = qod_admin_start(path, &ad, &d->admin);
     if (rc != QOD_OK) {
         snprintf(err, errcap, "cannot open the admin socket %s: %s", path, qod_strerror(rc));

@@ -40,6 +40,7 @@ typedef struct {
     double token_rate_client;
     double token_rate_ip;
     bool ciba_auto_approve;
+    bool test_hooks;
     char *tls_cert;
     char *tls_key;
 } qod_options;

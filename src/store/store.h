@@ -79,7 +79,7 @@ int qod_store_batch_insert(qod_store_batch *b, qod_store_table t, const char *ke
                            const char *idx, int64_t state, int64_t num, const char *doc);
 /* Deletes a row (absent is fine). */
 int qod_store_batch_del(qod_store_batch *b, qod_store_table t, const char *key);
-/* Appends an outbox event. */
+/* Appends an outbox event; an event whose id is already stored is left as it is (retries are idempotent). */
 int qod_store_batch_event(qod_store_batch *b, const char *id, const char *session, const char *owner,
                           int64_t created_ms, const char *doc);
 /* Updates an event's delivery state. */
