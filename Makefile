@@ -32,7 +32,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
 TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
 TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 
-.PHONY: all deps run test unit e2e clean fuzz fuzz-build bench format
+.PHONY: all deps run test test-faults unit e2e clean fuzz fuzz-build bench format
 all: $(BUILD)/qodd $(BUILD)/qodctl
 
 deps:
@@ -74,6 +74,11 @@ run: deps
 test: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(TOOL_BIN)
 	@python3 tests/run.py --build $(BUILD) $(if $(T),--only $(T))
+
+# The long fault-injection tests (also run by CI).
+test-faults: deps
+	@$(MAKE) --no-print-directory all $(TOOL_BIN)
+	@python3 tests/run.py --build $(BUILD) --dir tests/faults --allow-empty --jobs 1 --timeout 1800
 
 unit: all $(UNIT_BIN)
 	@python3 tests/run.py --build $(BUILD) --unit-only
