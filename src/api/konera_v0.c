@@ -398,6 +398,20 @@ void qod_v0_openapi(qod_call *c, qod_req *r)
     qod_req_respond(r, 200, "application/yaml", qod_openapi_v0, strlen(qod_openapi_v0));
 }
 
+void qod_nef_notification(qod_call *c, qod_req *r)
+{
+    size_t len;
+    const char *body = qod_req_body(r, &len);
+    /* The unguessable path token is the only credential: the NEF learnt it when we subscribed. */
+    int rc = qod_engine_network_notify(qod_api_deps_of(c->api)->engine, c->params[0], body, len);
+    if (rc == QOD_OK)
+        qod_req_respond(r, 204, NULL, NULL, 0);
+    else if (rc == QOD_ERR_INVALID)
+        qod_api_error(r, 400, "INVALID_ARGUMENT", "Malformed UserPlaneNotificationData.");
+    else
+        qod_api_error(r, 404, "NOT_FOUND", "Unknown notification destination.");
+}
+
 void qod_sandbox_network_event(qod_call *c, qod_req *r)
 {
     static const char *const keys[] = {"qosStatus", NULL};

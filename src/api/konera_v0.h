@@ -20,6 +20,8 @@ void qod_v0_profiles(qod_call *c, qod_req *r);
 void qod_v0_openapi(qod_call *c, qod_req *r);
 /* POST /sandbox/v0/sessions/{sessionId}/network-events */
 void qod_sandbox_network_event(qod_call *c, qod_req *r);
+/* POST /nef/v1/notifications/{token}: notifications from the 3GPP NEF (network backend nef). */
+void qod_nef_notification(qod_call *c, qod_req *r);
 /* The v0 word for an engine status. */
 const char *qod_v0_status(qod_session_status st);
 /* Renders the body of a v0 callback: {"sessionId","event":"QOS_STATUS_CHANGED","qosStatus"}. */

@@ -23,6 +23,7 @@ const qod_route qod_routes[] = {
     {"GET", "/camara/qod/v0/openapi.yaml", qod_v0_openapi, NULL, QOD_BODY_NONE, 0},
     {"POST", "/sandbox/v0/sessions/{sessionId}/network-events", qod_sandbox_network_event, "qod", QOD_BODY_JSON,
      QOD_ROUTE_NO_STORE},
+    {"POST", "/nef/v1/notifications/{token}", qod_nef_notification, NULL, QOD_BODY_JSON, 0},
     {"POST", "/quality-on-demand/v1/sessions", qod_v1_create, "quality-on-demand:sessions:create", QOD_BODY_JSON,
      QOD_ROUTE_NO_STORE},
     {"GET", "/quality-on-demand/v1/sessions/{sessionId}", qod_v1_get, "quality-on-demand:sessions:read",

@@ -65,6 +65,7 @@ struct qod_engine {
     void *be;
     atomic_llong deadline; /* the loop's current wake-up time (monotonic ms) */
     unsaved *uhead, *utail;  /* failed status commits, oldest first */
+    atomic_ullong notices;   /* network notices (e.g. QoS not guaranteed) */
     bool retry_inflight;
     int64_t retry_at;        /* monotonic ms of the next retry */
     uint64_t created, events;
@@ -520,6 +521,21 @@ static void sink_report(void *ctx, const char *id, qod_net_outcome o, const char
     change(e, x, evs[o], why, NULL, NULL);
 }
 
+static void sink_report_unlocked(void *ctx, const char *id, qod_net_outcome o, const char *why)
+{
+    qod_engine *e = ctx;
+    pthread_mutex_lock(&e->mu);
+    sink_report(ctx, id, o, why);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void sink_notice(void *ctx, const char *id, const char *what)
+{
+    qod_engine *e = ctx;
+    atomic_fetch_add(&e->notices, 1);
+    QOD_WARN("engine", "network_notice", "session=%s what=\"%s\"", id, what);
+}
+
 static void sink_report_after(void *ctx, const char *id, int64_t delay_ms, qod_net_outcome o, const char *why)
 {
     (void)why;
@@ -954,9 +970,21 @@ void qod_engine_metrics(void *arg, qod_buf *out)
                    "# HELP qod_sessions_created_total Sessions created since start.\n"
                    "# TYPE qod_sessions_created_total counter\nqod_sessions_created_total %llu\n"
                    "# HELP qod_status_events_total Status-change events written to the outbox since start.\n"
-                   "# TYPE qod_status_events_total counter\nqod_status_events_total %llu\n",
+                   "# TYPE qod_status_events_total counter\nqod_status_events_total %llu\n"
+                   "# HELP qod_network_notices_total Network notices without a status change (QoS not guaranteed).\n"
+                   "# TYPE qod_network_notices_total counter\nqod_network_notices_total %llu\n",
                    st.requested, st.available, st.ended, st.timers, (unsigned long long)st.created,
-                   (unsigned long long)st.events);
+                   (unsigned long long)st.events, (unsigned long long)atomic_load(&((qod_engine *)arg)->notices));
+    qod_engine *e = arg;
+    if (e->o.backend->metrics)
+        e->o.backend->metrics(e->be, out);
+}
+
+int qod_engine_network_notify(qod_engine *e, const char *token, const char *body, size_t len)
+{
+    if (!e->o.backend->notify)
+        return QOD_ERR_NOTFOUND;
+    return e->o.backend->notify(e->be, token, body, len);
 }
 
 qod_loop *qod_engine_loop(qod_engine *e)
@@ -1149,10 +1177,12 @@ int qod_engine_create(const qod_engine_opts *opts, qod_engine **out, char *err, 
     qod_hmap_init(&e->idem);
     qod_timers_init(&e->timers);
     atomic_store(&e->deadline, INT64_MAX);
-    qod_net_sink sink = {e, sink_report, sink_report_after};
+    qod_net_sink sink = {e, sink_report, sink_report_after, sink_report_unlocked, sink_notice};
     int rc = qod_loop_create(&e->loop);
+    qod_net_config net = opts->net;
+    net.loop = e->loop;
     if (rc == QOD_OK)
-        rc = opts->backend->create(&opts->net, &sink, &e->be, err, errcap);
+        rc = opts->backend->create(&net, &sink, &e->be, err, errcap);
     if (rc == QOD_OK && (rc = load_all(e)) != QOD_OK)
         snprintf(err, errcap, "cannot load sessions: %s", qod_strerror(rc));
     if (rc != QOD_OK) {

@@ -126,6 +126,8 @@ int qod_engine_extend_session(qod_engine *e, const char *id, const char *app_id,
  * sessions fn saw (0 or 1). */
 int qod_engine_find_by_device(qod_engine *e, const char *device_key, const char *app_id,
                               void (*fn)(void *arg, const qod_session *s), void *arg);
+/* Hands a notification the network POSTed to us to the backend (no engine lock held). */
+int qod_engine_network_notify(qod_engine *e, const char *token, const char *body, size_t len);
 /* Forces a network-side outcome (sandbox). QOD_ERR_STATE when the transition is not legal now. */
 int qod_engine_network_event(qod_engine *e, const char *id, const char *app_id, qod_net_outcome o);
 /* Calls fn for each session (of app_id when non-NULL), under the lock; fn returns non-zero to stop. */

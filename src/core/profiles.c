@@ -192,6 +192,20 @@ static int parse_devices(cJSON *o, qod_profile *p, char *err, size_t errcap)
     return rc;
 }
 
+/* Our extension "x-qosReference": the NEF's QoS reference for this profile (3GPP TS 29.122 qosReference). */
+static int parse_qos_reference(cJSON *o, qod_profile *p, char *err, size_t errcap)
+{
+    cJSON *ref = cJSON_DetachItemFromObjectCaseSensitive(o, "x-qosReference");
+    int rc = QOD_OK;
+    if (ref && (!cJSON_IsString(ref) || !ref->valuestring[0] || strlen(ref->valuestring) >= sizeof p->qos_reference)) {
+        snprintf(err, errcap, "profile %s: x-qosReference must be a non-empty string", p->name);
+        rc = QOD_ERR_INVALID;
+    }
+    snprintf(p->qos_reference, sizeof p->qos_reference, "%s", rc == QOD_OK && ref ? ref->valuestring : p->name);
+    cJSON_Delete(ref);
+    return rc;
+}
+
 bool qod_profile_for_device(const qod_profile *p, const char *phone)
 {
     if (!p->devices)
@@ -218,6 +232,7 @@ static int parse_one(const cJSON *o, qod_profile *p, char *err, size_t errcap)
     int rc = parse_status(o, p, err, errcap);
     rc = rc ? rc : parse_numbers(o, p, err, errcap);
     rc = rc ? rc : parse_devices((cJSON *)o, p, err, errcap);
+    rc = rc ? rc : parse_qos_reference((cJSON *)o, p, err, errcap);
     if (rc == QOD_OK) {
         p->json = cJSON_PrintUnformatted(o);
         rc = p->json ? QOD_OK : QOD_ERR_NOMEM;

@@ -41,6 +41,13 @@ typedef struct {
     double token_rate_ip;
     bool ciba_auto_approve;
     bool test_hooks;
+    char *nef_url;
+    char *nef_scs_as_id;
+    char *nef_token_url;
+    char *nef_client_id;
+    char *nef_client_secret;
+    char *nef_bearer;
+    double nef_timeout_s;
     char *tls_cert;
     char *tls_key;
 } qod_options;

@@ -8,8 +8,10 @@
 #define QOD_NET_BACKEND_H
 
 #include "core/device.h"
+#include "core/loop.h"
 #include "core/profiles.h"
 #include "core/registry.h"
+#include "util/buf.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -34,6 +36,11 @@ typedef struct {
     void (*report)(void *ctx, const char *session_id, qod_net_outcome o, const char *why);
     /* Reports an outcome after delay_ms (replacing an earlier pending report of the same session). */
     void (*report_after)(void *ctx, const char *session_id, int64_t delay_ms, qod_net_outcome o, const char *why);
+    /* Reports an outcome from a thread that does NOT hold the engine lock (the loop thread after an HTTP
+     * exchange, or an HTTP thread handling a network notification): takes the lock itself. */
+    void (*report_unlocked)(void *ctx, const char *session_id, qod_net_outcome o, const char *why);
+    /* Records a QoS-not-guaranteed style notice for metrics and logs (no status change); unlocked. */
+    void (*notice)(void *ctx, const char *session_id, const char *what);
 } qod_net_sink;
 
 /* Backend settings from the daemon's options. */
@@ -44,6 +51,15 @@ typedef struct {
     const char *tc_uplink_dev;    /* tc: optional interface for the other direction, or "" */
     int64_t tc_link_kbps;         /* tc: link rate of tc_dev (and of the uplink) */
     double tc_share;              /* tc: share of the link that guaranteed rates may use (admission) */
+    qod_loop *loop;               /* the engine loop, for backends doing network I/O (nef) */
+    const char *public_url;       /* our base URL, for callbacks the network sends us */
+    const char *nef_url;          /* nef: apiRoot of the NEF */
+    const char *nef_scs_as_id;    /* nef: our SCS/AS identifier */
+    const char *nef_token_url;    /* nef: OAuth2 token endpoint (client credentials), or "" */
+    const char *nef_client_id;
+    const char *nef_client_secret;
+    const char *nef_bearer;       /* nef: a static bearer token, or "" */
+    int64_t nef_timeout_ms;       /* nef: per request */
 } qod_net_config;
 
 typedef struct {
@@ -59,6 +75,12 @@ typedef struct {
     void (*activated)(void *self, const qod_net_session *s);
     /* The session ended: release whatever it holds (idempotent). */
     void (*release)(void *self, const qod_net_session *s);
+    /* Optional: a notification the network POSTed to /nef/v1/notifications/{token}. Called WITHOUT the engine
+     * lock (report through sink.report_unlocked). QOD_OK, QOD_ERR_NOTFOUND (unknown token: 404) or
+     * QOD_ERR_INVALID (malformed body: 400). */
+    int (*notify)(void *self, const char *token, const char *body, size_t len);
+    /* Optional: appends backend metrics (Prometheus text). Unlocked. */
+    void (*metrics)(void *self, qod_buf *out);
 } qod_net_backend;
 
 /* The backend registered under name, or NULL. */
@@ -66,5 +88,6 @@ const qod_net_backend *qod_net_find(const char *name);
 
 extern const qod_net_backend qod_net_sim;
 extern const qod_net_backend qod_net_tc;
+extern const qod_net_backend qod_net_nef;
 
 #endif
