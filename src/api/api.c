@@ -94,6 +94,16 @@ bool qod_correlator_valid(const char *s)
     return true;
 }
 
+void qod_api_lower_param(qod_call *c, int i)
+{
+    if (i < 0 || i >= QOD_MAX_PATH_PARAMS || !c->params[i])
+        return;
+    /* params point into c->param_buf, which the call owns. */
+    for (char *p = c->param_buf + (c->params[i] - c->param_buf); *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+}
+
 bool qod_req_content_type_is(const qod_req *r, const char *media)
 {
     const char *ct = qod_req_header(r, "Content-Type");

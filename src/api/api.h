@@ -48,7 +48,7 @@ typedef struct {
     qod_api *api;
     int route;
     const char *params[QOD_MAX_PATH_PARAMS]; /* path parameters, in pattern order */
-    char param_buf[256];
+    char param_buf[1024];
     qod_app app;               /* the authenticated app (when the route needs a token) */
     qod_jwt_claims claims;     /* the token's claims */
     bool authenticated;
@@ -73,6 +73,8 @@ qod_metrics *qod_api_metrics(qod_api *api);
 /* The libmicrohttpd dispatch and done callbacks (ctx = the qod_api). */
 void qod_api_dispatch(void *ctx, qod_req *r);
 void qod_api_done(void *ctx, qod_req *r, unsigned status, uint64_t dur_ns);
+/* Lower-cases path parameter i in place (UUIDs compare in lower case). */
+void qod_api_lower_param(qod_call *c, int i);
 /* True when s matches the CAMARA XCorrelator pattern (letters, digits and -_:;./<>{}; at most 256). */
 bool qod_correlator_valid(const char *s);
 /* True when the request's Content-Type is the given media type (parameters such as charset allowed). */

@@ -72,7 +72,7 @@ void qod_oauth_error(qod_req *r, unsigned status, const char *error, const char 
     qod_buf_puts(&b, "}");
     if (status == 401)
         qod_req_add_header(r, "WWW-Authenticate", "Basic realm=\"qod\", charset=\"UTF-8\"");
-    qod_req_add_header(r, "Cache-Control", "no-store");
+    /* Cache-Control: no-store comes with the OAuth2 routes (route flag), once. */
     qod_req_add_header(r, "Pragma", "no-cache");
     qod_api_json(r, status, b.data, b.len);
     qod_buf_dispose(&b);

@@ -197,7 +197,12 @@ static bool parse_create(qod_call *c, qod_req *r, v0_create *v)
         return fail(r, 400, "INVALID_ARGUMENT", "device is required");
     if (qod_device_parse(dev, &v->device, v->err, sizeof v->err) != QOD_OK)
         return fail(r, 400, "INVALID_ARGUMENT", v->err);
-    return parse_profile_duration(c, r, v) && parse_webhook(c, r, v) && parse_flows(r, v);
+    if (!parse_profile_duration(c, r, v))
+        return false;
+    if (!qod_profile_for_device(v->profile, v->device.present & QOD_DEV_PHONE ? v->device.phone : ""))
+        return fail(r, 422, "QUALITY_ON_DEMAND.QOS_PROFILE_NOT_APPLICABLE",
+                    "The requested QoS profile is not available for this device.");
+    return parse_webhook(c, r, v) && parse_flows(r, v);
 }
 
 static void body_hash(const char *body, size_t len, char out[65])
@@ -326,6 +331,7 @@ static void render_read(void *arg, const qod_session *s)
 /* Checks the {sessionId} parameter; responds 400 when it is not a UUID. */
 static bool session_id_ok(qod_call *c, qod_req *r)
 {
+    qod_api_lower_param(c, 0);
     if (qod_uuid_valid(c->params[0]))
         return true;
     qod_api_error(r, 400, "INVALID_ARGUMENT", "sessionId must be a UUID.");

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define V1_BASE "/quality-on-demand/v1/sessions/"
 #define EVENT_TYPE "org.camaraproject.quality-on-demand.v1.qos-status-changed"
@@ -62,7 +63,7 @@ static void v1_render(const qod_session *s, qod_buf *out)
     qod_buf_json_str(out, s->profile->name);
     int64_t duration = s->duration_s;
     if (s->st.state == QOD_SS_ENDED && s->available_ms)
-        duration = (s->ended_ms - s->available_ms + 999) / 1000;
+        duration = (s->ended_ms - s->available_ms + 500) / 1000;
     qod_buf_printf(out, ",\"duration\":%lld", (long long)(duration > 0 ? duration : 1));
     if (!from_token_session(s)) {
         qod_buf_puts(out, ",\"device\":");
@@ -172,7 +173,8 @@ static bool parse_credential(qod_req *r, v1_create *v)
         return fail(r, 400, "INVALID_CREDENTIAL", "Only Access token is supported");
     if (!qod_json_only_keys(cred, keys, &bad))
         return fail(r, 400, "INVALID_CREDENTIAL", "sinkCredential has an unknown member");
-    if (qod_json_str(cred, "accessTokenType", &ttype) != QOD_OK || strcmp(ttype, "bearer") != 0)
+    /* RFC 6749 §7.1: token types are case-insensitive (the spec's enum says bearer, its text Bearer). */
+    if (qod_json_str(cred, "accessTokenType", &ttype) != QOD_OK || strcasecmp(ttype, "bearer") != 0)
         return fail(r, 400, "INVALID_TOKEN", "Only bearer token is supported");
     if (qod_json_str(cred, "accessToken", &v->token) != QOD_OK || !v->token[0] || strlen(v->token) > SINK_TOKEN_MAX)
         return fail(r, 400, "INVALID_CREDENTIAL", "sinkCredential.accessToken is required (at most 2048 characters)");
@@ -244,6 +246,9 @@ static bool parse_create(qod_call *c, qod_req *r, v1_create *v)
     const cJSON *dev = cJSON_GetObjectItemCaseSensitive(v->root, "device");
     if (!qod_camara_device(c, r, dev && !cJSON_IsNull(dev) ? dev : NULL, &v->device, &v->kind, &v->from_token))
         return false;
+    if (!qod_profile_for_device(v->profile, v->device.present & QOD_DEV_PHONE ? v->device.phone : ""))
+        return fail(r, 422, "QUALITY_ON_DEMAND.QOS_PROFILE_NOT_APPLICABLE",
+                    "The requested QoS profile is not available for this device.");
     /* Internal members, never echoed: where notifications come from, and until when they may be sent. */
     qod_buf_printf(&v->extra, ",\"_\":{\"threeLegged\":%s,\"sinkExpiresMs\":%lld,\"source\":",
                    v->from_token ? "true" : "false", (long long)v->token_expires_ms);
@@ -319,11 +324,43 @@ void qod_v1_create(qod_call *c, qod_req *r)
     qod_buf_dispose(&v.extra);
 }
 
+typedef struct {
+    const char *want_key;
+    bool match;
+} device_match;
+
+static void match_device(void *arg, const qod_session *s)
+{
+    device_match *m = arg;
+    m->match = strcmp(s->device_key, m->want_key) == 0;
+}
+
+/* With a 3-legged token, the session must be the token's device's: another device's token gets 403. */
+static bool token_device_ok(qod_call *c, qod_req *r)
+{
+    if (!c->claims.device[0])
+        return true;
+    qod_device d;
+    qod_device_kind kind;
+    bool from_token;
+    char key[QOD_DEVICE_KEY_MAX];
+    if (!qod_camara_device(c, r, NULL, &d, &kind, &from_token))
+        return false;
+    if (qod_device_key(&d, kind, key, sizeof key) != QOD_OK)
+        return fail(r, 403, "PERMISSION_DENIED", "The access token does not identify the session's device.");
+    device_match m = {key, false};
+    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, match_device, &m);
+    if (rc == QOD_OK && !m.match)
+        return fail(r, 403, "PERMISSION_DENIED", "Client does not have sufficient permissions to perform this action.");
+    return true;
+}
+
 static bool session_id_ok(qod_call *c, qod_req *r)
 {
-    if (qod_uuid_valid(c->params[0]))
-        return true;
-    return fail(r, 400, "INVALID_ARGUMENT", "sessionId must be a UUID.");
+    qod_api_lower_param(c, 0);
+    if (!qod_uuid_valid(c->params[0]))
+        return fail(r, 400, "INVALID_ARGUMENT", "sessionId must be a UUID.");
+    return token_device_ok(c, r);
 }
 
 static void lookup_error(qod_req *r, int rc)

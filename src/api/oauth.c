@@ -279,7 +279,12 @@ void qod_oauth_bc_authorize(qod_call *c, qod_req *r)
         qod_oauth_error(r, 400, "invalid_request", "login_hint must be tel:+E164, ipv4:ADDRESS or ipv6:ADDRESS");
         goto out;
     }
-    if (!requested_scope(r, &app, qod_form_get(&f, "scope"), g.scope, sizeof g.scope))
+    const char *scope = qod_form_get(&f, "scope");
+    if (!scope || !qod_scope_has(scope, "openid")) {
+        qod_oauth_error(r, 400, "invalid_scope", "an authentication request's scope must include openid");
+        goto out;
+    }
+    if (!requested_scope(r, &app, scope, g.scope, sizeof g.scope))
         goto out;
     bool live = app.env == QOD_APP_LIVE;
     if (live && qod_registry_find(d->registry, &dev, qod_device_choose(&dev), &sub) != QOD_OK) {
@@ -294,7 +299,6 @@ void qod_oauth_bc_authorize(qod_call *c, qod_req *r)
     char body[256];
     int n = snprintf(body, sizeof body, "{\"auth_req_id\":\"%s\",\"expires_in\":%d,\"interval\":%d}", id,
                      QOD_CIBA_TTL_S, QOD_CIBA_INTERVAL_S);
-    qod_req_add_header(r, "Cache-Control", "no-store");
     qod_api_json(r, 200, body, (size_t)n);
 out:
     qod_form_dispose(&f);

@@ -22,6 +22,10 @@ static void token_phone(const qod_call *c, char out[17])
 
 void qod_profiles_get(qod_call *c, qod_req *r)
 {
+    if (!qod_profile_name_valid(c->params[0])) {
+        qod_api_error(r, 400, "INVALID_ARGUMENT", "The profile name must be 3 to 256 characters of [a-zA-Z0-9_.-].");
+        return;
+    }
     const qod_profile *p = qod_profiles_find(qod_api_deps_of(c->api)->profiles, c->params[0]);
     char phone[17];
     token_phone(c, phone);
@@ -42,7 +46,8 @@ void qod_profiles_retrieve(qod_call *c, qod_req *r)
     if (qod_json_parse(body, len, 0, &o, err, sizeof err) != QOD_OK || !cJSON_IsObject(o) ||
         !qod_json_only_keys(o, keys, &bad) || qod_json_str(o, "name", &name) == QOD_ERR_INVALID ||
         qod_json_str(o, "status", &status) == QOD_ERR_INVALID ||
-        (status && strcmp(status, "ACTIVE") && strcmp(status, "INACTIVE") && strcmp(status, "DEPRECATED"))) {
+        (status && strcmp(status, "ACTIVE") && strcmp(status, "INACTIVE") && strcmp(status, "DEPRECATED")) ||
+        (name && !qod_profile_name_valid(name))) {
         qod_api_error(r, 400, "INVALID_ARGUMENT",
                       "Body may hold device, name and status (ACTIVE, INACTIVE or DEPRECATED).");
         cJSON_Delete(o);

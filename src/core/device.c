@@ -119,8 +119,10 @@ int qod_device_parse(const cJSON *obj, qod_device *d, char *err, size_t errcap)
         snprintf(err, errcap, "device.ipv6Address must be a single IPv6 address");
         return QOD_ERR_INVALID;
     }
-    if (rc == QOD_OK)
+    if (rc == QOD_OK) {
         d->present |= QOD_DEV_IPV6;
+        memcpy(d->ipv6_orig, s, strlen(s) + 1);
+    }
     const cJSON *v4 = cJSON_GetObjectItemCaseSensitive(obj, "ipv4Address");
     if (v4 && !cJSON_IsNull(v4) && parse_ipv4(v4, d, err, errcap) != QOD_OK)
         return QOD_ERR_INVALID;
@@ -172,7 +174,7 @@ int qod_device_to_json(const qod_device *d, qod_device_kind k, qod_buf *out)
         break;
     case QOD_DEV_IPV6:
         rc = qod_buf_puts(out, "{\"ipv6Address\":");
-        rc = rc ? rc : qod_buf_json_str(out, d->ipv6);
+        rc = rc ? rc : qod_buf_json_str(out, d->ipv6_orig[0] ? d->ipv6_orig : d->ipv6);
         break;
     case QOD_DEV_NAI:
         rc = qod_buf_puts(out, "{\"networkAccessIdentifier\":");

@@ -22,7 +22,8 @@ typedef struct {
     char ipv4_public[16];
     char ipv4_private[16]; /* "" when not given */
     int ipv4_port;         /* -1 when not given */
-    char ipv6[46];
+    char ipv6[46];         /* normalised */
+    char ipv6_orig[46];    /* as given: echoed back (CAMARA: "with the original value") */
 } qod_device;
 
 /* Parses a Device object. QOD_ERR_INVALID with why in err for: not an object, no identifier ({}), an unknown

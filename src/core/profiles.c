@@ -96,7 +96,7 @@ static int duration_us(const cJSON *p, const char *key, int64_t *out, char *err,
     return QOD_ERR_INVALID;
 }
 
-static bool name_valid(const char *s)
+bool qod_profile_name_valid(const char *s)
 {
     size_t n = strlen(s);
     if (n < 3 || n > QOD_PROFILE_NAME_MAX)
@@ -220,7 +220,7 @@ static int parse_one(const cJSON *o, qod_profile *p, char *err, size_t errcap)
 {
     const char *name = NULL, *desc = NULL;
     memset(p, 0, sizeof *p);
-    if (!cJSON_IsObject(o) || qod_json_str(o, "name", &name) != QOD_OK || !name_valid(name)) {
+    if (!cJSON_IsObject(o) || qod_json_str(o, "name", &name) != QOD_OK || !qod_profile_name_valid(name)) {
         snprintf(err, errcap, "each profile needs a name of 3..256 characters from [a-zA-Z0-9_.-]");
         return QOD_ERR_INVALID;
     }

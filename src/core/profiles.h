@@ -52,6 +52,8 @@ int qod_profiles_to_json(const qod_profiles *p, qod_buf *out);
 /* True when the profile may be offered to the device with this phone number ("" = no device given: only
  * unrestricted profiles). */
 bool qod_profile_for_device(const qod_profile *p, const char *phone);
+/* True when s matches the CAMARA QosProfileName schema (3..256 of [a-zA-Z0-9_.-]). */
+bool qod_profile_name_valid(const char *s);
 /* "ACTIVE", "INACTIVE", "DEPRECATED". */
 const char *qod_profile_status_name(qod_profile_status s);
 
