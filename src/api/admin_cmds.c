@@ -200,7 +200,7 @@ static void session_json(const qod_session *s, qod_buf *out)
                    "{\"sessionId\":\"%s\",\"client_id\":\"%s\",\"state\":\"%s\",\"reason\":\"%s\",\"api\":\"%s\","
                    "\"sandbox\":%s,\"qosProfile\":",
                    s->id, s->app_id, qod_session_state_name(s->st.state), qod_end_reason_name(s->st.reason),
-                   s->surface == QOD_SURFACE_V1 ? "v1" : "v0", s->sandbox ? "true" : "false");
+                   s->surface == QOD_SURFACE_V1 ? "v1" : s->surface == QOD_SURFACE_PROV ? "provisioning" : "v0", s->sandbox ? "true" : "false");
     qod_buf_json_str(out, s->profile->name);
     qod_buf_printf(out, ",\"duration\":%lld,\"createdAt\":\"%s\",\"expiresAt\":\"%s\",\"endedAt\":\"%s\",\"device\":",
                    (long long)s->duration_s, created, expires, ended);
@@ -255,7 +255,7 @@ static int session_show(const qod_admin_deps *d, const cJSON *args, qod_buf *out
         snprintf(err, errcap, "session_id must be a UUID");
         return QOD_ERR_INVALID;
     }
-    int rc = qod_engine_read(d->engine, id, NULL, show_session, out);
+    int rc = qod_engine_read(d->engine, id, NULL, QOD_KIND_ANY, show_session, out);
     if (rc == QOD_ERR_NOTFOUND)
         snprintf(err, errcap, "no session %s (never created, or purged after its retention)", id);
     return rc;

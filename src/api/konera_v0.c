@@ -354,7 +354,7 @@ void qod_v0_get(qod_call *c, qod_req *r)
         return;
     qod_buf b;
     qod_buf_init(&b, 0);
-    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, render_read, &b);
+    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_SESSION, render_read, &b);
     if (rc == QOD_OK)
         qod_api_json(r, 200, b.data, b.len);
     else
@@ -378,7 +378,8 @@ void qod_v0_delete(qod_call *c, qod_req *r)
 {
     if (!session_id_ok(c, r))
         return;
-    int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, deleted, r);
+    int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_SESSION, deleted,
+                                       r);
     if (rc == QOD_OK)
         qod_req_defer(r);
     else if (rc == QOD_ERR_STATE)

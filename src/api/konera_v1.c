@@ -132,8 +132,7 @@ typedef struct {
     bool from_token;
     const qod_profile *profile;
     int64_t duration;
-    const char *sink, *token;
-    int64_t token_expires_ms;
+    qod_camara_sink sk;
     qod_buf extra;
     char err[512];
 } v1_create;
@@ -159,11 +158,11 @@ static bool parse_flows(qod_req *r, v1_create *v)
     return true;
 }
 
-static bool parse_credential(qod_req *r, v1_create *v)
+static bool parse_credential(qod_req *r, const cJSON *root, qod_camara_sink *v)
 {
     static const char *const keys[] = {"credentialType", "accessToken", "accessTokenExpiresUtc", "accessTokenType",
                                        NULL};
-    const cJSON *cred = cJSON_GetObjectItemCaseSensitive(v->root, "sinkCredential");
+    const cJSON *cred = cJSON_GetObjectItemCaseSensitive(root, "sinkCredential");
     const char *type = NULL, *ttype = NULL, *exp = NULL, *bad = NULL;
     if (!cred || cJSON_IsNull(cred))
         return true;
@@ -186,12 +185,14 @@ static bool parse_credential(qod_req *r, v1_create *v)
     return true;
 }
 
-static bool parse_sink(qod_call *c, qod_req *r, v1_create *v)
+bool qod_camara_sink_parse(qod_call *c, qod_req *r, const cJSON *root, qod_camara_sink *v)
 {
-    int rc = qod_json_str(v->root, "sink", &v->sink);
+    char err[512];
+    memset(v, 0, sizeof *v);
+    int rc = qod_json_str(root, "sink", &v->sink);
     if (rc == QOD_ERR_NOTFOUND) {
         v->sink = NULL;
-        if (cJSON_GetObjectItemCaseSensitive(v->root, "sinkCredential"))
+        if (cJSON_GetObjectItemCaseSensitive(root, "sinkCredential"))
             return fail(r, 400, "INVALID_ARGUMENT", "sinkCredential needs a sink");
         return true;
     }
@@ -200,9 +201,9 @@ static bool parse_sink(qod_call *c, qod_req *r, v1_create *v)
     bool sandbox = c->app.env == QOD_APP_SANDBOX;
     if (!sandbox && strncmp(v->sink, "https://", 8) != 0)
         return fail(r, 400, "INVALID_SINK", "sink not valid for the specified protocol");
-    if (qod_url_check(v->sink, sandbox, qod_api_deps_of(c->api)->callback_allow, v->err, sizeof v->err) != QOD_OK)
-        return fail(r, 400, "INVALID_SINK", v->err);
-    return parse_credential(r, v);
+    if (qod_url_check(v->sink, sandbox, qod_api_deps_of(c->api)->callback_allow, err, sizeof err) != QOD_OK)
+        return fail(r, 400, "INVALID_SINK", err);
+    return parse_credential(r, root, v);
 }
 
 static bool parse_profile_duration(qod_call *c, qod_req *r, v1_create *v)
@@ -241,7 +242,7 @@ static bool parse_create(qod_call *c, qod_req *r, v1_create *v)
         return fail(r, 400, "INVALID_ARGUMENT", v->err);
     }
     qod_buf_puts(&v->extra, "{");
-    if (!parse_flows(r, v) || !parse_profile_duration(c, r, v) || !parse_sink(c, r, v))
+    if (!parse_flows(r, v) || !parse_profile_duration(c, r, v) || !qod_camara_sink_parse(c, r, v->root, &v->sk))
         return false;
     const cJSON *dev = cJSON_GetObjectItemCaseSensitive(v->root, "device");
     if (!qod_camara_device(c, r, dev && !cJSON_IsNull(dev) ? dev : NULL, &v->device, &v->kind, &v->from_token))
@@ -251,7 +252,7 @@ static bool parse_create(qod_call *c, qod_req *r, v1_create *v)
                     "The requested QoS profile is not available for this device.");
     /* Internal members, never echoed: where notifications come from, and until when they may be sent. */
     qod_buf_printf(&v->extra, ",\"_\":{\"threeLegged\":%s,\"sinkExpiresMs\":%lld,\"source\":",
-                   v->from_token ? "true" : "false", (long long)v->token_expires_ms);
+                   v->from_token ? "true" : "false", (long long)v->sk.token_expires_ms);
     qod_buf_json_str(&v->extra, qod_api_deps_of(c->api)->public_url);
     qod_buf_puts(&v->extra, "}}");
     return true;
@@ -306,8 +307,8 @@ void qod_v1_create(qod_call *c, qod_req *r)
             .kind = v.kind,
             .profile = v.profile,
             .duration_s = v.duration,
-            .url = v.sink,
-            .token = v.token,
+            .url = v.sk.sink,
+            .token = v.sk.token,
             .extra = v.extra.data,
             .surface = QOD_SURFACE_V1,
             .render = render_cb,
@@ -349,18 +350,26 @@ static bool token_device_ok(qod_call *c, qod_req *r)
     if (qod_device_key(&d, kind, key, sizeof key) != QOD_OK)
         return fail(r, 403, "PERMISSION_DENIED", "The access token does not identify the session's device.");
     device_match m = {key, false};
-    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, match_device, &m);
+    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_ANY, match_device, &m);
     if (rc == QOD_OK && !m.match)
         return fail(r, 403, "PERMISSION_DENIED", "Client does not have sufficient permissions to perform this action.");
     return true;
 }
 
-static bool session_id_ok(qod_call *c, qod_req *r)
+bool qod_camara_id_ok(qod_call *c, qod_req *r, const char *what)
 {
     qod_api_lower_param(c, 0);
-    if (!qod_uuid_valid(c->params[0]))
-        return fail(r, 400, "INVALID_ARGUMENT", "sessionId must be a UUID.");
+    if (!qod_uuid_valid(c->params[0])) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "%s must be a UUID.", what);
+        return fail(r, 400, "INVALID_ARGUMENT", msg);
+    }
     return token_device_ok(c, r);
+}
+
+static bool session_id_ok(qod_call *c, qod_req *r)
+{
+    return qod_camara_id_ok(c, r, "sessionId");
 }
 
 static void lookup_error(qod_req *r, int rc)
@@ -383,7 +392,7 @@ static void respond_session(qod_call *c, qod_req *r, const char *id)
 {
     qod_buf b;
     qod_buf_init(&b, 0);
-    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, id, c->app.client_id, render_read, &b);
+    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, id, c->app.client_id, QOD_KIND_SESSION, render_read, &b);
     if (rc == QOD_OK)
         qod_api_json(r, 200, b.data, b.len);
     else
@@ -413,7 +422,8 @@ void qod_v1_delete(qod_call *c, qod_req *r)
 {
     if (!session_id_ok(c, r))
         return;
-    int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, deleted, r);
+    int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_SESSION, deleted,
+                                       r);
     if (rc == QOD_OK)
         qod_req_defer(r);
     else if (rc == QOD_ERR_STATE)
@@ -463,7 +473,7 @@ void qod_v1_extend(qod_call *c, qod_req *r)
     cJSON_Delete(o);
     qod_engine *e = qod_api_deps_of(c->api)->engine;
     profile_max pm = {0};
-    rc = qod_engine_read(e, c->params[0], c->app.client_id, read_max, &pm);
+    rc = qod_engine_read(e, c->params[0], c->app.client_id, QOD_KIND_SESSION, read_max, &pm);
     if (rc == QOD_OK)
         rc = qod_engine_extend_session(e, c->params[0], c->app.client_id, add, pm.max_s, extended, r);
     if (rc == QOD_OK)
@@ -499,7 +509,8 @@ void qod_v1_retrieve(qod_call *c, qod_req *r)
         qod_buf_init(&b, 0);
         qod_buf_puts(&b, "[");
         if (qod_device_key(&dev, kind, key, sizeof key) == QOD_OK)
-            qod_engine_find_by_device(qod_api_deps_of(c->api)->engine, key, c->app.client_id, render_read, &b);
+            qod_engine_find_by_device(qod_api_deps_of(c->api)->engine, key, c->app.client_id, QOD_KIND_SESSION, render_read,
+                                      &b);
         qod_buf_puts(&b, "]");
         qod_api_json(r, 200, b.data, b.len);
         qod_buf_dispose(&b);
@@ -507,14 +518,10 @@ void qod_v1_retrieve(qod_call *c, qod_req *r)
     cJSON_Delete(o);
 }
 
-int qod_v1_render_event(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token)
+int qod_camara_cloudevent(const qod_event_view *ev, const char *type, const char *id_member, const char *status_member,
+                          const char *status, const char *info, qod_buf *body, const char **content_type,
+                          const char **token)
 {
-    qod_session_status st = {QOD_SS_REQUESTED, QOD_END_NONE};
-    if (qod_session_state_parse(ev->state, &st.state) != QOD_OK || qod_end_reason_parse(ev->reason, &st.reason) != QOD_OK)
-        return QOD_ERR_STATE;
-    /* CAMARA notifies AVAILABLE and UNAVAILABLE; a session deleted before it was ever available sends nothing. */
-    if (st.state == QOD_SS_REQUESTED || (st.reason == QOD_END_DELETED && !ev->available_ms))
-        return QOD_RENDER_SKIP;
     cJSON *extra = ev->extra ? cJSON_Parse(ev->extra) : NULL;
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(extra, "_");
     const cJSON *exp = cJSON_GetObjectItemCaseSensitive(in, "sinkExpiresMs");
@@ -527,12 +534,11 @@ int qod_v1_render_event(const qod_event_view *ev, qod_buf *body, const char **co
         char t[32];
         qod_time_fmt(ev->at_ms, t, sizeof t);
         qod_buf_printf(body, "{\"id\":\"%s\",\"source\":", ev->event_id);
-        qod_buf_json_str(body, cJSON_IsString(src) ? src->valuestring : "/quality-on-demand/v1");
+        qod_buf_json_str(body, cJSON_IsString(src) ? src->valuestring : "/");
         qod_buf_printf(body,
-                       ",\"type\":\"" EVENT_TYPE "\",\"specversion\":\"1.0\",\"datacontenttype\":\"application/json\","
-                       "\"time\":\"%s\",\"data\":{\"sessionId\":\"%s\",\"qosStatus\":\"%s\"",
-                       t, ev->session, v1_status(st));
-        const char *info = v1_status_info(st);
+                       ",\"type\":\"%s\",\"specversion\":\"1.0\",\"datacontenttype\":\"application/json\","
+                       "\"time\":\"%s\",\"data\":{\"%s\":\"%s\",\"%s\":\"%s\"",
+                       type, t, id_member, ev->session, status_member, status);
         if (info)
             qod_buf_printf(body, ",\"statusInfo\":\"%s\"", info);
         qod_buf_puts(body, "}}");
@@ -540,4 +546,16 @@ int qod_v1_render_event(const qod_event_view *ev, qod_buf *body, const char **co
     }
     cJSON_Delete(extra);
     return rc;
+}
+
+int qod_v1_render_event(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token)
+{
+    qod_session_status st = {QOD_SS_REQUESTED, QOD_END_NONE};
+    if (qod_session_state_parse(ev->state, &st.state) != QOD_OK || qod_end_reason_parse(ev->reason, &st.reason) != QOD_OK)
+        return QOD_ERR_STATE;
+    /* CAMARA notifies AVAILABLE and UNAVAILABLE; a session deleted before it was ever available sends nothing. */
+    if (st.state == QOD_SS_REQUESTED || (st.reason == QOD_END_DELETED && !ev->available_ms))
+        return QOD_RENDER_SKIP;
+    return qod_camara_cloudevent(ev, EVENT_TYPE, "sessionId", "qosStatus", v1_status(st), v1_status_info(st), body,
+                                 content_type, token);
 }

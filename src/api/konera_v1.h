@@ -18,6 +18,24 @@ void qod_v1_delete(qod_call *c, qod_req *r);
 void qod_v1_extend(qod_call *c, qod_req *r);
 /* POST /quality-on-demand/v1/retrieve-sessions */
 void qod_v1_retrieve(qod_call *c, qod_req *r);
+/* A CAMARA sink and its credential (borrowed from the request's JSON). */
+typedef struct {
+    const char *sink;          /* NULL when none */
+    const char *token;         /* sinkCredential.accessToken, or NULL */
+    int64_t token_expires_ms;  /* accessTokenExpiresUtc, 0 when no credential */
+} qod_camara_sink;
+
+/* Parses and checks `sink` and `sinkCredential` of a CAMARA request (INVALID_SINK, INVALID_CREDENTIAL,
+ * INVALID_TOKEN). Responds and returns false on error. */
+bool qod_camara_sink_parse(qod_call *c, qod_req *r, const cJSON *root, qod_camara_sink *out);
+/* Writes a CAMARA CloudEvent (structured mode) for an outbox event: {id, source, type, specversion, time,
+ * datacontenttype, data: {id_member, status_member, statusInfo?}}; QOD_RENDER_SKIP once the sink's token expired. */
+int qod_camara_cloudevent(const qod_event_view *ev, const char *type, const char *id_member, const char *status_member,
+                          const char *status, const char *info, qod_buf *body, const char **content_type,
+                          const char **token);
+/* Checks the {id} path parameter (a UUID; lower-cased) and, with a 3-legged token, that the resource belongs to
+ * the token's device (403 otherwise). Responds and returns false on error. */
+bool qod_camara_id_ok(qod_call *c, qod_req *r, const char *what);
 /* Renders a v1 notification as a CloudEvent. */
 int qod_v1_render_event(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token);
 /* Resolves the device of a CAMARA request from the body's `device` (2-legged) or the token (3-legged), with

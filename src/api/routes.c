@@ -3,6 +3,7 @@
 #include "api/health.h"
 #include "api/konera_v0.h"
 #include "api/konera_v1.h"
+#include "api/provisioning.h"
 #include "api/qos_profiles.h"
 #include "api/oauth.h"
 
@@ -36,5 +37,13 @@ const qod_route qod_routes[] = {
      "quality-on-demand:sessions:retrieve-by-device", QOD_BODY_JSON, QOD_ROUTE_NO_STORE},
     {"GET", "/qos-profiles/v1/qos-profiles/{name}", qod_profiles_get, "qos-profiles:read", QOD_BODY_NONE, 0},
     {"POST", "/qos-profiles/v1/retrieve-qos-profiles", qod_profiles_retrieve, "qos-profiles:read", QOD_BODY_JSON, 0},
+    {"POST", "/qos-provisioning/v0.3/qos-assignments", qod_prov_create, "qos-provisioning:qos-assignments:create",
+     QOD_BODY_JSON, QOD_ROUTE_NO_STORE},
+    {"GET", "/qos-provisioning/v0.3/qos-assignments/{assignmentId}", qod_prov_get,
+     "qos-provisioning:qos-assignments:read", QOD_BODY_NONE, QOD_ROUTE_NO_STORE},
+    {"DELETE", "/qos-provisioning/v0.3/qos-assignments/{assignmentId}", qod_prov_delete,
+     "qos-provisioning:qos-assignments:delete", QOD_BODY_NONE, QOD_ROUTE_NO_STORE},
+    {"POST", "/qos-provisioning/v0.3/retrieve-qos-assignment", qod_prov_retrieve,
+     "qos-provisioning:qos-assignments:read-by-device", QOD_BODY_JSON, QOD_ROUTE_NO_STORE},
     {NULL, NULL, NULL, NULL, 0, 0},
 };

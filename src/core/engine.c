@@ -799,10 +799,15 @@ int qod_engine_create_session(qod_engine *e, const qod_create_spec *sp, qod_engi
 
 /* ---- reads and other operations -------------------------------------------------------------------------------- */
 
-static int find_owned(qod_engine *e, const char *id, const char *app_id, sess **out)
+static bool kind_matches(const sess *x, qod_kind kind)
+{
+    return kind == QOD_KIND_ANY || (kind == QOD_KIND_ASSIGNMENT) == (x->s.surface == QOD_SURFACE_PROV);
+}
+
+static int find_owned(qod_engine *e, const char *id, const char *app_id, qod_kind kind, sess **out)
 {
     sess *x = qod_hmap_get(&e->by_id, id);
-    if (!x || x->pending)
+    if (!x || x->pending || !kind_matches(x, kind))
         return QOD_ERR_NOTFOUND;
     if (app_id && strcmp(app_id, x->s.app_id) != 0)
         return QOD_ERR_DENIED;
@@ -810,23 +815,24 @@ static int find_owned(qod_engine *e, const char *id, const char *app_id, sess **
     return QOD_OK;
 }
 
-int qod_engine_read(qod_engine *e, const char *id, const char *app_id, void (*fn)(void *arg, const qod_session *s),
-                    void *arg)
+int qod_engine_read(qod_engine *e, const char *id, const char *app_id, qod_kind kind,
+                    void (*fn)(void *arg, const qod_session *s), void *arg)
 {
     sess *x = NULL;
     pthread_mutex_lock(&e->mu);
-    int rc = find_owned(e, id, app_id, &x);
+    int rc = find_owned(e, id, app_id, kind, &x);
     if (rc == QOD_OK)
         fn(arg, &x->s);
     pthread_mutex_unlock(&e->mu);
     return rc;
 }
 
-int qod_engine_delete_session(qod_engine *e, const char *id, const char *app_id, qod_engine_done done, void *arg)
+int qod_engine_delete_session(qod_engine *e, const char *id, const char *app_id, qod_kind kind, qod_engine_done done,
+                              void *arg)
 {
     sess *x = NULL;
     pthread_mutex_lock(&e->mu);
-    int rc = find_owned(e, id, app_id, &x);
+    int rc = find_owned(e, id, app_id, kind, &x);
     if (rc == QOD_OK)
         rc = change(e, x, QOD_EV_DELETED, "deleted by the app", done, arg);
     pthread_mutex_unlock(&e->mu);
@@ -855,7 +861,7 @@ int qod_engine_extend_session(qod_engine *e, const char *id, const char *app_id,
     qod_store_batch *b = qod_store_batch_new();
     int rc = c && b ? QOD_OK : QOD_ERR_NOMEM;
     pthread_mutex_lock(&e->mu);
-    rc = rc ? rc : find_owned(e, id, app_id, &x);
+    rc = rc ? rc : find_owned(e, id, app_id, QOD_KIND_SESSION, &x);
     if (rc == QOD_OK && x->s.st.state != QOD_SS_AVAILABLE)
         rc = QOD_ERR_STATE;
     if (rc == QOD_OK) {
@@ -883,13 +889,13 @@ int qod_engine_extend_session(qod_engine *e, const char *id, const char *app_id,
     return rc;
 }
 
-int qod_engine_find_by_device(qod_engine *e, const char *device_key, const char *app_id,
+int qod_engine_find_by_device(qod_engine *e, const char *device_key, const char *app_id, qod_kind kind,
                               void (*fn)(void *arg, const qod_session *s), void *arg)
 {
     int n = 0;
     pthread_mutex_lock(&e->mu);
     sess *x = qod_hmap_get(&e->by_dev, device_key);
-    if (x && !x->pending && strcmp(x->s.app_id, app_id) == 0) {
+    if (x && !x->pending && strcmp(x->s.app_id, app_id) == 0 && kind_matches(x, kind)) {
         fn(arg, &x->s);
         n = 1;
     }
@@ -902,7 +908,7 @@ int qod_engine_network_event(qod_engine *e, const char *id, const char *app_id, 
     static const qod_session_event evs[] = {QOD_EV_PROVISIONED, QOD_EV_REFUSED, QOD_EV_TERMINATED};
     sess *x = NULL;
     pthread_mutex_lock(&e->mu);
-    int rc = find_owned(e, id, app_id, &x);
+    int rc = find_owned(e, id, app_id, QOD_KIND_ANY, &x);
     if (rc == QOD_OK) {
         qod_timers_cancel(&e->timers, &x->timers[SLOT_NET]);
         rc = change(e, x, evs[o], "forced network event", NULL, NULL);
@@ -1044,7 +1050,8 @@ static sess *session_from_doc(qod_engine *e, const char *doc)
     if (rc == QOD_OK) {
         snprintf(x->s.id, sizeof x->s.id, "%s", id);
         snprintf(x->s.app_id, sizeof x->s.app_id, "%s", app);
-        x->s.surface = num_field(o, "surface") == 1 ? QOD_SURFACE_V1 : QOD_SURFACE_V0;
+        int64_t surf = num_field(o, "surface");
+        x->s.surface = surf == 1 ? QOD_SURFACE_V1 : surf == 2 ? QOD_SURFACE_PROV : QOD_SURFACE_V0;
         x->s.sandbox = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "sandbox"));
         x->s.duration_s = num_field(o, "duration");
         x->s.created_ms = num_field(o, "created_ms");

@@ -23,7 +23,10 @@
 typedef struct qod_engine qod_engine;
 
 /* Which API created a session: decides the words of its callbacks and when its clock starts. */
-typedef enum { QOD_SURFACE_V0 = 0, QOD_SURFACE_V1 = 1 } qod_surface;
+typedef enum { QOD_SURFACE_V0 = 0, QOD_SURFACE_V1 = 1, QOD_SURFACE_PROV = 2 } qod_surface;
+
+/* What a lookup may find: QoD sessions (v0 or v1), QoS assignments (provisioning, no duration), or both. */
+typedef enum { QOD_KIND_ANY = 0, QOD_KIND_SESSION, QOD_KIND_ASSIGNMENT } qod_kind;
 
 /* A session as the API layer reads it (under the engine lock, inside a read callback). */
 typedef struct {
@@ -112,11 +115,12 @@ int qod_engine_create_session(qod_engine *e, const qod_create_spec *spec, qod_en
                               qod_replay *replay);
 /* Reads a session under the lock: fn runs once on success. QOD_ERR_NOTFOUND, or QOD_ERR_DENIED when app_id
  * (if non-NULL) is not the owner. */
-int qod_engine_read(qod_engine *e, const char *id, const char *app_id, void (*fn)(void *arg, const qod_session *s),
-                    void *arg);
+int qod_engine_read(qod_engine *e, const char *id, const char *app_id, qod_kind kind,
+                    void (*fn)(void *arg, const qod_session *s), void *arg);
 /* Ends a session early. QOD_OK (done runs after the commit), QOD_ERR_NOTFOUND, QOD_ERR_DENIED, or
  * QOD_ERR_STATE when it has already ended. */
-int qod_engine_delete_session(qod_engine *e, const char *id, const char *app_id, qod_engine_done done, void *arg);
+int qod_engine_delete_session(qod_engine *e, const char *id, const char *app_id, qod_kind kind, qod_engine_done done,
+                              void *arg);
 /* Extends an AVAILABLE session by add_s seconds, capped at max_total_s in all. QOD_OK (done runs after the
  * commit; read the session again for the new times), QOD_ERR_NOTFOUND, QOD_ERR_DENIED, or QOD_ERR_STATE when
  * the session is not AVAILABLE. */
@@ -124,7 +128,7 @@ int qod_engine_extend_session(qod_engine *e, const char *id, const char *app_id,
                               qod_engine_done done, void *arg);
 /* Calls fn under the lock for the active session of a device key owned by app_id, if any; returns how many
  * sessions fn saw (0 or 1). */
-int qod_engine_find_by_device(qod_engine *e, const char *device_key, const char *app_id,
+int qod_engine_find_by_device(qod_engine *e, const char *device_key, const char *app_id, qod_kind kind,
                               void (*fn)(void *arg, const qod_session *s), void *arg);
 /* Hands a notification the network POSTed to us to the backend (no engine lock held). */
 int qod_engine_network_notify(qod_engine *e, const char *token, const char *body, size_t len);

@@ -203,6 +203,14 @@ static int parse_qos_reference(cJSON *o, qod_profile *p, char *err, size_t errca
     }
     snprintf(p->qos_reference, sizeof p->qos_reference, "%s", rc == QOD_OK && ref ? ref->valuestring : p->name);
     cJSON_Delete(ref);
+    /* Our extension "x-provisionable": false keeps a profile out of QoS Provisioning (sessions only). */
+    cJSON *prov = cJSON_DetachItemFromObjectCaseSensitive(o, "x-provisionable");
+    p->provisionable = !prov || cJSON_IsTrue(prov);
+    if (rc == QOD_OK && prov && !cJSON_IsBool(prov)) {
+        snprintf(err, errcap, "profile %s: x-provisionable must be true or false", p->name);
+        rc = QOD_ERR_INVALID;
+    }
+    cJSON_Delete(prov);
     return rc;
 }
 

@@ -12,6 +12,7 @@
 #include "core/registry.h"
 #include "api/konera_v0.h"
 #include "api/konera_v1.h"
+#include "api/provisioning.h"
 #include "notify/delivery.h"
 #include "notify/urlguard.h"
 #include "store/store.h"
@@ -171,6 +172,7 @@ static int open_delivery(qod_daemon *d, const qod_options *o, char *err, size_t 
         return rc;
     qod_delivery_set_renderer(d->delivery, QOD_SURFACE_V0, qod_v0_render_event);
     qod_delivery_set_renderer(d->delivery, QOD_SURFACE_V1, qod_v1_render_event);
+    qod_delivery_set_renderer(d->delivery, QOD_SURFACE_PROV, qod_prov_render_event);
     qod_engine_set_events_hook(d->engine, qod_delivery_kick, d->delivery);
     rc = qod_delivery_start(d->delivery);
     return rc ? rc : qod_engine_start(d->engine);

@@ -8,6 +8,7 @@
 
 #include "util/buf.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* The largest notification body we parse, and the most event reports we act on in one notification. */

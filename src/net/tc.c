@@ -10,14 +10,19 @@
  *   (device = source). The outcome is reported through the sink: AVAILABLE when enforced; otherwise the
  *   session ends (TERMINATED: UNAVAILABLE for a request, NETWORK_TERMINATED for a session already available).
  * - release: the session's filters, then its class (the kernel refuses to delete a class filters point to).
- * - Reconciliation: at create every class 1:100..1:fffd and filter priority 0x100..0xfffd left on the managed
- *   interfaces (ours, from an earlier run) is removed; the engine then calls provision for every active session
- *   before it serves any request, which installs them again. Nothing outside that range is touched.
+ * - Reconciliation, without a gap in enforcement: at create, the classes 1:100..1:fffd and filter priorities
+ *   0x100..0xfffd found on the managed interfaces (left by an earlier run) are kept but marked stale, and new
+ *   sessions never get their handles. The engine then provisions every active session again (fresh handles);
+ *   the first tick of the engine loop, which runs only after that, removes everything stale. Until then an old
+ *   class may still carry its device's traffic, with the same parameters. Nothing outside the range is touched.
  * - Sandbox sessions are delegated to an embedded simulated network (the sandbox phone-number table keeps
  *   working), without enforcement.
  * Devices are IPv4 only: a live device without an IPv4 address in the subscriber registry is refused at check
  * (SERVICE_NOT_APPLICABLE), as is a flow description that cannot be expressed as u32 filters.
- * Every call comes with the engine lock held; each does a few netlink round trips (microseconds each). */
+ *
+ * Threads: the vtable calls come with the engine lock held; the reconciliation tick (loop thread) and metrics
+ * come without it. A mutex of our own guards the state and the netlink socket; it is never held while calling
+ * the sink. Each call does a few netlink round trips (microseconds each). */
 #include "net/backend.h"
 
 #include "net/tc_nl.h"
@@ -26,6 +31,7 @@
 #include "util/hmap.h"
 #include "util/log.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,26 +55,30 @@ typedef struct {
 typedef struct {
     qod_net_config cfg;
     qod_net_sink sink;
-    void *sim;               /* the simulated network for sandbox sessions */
+    void *sim;                 /* the simulated network for sandbox sessions */
+    pthread_mutex_t mu;        /* guards everything below */
     qod_tc_nl *nl;
-    side down, up;           /* up.ifindex is 0 without an uplink */
-    int64_t budget_kbps;     /* guaranteed rates allowed per direction */
-    qod_hmap grants;         /* session id → grant */
-    uint8_t used[NMINORS / 8];
+    side down, up;             /* up.ifindex is 0 without an uplink */
+    int64_t budget_kbps;       /* guaranteed rates allowed per direction */
+    qod_hmap grants;           /* session id → grant */
+    uint8_t used[NMINORS / 8]; /* handles held by a grant or stale */
+    uint8_t stale[NMINORS / 8];/* handles found at start, removed by the first tick */
     uint32_t next_minor;
+    bool swept;
+    uint64_t refused, failures;
 } tc;
 
-static bool minor_used(const tc *t, uint32_t m)
+static bool bit(const uint8_t *map, uint32_t m)
 {
-    return t->used[m / 8] & (1u << (m % 8));
+    return map[m / 8] & (1u << (m % 8));
 }
 
-static void minor_mark(tc *t, uint32_t m, bool on)
+static void set_bit(uint8_t *map, uint32_t m, bool on)
 {
     if (on)
-        t->used[m / 8] |= (uint8_t)(1u << (m % 8));
+        map[m / 8] |= (uint8_t)(1u << (m % 8));
     else
-        t->used[m / 8] &= (uint8_t) ~(1u << (m % 8));
+        map[m / 8] &= (uint8_t) ~(1u << (m % 8));
 }
 
 /* The next free session class, round robin (so a handle is not reused at once); 0 when all are taken. */
@@ -77,8 +87,8 @@ static uint32_t minor_alloc(tc *t)
     uint32_t span = QOD_TC_MINOR_LAST - QOD_TC_MINOR_FIRST + 1;
     for (uint32_t i = 0; i < span; i++) {
         uint32_t m = QOD_TC_MINOR_FIRST + (t->next_minor - QOD_TC_MINOR_FIRST + i) % span;
-        if (!minor_used(t, m)) {
-            minor_mark(t, m, true);
+        if (!bit(t->used, m)) {
+            set_bit(t->used, m, true);
             t->next_minor = m + 1 > QOD_TC_MINOR_LAST ? QOD_TC_MINOR_FIRST : m + 1;
             return m;
         }
@@ -86,37 +96,74 @@ static uint32_t minor_alloc(tc *t)
     return 0;
 }
 
-/* ---- start: root tree and reconciliation ----------------------------------------------------------------- */
+/* ---- reconciliation -------------------------------------------------------------------------------------------- */
 
-/* Removes every filter priority and class of our range from one interface. */
-static int sweep(tc *t, const side *s, char *err, size_t errcap)
+/* Marks every class and filter priority of our range on one interface as stale. */
+static int mark_stale(tc *t, const side *s, char *err, size_t errcap)
 {
     qod_tc_state st;
     int rc = qod_tc_nl_dump(t->nl, s->ifindex, &st, err, errcap);
-    int filters = 0, classes = 0;
-    uint32_t done = 0;
-    for (size_t i = 0; rc == QOD_OK && i < st.nfilters; i++) {
-        uint32_t pref = st.filters[i].pref;
-        /* A priority shows as several entries (hash table, nodes) in a row; one delete takes them all. */
-        if (qod_tc_plan_owned(pref) && pref != done) {
-            rc = qod_tc_nl_filters_del(t->nl, s->ifindex, pref, err, errcap);
-            done = pref;
-            filters++;
-        }
-    }
+    for (size_t i = 0; rc == QOD_OK && i < st.nfilters; i++)
+        if (qod_tc_plan_owned(st.filters[i].pref))
+            set_bit(t->stale, st.filters[i].pref, true);
     for (size_t i = 0; rc == QOD_OK && i < st.nclasses; i++) {
         uint32_t h = st.classes[i].handle;
-        if (h >> 16 == QOD_TC_MAJOR && qod_tc_plan_owned(h & 0xffffu)) {
-            rc = qod_tc_nl_class_del(t->nl, s->ifindex, h & 0xffffu, err, errcap);
-            classes++;
-        }
+        if (h >> 16 == QOD_TC_MAJOR && qod_tc_plan_owned(h & 0xffffu))
+            set_bit(t->stale, h & 0xffffu, true);
     }
     qod_tc_state_dispose(&st);
-    if (rc == QOD_OK && (filters || classes))
-        QOD_INFO("tc", "reconciled", "dev=%s removed_classes=%d removed_filter_prios=%d", s->name, classes,
-                 filters);
+    for (uint32_t m = QOD_TC_MINOR_FIRST; m <= QOD_TC_MINOR_LAST; m++)
+        if (bit(t->stale, m))
+            set_bit(t->used, m, true);
     return rc;
 }
+
+/* Removes one handle's filters, then its class, from one interface. */
+static int remove_handle(tc *t, const side *s, uint32_t minor, char *err, size_t errcap)
+{
+    int rc = qod_tc_nl_filters_del(t->nl, s->ifindex, minor, err, errcap);
+    return rc ? rc : qod_tc_nl_class_del(t->nl, s->ifindex, minor, err, errcap);
+}
+
+/* Removes everything stale. Caller holds the mutex. */
+static void sweep(tc *t)
+{
+    int removed = 0, failed = 0;
+    for (uint32_t m = QOD_TC_MINOR_FIRST; m <= QOD_TC_MINOR_LAST; m++) {
+        if (!bit(t->stale, m))
+            continue;
+        char why[256];
+        int rc = remove_handle(t, &t->down, m, why, sizeof why);
+        if (rc == QOD_OK && t->up.ifindex)
+            rc = remove_handle(t, &t->up, m, why, sizeof why);
+        if (rc != QOD_OK) {
+            /* The handle stays reserved, so no session is ever put in a class we could not clean. */
+            QOD_ERROR("tc", "reconcile_failed", "class=1:%x why=\"%s\"", m, why);
+            failed++;
+            continue;
+        }
+        set_bit(t->stale, m, false);
+        set_bit(t->used, m, false);
+        removed++;
+    }
+    t->swept = true;
+    QOD_INFO("tc", "reconciled", "removed_stale_classes=%d failed=%d enforced_sessions=%zu", removed, failed,
+             qod_hmap_count(&t->grants));
+}
+
+/* The first tick of the engine loop runs after the engine re-provisioned every active session at start. */
+static int64_t tc_tick(void *arg, int64_t now)
+{
+    (void)now;
+    tc *t = arg;
+    pthread_mutex_lock(&t->mu);
+    if (!t->swept)
+        sweep(t);
+    pthread_mutex_unlock(&t->mu);
+    return -1;
+}
+
+/* ---- start ---------------------------------------------------------------------------------------------------- */
 
 static int side_open(tc *t, side *s, const char *name, bool upstream, char *err, size_t errcap)
 {
@@ -127,7 +174,7 @@ static int side_open(tc *t, side *s, const char *name, bool upstream, char *err,
     qod_tc_class_spec be = qod_tc_plan_best_effort_class(t->cfg.tc_link_kbps, t->cfg.tc_share);
     int rc = qod_tc_nl_ifindex(t->nl, name, &s->ifindex, why, sizeof why);
     rc = rc ? rc : qod_tc_nl_setup(t->nl, s->ifindex, &link, &be, why, sizeof why);
-    rc = rc ? rc : sweep(t, s, why, sizeof why);
+    rc = rc ? rc : mark_stale(t, s, why, sizeof why);
     if (rc != QOD_OK)
         snprintf(err, errcap, "tc: %s: %s", name, why);
     return rc;
@@ -154,11 +201,15 @@ static int tc_create(const qod_net_config *cfg, const qod_net_sink *sink, void *
     t->budget_kbps = qod_tc_plan_budget_kbps(cfg->tc_link_kbps, cfg->tc_share);
     t->next_minor = QOD_TC_MINOR_FIRST;
     qod_hmap_init(&t->grants);
+    pthread_mutex_init(&t->mu, NULL);
     int rc = qod_net_sim.create(cfg, sink, &t->sim, err, errcap);
     rc = rc ? rc : qod_tc_nl_open(&t->nl, err, errcap);
     rc = rc ? rc : side_open(t, &t->down, cfg->tc_dev, false, err, errcap);
     if (rc == QOD_OK && cfg->tc_uplink_dev && cfg->tc_uplink_dev[0])
         rc = side_open(t, &t->up, cfg->tc_uplink_dev, true, err, errcap);
+    /* Without an engine loop (tools, tests) there is no later moment: reconcile now. */
+    if (rc == QOD_OK && (!cfg->loop || qod_loop_add_tick(cfg->loop, tc_tick, t) != QOD_OK))
+        sweep(t);
     if (rc != QOD_OK) {
         tc_destroy(t);
         return rc;
@@ -187,6 +238,7 @@ static void tc_destroy(void *self)
     qod_hmap_dispose(&t->grants);
     qod_tc_nl_close(t->nl);
     qod_net_sim.destroy(t->sim);
+    pthread_mutex_destroy(&t->mu);
     free(t);
 }
 
@@ -207,16 +259,15 @@ static int tc_check(void *self, const qod_net_session *ns)
     free(m);
     if (rc != QOD_OK) {
         QOD_INFO("tc", "not_applicable", "phone=%s why=\"%s\"", ns->sub->phone, why);
-        return QOD_ERR_UNSUPPORTED;
+        return rc == QOD_ERR_NOMEM ? rc : QOD_ERR_UNSUPPORTED;
     }
     return QOD_OK;
 }
 
 /* Installs (or re-installs) one direction of a session: class, leaf, filters. */
-static int install_side(tc *t, const side *s, uint32_t minor, const qod_net_session *ns, const qod_tc_matches *m,
+static int install_side(tc *t, const side *s, uint32_t minor, const qod_profile *p, const qod_tc_matches *m,
                         char *err, size_t errcap)
 {
-    const qod_profile *p = ns->profile;
     qod_tc_class_spec c =
         s->upstream
             ? qod_tc_plan_session_class(p->min_up_kbps, p->max_up_kbps, t->cfg.tc_link_kbps, p->priority,
@@ -227,25 +278,25 @@ static int install_side(tc *t, const side *s, uint32_t minor, const qod_net_sess
     return rc ? rc : qod_tc_nl_filters_put(t->nl, s->ifindex, minor, minor, m, s->upstream, err, errcap);
 }
 
-/* Removes one direction of a session; failures are logged, the rest is still attempted. */
-static void remove_side(tc *t, const side *s, uint32_t minor, const char *id)
-{
-    char why[256];
-    int rc = qod_tc_nl_filters_del(t->nl, s->ifindex, minor, why, sizeof why);
-    if (rc == QOD_OK)
-        rc = qod_tc_nl_class_del(t->nl, s->ifindex, minor, why, sizeof why);
-    if (rc != QOD_OK)
-        QOD_ERROR("tc", "release_failed", "session=%s dev=%s class=1:%x why=\"%s\"", id, s->name, minor, why);
-}
-
+/* Removes a session's classes and filters and returns its reservation. Caller holds the mutex. */
 static void drop_grant(tc *t, grant *g)
 {
-    remove_side(t, &t->down, g->minor, g->id);
-    if (t->up.ifindex)
-        remove_side(t, &t->up, g->minor, g->id);
+    const side *sides[2] = {&t->down, t->up.ifindex ? &t->up : NULL};
+    bool clean = true;
+    for (int i = 0; i < 2; i++) {
+        char why[256];
+        if (sides[i] && remove_handle(t, sides[i], g->minor, why, sizeof why) != QOD_OK) {
+            QOD_ERROR("tc", "release_failed", "session=%s dev=%s class=1:%x why=\"%s\"", g->id, sides[i]->name,
+                      g->minor, why);
+            t->failures++;
+            clean = false;
+        }
+    }
     t->down.used_kbps -= g->down_kbps;
     t->up.used_kbps -= g->up_kbps;
-    minor_mark(t, g->minor, false);
+    /* A handle that could not be cleaned is left to the next start's reconciliation, never reused before. */
+    if (clean)
+        set_bit(t->used, g->minor, false);
     qod_hmap_del(&t->grants, g->id);
     free(g);
 }
@@ -275,7 +326,7 @@ static grant *admit(tc *t, const qod_net_session *ns, char *err, size_t errcap)
     g->down_kbps = down;
     g->up_kbps = up;
     if (qod_hmap_put(&t->grants, g->id, g) != QOD_OK) {
-        minor_mark(t, g->minor, false);
+        set_bit(t->used, g->minor, false);
         free(g);
         snprintf(err, errcap, "out of memory");
         return NULL;
@@ -285,14 +336,37 @@ static grant *admit(tc *t, const qod_net_session *ns, char *err, size_t errcap)
     return g;
 }
 
+/* Admits and installs a live session; QOD_OK, QOD_ERR_LIMIT (admission) or another error, why in err. */
+static int enforce(tc *t, const qod_net_session *ns, const qod_tc_matches *m, uint32_t *minor, char *err,
+                   size_t errcap)
+{
+    pthread_mutex_lock(&t->mu);
+    grant *g = admit(t, ns, err, errcap);
+    int rc = g ? QOD_OK : QOD_ERR_LIMIT;
+    if (g) {
+        *minor = g->minor;
+        rc = install_side(t, &t->down, g->minor, ns->profile, m, err, errcap);
+        if (rc == QOD_OK && t->up.ifindex)
+            rc = install_side(t, &t->up, g->minor, ns->profile, m, err, errcap);
+        if (rc != QOD_OK) {
+            t->failures++;
+            drop_grant(t, g);
+        }
+    } else {
+        t->refused++;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
 static int tc_provision(void *self, const qod_net_session *ns)
 {
     tc *t = self;
     if (ns->sandbox)
         return qod_net_sim.provision(t->sim, ns);
     char why[256] = "";
+    uint32_t minor = 0;
     int rc = QOD_ERR_NOTFOUND;
-    grant *g = NULL;
     qod_tc_matches *m = malloc(sizeof *m);
     if (!m) {
         snprintf(why, sizeof why, "out of memory");
@@ -300,33 +374,22 @@ static int tc_provision(void *self, const qod_net_session *ns)
     } else if (!ns->sub) {
         snprintf(why, sizeof why, "the device is no longer in the subscriber registry");
     } else if ((rc = qod_tc_plan_matches(ns->sub->ipv4, ns->flows, m, why, sizeof why)) == QOD_OK) {
-        g = admit(t, ns, why, sizeof why);
-        rc = g ? QOD_OK : QOD_ERR_LIMIT;
-    }
-    if (rc == QOD_OK) {
-        rc = install_side(t, &t->down, g->minor, ns, m, why, sizeof why);
-        if (rc == QOD_OK && t->up.ifindex)
-            rc = install_side(t, &t->up, g->minor, ns, m, why, sizeof why);
-        if (rc != QOD_OK) {
-            QOD_ERROR("tc", "provision_failed", "session=%s device=%s class=1:%x why=\"%s\"", ns->id,
-                      ns->sub->ipv4, g->minor, why);
-            drop_grant(t, g);
-        }
-    } else if (rc == QOD_ERR_LIMIT) {
-        QOD_INFO("tc", "admission_refused", "session=%s profile=%s why=\"%s\"", ns->id, ns->profile->name, why);
-    } else {
-        QOD_ERROR("tc", "provision_failed", "session=%s why=\"%s\"", ns->id, why);
+        rc = enforce(t, ns, m, &minor, why, sizeof why);
     }
     free(m);
     if (rc == QOD_OK) {
-        QOD_INFO("tc", "enforced", "session=%s device=%s profile=%s class=1:%x down_kbps=%lld up_kbps=%lld", ns->id,
-                 ns->sub->ipv4, ns->profile->name, g->minor, (long long)g->down_kbps, (long long)g->up_kbps);
+        QOD_INFO("tc", "enforced", "session=%s device=%s profile=%s class=1:%x", ns->id, ns->sub->ipv4,
+                 ns->profile->name, minor);
         t->sink.report_after(t->sink.ctx, ns->id, 0, QOD_NET_AVAILABLE, "enforced");
-    } else {
-        /* TERMINATED ends a request as refused (UNAVAILABLE) and an available session as network-terminated,
-         * which is right for both the first provision and the one at restart. */
-        t->sink.report_after(t->sink.ctx, ns->id, 0, QOD_NET_TERMINATED, why);
+        return QOD_OK;
     }
+    if (rc == QOD_ERR_LIMIT)
+        QOD_INFO("tc", "admission_refused", "session=%s profile=%s why=\"%s\"", ns->id, ns->profile->name, why);
+    else
+        QOD_ERROR("tc", "provision_failed", "session=%s class=1:%x why=\"%s\"", ns->id, minor, why);
+    /* TERMINATED ends a request as refused (UNAVAILABLE) and an available session as network-terminated,
+     * which is right both for the first provision and for the one at restart. */
+    t->sink.report_after(t->sink.ctx, ns->id, 0, QOD_NET_TERMINATED, why);
     return QOD_OK;
 }
 
@@ -344,11 +407,34 @@ static void tc_release(void *self, const qod_net_session *ns)
         qod_net_sim.release(t->sim, ns);
         return;
     }
+    pthread_mutex_lock(&t->mu);
     grant *g = qod_hmap_get(&t->grants, ns->id);
-    if (!g)
-        return;
-    QOD_INFO("tc", "released", "session=%s class=1:%x", ns->id, g->minor);
-    drop_grant(t, g);
+    if (g) {
+        QOD_INFO("tc", "released", "session=%s class=1:%x", ns->id, g->minor);
+        drop_grant(t, g);
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void tc_metrics(void *self, qod_buf *out)
+{
+    tc *t = self;
+    pthread_mutex_lock(&t->mu);
+    qod_buf_printf(out,
+                   "# HELP qod_tc_sessions Sessions enforced by traffic control.\n# TYPE qod_tc_sessions gauge\n"
+                   "qod_tc_sessions %zu\n"
+                   "# HELP qod_tc_guaranteed_kbps Guaranteed rates reserved, by direction.\n"
+                   "# TYPE qod_tc_guaranteed_kbps gauge\n"
+                   "qod_tc_guaranteed_kbps{direction=\"down\"} %lld\nqod_tc_guaranteed_kbps{direction=\"up\"} %lld\n"
+                   "# HELP qod_tc_guaranteed_budget_kbps Guaranteed rates allowed per direction (share of the link).\n"
+                   "# TYPE qod_tc_guaranteed_budget_kbps gauge\nqod_tc_guaranteed_budget_kbps %lld\n"
+                   "# HELP qod_tc_admission_refusals_total Sessions refused for lack of guaranteed capacity.\n"
+                   "# TYPE qod_tc_admission_refusals_total counter\nqod_tc_admission_refusals_total %llu\n"
+                   "# HELP qod_tc_netlink_failures_total Sessions the kernel failed to install or remove.\n"
+                   "# TYPE qod_tc_netlink_failures_total counter\nqod_tc_netlink_failures_total %llu\n",
+                   qod_hmap_count(&t->grants), (long long)t->down.used_kbps, (long long)t->up.used_kbps,
+                   (long long)t->budget_kbps, (unsigned long long)t->refused, (unsigned long long)t->failures);
+    pthread_mutex_unlock(&t->mu);
 }
 
 const qod_net_backend qod_net_tc = {
@@ -359,4 +445,5 @@ const qod_net_backend qod_net_tc = {
     .provision = tc_provision,
     .activated = tc_activated,
     .release = tc_release,
+    .metrics = tc_metrics,
 };

@@ -1,0 +1,281 @@
+#include "api/provisioning.h"
+
+#include "api/errors.h"
+#include "api/konera_v1.h"
+#include "core/engine.h"
+#include "util/err.h"
+#include "util/json.h"
+#include "util/time.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PROV_BASE "/qos-provisioning/v0.3/qos-assignments/"
+#define EVENT_TYPE "org.camaraproject.qos-provisioning.v0.status-changed"
+
+static const char *prov_status(qod_session_status st)
+{
+    return st.state == QOD_SS_REQUESTED ? "REQUESTED" : st.state == QOD_SS_AVAILABLE ? "AVAILABLE" : "UNAVAILABLE";
+}
+
+/* Assignments have no duration, so they end only by deletion or by the network. */
+static const char *prov_status_info(qod_session_status st)
+{
+    if (st.state != QOD_SS_ENDED)
+        return NULL;
+    return st.reason == QOD_END_DELETED ? "DELETE_REQUESTED" : "NETWORK_TERMINATED";
+}
+
+static void render(const qod_session *s, qod_buf *out)
+{
+    qod_buf_printf(out, "{\"assignmentId\":\"%s\",\"qosProfile\":", s->id);
+    qod_buf_json_str(out, s->profile->name);
+    if (!(s->extra && strstr(s->extra, "\"threeLegged\":true"))) {
+        qod_buf_puts(out, ",\"device\":");
+        qod_buf_puts(out, s->device_json);
+    }
+    if (s->url && s->url[0]) {
+        qod_buf_puts(out, ",\"sink\":");
+        qod_buf_json_str(out, s->url);
+    }
+    qod_buf_printf(out, ",\"status\":\"%s\"", prov_status(s->st));
+    if (s->available_ms) {
+        char t[32];
+        qod_time_fmt(s->available_ms, t, sizeof t);
+        qod_buf_printf(out, ",\"startedAt\":\"%s\"", t);
+    }
+    const char *info = prov_status_info(s->st);
+    if (info)
+        qod_buf_printf(out, ",\"statusInfo\":\"%s\"", info);
+    qod_buf_puts(out, "}");
+}
+
+static void render_cb(void *arg, const qod_session *s, qod_buf *out)
+{
+    (void)arg;
+    render(s, out);
+}
+
+static void render_read(void *arg, const qod_session *s)
+{
+    render(s, arg);
+}
+
+static bool fail(qod_req *r, unsigned status, const char *code, const char *msg)
+{
+    qod_api_error(r, status, code, msg);
+    return false;
+}
+
+typedef struct {
+    cJSON *root;
+    qod_device device;
+    qod_device_kind kind;
+    bool from_token;
+    const qod_profile *profile;
+    qod_camara_sink sk;
+    qod_buf extra;
+} prov_create;
+
+static bool parse_create(qod_call *c, qod_req *r, prov_create *v)
+{
+    static const char *const keys[] = {"device", "qosProfile", "sink", "sinkCredential", NULL};
+    size_t len;
+    const char *body = qod_req_body(r, &len), *bad = NULL, *name = NULL;
+    char err[256];
+    if (qod_json_parse(body, len, 0, &v->root, err, sizeof err) != QOD_OK)
+        return fail(r, 400, "INVALID_ARGUMENT", err);
+    if (!cJSON_IsObject(v->root))
+        return fail(r, 400, "INVALID_ARGUMENT", "The request body must be a JSON object.");
+    if (!qod_json_only_keys(v->root, keys, &bad)) {
+        snprintf(err, sizeof err, "unknown member '%.64s'", bad);
+        return fail(r, 400, "INVALID_ARGUMENT", err);
+    }
+    if (qod_json_str(v->root, "qosProfile", &name) != QOD_OK || !qod_profile_name_valid(name))
+        return fail(r, 400, "INVALID_ARGUMENT", "qosProfile is required: a profile name");
+    v->profile = qod_profiles_find(qod_api_deps_of(c->api)->profiles, name);
+    if (!v->profile)
+        return fail(r, 400, "INVALID_ARGUMENT", "qosProfile is not a profile of the catalogue");
+    if (v->profile->status != QOD_PROFILE_ACTIVE || !v->profile->provisionable)
+        return fail(r, 422, "QOS_PROVISIONING.QOS_PROFILE_NOT_APPLICABLE",
+                    "The requested QoS Profile is not compatible with the QoS Provisioning service.");
+    if (!qod_camara_sink_parse(c, r, v->root, &v->sk))
+        return false;
+    const cJSON *dev = cJSON_GetObjectItemCaseSensitive(v->root, "device");
+    if (!qod_camara_device(c, r, dev && !cJSON_IsNull(dev) ? dev : NULL, &v->device, &v->kind, &v->from_token))
+        return false;
+    if (!qod_profile_for_device(v->profile, v->device.present & QOD_DEV_PHONE ? v->device.phone : ""))
+        return fail(r, 422, "QOS_PROVISIONING.QOS_PROFILE_NOT_APPLICABLE",
+                    "The requested QoS Profile is not available for this device.");
+    qod_buf_printf(&v->extra, "{\"_\":{\"threeLegged\":%s,\"sinkExpiresMs\":%lld,\"source\":",
+                   v->from_token ? "true" : "false", (long long)v->sk.token_expires_ms);
+    qod_buf_json_str(&v->extra, qod_api_deps_of(c->api)->public_url);
+    qod_buf_puts(&v->extra, "}}");
+    return true;
+}
+
+static void created(void *arg, int rc, const char *id, const char *body)
+{
+    qod_req *r = arg;
+    if (rc == QOD_OK) {
+        char loc[96];
+        snprintf(loc, sizeof loc, PROV_BASE "%s", id);
+        qod_req_add_header(r, "Location", loc);
+        qod_api_json(r, 201, body, strlen(body));
+    } else {
+        qod_api_error_from(r, rc == QOD_ERR_EXISTS ? QOD_ERR_BUSY : rc);
+    }
+    qod_req_complete(r);
+}
+
+static void create_error(qod_req *r, int rc)
+{
+    switch (rc) {
+    case QOD_ERR_EXISTS:
+        qod_api_error(r, 409, "CONFLICT", "There is another existing provisioning (or QoD session) for the same device");
+        break;
+    case QOD_ERR_LIMIT:
+        qod_api_error(r, 429, "QUOTA_EXCEEDED", "Out of resource quota.");
+        break;
+    case QOD_ERR_NOTFOUND:
+        qod_api_error(r, 404, "IDENTIFIER_NOT_FOUND", "Device identifier not found.");
+        break;
+    case QOD_ERR_UNSUPPORTED:
+        qod_api_error(r, 422, "SERVICE_NOT_APPLICABLE", "Service not applicable for the provided identifier");
+        break;
+    default:
+        qod_api_error_from(r, rc);
+        break;
+    }
+}
+
+void qod_prov_create(qod_call *c, qod_req *r)
+{
+    prov_create v;
+    memset(&v, 0, sizeof v);
+    qod_buf_init(&v.extra, 4096);
+    if (parse_create(c, r, &v)) {
+        qod_create_spec spec = {
+            .app_id = c->app.client_id,
+            .sandbox = c->app.env == QOD_APP_SANDBOX,
+            .max_sessions = c->app.max_sessions,
+            .device = &v.device,
+            .kind = v.kind,
+            .profile = v.profile,
+            .duration_s = 0,
+            .url = v.sk.sink,
+            .token = v.sk.token,
+            .extra = v.extra.data,
+            .surface = QOD_SURFACE_PROV,
+            .render = render_cb,
+        };
+        qod_replay replay = {0};
+        int rc = qod_engine_create_session(qod_api_deps_of(c->api)->engine, &spec, created, r, &replay);
+        if (rc == QOD_OK)
+            qod_req_defer(r);
+        else
+            create_error(r, rc);
+        free(replay.body);
+    }
+    cJSON_Delete(v.root);
+    qod_buf_dispose(&v.extra);
+}
+
+static void lookup_error(qod_req *r, int rc)
+{
+    if (rc == QOD_ERR_DENIED)
+        qod_api_error(r, 403, "PERMISSION_DENIED", "Client does not have sufficient permissions to perform this action.");
+    else if (rc == QOD_ERR_NOTFOUND)
+        qod_api_error(r, 404, "NOT_FOUND", "The specified resource is not found.");
+    else
+        qod_api_error_from(r, rc);
+}
+
+void qod_prov_get(qod_call *c, qod_req *r)
+{
+    if (!qod_camara_id_ok(c, r, "assignmentId"))
+        return;
+    qod_buf b;
+    qod_buf_init(&b, 0);
+    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_ASSIGNMENT,
+                             render_read, &b);
+    if (rc == QOD_OK)
+        qod_api_json(r, 200, b.data, b.len);
+    else
+        lookup_error(r, rc);
+    qod_buf_dispose(&b);
+}
+
+static void revoked(void *arg, int rc, const char *id, const char *body)
+{
+    (void)id;
+    (void)body;
+    qod_req *r = arg;
+    if (rc == QOD_OK)
+        qod_req_respond(r, 204, NULL, NULL, 0);
+    else
+        qod_api_error_from(r, rc);
+    qod_req_complete(r);
+}
+
+void qod_prov_delete(qod_call *c, qod_req *r)
+{
+    if (!qod_camara_id_ok(c, r, "assignmentId"))
+        return;
+    /* The sim and tc backends release at once: 204 after the commit. (202 with DELETE_REQUESTED is for backends
+     * that release asynchronously.) */
+    int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id,
+                                       QOD_KIND_ASSIGNMENT, revoked, r);
+    if (rc == QOD_OK)
+        qod_req_defer(r);
+    else if (rc == QOD_ERR_STATE)
+        qod_req_respond(r, 204, NULL, NULL, 0); /* already UNAVAILABLE: no event */
+    else
+        lookup_error(r, rc);
+}
+
+void qod_prov_retrieve(qod_call *c, qod_req *r)
+{
+    static const char *const keys[] = {"device", NULL};
+    size_t len;
+    const char *body = qod_req_body(r, &len), *bad = NULL;
+    cJSON *o = NULL;
+    char err[256];
+    qod_device dev;
+    qod_device_kind kind;
+    bool from_token;
+    if (qod_json_parse(body, len, 0, &o, err, sizeof err) != QOD_OK || !cJSON_IsObject(o) ||
+        !qod_json_only_keys(o, keys, &bad)) {
+        qod_api_error(r, 400, "INVALID_ARGUMENT", "Body must be {\"device\": {...}} (device omitted with 3-legged tokens).");
+        cJSON_Delete(o);
+        return;
+    }
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "device");
+    if (qod_camara_device(c, r, d && !cJSON_IsNull(d) ? d : NULL, &dev, &kind, &from_token)) {
+        char key[QOD_DEVICE_KEY_MAX];
+        qod_buf b;
+        qod_buf_init(&b, 0);
+        int n = qod_device_key(&dev, kind, key, sizeof key) == QOD_OK
+                    ? qod_engine_find_by_device(qod_api_deps_of(c->api)->engine, key, c->app.client_id,
+                                                QOD_KIND_ASSIGNMENT, render_read, &b)
+                    : 0;
+        if (n)
+            qod_api_json(r, 200, b.data, b.len);
+        else
+            qod_api_error(r, 404, "NOT_FOUND", "No QoS profile assignment for this device.");
+        qod_buf_dispose(&b);
+    }
+    cJSON_Delete(o);
+}
+
+int qod_prov_render_event(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token)
+{
+    qod_session_status st = {QOD_SS_REQUESTED, QOD_END_NONE};
+    if (qod_session_state_parse(ev->state, &st.state) != QOD_OK || qod_end_reason_parse(ev->reason, &st.reason) != QOD_OK)
+        return QOD_ERR_STATE;
+    if (st.state == QOD_SS_REQUESTED || (st.reason == QOD_END_DELETED && !ev->available_ms))
+        return QOD_RENDER_SKIP;
+    return qod_camara_cloudevent(ev, EVENT_TYPE, "assignmentId", "status", prov_status(st), prov_status_info(st),
+                                 body, content_type, token);
+}
