@@ -218,13 +218,6 @@ void qod_api_dispatch(void *ctx, qod_req *r)
         qod_api_error(r, 400, "INVALID_ARGUMENT", "Invalid x-correlator header.");
         return;
     }
-    if (qod_req_overloaded(r)) {
-        /* Shed load early and cheaply instead of falling over: the client retries after a second. */
-        qod_req_add_header(r, "Retry-After", "1");
-        qod_req_add_header(r, "Connection", "close");
-        qod_api_error(r, 503, "UNAVAILABLE", "The server is overloaded. Retry later.");
-        return;
-    }
     char allow[64];
     int i = find_route(qod_req_method(r), qod_req_path(r), c, allow, sizeof allow);
     if (i == -1) {
@@ -238,6 +231,13 @@ void qod_api_dispatch(void *ctx, qod_req *r)
     }
     c->route = i;
     const qod_route *rt = &qod_routes[i];
+    if (qod_req_overloaded(r) && !(rt->flags & QOD_ROUTE_OPS)) {
+        /* Shed load early and cheaply instead of falling over (health probes still answer). */
+        qod_req_add_header(r, "Retry-After", "1");
+        qod_req_add_header(r, "Connection", "close");
+        qod_api_error(r, 503, "UNAVAILABLE", "The server is overloaded. Retry later.");
+        return;
+    }
     if (rt->flags & QOD_ROUTE_NO_STORE)
         qod_req_add_header(r, "Cache-Control", "no-store");
     if (!check_body(rt, r))

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define MAX_RESP_HEADERS 24
@@ -46,12 +47,25 @@ struct qod_req {
     int nheaders;
 };
 
+/* One open connection, for the slow-client sweeper. */
+typedef struct conn_track {
+    int fd;
+    _Atomic int64_t since_ms;   /* when the current request (or idle wait for one) began, monotonic */
+    atomic_bool in_request;     /* headers complete, response not yet sent */
+    struct conn_track *prev, *next;
+} conn_track;
+
 struct qod_http {
     struct MHD_Daemon *d;
     qod_http_opts opts;
     atomic_long inflight;
     atomic_long conns;
     unsigned port;
+    pthread_mutex_t track_mu;
+    conn_track *tracks;
+    pthread_t sweeper;
+    bool sweeper_started;
+    atomic_bool stopping;
 };
 
 static uint64_t now_ns(void)
@@ -92,6 +106,12 @@ static void peer_text(struct MHD_Connection *c, char *out, size_t cap)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out, (socklen_t)cap);
 }
 
+static conn_track *track_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
 static enum MHD_Result queue_response(qod_req *r)
 {
     struct MHD_Response *resp =
@@ -129,6 +149,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         qod_buf_init(&r->body, h->opts.max_body ? h->opts.max_body : 65536);
         peer_text(conn, r->peer, sizeof r->peer);
         atomic_fetch_add(&h->inflight, 1);
+        conn_track *t = track_of(conn);
+        if (t) {
+            atomic_store(&t->since_ms, qod_time_mono_ms());
+            atomic_store(&t->in_request, true);
+        }
         r->overloaded = atomic_load(&h->conns) > (long)h->opts.busy_conns;
         *con_cls = r;
         return r->path ? MHD_YES : MHD_NO;
@@ -162,7 +187,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
     (void)toe;
     qod_http *h = cls;
     qod_req *r = *con_cls;
@@ -170,6 +194,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     if (h->opts.done && r->dispatched)
         h->opts.done(h->opts.ctx, r, r->status ? r->status : 500, now_ns() - r->start_ns);
+    conn_track *t = track_of(conn);
+    if (t) {
+        /* Waiting for the next request on a kept-alive connection: the header clock restarts. */
+        atomic_store(&t->in_request, false);
+        atomic_store(&t->since_ms, qod_time_mono_ms());
+    }
     req_free(r);
     *con_cls = NULL;
     atomic_fetch_sub(&h->inflight, 1);
@@ -177,10 +207,57 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx, enum MHD_ConnectionNotificationCode tc)
 {
-    (void)c;
-    (void)socket_ctx;
     qod_http *h = cls;
     atomic_fetch_add(&h->conns, tc == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+    conn_track *t = *socket_ctx;
+    pthread_mutex_lock(&h->track_mu);
+    if (tc == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        t = ci ? calloc(1, sizeof *t) : NULL;
+        if (t) {
+            t->fd = ci->connect_fd;
+            atomic_store(&t->since_ms, qod_time_mono_ms());
+            t->next = h->tracks;
+            if (h->tracks)
+                h->tracks->prev = t;
+            h->tracks = t;
+        }
+        *socket_ctx = t;
+    } else if (t) {
+        if (t->prev)
+            t->prev->next = t->next;
+        else
+            h->tracks = t->next;
+        if (t->next)
+            t->next->prev = t->prev;
+        free(t);
+        *socket_ctx = NULL;
+    }
+    pthread_mutex_unlock(&h->track_mu);
+}
+
+/* libmicrohttpd's timeout restarts with every byte, so a client trickling one byte a second holds a connection
+ * forever. This sweeper gives the headers conn_timeout and the whole request twice that, then shuts the socket
+ * down (the server then closes the connection as it would after a client error). */
+static void *sweep_main(void *arg)
+{
+    qod_http *h = arg;
+    int64_t header_ms = (int64_t)(h->opts.conn_timeout_s ? h->opts.conn_timeout_s : 30) * 1000;
+    while (!atomic_load(&h->stopping)) {
+        struct timespec ts = {0, 250 * 1000000};
+        nanosleep(&ts, NULL);
+        int64_t now = qod_time_mono_ms();
+        pthread_mutex_lock(&h->track_mu);
+        for (conn_track *t = h->tracks; t; t = t->next) {
+            int64_t age = now - atomic_load(&t->since_ms);
+            if (age > (atomic_load(&t->in_request) ? 2 * header_ms : header_ms)) {
+                shutdown(t->fd, SHUT_RDWR);
+                atomic_store(&t->since_ms, INT64_MAX / 2); /* once */
+            }
+        }
+        pthread_mutex_unlock(&h->track_mu);
+    }
+    return NULL;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -238,10 +315,11 @@ int qod_http_start(const qod_http_opts *opts, qod_http **out, char *err, size_t 
     if (!h)
         return QOD_ERR_NOMEM;
     h->opts = *opts;
+    pthread_mutex_init(&h->track_mu, NULL);
     if (!h->opts.conn_limit)
         h->opts.conn_limit = 4096;
     if (!h->opts.busy_conns)
-        h->opts.busy_conns = h->opts.conn_limit / 10 * 9;
+        h->opts.busy_conns = h->opts.conn_limit * 9 / 10;
     unsigned threads = opts->threads ? opts->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
@@ -263,9 +341,11 @@ int qod_http_start(const qod_http_opts *opts, qod_http **out, char *err, size_t 
         h, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errcap, "cannot listen on %s (address in use, or bad TLS files)", opts->listen);
+        pthread_mutex_destroy(&h->track_mu);
         free(h);
         return QOD_ERR_INVALID;
     }
+    h->sweeper_started = pthread_create(&h->sweeper, NULL, sweep_main, h) == 0;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
     h->port = di ? di->port : 0;
     *out = h;
@@ -282,7 +362,11 @@ void qod_http_stop(qod_http *h, int drain_ms)
         struct timespec ts = {0, 5 * 1000000};
         nanosleep(&ts, NULL);
     }
+    atomic_store(&h->stopping, true);
+    if (h->sweeper_started)
+        pthread_join(h->sweeper, NULL);
     MHD_stop_daemon(h->d);
+    pthread_mutex_destroy(&h->track_mu);
     free(h);
 }
 

@@ -1,6 +1,7 @@
 #include "api/konera_v0.h"
 
 #include "api/errors.h"
+#include "api/konera_v1.h"
 #include "core/flows.h"
 #include "notify/urlguard.h"
 #include "util/err.h"
@@ -176,6 +177,22 @@ static bool parse_flows(qod_req *r, v0_create *v)
     return true;
 }
 
+/* With a 3-legged token, v0 requests may only name the token's device. */
+static bool same_device_as_token(qod_call *c, const qod_device *d)
+{
+    cJSON *t = cJSON_Parse(c->claims.device);
+    qod_device td;
+    qod_engine *e = qod_api_deps_of(c->api)->engine;
+    bool sandbox = c->app.env == QOD_APP_SANDBOX;
+    char err[64], k1[QOD_DEVICE_KEY_MAX], k2[QOD_DEVICE_KEY_MAX];
+    bool same = t && qod_device_parse(t, &td, err, sizeof err) == QOD_OK &&
+                qod_engine_device_key(e, sandbox, &td, qod_device_choose(&td), k1, sizeof k1) == QOD_OK &&
+                qod_engine_device_key(e, sandbox, d, qod_device_choose(d), k2, sizeof k2) == QOD_OK &&
+                strcmp(k1, k2) == 0;
+    cJSON_Delete(t);
+    return same;
+}
+
 static bool parse_create(qod_call *c, qod_req *r, v0_create *v)
 {
     static const char *const keys[] = {"device", "qosProfile", "duration", "webhook", "applicationServer",
@@ -197,6 +214,8 @@ static bool parse_create(qod_call *c, qod_req *r, v0_create *v)
         return fail(r, 400, "INVALID_ARGUMENT", "device is required");
     if (qod_device_parse(dev, &v->device, v->err, sizeof v->err) != QOD_OK)
         return fail(r, 400, "INVALID_ARGUMENT", v->err);
+    if (c->claims.device[0] && !same_device_as_token(c, &v->device))
+        return fail(r, 403, "PERMISSION_DENIED", "The access token is for another device.");
     if (!parse_profile_duration(c, r, v))
         return false;
     if (!qod_profile_for_device(v->profile, v->device.present & QOD_DEV_PHONE ? v->device.phone : ""))
@@ -331,11 +350,8 @@ static void render_read(void *arg, const qod_session *s)
 /* Checks the {sessionId} parameter; responds 400 when it is not a UUID. */
 static bool session_id_ok(qod_call *c, qod_req *r)
 {
-    qod_api_lower_param(c, 0);
-    if (qod_uuid_valid(c->params[0]))
-        return true;
-    qod_api_error(r, 400, "INVALID_ARGUMENT", "sessionId must be a UUID.");
-    return false;
+    /* A UUID; with a 3-legged token, a session of the token's device (403 otherwise). */
+    return qod_camara_id_ok(c, r, "sessionId");
 }
 
 static void lookup_error(qod_req *r, int rc)
@@ -451,5 +467,13 @@ void qod_sandbox_network_event(qod_call *c, qod_req *r)
         lookup_error(r, rc);
         return;
     }
-    qod_v0_get(c, r);
+    qod_buf b;
+    qod_buf_init(&b, 0);
+    /* Sessions answer with their new state; assignments (QoS Provisioning) with 204. */
+    if (qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_SESSION, render_read,
+                        &b) == QOD_OK)
+        qod_api_json(r, 200, b.data, b.len);
+    else
+        qod_req_respond(r, 204, NULL, NULL, 0);
+    qod_buf_dispose(&b);
 }

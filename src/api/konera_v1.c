@@ -347,7 +347,8 @@ static bool token_device_ok(qod_call *c, qod_req *r)
     char key[QOD_DEVICE_KEY_MAX];
     if (!qod_camara_device(c, r, NULL, &d, &kind, &from_token))
         return false;
-    if (qod_device_key(&d, kind, key, sizeof key) != QOD_OK)
+    if (qod_engine_device_key(qod_api_deps_of(c->api)->engine, c->app.env == QOD_APP_SANDBOX, &d, kind, key,
+                              sizeof key) != QOD_OK)
         return fail(r, 403, "PERMISSION_DENIED", "The access token does not identify the session's device.");
     device_match m = {key, false};
     int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_ANY, match_device, &m);
@@ -508,7 +509,8 @@ void qod_v1_retrieve(qod_call *c, qod_req *r)
         qod_buf b;
         qod_buf_init(&b, 0);
         qod_buf_puts(&b, "[");
-        if (qod_device_key(&dev, kind, key, sizeof key) == QOD_OK)
+        if (qod_engine_device_key(qod_api_deps_of(c->api)->engine, c->app.env == QOD_APP_SANDBOX, &dev, kind, key,
+                                  sizeof key) == QOD_OK)
             qod_engine_find_by_device(qod_api_deps_of(c->api)->engine, key, c->app.client_id, QOD_KIND_SESSION, render_read,
                                       &b);
         qod_buf_puts(&b, "]");

@@ -343,15 +343,17 @@ void qod_oauth_discovery(qod_call *c, qod_req *r)
 }
 
 /* The app's token bucket. Every authenticated response carries the RateLimit fields (IETF httpapi draft):
- * RateLimit-Policy: "app";q=RATE;w=1 and RateLimit: "app";r=REMAINING;t=SECONDS. */
+ * RateLimit-Policy: "app";q=BURST;w=BURST/RATE and RateLimit: "app";r=REMAINING;t=SECONDS. */
 static bool rate_ok(qod_call *c, qod_req *r)
 {
     if (c->app.rate_limit <= 0)
         return true;
     qod_rl_result res;
     qod_ratelimit_take(qod_api_rl_apps(c->api), c->app.client_id, c->app.rate_limit, c->app.burst, mono_ns(), &res);
+    /* The bucket holds `burst` requests and refills in burst/rate seconds: that is the quota and its window. */
     char v[96];
-    snprintf(v, sizeof v, "\"app\";q=%.0f;w=1", c->app.rate_limit);
+    double burst = c->app.burst >= 1 ? c->app.burst : 1;
+    snprintf(v, sizeof v, "\"app\";q=%.0f;w=%.0f", floor(burst), ceil(burst / c->app.rate_limit));
     qod_req_add_header(r, "RateLimit-Policy", v);
     snprintf(v, sizeof v, "\"app\";r=%lld;t=%.0f", (long long)res.remaining, ceil(res.reset_s));
     qod_req_add_header(r, "RateLimit", v);

@@ -256,7 +256,8 @@ void qod_prov_retrieve(qod_call *c, qod_req *r)
         char key[QOD_DEVICE_KEY_MAX];
         qod_buf b;
         qod_buf_init(&b, 0);
-        int n = qod_device_key(&dev, kind, key, sizeof key) == QOD_OK
+        int n = qod_engine_device_key(qod_api_deps_of(c->api)->engine, c->app.env == QOD_APP_SANDBOX, &dev, kind, key,
+                                      sizeof key) == QOD_OK
                     ? qod_engine_find_by_device(qod_api_deps_of(c->api)->engine, key, c->app.client_id,
                                                 QOD_KIND_ASSIGNMENT, render_read, &b)
                     : 0;

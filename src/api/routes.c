@@ -10,9 +10,9 @@
 #include <stddef.h>
 
 const qod_route qod_routes[] = {
-    {"GET", "/healthz", qod_health_live, NULL, QOD_BODY_NONE, 0},
-    {"GET", "/readyz", qod_health_ready, NULL, QOD_BODY_NONE, 0},
-    {"GET", "/metrics", qod_health_metrics, NULL, QOD_BODY_NONE, 0},
+    {"GET", "/healthz", qod_health_live, NULL, QOD_BODY_NONE, QOD_ROUTE_OPS},
+    {"GET", "/readyz", qod_health_ready, NULL, QOD_BODY_NONE, QOD_ROUTE_OPS},
+    {"GET", "/metrics", qod_health_metrics, NULL, QOD_BODY_NONE, QOD_ROUTE_OPS},
     {"POST", "/oauth2/token", qod_oauth_token, NULL, QOD_BODY_FORM, QOD_ROUTE_NO_STORE},
     {"POST", "/oauth2/bc-authorize", qod_oauth_bc_authorize, NULL, QOD_BODY_FORM, QOD_ROUTE_NO_STORE},
     {"GET", "/.well-known/jwks.json", qod_oauth_jwks, NULL, QOD_BODY_NONE, 0},

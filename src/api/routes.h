@@ -5,7 +5,7 @@
 #include "api/api.h"
 
 enum { QOD_BODY_NONE = 0, QOD_BODY_JSON, QOD_BODY_FORM };
-enum { QOD_ROUTE_NO_STORE = 1 };
+enum { QOD_ROUTE_NO_STORE = 1, QOD_ROUTE_OPS = 2 /* health and metrics: answered even when overloaded */ };
 
 typedef struct {
     const char *method;

@@ -606,7 +606,25 @@ static void create_committed(int rc, void *arg)
     free(c);
 }
 
-static sess *new_session(const qod_create_spec *sp)
+/* The key of "one active item per device": a live device is the registered subscriber whichever identifier
+ * names it (phone, IPv4 or IPv6); a sandbox device is its identifier. */
+int qod_engine_device_key(qod_engine *e, bool sandbox, const qod_device *d, qod_device_kind kind, char *key,
+                          size_t cap)
+{
+    qod_subscriber sub;
+    if (!sandbox && qod_registry_find(e->o.registry, d, kind, &sub) == QOD_OK) {
+        int n = snprintf(key, cap, "tel:%s", sub.phone);
+        return n > 0 && (size_t)n < cap ? QOD_OK : QOD_ERR_LIMIT;
+    }
+    return qod_device_key(d, kind, key, cap);
+}
+
+static int device_key_for(qod_engine *e, const qod_create_spec *sp, char *key, size_t cap)
+{
+    return qod_engine_device_key(e, sp->sandbox, sp->device, sp->kind, key, cap);
+}
+
+static sess *new_session(qod_engine *e, const qod_create_spec *sp)
 {
     sess *x = calloc(1, sizeof *x);
     if (!x)
@@ -629,7 +647,7 @@ static sess *new_session(const qod_create_spec *sp)
     qod_buf_init(&dj, 4096);
     qod_device_to_json(sp->device, sp->kind, &dj);
     s->device_json = qod_buf_steal(&dj);
-    s->device_key = qod_device_key(sp->device, sp->kind, key, sizeof key) == QOD_OK ? strdup(key) : NULL;
+    s->device_key = device_key_for(e, sp, key, sizeof key) == QOD_OK ? strdup(key) : NULL;
     s->url = strdup(sp->url ? sp->url : "");
     s->token = sp->token ? strdup(sp->token) : NULL;
     s->extra = sp->extra ? strdup(sp->extra) : NULL;
@@ -670,7 +688,7 @@ static int check_idem(qod_engine *e, const qod_create_spec *sp, char **key, qod_
 static int admit(qod_engine *e, const qod_create_spec *sp)
 {
     char key[QOD_DEVICE_KEY_MAX];
-    if (qod_device_key(sp->device, sp->kind, key, sizeof key) != QOD_OK)
+    if (device_key_for(e, sp, key, sizeof key) != QOD_OK)
         return QOD_ERR_INVALID;
     if (qod_hmap_get(&e->by_dev, key))
         return QOD_ERR_EXISTS;
@@ -728,7 +746,7 @@ static int idem_row(qod_store_batch *b, const idem_rec *r, const char *app_id)
 /* Registers the new session in memory (pending) and builds its batch. Caller holds the lock. */
 static int stage_create(qod_engine *e, const qod_create_spec *sp, char *idem_key, create_ctx *c, qod_store_batch *b)
 {
-    sess *x = new_session(sp);
+    sess *x = new_session(e, sp);
     if (!x)
         return QOD_ERR_NOMEM;
     x->pending = true;

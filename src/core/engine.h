@@ -126,6 +126,10 @@ int qod_engine_delete_session(qod_engine *e, const char *id, const char *app_id,
  * the session is not AVAILABLE. */
 int qod_engine_extend_session(qod_engine *e, const char *id, const char *app_id, int64_t add_s, int64_t max_total_s,
                               qod_engine_done done, void *arg);
+/* The key of "one active item per device" for a device named by one identifier: a registered live device is
+ * keyed by its phone whichever identifier names it; others by the identifier. */
+int qod_engine_device_key(qod_engine *e, bool sandbox, const qod_device *d, qod_device_kind kind, char *key,
+                          size_t cap);
 /* Calls fn under the lock for the active session of a device key owned by app_id, if any; returns how many
  * sessions fn saw (0 or 1). */
 int qod_engine_find_by_device(qod_engine *e, const char *device_key, const char *app_id, qod_kind kind,

@@ -201,7 +201,7 @@ static int parse_qos_reference(cJSON *o, qod_profile *p, char *err, size_t errca
         snprintf(err, errcap, "profile %s: x-qosReference must be a non-empty string", p->name);
         rc = QOD_ERR_INVALID;
     }
-    snprintf(p->qos_reference, sizeof p->qos_reference, "%s", rc == QOD_OK && ref ? ref->valuestring : p->name);
+    snprintf(p->qos_reference, sizeof p->qos_reference, "%.127s", rc == QOD_OK && ref ? ref->valuestring : p->name);
     cJSON_Delete(ref);
     /* Our extension "x-provisionable": false keeps a profile out of QoS Provisioning (sessions only). */
     cJSON *prov = cJSON_DetachItemFromObjectCaseSensitive(o, "x-provisionable");

@@ -4,6 +4,8 @@
 #include "notify/urlguard.h"
 #include "util/err.h"
 
+#include <string.h>
+
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,7 +78,7 @@ const qod_cfg_opt qod_option_table[] = {
     {"listen", QOD_CFG_STR, O(listen), 0, 300, "127.0.0.1:8080", NULL, check_listen,
      "HTTP listen address HOST:PORT (port 0 picks a free one)."},
     {"data", QOD_CFG_STR, O(data), 0, 3000, "./var", NULL, NULL,
-     "Data directory: SQLite database, signing key, admin socket qodd.sock (created 0700)."},
+     "Data directory (created 0700): SQLite database qod.db, signing-key.pem, secrets.key, admin socket qodd.sock."},
     {"network", QOD_CFG_ENUM, O(network), 0, 0, "sim", "sim|tc|nef", NULL,
      "Network backend: sim (simulated network, sandbox numbers), tc (Linux traffic control on --tc-dev) or nef "
      "(3GPP NEF AsSessionWithQoS at --nef-url)."},
@@ -154,10 +156,29 @@ const qod_cfg_opt qod_option_table[] = {
 
 const size_t qod_option_count = sizeof qod_option_table / sizeof qod_option_table[0];
 
+/* Rules between options, checked before anything is created. */
+static int check_combinations(const qod_options *o, char *err, size_t errcap)
+{
+    if (!o->tls_cert[0] != !o->tls_key[0]) {
+        snprintf(err, errcap, "option 'tls-cert': --tls-cert and --tls-key go together");
+        return QOD_ERR_INVALID;
+    }
+    if (strcmp(o->network, "tc") == 0 && !o->tc_dev[0]) {
+        snprintf(err, errcap, "option 'tc-dev': --network tc needs the interface toward the devices");
+        return QOD_ERR_INVALID;
+    }
+    if (strcmp(o->network, "nef") == 0 && !o->nef_url[0]) {
+        snprintf(err, errcap, "option 'nef-url': --network nef needs the NEF's apiRoot");
+        return QOD_ERR_INVALID;
+    }
+    return QOD_OK;
+}
+
 int qod_options_parse(qod_options *o, int argc, char **argv, char **envp, bool *help, char *err, size_t errcap)
 {
     memset(o, 0, sizeof *o);
-    return qod_config_parse(qod_option_table, qod_option_count, o, argc, argv, envp, help, err, errcap);
+    int rc = qod_config_parse(qod_option_table, qod_option_count, o, argc, argv, envp, help, err, errcap);
+    return rc || *help ? rc : check_combinations(o, err, errcap);
 }
 
 void qod_options_dispose(qod_options *o)

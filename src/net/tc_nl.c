@@ -32,9 +32,11 @@ struct qod_tc_nl {
 static int fail(int nlerr, const char *what, char *err, size_t errcap)
 {
     int e = nlerr < 0 ? -nlerr : nlerr;
-    snprintf(err, errcap, "%s: %s", what, nl_geterror(e));
-    if (e == NLE_PERM)
+    if (e == NLE_PERM) {
+        snprintf(err, errcap, "%s: %s (qodd needs CAP_NET_ADMIN for --network tc)", what, nl_geterror(e));
         return QOD_ERR_DENIED;
+    }
+    snprintf(err, errcap, "%s: %s", what, nl_geterror(e));
     return QOD_ERR_NETWORK;
 }
 
@@ -233,6 +235,11 @@ static int root_put(qod_tc_nl *nl, int ifindex, char *err, size_t errcap)
     e = e < 0 ? e : rtnl_htb_set_defcls(q, QOD_TC_MINOR_BE);
     e = e < 0 ? e : rtnl_htb_set_rate2quantum(q, 10);
     e = e < 0 ? e : rtnl_qdisc_add(nl->sk, q, NLM_F_CREATE | NLM_F_REPLACE);
+    if (e == -NLE_INVAL) {
+        /* A root with our handle cannot be changed into ours (e.g. an HTB 1: of someone else's): start afresh. */
+        rtnl_qdisc_delete(nl->sk, q);
+        e = rtnl_qdisc_add(nl->sk, q, NLM_F_CREATE | NLM_F_REPLACE);
+    }
     rtnl_qdisc_put(q);
     if (e == -NLE_OBJ_NOTFOUND) {
         snprintf(err, errcap, "the kernel has no 'htb' queueing discipline (module sch_htb)");
@@ -257,15 +264,20 @@ int qod_tc_nl_setup(qod_tc_nl *nl, int ifindex, const qod_tc_class_spec *link, c
 {
     qod_tc_state st = {0};
     int rc = qod_tc_nl_dump(nl, ifindex, &st, err, errcap);
-    /* An HTB 1: is kept as it is (HTB cannot change its global options in place and replacing it would drop
-     * every class); any other root qdisc is replaced. */
-    bool adopt = rc == QOD_OK && strcmp(st.root_kind, "htb") == 0 && st.root_handle == HANDLE(QOD_TC_MAJOR, 0);
+    /* Our own HTB 1: (from an earlier run) is kept as it is, so its classes keep shaping while the sessions are
+     * installed again; any other root qdisc is replaced. */
+    bool adopt = rc == QOD_OK && strcmp(st.root_kind, "htb") == 0 && st.root_handle == HANDLE(QOD_TC_MAJOR, 0) &&
+                 st.defcls == QOD_TC_MINOR_BE;
+    /* u32 filters kept from an earlier run prove the classifier is there; probing could disturb one of them. */
+    bool has_u32 = false;
+    for (size_t i = 0; adopt && i < st.nfilters; i++)
+        has_u32 |= strcmp(st.filters[i].kind, "u32") == 0;
     qod_tc_state_dispose(&st);
     if (rc == QOD_OK && !adopt)
         rc = root_put(nl, ifindex, err, errcap);
     rc = rc ? rc : qod_tc_nl_class_put(nl, ifindex, QOD_TC_MINOR_LINK, 0, link, err, errcap);
     rc = rc ? rc : qod_tc_nl_class_put(nl, ifindex, QOD_TC_MINOR_BE, QOD_TC_MINOR_LINK, be, err, errcap);
-    return rc ? rc : probe_u32(nl, ifindex, err, errcap);
+    return rc || has_u32 ? rc : probe_u32(nl, ifindex, err, errcap);
 }
 
 /* ---- dump ------------------------------------------------------------------------------------------------- */

@@ -23,9 +23,9 @@ void qod_tc_nl_close(qod_tc_nl *nl);
 /* The interface index of dev. */
 int qod_tc_nl_ifindex(qod_tc_nl *nl, const char *dev, int *ifindex, char *err, size_t errcap);
 
-/* Makes the interface's root an HTB qdisc 1: (adopting an existing HTB 1:, replacing any other root qdisc)
- * with the link class 1:1 and the best-effort default class 1:fffe and its leaf, then checks that the kernel
- * has the u32 classifier. */
+/* Makes the interface's root an HTB qdisc 1: with the link class 1:1 and the best-effort default class 1:fffe
+ * and its leaf, then checks that the kernel has the u32 classifier. An HTB 1: defaulting to 1:fffe (ours, from
+ * an earlier run) is kept with its classes; any other root qdisc is replaced. */
 int qod_tc_nl_setup(qod_tc_nl *nl, int ifindex, const qod_tc_class_spec *link, const qod_tc_class_spec *be,
                     char *err, size_t errcap);
 /* Creates or changes class 1:minor under 1:parent_minor, with its bfifo leaf minor:. */

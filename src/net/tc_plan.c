@@ -57,8 +57,8 @@ static uint32_t clamp_u32(uint64_t v, uint32_t lo, uint32_t hi)
     return v < lo ? lo : v > hi ? hi : (uint32_t)v;
 }
 
-/* Common shaping parameters: a DRR quantum of a tenth of a second's bytes at rate/100 (the kernel's r2q=10
- * rule, kept inside the range HTB accepts without warning), and bursts of one millisecond plus one frame. */
+/* Common shaping parameters: the DRR quantum HTB would derive itself (rate / r2q, r2q = 10), kept within the
+ * range where HTB does not warn about it; bursts of one millisecond at the rate plus one frame. */
 static void fill_common(qod_tc_class_spec *c)
 {
     c->quantum = clamp_u32(c->rate_bps / 10, 1600, 60000);

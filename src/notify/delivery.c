@@ -788,6 +788,8 @@ static int load_one(void *arg, const qod_store_event *e)
     it->created_ms = e->created_ms;
     it->attempts = (int)e->attempts;
     it->due_wall = e->next_ms;
+    if (it->attempts == 0 && d->o.schedule[0] > 0 && e->next_ms == e->created_ms)
+        it->due_wall += (int64_t)(d->o.schedule[0] * 1000); /* value 0 of the schedule: the wait before attempt 0 */
     if (q->tail)
         q->tail->next = it;
     else

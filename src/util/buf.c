@@ -81,21 +81,50 @@ int qod_buf_printf(qod_buf *b, const char *fmt, ...)
     return rc;
 }
 
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 when the bytes there are not valid UTF-8. */
+static int utf8_len(const unsigned char *p)
+{
+    unsigned c = p[0];
+    int n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+    if (n == 0 || (n == 2 && c < 0xc2) || (n == 4 && c > 0xf4))
+        return 0;
+    for (int i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    if (n == 3 && ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f)))
+        return 0; /* overlong, or a UTF-16 surrogate */
+    if (n == 4 && ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] > 0x8f)))
+        return 0;
+    return n;
+}
+
 int qod_buf_json_str(qod_buf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
     int rc = qod_buf_append(b, "\"", 1);
     const char *run = s;
-    for (const char *p = s; rc == QOD_OK && *p; p++) {
+    const char *p = s;
+    while (rc == QOD_OK && *p) {
         unsigned char c = (unsigned char)*p;
-        if (c >= 0x20 && c != '"' && c != '\\')
+        int n = c >= 0x80 ? utf8_len((const unsigned char *)p) : 1;
+        if (n > 1) {
+            p += n;
             continue;
+        }
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            p++;
+            continue;
+        }
         rc = qod_buf_append(b, run, (size_t)(p - run));
         if (rc != QOD_OK)
             break;
         char esc[7] = {'\\', (char)c, 0};
-        size_t n = 2;
-        if (c == '\n')
+        size_t len = 2;
+        if (n == 0) {
+            /* Invalid UTF-8 (a client's bytes, or a message cut mid-character): U+FFFD keeps the JSON valid. */
+            memcpy(esc, "\\ufffd", 6);
+            len = 6;
+        } else if (c == '\n')
             esc[1] = 'n';
         else if (c == '\r')
             esc[1] = 'r';
@@ -107,16 +136,33 @@ int qod_buf_json_str(qod_buf *b, const char *s)
             esc[3] = '0';
             esc[4] = hex[c >> 4];
             esc[5] = hex[c & 15];
-            n = 6;
+            len = 6;
         }
-        rc = qod_buf_append(b, esc, n);
-        run = p + 1;
+        rc = qod_buf_append(b, esc, len);
+        p++;
+        run = p;
     }
     if (rc == QOD_OK)
         rc = qod_buf_puts(b, run);
     if (rc == QOD_OK)
         rc = qod_buf_append(b, "\"", 1);
     return rc;
+}
+
+bool qod_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        int l = utf8_len(p);
+        if (!l || p + l > end)
+            return false;
+        p += l;
+    }
+    return true;
 }
 
 char *qod_buf_steal(qod_buf *b)

@@ -2,6 +2,7 @@
 #ifndef QOD_UTIL_BUF_H
 #define QOD_UTIL_BUF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Always NUL-terminated when len > 0 or after any successful append. */
@@ -22,8 +23,10 @@ int qod_buf_append(qod_buf *b, const void *p, size_t n);
 int qod_buf_puts(qod_buf *b, const char *s);
 /* Appends printf-formatted text. */
 int qod_buf_printf(qod_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends s as a JSON string literal, quotes included. */
+/* Appends s as a JSON string literal, quotes included; invalid UTF-8 bytes become U+FFFD. */
 int qod_buf_json_str(qod_buf *b, const char *s);
+/* True when n bytes of s are valid UTF-8 (no overlongs, no surrogates). */
+bool qod_utf8_valid(const char *s, size_t n);
 /* Transfers ownership of the data to the caller (may be NULL when empty) and resets the buffer. */
 char *qod_buf_steal(qod_buf *b);
 /* Empties the buffer without freeing. */

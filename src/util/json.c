@@ -1,5 +1,6 @@
 #include "util/json.h"
 
+#include "util/buf.h"
 #include "util/err.h"
 
 #include <math.h>
@@ -73,6 +74,12 @@ int qod_json_parse(const char *s, size_t n, int max_depth, cJSON **out, char *er
     if (max_depth <= 0)
         max_depth = QOD_JSON_MAX_DEPTH;
     int depth = scan_text(s, n, max_depth);
+    if (depth >= 0 && !qod_utf8_valid(s, n))
+        depth = -2;
+    if (depth == -2) {
+        snprintf(err, errcap, "malformed JSON: the body is not valid UTF-8");
+        return QOD_ERR_INVALID;
+    }
     if (depth < 0) {
         snprintf(err, errcap, "malformed JSON: a string holds a NUL or a raw control character");
         return QOD_ERR_INVALID;

@@ -1,0 +1,400 @@
+"""The nef network backend (qodd --network nef) against tests/e2e/nef_emulator.py, a TS 29.122 AsSessionWithQoS
+emulator run as a subprocess: subscription bodies, every notification mapping, deletion (404 counts as gone),
+5xx retries, a NEF that is down, a slow NEF, OAuth2 and bearer authentication, forged notification paths, restart
+reconciliation (adoption and orphans), and the callbacks the live app receives. Live apps call back over https:
+a self-signed certificate for 127.0.0.1 is trusted with --callback-ca and loopback allowed with --callback-allow.
+"""
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qodlib import *  # noqa: E402,F401,F403
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SESSIONS = "/camara/qod/v0/sessions"
+SCS = "konera-test"
+TLS_DIR = None
+_emulators = []
+_rng = random.SystemRandom()
+
+
+class Emulator:
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "nef_emulator.py"), "--port", "0"] +
+                                     list(args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("READY "), "emulator did not start: %r" % line
+        self.port = int(line.split()[1])
+        self.url = "http://127.0.0.1:%d" % self.port
+        _emulators.append(self)
+
+    def req(self, method, path, body=None):
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        c.request(method, path, body=json.dumps(body) if body is not None else None,
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r.status, (json.loads(data) if data else None)
+
+    def control(self, **kw):
+        st, b = self.req("POST", "/_control", kw)
+        assert st == 200, (st, b)
+        return b
+
+    def log(self, method=None, contains=""):
+        return [e for e in self.req("GET", "/_control/log")[1]
+                if (method is None or e["method"] == method) and contains in e["path"] + e["body"]]
+
+    def subs(self):
+        return self.req("GET", "/_control/subscriptions")[1]
+
+    def notifications(self):
+        return self.req("GET", "/_control/notifications")[1]
+
+    def sub_of(self, ip):
+        for sid, s in self.subs().items():
+            if s.get("ueIpv4Addr") == ip:
+                return sid, s
+        return None, None
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
+
+
+def setup_module():
+    global TLS_DIR
+    TLS_DIR = tempfile.mkdtemp(prefix="qod-nef-tls-")
+    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", os.path.join(TLS_DIR, "key.pem"), "-out", os.path.join(TLS_DIR, "cert.pem"),
+                        "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    shared()  # started here: the harness closes what a test itself leaves running
+
+
+def teardown_module():
+    if D is not None:
+        RECV.close()
+        D.close()
+    for e in _emulators:
+        e.close()
+    shutil.rmtree(TLS_DIR, ignore_errors=True)
+
+
+def start(emu_url, extra=(), data_dir=None, port=None):
+    args = ["--network", "nef", "--nef-url", emu_url, "--nef-scs-as-id", SCS, "--nef-timeout", "3",
+            "--callback-ca", os.path.join(TLS_DIR, "cert.pem"), "--callback-allow", "127.0.0.1/32",
+            "--retry-schedule", "0,0.2"] + list(extra)
+    return Daemon(args=args, data_dir=data_dir, port=port)
+
+
+def receiver():
+    return WebhookReceiver(certfile=os.path.join(TLS_DIR, "cert.pem"), keyfile=os.path.join(TLS_DIR, "key.pem"),
+                           default=(204, {}, b""))
+
+
+def live_app(d):
+    app = create_app(d, env="live", name="nef", extra=("--rate-limit", "0"))
+    return get_token(d, app)
+
+
+def new_device(d):
+    phone = "+1555%07d" % _rng.randrange(10 ** 7)
+    ip = "10.%d.%d.%d" % (_rng.randrange(256), _rng.randrange(256), _rng.randrange(1, 255))
+    d.qodctl("device", "add", "--phone", phone, "--ipv4", ip)
+    return phone, ip
+
+
+def create(d, tok, recv, phone, **extra):
+    body = {"device": {"phoneNumber": phone}, "qosProfile": "QOS_L", "duration": 60,
+            "webhook": {"notificationUrl": recv.url("/cb")}}
+    body.update(extra)
+    r = d.request("POST", SESSIONS, body=body, token=tok)
+    expect_status(r, 201)
+    return r.json()["sessionId"]
+
+
+def status(d, tok, sid):
+    r = d.request("GET", SESSIONS + "/" + sid, token=tok)
+    return r.json().get("qosStatus") if r.status == 200 else "GONE(%d)" % r.status
+
+
+def wait_status(d, tok, sid, want, timeout=5):
+    wait_until(lambda: status(d, tok, sid) == want, timeout=timeout, what="session %s %s" % (sid, want))
+
+
+def hooks_of(recv, sid):
+    out = []
+    for h in list(recv.requests):
+        try:
+            b = json.loads(h.body)
+        except ValueError:
+            continue
+        if isinstance(b, dict) and b.get("sessionId") == sid:
+            out.append(b.get("qosStatus"))
+    return out
+
+
+def metrics(d):
+    r = expect_status(d.request("GET", "/metrics"), 200)
+    out = {}
+    for line in r.text.splitlines():
+        m = re.match(r"^([^#\s]\S*)\s+(\S+)$", line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One emulator and one daemon for the mapping tests
+
+EMU = D = TOK = RECV = None
+
+
+def shared():
+    global EMU, D, TOK, RECV
+    if D is None:
+        EMU = Emulator()
+        D = start(EMU.url)
+        TOK = live_app(D)
+        RECV = receiver()
+        RECV.__enter__()
+    return EMU, D, TOK, RECV
+
+
+def test_allocation_makes_the_session_available_with_a_valid_subscription():
+    emu, d, tok, recv = shared()
+    phone, ip = new_device(d)
+    sid = create(d, tok, recv, phone, applicationServer={"ipv4Address": "192.0.2.10"},
+                 devicePorts={"ports": [5000]}, applicationServerPorts={"ranges": [{"from": 8000, "to": 8010}]})
+    wait_status(d, tok, sid, "AVAILABLE")
+    _, s = emu.sub_of(ip)
+    assert s, "no subscription for %s: %r" % (ip, emu.subs())
+    assert s["qosReference"] == "QOS_L" and s["supportedFeatures"] == "0", s
+    assert "gpsi" not in s, "an IP is preferred over the GPSI: %r" % s
+    assert s["flowInfo"] == [{"flowId": 1, "flowDescriptions": [
+        "permit out ip from 192.0.2.10 8000-8010 to %s 5000" % ip,
+        "permit in ip from %s 5000 to 192.0.2.10 8000-8010" % ip]}], s["flowInfo"]
+    assert set(s["events"]) == {"SUCCESSFUL_RESOURCES_ALLOCATION", "FAILED_RESOURCES_ALLOCATION",
+                                "SESSION_TERMINATION", "QOS_GUARANTEED", "QOS_NOT_GUARANTEED"}, s["events"]
+    m = re.match(r"^http://127\.0\.0\.1:%d/nef/v1/notifications/([A-Za-z0-9_-]{43})$" % d.port,
+                 s["notificationDestination"])
+    assert m, s["notificationDestination"]
+    recv.wait_until(lambda hs: hooks_of(recv, sid) == ["AVAILABLE"] or None, timeout=5, what="AVAILABLE callback")
+
+
+def test_gpsi_when_the_device_has_no_ip():
+    emu, d, tok, recv = shared()
+    phone = "+1555%07d" % _rng.randrange(10 ** 7)
+    d.qodctl("device", "add", "--phone", phone)
+    sid = create(d, tok, recv, phone)
+    wait_status(d, tok, sid, "AVAILABLE")
+    got = [s for s in emu.subs().values() if s.get("gpsi") == "msisdn-" + phone[1:]]
+    assert len(got) == 1 and "ueIpv4Addr" not in got[0], emu.subs()
+    assert got[0]["flowInfo"][0]["flowDescriptions"][0] == "permit out ip from any to assigned", got[0]
+
+
+def test_failed_allocation_makes_the_session_unavailable():
+    emu, d, tok, recv = shared()
+    phone, ip = new_device(d)
+    emu.control(refuse=True, ue=ip)
+    sid = create(d, tok, recv, phone)
+    wait_status(d, tok, sid, "UNAVAILABLE")
+    emu.control(refuse=False)
+    recv.wait_until(lambda hs: hooks_of(recv, sid) == ["UNAVAILABLE"] or None, timeout=5, what="UNAVAILABLE hook")
+
+
+def test_termination_makes_an_available_session_unavailable():
+    emu, d, tok, recv = shared()
+    phone, ip = new_device(d)
+    sid = create(d, tok, recv, phone)
+    wait_status(d, tok, sid, "AVAILABLE")
+    nid, _ = emu.sub_of(ip)
+    emu.control(terminate=nid)
+    wait_status(d, tok, sid, "UNAVAILABLE")
+    recv.wait_until(lambda hs: hooks_of(recv, sid) == ["AVAILABLE", "UNAVAILABLE"] or None, timeout=5,
+                    what="AVAILABLE then UNAVAILABLE")
+
+
+def test_qos_not_guaranteed_is_counted_without_a_status_change():
+    emu, d, tok, recv = shared()
+    phone, ip = new_device(d)
+    sid = create(d, tok, recv, phone)
+    wait_status(d, tok, sid, "AVAILABLE")
+    before = metrics(d).get("qod_nef_qos_not_guaranteed_total", 0)
+    nid, _ = emu.sub_of(ip)
+    emu.control(notify=nid, event="QOS_NOT_GUARANTEED")
+    emu.control(notify=nid, event="QOS_GUARANTEED")
+    m = metrics(d)
+    assert m["qod_nef_qos_not_guaranteed_total"] == before + 1, m
+    assert m['qod_nef_notifications_total{event="QOS_GUARANTEED"}'] >= 1, m
+    assert status(d, tok, sid) == "AVAILABLE"
+
+
+def test_delete_removes_the_subscription_and_404_counts_as_gone():
+    emu, d, tok, recv = shared()
+    phone, ip = new_device(d)
+    sid = create(d, tok, recv, phone)
+    wait_status(d, tok, sid, "AVAILABLE")
+    nid, _ = emu.sub_of(ip)
+    expect_status(d.request("DELETE", SESSIONS + "/" + sid, token=tok), 204)
+    wait_until(lambda: nid not in emu.subs(), timeout=5, what="the subscription deleted")
+    assert len(emu.log("DELETE", nid)) == 1
+    # A subscription the NEF already forgot: one DELETE answered 404, no retry.
+    phone, ip = new_device(d)
+    sid = create(d, tok, recv, phone)
+    wait_status(d, tok, sid, "AVAILABLE")
+    nid, _ = emu.sub_of(ip)
+    emu.control(fail=404, times=1, op="delete")
+    expect_status(d.request("DELETE", SESSIONS + "/" + sid, token=tok), 204)
+    wait_until(lambda: "unsubscribed" in d.log() and "status=404" in d.log(), timeout=5, what="404 as gone")
+    time.sleep(0.8)
+    assert len(emu.log("DELETE", nid)) == 1, emu.log("DELETE", nid)
+
+
+def test_503_is_retried_until_the_nef_accepts():
+    emu, d, tok, recv = shared()
+    phone, ip = new_device(d)
+    emu.control(fail=503, times=2, op="create")
+    sid = create(d, tok, recv, phone)
+    wait_status(d, tok, sid, "AVAILABLE", timeout=8)
+    assert len(emu.log("POST", ip)) == 3, emu.log("POST", ip)
+
+
+def test_forged_and_malformed_notifications():
+    emu, d, tok, recv = shared()
+    r = d.request("POST", "/nef/v1/notifications/" + "A" * 43,
+                  body={"transaction": "x", "eventReports": [{"event": "SESSION_TERMINATION"}]})
+    expect_status(r, 404)
+    phone, ip = new_device(d)
+    sid = create(d, tok, recv, phone)
+    wait_status(d, tok, sid, "AVAILABLE")
+    _, s = emu.sub_of(ip)
+    path = s["notificationDestination"].split(str(d.port), 1)[1]
+    expect_status(d.request("POST", path, body={"transaction": "x"}), 400)
+    expect_status(d.request("POST", path, body={"transaction": "x", "eventReports": []}), 400)
+    assert status(d, tok, sid) == "AVAILABLE"
+    # The emulator's own notifications were all accepted.
+    assert all(n["status"] == 204 for n in emu.notifications()), emu.notifications()
+
+
+def test_slow_nef_does_not_block_other_sessions():
+    emu, d, tok, recv = shared()
+    slow_phone, slow_ip = new_device(d)
+    phone, ip = new_device(d)
+    emu.control(delay_ms=2500, ue=slow_ip)
+    slow = create(d, tok, recv, slow_phone)
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    fast = create(d, tok, recv, phone)
+    wait_status(d, tok, fast, "AVAILABLE", timeout=2)
+    assert time.monotonic() - t0 < 2 and status(d, tok, slow) == "REQUESTED"
+    emu.control(delay_ms=0)
+    wait_status(d, tok, slow, "AVAILABLE", timeout=6)
+
+
+def test_nef_down_refuses_after_retries():
+    closed = free_port()
+    d = start("http://127.0.0.1:%d" % closed)
+    with d, receiver() as recv:
+        tok = live_app(d)
+        phone, _ = new_device(d)
+        sid = create(d, tok, recv, phone)
+        time.sleep(3)
+        assert status(d, tok, sid) == "REQUESTED", "refused before the retries were spent"
+        wait_status(d, tok, sid, "UNAVAILABLE", timeout=10)
+        assert "subscription_failed" in d.log() and "attempts=5" in d.log(), d.log_tail(20)
+        m = metrics(d)
+        assert m['qod_nef_requests_total{op="create",outcome="connect"}'] == 5, m
+        recv.wait_until(lambda hs: hooks_of(recv, sid) == ["UNAVAILABLE"] or None, timeout=5, what="hook")
+
+
+def test_oauth2_client_credentials_and_refresh_after_401():
+    emu = Emulator("--token-required", "--client-id", "qodd", "--client-secret", "s3cret")
+    d = start(emu.url, ["--nef-token-url", emu.url + "/oauth2/token", "--nef-client-id", "qodd",
+                        "--nef-client-secret", "s3cret"])
+    with d, receiver() as recv:
+        tok = live_app(d)
+        phone, ip = new_device(d)
+        sid = create(d, tok, recv, phone)
+        wait_status(d, tok, sid, "AVAILABLE")
+        assert len(emu.log("POST", "/oauth2/token")) == 1
+        assert all(e["auth"] and e["auth"].startswith("Bearer ") for e in emu.log("POST", ip))
+        emu.control(revoke_tokens=True)
+        phone2, ip2 = new_device(d)
+        sid2 = create(d, tok, recv, phone2)
+        wait_status(d, tok, sid2, "AVAILABLE")
+        assert len(emu.log("POST", "/oauth2/token")) == 2, "a 401 must fetch a new token once"
+        assert len(emu.log("POST", ip2)) == 2
+
+
+def test_static_bearer_token():
+    emu = Emulator("--token-required", "--bearer", "static-tok-123")
+    d = start(emu.url, ["--nef-bearer-token", "static-tok-123"])
+    with d, receiver() as recv:
+        tok = live_app(d)
+        phone, ip = new_device(d)
+        sid = create(d, tok, recv, phone)
+        wait_status(d, tok, sid, "AVAILABLE")
+        assert emu.log("POST", ip)[0]["auth"] == "Bearer static-tok-123"
+    emu2 = Emulator("--token-required", "--bearer", "static-tok-123")
+    d = start(emu2.url, ["--nef-bearer-token", "wrong"])
+    with d, receiver() as recv:
+        tok = live_app(d)
+        phone, ip = new_device(d)
+        sid = create(d, tok, recv, phone)
+        wait_status(d, tok, sid, "UNAVAILABLE")
+
+
+def test_restart_adopts_live_subscriptions_and_deletes_orphans():
+    emu = Emulator()
+    d = start(emu.url)
+    with d, receiver() as recv:
+        tok = live_app(d)
+        phone, ip = new_device(d)
+        sid = create(d, tok, recv, phone)
+        wait_status(d, tok, sid, "AVAILABLE")
+        nid, s = emu.sub_of(ip)
+        d.stop()
+        prefix = s["notificationDestination"].rsplit("/", 1)[0] + "/"
+        orphan = emu.control(add={"scsAsId": SCS, "subscription": dict(
+            s, ueIpv4Addr="10.255.0.1", notificationDestination=prefix + "B" * 43)})["id"]
+        foreign = emu.control(add={"scsAsId": SCS, "subscription": dict(
+            s, ueIpv4Addr="10.255.0.2", notificationDestination="http://other.example/cb/x")})["id"]
+        posts = len(emu.log("POST", ip))
+        d.start()
+        wait_until(lambda: orphan not in emu.subs(), timeout=5, what="the orphan deleted")
+        assert nid in emu.subs() and foreign in emu.subs(), emu.subs()
+        time.sleep(0.5)
+        assert len(emu.log("POST", ip)) == posts, "the live subscription was created again instead of adopted"
+        assert status(d, tok, sid) == "AVAILABLE"
+        emu.control(terminate=nid)
+        wait_status(d, tok, sid, "UNAVAILABLE")
+        recv.wait_until(lambda hs: hooks_of(recv, sid)[-1:] == ["UNAVAILABLE"] or None, timeout=5,
+                        what="UNAVAILABLE hook after restart")
+
+
+def test_sandbox_sessions_still_use_the_simulated_network():
+    emu, d, tok, recv = shared()
+    app = create_app(d, name="sbx", extra=("--rate-limit", "0"))
+    stok = get_token(d, app)
+    r = d.request("POST", SESSIONS, body={"device": {"phoneNumber": "+99999991001"}, "qosProfile": "QOS_L",
+                                           "duration": 60, "webhook": {"notificationUrl": recv.url("/cb")}},
+                  token=stok)
+    expect_status(r, 201)
+    wait_status(d, stok, r.json()["sessionId"], "UNAVAILABLE", timeout=8)
+
+
+if __name__ == "__main__":
+    run(globals())

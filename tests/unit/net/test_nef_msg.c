@@ -1,0 +1,131 @@
+#include "net/nef_msg.h"
+
+#include "qtest.h"
+#include "util/buf.h"
+#include "util/err.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+static const char *const ALL_EVENTS = "\"events\":[\"SUCCESSFUL_RESOURCES_ALLOCATION\",\"FAILED_RESOURCES_ALLOCATION\","
+                                      "\"SESSION_TERMINATION\",\"QOS_GUARANTEED\",\"QOS_NOT_GUARANTEED\"]";
+
+QTEST(flow_descriptions_with_server_and_ports)
+{
+    char dl[256], ul[256], err[128];
+    const char *flows = "{\"applicationServer\":{\"ipv4Address\":\"192.0.2.0/24\"},\"devicePorts\":{\"ports\":[5000,"
+                        "5002]},\"applicationServerPorts\":{\"ranges\":[{\"from\":80,\"to\":90}]}}";
+    QT_EQ_INT(qod_nef_flow_descriptions("10.0.0.1", flows, dl, ul, sizeof dl, err, sizeof err), QOD_OK);
+    QT_EQ_STR(dl, "permit out ip from 192.0.2.0/24 80-90 to 10.0.0.1 5000,5002");
+    QT_EQ_STR(ul, "permit in ip from 10.0.0.1 5000,5002 to 192.0.2.0/24 80-90");
+}
+
+QTEST(flow_descriptions_without_flows_or_address)
+{
+    char dl[256], ul[256], err[128];
+    QT_EQ_INT(qod_nef_flow_descriptions("", NULL, dl, ul, sizeof dl, err, sizeof err), QOD_OK);
+    QT_EQ_STR(dl, "permit out ip from any to assigned");
+    QT_EQ_STR(ul, "permit in ip from assigned to any");
+}
+
+QTEST(flow_descriptions_family_mismatch_is_unsupported)
+{
+    char dl[256], ul[256], err[128];
+    const char *flows = "{\"applicationServer\":{\"ipv6Address\":\"2001:db8::1\"}}";
+    QT_EQ_INT(qod_nef_flow_descriptions("10.0.0.1", flows, dl, ul, sizeof dl, err, sizeof err), QOD_ERR_UNSUPPORTED);
+}
+
+QTEST(subscription_prefers_ip_over_gpsi)
+{
+    char err[128];
+    qod_buf b;
+    qod_buf_init(&b, 0);
+    qod_nef_sub_spec s = {"http://q/nef/v1/notifications/T", "10.0.0.1", "", "15550001", "QOS_L", NULL};
+    int rc = qod_nef_subscription_body(&s, &b, err, sizeof err);
+    bool ok = rc == QOD_OK && strstr(b.data, "\"ueIpv4Addr\":\"10.0.0.1\"") && !strstr(b.data, "gpsi") &&
+              strstr(b.data, "\"supportedFeatures\":\"0\"") && strstr(b.data, "\"qosReference\":\"QOS_L\"") &&
+              strstr(b.data, ALL_EVENTS) && strstr(b.data, "\"flowId\":1");
+    qod_buf_dispose(&b);
+    QT_TRUE(ok);
+}
+
+QTEST(subscription_gpsi_without_ip)
+{
+    char err[128];
+    qod_buf b;
+    qod_buf_init(&b, 0);
+    qod_nef_sub_spec s = {"http://q/n/T", "", "", "15550001", "REF", NULL};
+    int rc = qod_nef_subscription_body(&s, &b, err, sizeof err);
+    bool ok = rc == QOD_OK && strstr(b.data, "\"gpsi\":\"msisdn-15550001\"") && !strstr(b.data, "ueIpv");
+    qod_buf_dispose(&b);
+    QT_TRUE(ok);
+}
+
+QTEST(subscription_needs_an_identifier)
+{
+    char err[128];
+    qod_buf b;
+    qod_buf_init(&b, 0);
+    qod_nef_sub_spec s = {"http://q/n/T", "", "", "12", "REF", NULL};
+    int rc = qod_nef_subscription_body(&s, &b, err, sizeof err);
+    qod_buf_dispose(&b);
+    QT_EQ_INT(rc, QOD_ERR_INVALID);
+}
+
+QTEST(notification_events_in_order)
+{
+    const char *body = "{\"transaction\":\"t\",\"eventReports\":[{\"event\":\"QOS_NOT_GUARANTEED\"},"
+                       "{\"event\":\"SESSION_TERMINATION\"},{\"event\":\"PLMN_CHG\"}]}";
+    qod_nef_notification n;
+    char err[128];
+    QT_EQ_INT(qod_nef_notification_parse(body, strlen(body), &n, err, sizeof err), QOD_OK);
+    QT_EQ_INT(n.n, 3);
+    QT_EQ_INT(n.ev[0], QOD_NEF_EV_QOS_NOT_GUARANTEED);
+    QT_EQ_INT(n.ev[1], QOD_NEF_EV_SESSION_TERMINATION);
+    QT_EQ_INT(n.ev[2], QOD_NEF_EV_OTHER);
+}
+
+QTEST(notification_malformed_is_invalid)
+{
+    static const char *const bad[] = {"", "{", "[]", "{\"eventReports\":[{\"event\":\"X\"}]}",
+                                      "{\"transaction\":\"t\",\"eventReports\":[]}",
+                                      "{\"transaction\":\"t\",\"eventReports\":[{\"event\":1}]}",
+                                      "{\"transaction\":\"t\",\"transaction\":\"u\",\"eventReports\":[{\"event\":\"X\"}]}"};
+    qod_nef_notification n;
+    char err[128];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        QT_EQ_INT(qod_nef_notification_parse(bad[i], strlen(bad[i]), &n, err, sizeof err), QOD_ERR_INVALID);
+}
+
+static void count_listed(void *arg, const qod_nef_listed *s)
+{
+    int *n = arg;
+    if (strcmp(s->self, "http://nef/s/1") == 0 && strcmp(s->ue_ipv4, "10.0.0.1") == 0)
+        (*n)++;
+}
+
+QTEST(list_parse_calls_back_per_object)
+{
+    const char *body = "[{\"self\":\"http://nef/s/1\",\"ueIpv4Addr\":\"10.0.0.1\"},3,{\"self\":\"x\"}]";
+    int n = 0;
+    char err[128];
+    QT_EQ_INT(qod_nef_list_parse(body, strlen(body), count_listed, &n, err, sizeof err), QOD_OK);
+    QT_EQ_INT(n, 1);
+    QT_EQ_INT(qod_nef_list_parse("{}", 2, count_listed, &n, err, sizeof err), QOD_ERR_INVALID);
+}
+
+QTEST(token_of_accepts_only_our_prefix)
+{
+    char t[64];
+    QT_TRUE(qod_nef_token_of("http://q/nef/v1/notifications/abc_-9", "http://q/nef/v1/notifications/", t, sizeof t));
+    QT_EQ_STR(t, "abc_-9");
+    QT_TRUE(!qod_nef_token_of("http://other/nef/v1/notifications/abc", "http://q/nef/v1/notifications/", t, sizeof t));
+    QT_TRUE(!qod_nef_token_of("http://q/nef/v1/notifications/a/b", "http://q/nef/v1/notifications/", t, sizeof t));
+    QT_TRUE(!qod_nef_token_of("http://q/nef/v1/notifications/", "http://q/nef/v1/notifications/", t, sizeof t));
+}
+
+QTEST_MAIN(QT_CASE(flow_descriptions_with_server_and_ports), QT_CASE(flow_descriptions_without_flows_or_address),
+           QT_CASE(flow_descriptions_family_mismatch_is_unsupported), QT_CASE(subscription_prefers_ip_over_gpsi),
+           QT_CASE(subscription_gpsi_without_ip), QT_CASE(subscription_needs_an_identifier),
+           QT_CASE(notification_events_in_order), QT_CASE(notification_malformed_is_invalid),
+           QT_CASE(list_parse_calls_back_per_object), QT_CASE(token_of_accepts_only_our_prefix))
