@@ -81,12 +81,13 @@ int qod_buf_printf(qod_buf *b, const char *fmt, ...)
     return rc;
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 when the bytes there are not valid UTF-8. */
-static int utf8_len(const unsigned char *p)
+/* Length of the valid UTF-8 sequence at p (1..4) within avail bytes, or 0 when the bytes there are not valid
+ * UTF-8 (or the sequence runs past avail). */
+static int utf8_len(const unsigned char *p, size_t avail)
 {
     unsigned c = p[0];
     int n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-    if (n == 0 || (n == 2 && c < 0xc2) || (n == 4 && c > 0xf4))
+    if (n == 0 || (size_t)n > avail || (n == 2 && c < 0xc2) || (n == 4 && c > 0xf4))
         return 0;
     for (int i = 1; i < n; i++)
         if ((p[i] & 0xc0) != 0x80)
@@ -106,7 +107,8 @@ int qod_buf_json_str(qod_buf *b, const char *s)
     const char *p = s;
     while (rc == QOD_OK && *p) {
         unsigned char c = (unsigned char)*p;
-        int n = c >= 0x80 ? utf8_len((const unsigned char *)p) : 1;
+        /* A NUL-terminated string: a continuation byte is never NUL, so strnlen bounds the sequence. */
+        int n = c >= 0x80 ? utf8_len((const unsigned char *)p, strnlen(p, 4)) : 1;
         if (n > 1) {
             p += n;
             continue;
@@ -157,8 +159,8 @@ bool qod_utf8_valid(const char *s, size_t n)
             p++;
             continue;
         }
-        int l = utf8_len(p);
-        if (!l || p + l > end)
+        int l = utf8_len(p, (size_t)(end - p));
+        if (!l)
             return false;
         p += l;
     }
