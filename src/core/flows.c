@@ -147,3 +147,33 @@ int qod_ports_parse(const cJSON *o, const char *what, qod_ports *out, qod_buf *j
     }
     return qod_buf_puts(json, "}");
 }
+
+int qod_flows_read(const char *json, qod_flows *out, char *err, size_t errcap)
+{
+    memset(out, 0, sizeof *out);
+    if (!json || !*json)
+        return QOD_OK;
+    cJSON *root = NULL;
+    qod_buf scratch;
+    qod_buf_init(&scratch, 16384);
+    int rc = qod_json_parse(json, strlen(json), 8, &root, err, errcap);
+    if (rc == QOD_OK && !cJSON_IsObject(root)) {
+        snprintf(err, errcap, "the flow description is not a JSON object");
+        rc = QOD_ERR_INVALID;
+    }
+    const cJSON *as = rc == QOD_OK ? cJSON_GetObjectItemCaseSensitive(root, "applicationServer") : NULL;
+    const cJSON *dp = rc == QOD_OK ? cJSON_GetObjectItemCaseSensitive(root, "devicePorts") : NULL;
+    const cJSON *sp = rc == QOD_OK ? cJSON_GetObjectItemCaseSensitive(root, "applicationServerPorts") : NULL;
+    out->has_server = as && !cJSON_IsNull(as);
+    out->has_device_ports = dp && !cJSON_IsNull(dp);
+    out->has_server_ports = sp && !cJSON_IsNull(sp);
+    if (rc == QOD_OK && out->has_server)
+        rc = qod_app_server_parse(as, "applicationServer", &out->server, &scratch, err, errcap);
+    if (rc == QOD_OK && out->has_device_ports)
+        rc = qod_ports_parse(dp, "devicePorts", &out->device_ports, &scratch, err, errcap);
+    if (rc == QOD_OK && out->has_server_ports)
+        rc = qod_ports_parse(sp, "applicationServerPorts", &out->server_ports, &scratch, err, errcap);
+    qod_buf_dispose(&scratch);
+    cJSON_Delete(root);
+    return rc;
+}

@@ -7,6 +7,7 @@
 #include "util/buf.h"
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,5 +31,19 @@ int qod_app_server_parse(const cJSON *o, const char *what, qod_app_server *out, 
                          size_t errcap);
 /* Parses a PortsSpec object. Appends normalised JSON. */
 int qod_ports_parse(const cJSON *o, const char *what, qod_ports *out, qod_buf *json, char *err, size_t errcap);
+
+/* The flows of a session as stored (JSON object text with optional applicationServer, devicePorts and
+ * applicationServerPorts), read back for the network backends. */
+typedef struct {
+    bool has_server;
+    qod_app_server server;
+    bool has_device_ports;
+    qod_ports device_ports;
+    bool has_server_ports;
+    qod_ports server_ports;
+} qod_flows;
+
+/* Reads stored flows; NULL or "" means none (all false). QOD_ERR_INVALID with why in err when malformed. */
+int qod_flows_read(const char *json, qod_flows *out, char *err, size_t errcap);
 
 #endif

@@ -23,22 +23,16 @@ static bool has(const char *s)
     return s && *s;
 }
 
-/* One IPFilterRule port list ("p" or "a-b", comma-separated, no spaces) of a PortsSpec member, "" when absent. */
-static int ports_text(const cJSON *flows, const char *key, char *out, size_t cap, char *err, size_t errcap)
+/* One IPFilterRule port list ("p" or "a-b", comma-separated, no spaces), "" when absent. */
+static int ports_text(bool has_ports, const qod_ports *p, const char *key, char *out, size_t cap, char *err,
+                      size_t errcap)
 {
-    const cJSON *o = cJSON_GetObjectItemCaseSensitive(flows, key);
     out[0] = '\0';
-    if (!o || cJSON_IsNull(o))
-        return QOD_OK;
-    qod_ports p;
-    qod_buf scratch;
-    qod_buf_init(&scratch, 8192);
-    int rc = qod_ports_parse(o, key, &p, &scratch, err, errcap);
-    qod_buf_dispose(&scratch);
     size_t len = 0;
-    for (int i = 0; rc == QOD_OK && i < p.n; i++) {
-        int k = p.from[i] == p.to[i] ? snprintf(out + len, cap - len, "%s%u", i ? "," : "", p.from[i])
-                                     : snprintf(out + len, cap - len, "%s%u-%u", i ? "," : "", p.from[i], p.to[i]);
+    int rc = QOD_OK;
+    for (int i = 0; has_ports && rc == QOD_OK && i < p->n; i++) {
+        int k = p->from[i] == p->to[i] ? snprintf(out + len, cap - len, "%s%u", i ? "," : "", p->from[i])
+                                       : snprintf(out + len, cap - len, "%s%u-%u", i ? "," : "", p->from[i], p->to[i]);
         if (k < 0 || (size_t)k >= cap - len) {
             snprintf(err, errcap, "%s has too many ports for a flow description", key);
             rc = QOD_ERR_UNSUPPORTED;
@@ -50,31 +44,24 @@ static int ports_text(const cJSON *flows, const char *key, char *out, size_t cap
 }
 
 /* The application server address matching the device's family: "a.b.c.d[/n]", "x::y[/n]" or "any". */
-static int server_text(const cJSON *flows, const char *ue_addr, char *out, size_t cap, char *err, size_t errcap)
+static int server_text(const qod_flows *f, const char *ue_addr, char *out, size_t cap, char *err, size_t errcap)
 {
-    const cJSON *o = cJSON_GetObjectItemCaseSensitive(flows, "applicationServer");
     snprintf(out, cap, "any");
-    if (!o || cJSON_IsNull(o))
+    if (!f->has_server)
         return QOD_OK;
-    qod_app_server as;
-    qod_buf scratch;
-    qod_buf_init(&scratch, 1024);
-    int rc = qod_app_server_parse(o, "applicationServer", &as, &scratch, err, errcap);
-    qod_buf_dispose(&scratch);
-    if (rc != QOD_OK)
-        return rc;
+    const qod_app_server *as = &f->server;
     bool v6 = has(ue_addr) && strchr(ue_addr, ':');
     bool v4 = has(ue_addr) && !v6;
-    if ((v4 || !has(ue_addr)) && as.ipv4_prefix >= 0) {
-        if (as.ipv4_prefix == 32)
-            snprintf(out, cap, "%s", as.ipv4);
+    if ((v4 || !has(ue_addr)) && as->ipv4_prefix >= 0) {
+        if (as->ipv4_prefix == 32)
+            snprintf(out, cap, "%s", as->ipv4);
         else
-            snprintf(out, cap, "%s/%d", as.ipv4, as.ipv4_prefix);
-    } else if ((v6 || !has(ue_addr)) && as.ipv6_prefix >= 0) {
-        if (as.ipv6_prefix == 128)
-            snprintf(out, cap, "%s", as.ipv6);
+            snprintf(out, cap, "%s/%d", as->ipv4, as->ipv4_prefix);
+    } else if ((v6 || !has(ue_addr)) && as->ipv6_prefix >= 0) {
+        if (as->ipv6_prefix == 128)
+            snprintf(out, cap, "%s", as->ipv6);
         else
-            snprintf(out, cap, "%s/%d", as.ipv6, as.ipv6_prefix);
+            snprintf(out, cap, "%s/%d", as->ipv6, as->ipv6_prefix);
     } else {
         snprintf(err, errcap, "the application server has no %s address for the device", v6 ? "IPv6" : "IPv4");
         return QOD_ERR_UNSUPPORTED;
@@ -87,19 +74,12 @@ int qod_nef_flow_descriptions(const char *ue_addr, const char *flows, char *dl, 
 {
     char as[64] = "any", asp[512] = "", uep[512] = "";
     const char *ue = has(ue_addr) ? ue_addr : "assigned";
-    cJSON *root = NULL;
-    int rc = QOD_OK;
-    if (has(flows)) {
-        rc = qod_json_parse(flows, strlen(flows), 8, &root, err, errcap);
-        if (rc == QOD_OK && !cJSON_IsObject(root)) {
-            snprintf(err, errcap, "the flow description is not a JSON object");
-            rc = QOD_ERR_INVALID;
-        }
-        rc = rc ? rc : server_text(root, ue_addr, as, sizeof as, err, errcap);
-        rc = rc ? rc : ports_text(root, "applicationServerPorts", asp, sizeof asp, err, errcap);
-        rc = rc ? rc : ports_text(root, "devicePorts", uep, sizeof uep, err, errcap);
-        cJSON_Delete(root);
-    }
+    qod_flows f;
+    int rc = qod_flows_read(flows, &f, err, errcap);
+    rc = rc ? rc : server_text(&f, ue_addr, as, sizeof as, err, errcap);
+    rc = rc ? rc : ports_text(f.has_server_ports, &f.server_ports, "applicationServerPorts", asp, sizeof asp, err,
+                              errcap);
+    rc = rc ? rc : ports_text(f.has_device_ports, &f.device_ports, "devicePorts", uep, sizeof uep, err, errcap);
     if (rc != QOD_OK)
         return rc;
     int a = snprintf(dl, cap, "permit out ip from %s%s%s to %s%s%s", as, *asp ? " " : "", asp, ue, *uep ? " " : "",

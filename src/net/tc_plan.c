@@ -121,23 +121,18 @@ qod_tc_class_spec qod_tc_plan_best_effort_class(int64_t link_kbps, double share)
 
 /* ---- flows → matches ------------------------------------------------------------------------------------- */
 
-static int port_blocks_of(const cJSON *flows, const char *key, qod_tc_port_block *out, int *n, char *err,
-                          size_t errcap)
+static int port_blocks_of(bool has, const qod_ports *ports, const char *key, qod_tc_port_block *out, int *n,
+                          char *err, size_t errcap)
 {
-    const cJSON *o = cJSON_GetObjectItemCaseSensitive(flows, key);
     *n = 0;
-    if (!o || cJSON_IsNull(o)) {
+    if (!has) {
         out[0] = (qod_tc_port_block){0, 0};
         *n = 1;
         return QOD_OK;
     }
-    qod_ports ports;
-    qod_buf scratch;
-    qod_buf_init(&scratch, 8192);
-    int rc = qod_ports_parse(o, key, &ports, &scratch, err, errcap);
-    qod_buf_dispose(&scratch);
-    for (int i = 0; rc == QOD_OK && i < ports.n; i++) {
-        int k = qod_tc_plan_port_blocks(ports.from[i], ports.to[i], out + *n, QOD_TC_MATCH_MAX - *n);
+    int rc = QOD_OK;
+    for (int i = 0; rc == QOD_OK && i < ports->n; i++) {
+        int k = qod_tc_plan_port_blocks(ports->from[i], ports->to[i], out + *n, QOD_TC_MATCH_MAX - *n);
         if (k < 0) {
             snprintf(err, errcap, "%s needs more than %d port filters", key, QOD_TC_MATCH_MAX);
             rc = QOD_ERR_UNSUPPORTED;
@@ -148,29 +143,22 @@ static int port_blocks_of(const cJSON *flows, const char *key, qod_tc_port_block
     return rc;
 }
 
-static int server_of(const cJSON *flows, uint32_t *addr, uint32_t *mask, char *err, size_t errcap)
+static int server_of(const qod_flows *f, uint32_t *addr, uint32_t *mask, char *err, size_t errcap)
 {
-    const cJSON *o = cJSON_GetObjectItemCaseSensitive(flows, "applicationServer");
     *addr = *mask = 0;
-    if (!o || cJSON_IsNull(o))
+    if (!f->has_server)
         return QOD_OK;
-    qod_app_server as;
-    qod_buf scratch;
-    qod_buf_init(&scratch, 1024);
-    int rc = qod_app_server_parse(o, "applicationServer", &as, &scratch, err, errcap);
-    qod_buf_dispose(&scratch);
-    if (rc != QOD_OK)
-        return rc;
-    if (as.ipv4_prefix < 0) {
+    if (f->server.ipv4_prefix < 0) {
         snprintf(err, errcap, "an IPv6 application server cannot be enforced (IPv4 only)");
         return QOD_ERR_UNSUPPORTED;
     }
     struct in_addr a;
-    if (inet_pton(AF_INET, as.ipv4, &a) != 1) {
+    if (inet_pton(AF_INET, f->server.ipv4, &a) != 1) {
         snprintf(err, errcap, "applicationServer.ipv4Address is not an IPv4 address");
         return QOD_ERR_INVALID;
     }
-    *mask = as.ipv4_prefix ? ~0u << (32 - as.ipv4_prefix) : 0;
+    int prefix = f->server.ipv4_prefix;
+    *mask = prefix ? ~0u << (32 - prefix) : 0;
     *addr = ntohl(a.s_addr) & *mask;
     return QOD_OK;
 }
@@ -178,7 +166,7 @@ static int server_of(const cJSON *flows, uint32_t *addr, uint32_t *mask, char *e
 int qod_tc_plan_matches(const char *dev_ipv4, const char *flows, qod_tc_matches *out, char *err, size_t errcap)
 {
     struct in_addr dev;
-    cJSON *root = NULL;
+    qod_flows f;
     qod_tc_port_block devp[QOD_TC_MATCH_MAX], peerp[QOD_TC_MATCH_MAX];
     int ndev = 1, npeer = 1, rc = QOD_OK;
     uint32_t peer = 0, peer_mask = 0;
@@ -188,16 +176,11 @@ int qod_tc_plan_matches(const char *dev_ipv4, const char *flows, qod_tc_matches 
         snprintf(err, errcap, "the device has no IPv4 address");
         return QOD_ERR_UNSUPPORTED;
     }
-    if (flows && *flows) {
-        rc = qod_json_parse(flows, strlen(flows), 8, &root, err, errcap);
-        if (rc == QOD_OK && !cJSON_IsObject(root)) {
-            snprintf(err, errcap, "the flow description is not a JSON object");
-            rc = QOD_ERR_INVALID;
-        }
-        rc = rc ? rc : server_of(root, &peer, &peer_mask, err, errcap);
-        rc = rc ? rc : port_blocks_of(root, "devicePorts", devp, &ndev, err, errcap);
-        rc = rc ? rc : port_blocks_of(root, "applicationServerPorts", peerp, &npeer, err, errcap);
-    }
+    rc = qod_flows_read(flows, &f, err, errcap);
+    rc = rc ? rc : server_of(&f, &peer, &peer_mask, err, errcap);
+    rc = rc ? rc : port_blocks_of(f.has_device_ports, &f.device_ports, "devicePorts", devp, &ndev, err, errcap);
+    rc = rc ? rc : port_blocks_of(f.has_server_ports, &f.server_ports, "applicationServerPorts", peerp, &npeer, err,
+                                  errcap);
     if (rc == QOD_OK && ndev * npeer > QOD_TC_MATCH_MAX) {
         snprintf(err, errcap, "the port ranges need %d filters, more than the %d enforced per session", ndev * npeer,
                  QOD_TC_MATCH_MAX);
@@ -206,7 +189,6 @@ int qod_tc_plan_matches(const char *dev_ipv4, const char *flows, qod_tc_matches 
     for (int i = 0; rc == QOD_OK && i < ndev; i++)
         for (int j = 0; j < npeer; j++)
             out->m[out->n++] = (qod_tc_match){ntohl(dev.s_addr), devp[i], peer, peer_mask, peerp[j]};
-    cJSON_Delete(root);
     if (rc != QOD_OK)
         out->n = 0;
     return rc;
