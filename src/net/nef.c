@@ -886,6 +886,11 @@ static void nef_destroy(void *self)
     if (!n)
         return;
     n->closing = true;
+    /* The engine loop is gone by now: curl must not call back into it while handles are removed. */
+    if (n->multi) {
+        curl_multi_setopt(n->multi, CURLMOPT_SOCKETFUNCTION, NULL);
+        curl_multi_setopt(n->multi, CURLMOPT_TIMERFUNCTION, NULL);
+    }
     while (n->running) {
         req *r = n->running;
         list_del(&n->running, r);

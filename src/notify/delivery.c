@@ -976,6 +976,9 @@ void qod_delivery_destroy(qod_delivery *d)
 {
     if (!d)
         return;
+    /* The loop is gone by now: curl must not call back into it while handles are removed. */
+    curl_multi_setopt(d->multi, CURLMOPT_SOCKETFUNCTION, NULL);
+    curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, NULL);
     /* Attempts still in flight are abandoned: their events stay pending in the store and go out after restart. */
     while (d->running) {
         attempt *at = d->running;
