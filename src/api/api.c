@@ -175,7 +175,8 @@ static bool take_correlator(qod_call *c, qod_req *r)
     if (x && qod_correlator_valid(x)) {
         snprintf(c->correlator, sizeof c->correlator, "%s", x);
     } else {
-        qod_uuid_v4(c->correlator);
+        /* A correlation id needs to be unique, not secret: no CSPRNG call per request. */
+        qod_uuid_fast(c->correlator);
     }
     qod_req_add_header(r, "x-correlator", c->correlator);
     return !x || qod_correlator_valid(x);

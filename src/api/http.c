@@ -66,6 +66,7 @@ struct qod_http {
     pthread_t sweeper;
     bool sweeper_started;
     atomic_bool stopping;
+    atomic_bool draining;  /* stop requested: new requests are refused so none can be suspended at the end */
 };
 
 static uint64_t now_ns(void)
@@ -154,7 +155,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             atomic_store(&t->since_ms, qod_time_mono_ms());
             atomic_store(&t->in_request, true);
         }
-        r->overloaded = atomic_load(&h->conns) > (long)h->opts.busy_conns;
+        /* inflight is counted before this check: qod_http_stop sets draining, then waits for inflight, so every
+         * request either sees draining (and is refused with 503, never suspended) or is waited for. */
+        r->overloaded = atomic_load(&h->draining) || atomic_load(&h->conns) > (long)h->opts.busy_conns;
         *con_cls = r;
         return r->path ? MHD_YES : MHD_NO;
     }
@@ -356,6 +359,7 @@ void qod_http_stop(qod_http *h, int drain_ms)
 {
     if (!h)
         return;
+    atomic_store(&h->draining, true);
     MHD_quiesce_daemon(h->d);
     int64_t deadline = qod_time_mono_ms() + drain_ms;
     while (atomic_load(&h->inflight) > 0 && qod_time_mono_ms() < deadline) {

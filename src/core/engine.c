@@ -64,6 +64,7 @@ struct qod_engine {
     qod_loop *loop;
     void *be;
     atomic_llong deadline; /* the loop's current wake-up time (monotonic ms) */
+    bool running;          /* the loop thread runs */
     unsaved *uhead, *utail;  /* failed status commits, oldest first */
     atomic_ullong notices;   /* network notices (e.g. QoS not guaranteed) */
     bool retry_inflight;
@@ -103,7 +104,8 @@ static void arm(qod_engine *e, sess *x, int slot, int64_t due, int kind)
         QOD_ERROR("engine", "timer_alloc_failed", "session=%s", x->s.id);
         return;
     }
-    if (due < atomic_load(&e->deadline) && e->loop)
+    /* Before the loop runs (start-up loads a million timers) its first tick sees them all: no wake-ups. */
+    if (e->running && due < atomic_load(&e->deadline) && e->loop)
         qod_loop_wake(e->loop);
 }
 
@@ -210,8 +212,9 @@ static int add_session_row(const qod_engine *e, qod_store_batch *b, const sess *
     qod_buf_init(&doc, 0);
     session_doc(e, x, &doc);
     int64_t state = (int64_t)x->s.st.state * 10 + x->s.st.reason;
-    int rc = (insert ? qod_store_batch_insert : qod_store_batch_put)(b, QOD_TBL_SESSIONS, x->s.id, x->s.app_id,
-                                                                     x->s.device_key, state, x->s.expires_ms, doc.data);
+    int rc = insert ? qod_store_batch_insert(b, QOD_TBL_SESSIONS, x->s.id, x->s.app_id, x->s.device_key, state,
+                                             x->s.expires_ms, doc.data)
+                    : qod_store_batch_update(b, QOD_TBL_SESSIONS, x->s.id, state, x->s.expires_ms, doc.data);
     qod_buf_dispose(&doc);
     return rc;
 }
@@ -221,7 +224,7 @@ static int add_session_row(const qod_engine *e, qod_store_batch *b, const sess *
 static int add_event_row(qod_engine *e, qod_store_batch *b, sess *x, unsaved *u)
 {
     char id[QOD_UUID_LEN + 1];
-    qod_uuid_v4(id);
+    qod_uuid_v7(id);
     int64_t now = qod_time_wall_ms();
     qod_buf doc;
     qod_buf_init(&doc, 0);
@@ -632,7 +635,7 @@ static sess *new_session(qod_engine *e, const qod_create_spec *sp)
     qod_timer_init(&x->timers[SLOT_LIFE], SLOT_LIFE);
     qod_timer_init(&x->timers[SLOT_NET], SLOT_NET);
     qod_session *s = &x->s;
-    qod_uuid_v4(s->id);
+    qod_uuid_v7(s->id);
     snprintf(s->app_id, sizeof s->app_id, "%s", sp->app_id);
     s->st = (qod_session_status){QOD_SS_REQUESTED, QOD_END_NONE};
     s->surface = sp->surface;
@@ -1104,8 +1107,16 @@ static void restore(qod_engine *e, sess *x, int64_t now_wall, int64_t now_mono)
     if (c)
         c->active++;
     qod_hmap_put(&e->by_dev, x->s.device_key, x);
-    if (x->s.expires_ms > 0)
-        arm(e, x, SLOT_LIFE, now_mono + (x->s.expires_ms > now_wall ? x->s.expires_ms - now_wall : 0), TK_EXPIRE);
+    if (x->s.expires_ms > 0) {
+        /* What is left can never exceed the duration: a wall clock that ran fast before the restart (and was
+         * corrected since) must not stretch a session. */
+        int64_t left = x->s.expires_ms > now_wall ? x->s.expires_ms - now_wall : 0;
+        if (left > x->s.duration_s * 1000) {
+            left = x->s.duration_s * 1000;
+            x->s.expires_ms = now_wall + left;
+        }
+        arm(e, x, SLOT_LIFE, now_mono + left, TK_EXPIRE);
+    }
 }
 
 static int load_session(void *arg, const qod_store_row *row)
@@ -1245,7 +1256,11 @@ int qod_engine_start(qod_engine *e)
     qod_hmap_each(&e->by_id, reprovision, e);
     pthread_mutex_unlock(&e->mu);
     /* Sessions whose expiry passed while the daemon was down end on the first tick, with their events. */
-    return qod_loop_start(e->loop);
+    int rc = qod_loop_start(e->loop);
+    pthread_mutex_lock(&e->mu);
+    e->running = rc == QOD_OK;
+    pthread_mutex_unlock(&e->mu);
+    return rc;
 }
 
 static int free_sess(void *arg, const char *key, void *val)

@@ -296,15 +296,15 @@ void qod_daemon_stop(qod_daemon *d)
     qod_admin_stop(d->admin);
     qod_api_destroy(d->api);
     /* The engine's loop stops first; the store then drains the batches in flight, whose completions still
-     * reach the engine; only then is the engine freed. */
+     * reach the engine and the delivery; only then are those freed. */
     qod_engine_stop(d->engine);
+    qod_store_close(d->store);
     qod_delivery_destroy(d->delivery);
+    qod_engine_destroy(d->engine);
     qod_tokcache_destroy(d->tokens);
     qod_ciba_destroy(d->ciba);
     qod_jwt_key_destroy(d->key);
     qod_apps_destroy(d->apps);
-    qod_store_close(d->store);
-    qod_engine_destroy(d->engine);
     qod_registry_destroy(d->registry);
     qod_profiles_destroy(d->profiles);
     qod_seal_close(d->seal);

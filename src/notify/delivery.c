@@ -14,6 +14,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,9 @@ struct qod_delivery {
     qod_timers timers;
     host *ring;         /* hosts with waiting queues */
     attempt *running;   /* attempts in flight */
+    pthread_mutex_t retry_mu;
+    struct state_write *retry_writes; /* outcome writes that failed, newest first */
+    int64_t retry_writes_at;
     int inflight;
     size_t loaded;
     int64_t last_seq;
@@ -159,13 +163,72 @@ static host *host_for(qod_delivery *d, const char *url)
     return h;
 }
 
-static void persist_state(qod_delivery *d, const item *it, int state, int64_t next_ms)
+typedef struct state_write {
+    qod_delivery *d;
+    int64_t seq, state, attempts, next_ms;
+    struct state_write *next;
+} state_write;
+
+static void submit_state(state_write *w);
+
+/* A delivery outcome that could not be written (disk full) is written again until it sticks: otherwise an
+ * acknowledged event would be sent again after a restart, possibly after a later one of its session. */
+static void state_written(int rc, void *arg)
+{
+    state_write *w = arg;
+    if (rc == QOD_OK) {
+        free(w);
+        return;
+    }
+    qod_delivery *d = w->d;
+    pthread_mutex_lock(&d->retry_mu);
+    w->next = d->retry_writes;
+    d->retry_writes = w;
+    pthread_mutex_unlock(&d->retry_mu);
+}
+
+static void submit_state(state_write *w)
 {
     qod_store_batch *b = qod_store_batch_new();
-    if (b && qod_store_batch_event_state(b, it->seq, state, it->attempts, next_ms) == QOD_OK)
-        qod_store_submit(d->o.store, b, NULL, NULL);
-    else
+    if (b && qod_store_batch_event_state(b, w->seq, w->state, w->attempts, w->next_ms) == QOD_OK &&
+        qod_store_submit(w->d->o.store, b, state_written, w) == QOD_OK)
+        return;
+    if (b)
         qod_store_batch_free(b);
+    state_written(QOD_ERR_NOMEM, w);
+}
+
+static void persist_state(qod_delivery *d, const item *it, int state, int64_t next_ms)
+{
+    state_write *w = calloc(1, sizeof *w);
+    if (!w)
+        return;
+    *w = (state_write){d, it->seq, state, it->attempts, next_ms, NULL};
+    submit_state(w);
+}
+
+/* Resubmits failed outcome writes, oldest first, at most once a second (loop thread). */
+static void retry_state_writes(qod_delivery *d, int64_t now)
+{
+    if (now < d->retry_writes_at)
+        return;
+    d->retry_writes_at = now + 1000;
+    pthread_mutex_lock(&d->retry_mu);
+    state_write *list = d->retry_writes;
+    d->retry_writes = NULL;
+    pthread_mutex_unlock(&d->retry_mu);
+    state_write *rev = NULL;
+    while (list) {
+        state_write *n = list->next;
+        list->next = rev;
+        rev = list;
+        list = n;
+    }
+    while (rev) {
+        state_write *n = rev->next;
+        submit_state(rev);
+        rev = n;
+    }
 }
 
 /* ---- queueing --------------------------------------------------------------------------------------------------- */
@@ -722,6 +785,7 @@ static int on_curl_timer(CURLM *m, long timeout_ms, void *userp)
 static int64_t tick(void *arg, int64_t now)
 {
     qod_delivery *d = arg;
+    retry_state_writes(d, now);
     if (d->curl_due >= 0 && d->curl_due <= now) {
         int running = 0;
         d->curl_due = -1;
@@ -738,6 +802,11 @@ static int64_t tick(void *arg, int64_t now)
     int64_t due = next ? next->due : -1;
     if (d->curl_due >= 0 && (due < 0 || d->curl_due < due))
         due = d->curl_due;
+    pthread_mutex_lock(&d->retry_mu);
+    bool writes = d->retry_writes != NULL;
+    pthread_mutex_unlock(&d->retry_mu);
+    if (writes && (due < 0 || d->retry_writes_at < due))
+        due = d->retry_writes_at;
     return due;
 }
 
@@ -788,6 +857,13 @@ static int load_one(void *arg, const qod_store_event *e)
     it->created_ms = e->created_ms;
     it->attempts = (int)e->attempts;
     it->due_wall = e->next_ms;
+    /* A due time is never further away than its schedule step: a wall clock stepped back must not park an
+     * event (the stored time is wall-clock so that it survives restarts). */
+    int64_t now_wall = qod_time_wall_ms();
+    double step = d->o.schedule[it->attempts < d->o.nschedule ? it->attempts : d->o.nschedule - 1];
+    int64_t latest = now_wall + (int64_t)(step * 1100) + 1000;
+    if (it->due_wall > latest)
+        it->due_wall = latest;
     if (it->attempts == 0 && d->o.schedule[0] > 0 && e->next_ms == e->created_ms)
         it->due_wall += (int64_t)(d->o.schedule[0] * 1000); /* value 0 of the schedule: the wait before attempt 0 */
     if (q->tail)
@@ -893,6 +969,7 @@ int qod_delivery_create(const qod_delivery_opts *opts, qod_delivery **out)
     if (d->o.max_loaded == 0)
         d->o.max_loaded = 200000;
     d->curl_due = -1;
+    pthread_mutex_init(&d->retry_mu, NULL);
     qod_hmap_init(&d->queues);
     qod_hmap_init(&d->ids);
     qod_hmap_init(&d->hosts);
@@ -995,6 +1072,12 @@ void qod_delivery_destroy(qod_delivery *d)
     qod_hmap_dispose(&d->hosts);
     qod_hmap_dispose(&d->gone);
     qod_timers_dispose(&d->timers);
+    while (d->retry_writes) {
+        state_write *w = d->retry_writes;
+        d->retry_writes = w->next;
+        free(w);
+    }
+    pthread_mutex_destroy(&d->retry_mu);
     free(d);
 }
 

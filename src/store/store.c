@@ -112,6 +112,12 @@ int qod_store_batch_insert(qod_store_batch *b, qod_store_table t, const char *ke
     return add_row_op(b, QOD_OP_INSERT, t, key, owner, idx, state, num, doc);
 }
 
+int qod_store_batch_update(qod_store_batch *b, qod_store_table t, const char *key, int64_t state, int64_t num,
+                           const char *doc)
+{
+    return add_row_op(b, QOD_OP_UPDATE, t, key, NULL, NULL, state, num, doc);
+}
+
 int qod_store_batch_del(qod_store_batch *b, qod_store_table t, const char *key)
 {
     return add_row_op(b, QOD_OP_DEL, t, key, NULL, NULL, 0, 0, NULL);

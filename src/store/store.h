@@ -77,6 +77,9 @@ int qod_store_batch_put(qod_store_batch *b, qod_store_table t, const char *key, 
 /* Inserts a row only if the key is absent; otherwise the whole batch fails with QOD_ERR_EXISTS. */
 int qod_store_batch_insert(qod_store_batch *b, qod_store_table t, const char *key, const char *owner,
                            const char *idx, int64_t state, int64_t num, const char *doc);
+/* Updates state, num and doc of an existing row (owner and idx unchanged); absent is fine. */
+int qod_store_batch_update(qod_store_batch *b, qod_store_table t, const char *key, int64_t state, int64_t num,
+                           const char *doc);
 /* Deletes a row (absent is fine). */
 int qod_store_batch_del(qod_store_batch *b, qod_store_table t, const char *key);
 /* Appends an outbox event; an event whose id is already stored is left as it is (retries are idempotent). */
@@ -137,7 +140,8 @@ typedef enum {
     QOD_OP_EVENT,
     QOD_OP_EVENT_STATE,
     QOD_OP_EVENT_DEL_SESSION,
-    QOD_OP_EVENT_REQUEUE
+    QOD_OP_EVENT_REQUEUE,
+    QOD_OP_UPDATE
 } qod_store_op_kind;
 
 struct qod_store_op {

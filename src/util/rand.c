@@ -7,19 +7,16 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 int qod_rand_bytes(void *buf, size_t n)
 {
     return RAND_bytes(buf, (int)n) == 1 ? QOD_OK : QOD_ERR_CRYPTO;
 }
 
-int qod_uuid_v4(char out[QOD_UUID_LEN + 1])
+static void uuid_text(unsigned char b[16], int version, char out[QOD_UUID_LEN + 1])
 {
-    unsigned char b[16];
-    int rc = qod_rand_bytes(b, sizeof b);
-    if (rc != QOD_OK)
-        return rc;
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[6] = (unsigned char)((b[6] & 0x0f) | (version << 4));
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
     static const char hex[] = "0123456789abcdef";
     size_t o = 0;
@@ -30,7 +27,39 @@ int qod_uuid_v4(char out[QOD_UUID_LEN + 1])
         out[o++] = hex[b[i] & 15];
     }
     out[o] = '\0';
-    return QOD_OK;
+}
+
+int qod_uuid_v4(char out[QOD_UUID_LEN + 1])
+{
+    unsigned char b[16];
+    int rc = qod_rand_bytes(b, sizeof b);
+    if (rc == QOD_OK)
+        uuid_text(b, 4, out);
+    return rc;
+}
+
+int qod_uuid_v7(char out[QOD_UUID_LEN + 1])
+{
+    unsigned char b[16];
+    int rc = qod_rand_bytes(b + 6, 10);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    for (int i = 5; i >= 0; i--, ms >>= 8)
+        b[i] = (unsigned char)(ms & 0xff);
+    if (rc == QOD_OK)
+        uuid_text(b, 7, out);
+    return rc;
+}
+
+void qod_uuid_fast(char out[QOD_UUID_LEN + 1])
+{
+    unsigned char b[16];
+    for (int i = 0; i < 16; i += 4) {
+        uint32_t v = (uint32_t)(qod_rand_unit() * 4294967296.0);
+        memcpy(b + i, &v, 4);
+    }
+    uuid_text(b, 4, out);
 }
 
 bool qod_uuid_valid(const char *s)
