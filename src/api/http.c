@@ -366,6 +366,10 @@ void qod_http_stop(qod_http *h, int drain_ms)
         struct timespec ts = {0, 5 * 1000000};
         nanosleep(&ts, NULL);
     }
+    /* Let the server threads finish the resumptions that completed the last requests before stopping them:
+     * libmicrohttpd must never be stopped with a connection still suspended. */
+    struct timespec grace = {0, 50 * 1000000};
+    nanosleep(&grace, NULL);
     atomic_store(&h->stopping, true);
     if (h->sweeper_started)
         pthread_join(h->sweeper, NULL);
