@@ -69,12 +69,16 @@ static void check_values(const qod_cfg_opt *t, size_t n, const void *target)
         const char *s = t[i].type == QOD_CFG_STR || t[i].type == QOD_CFG_ENUM ? *(char *const *)f : NULL;
         char err[256];
         switch (t[i].type) {
-        case QOD_CFG_INT:
-            FUZZ_CHECK(*(const long long *)f >= t[i].min && *(const long long *)f <= t[i].max);
+        case QOD_CFG_INT: {
+            long long v = *(const long long *)f;
+            FUZZ_CHECK(v >= t[i].min && v <= t[i].max);
             break;
-        case QOD_CFG_DOUBLE:
-            FUZZ_CHECK(isfinite(*(const double *)f) && *(const double *)f >= t[i].min && *(const double *)f <= t[i].max);
+        }
+        case QOD_CFG_DOUBLE: {
+            double v = *(const double *)f;
+            FUZZ_CHECK(isfinite(v) && v >= t[i].min && v <= t[i].max);
             break;
+        }
         case QOD_CFG_BOOL:
             break;
         case QOD_CFG_ENUM:
