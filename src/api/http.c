@@ -31,6 +31,7 @@ struct qod_req {
     qod_buf body;
     bool too_large;
     bool dispatched;
+    bool observed;  /* counted in the metrics already */
     bool overloaded;
     pthread_mutex_t mu; /* guards suspended/completed between the handler and the completing thread */
     bool suspended;
@@ -127,6 +128,11 @@ static enum MHD_Result queue_response(qod_req *r)
         MHD_add_response_header(resp, r->headers[i].name, r->headers[i].value);
     enum MHD_Result ret = MHD_queue_response(r->conn, r->status, resp);
     MHD_destroy_response(resp);
+    /* Counted when queued, so that a client reading /metrics right after an answer sees it counted. */
+    if (r->h->opts.done && r->dispatched && !r->observed) {
+        r->observed = true;
+        r->h->opts.done(r->h->opts.ctx, r, r->status, now_ns() - r->start_ns);
+    }
     return ret;
 }
 
@@ -195,7 +201,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     qod_req *r = *con_cls;
     if (!r)
         return;
-    if (h->opts.done && r->dispatched)
+    if (h->opts.done && r->dispatched && !r->observed)
         h->opts.done(h->opts.ctx, r, r->status ? r->status : 500, now_ns() - r->start_ns);
     conn_track *t = track_of(conn);
     if (t) {
