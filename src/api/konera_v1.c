@@ -373,7 +373,7 @@ static bool session_id_ok(qod_call *c, qod_req *r)
     return qod_camara_id_ok(c, r, "sessionId");
 }
 
-static void lookup_error(qod_req *r, int rc)
+void qod_camara_lookup_error(qod_req *r, int rc)
 {
     if (rc == QOD_ERR_DENIED)
         qod_api_error(r, 403, "PERMISSION_DENIED", "Client does not have sufficient permissions to perform this action.");
@@ -397,7 +397,7 @@ static void respond_session(qod_call *c, qod_req *r, const char *id)
     if (rc == QOD_OK)
         qod_api_json(r, 200, b.data, b.len);
     else
-        lookup_error(r, rc);
+        qod_camara_lookup_error(r, rc);
     qod_buf_dispose(&b);
 }
 
@@ -407,7 +407,7 @@ void qod_v1_get(qod_call *c, qod_req *r)
         respond_session(c, r, c->params[0]);
 }
 
-static void deleted(void *arg, int rc, const char *id, const char *body)
+void qod_camara_deleted(void *arg, int rc, const char *id, const char *body)
 {
     (void)id;
     (void)body;
@@ -423,14 +423,14 @@ void qod_v1_delete(qod_call *c, qod_req *r)
 {
     if (!session_id_ok(c, r))
         return;
-    int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_SESSION, deleted,
-                                       r);
+    int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id,
+                                       QOD_KIND_SESSION, qod_camara_deleted, r);
     if (rc == QOD_OK)
         qod_req_defer(r);
     else if (rc == QOD_ERR_STATE)
         qod_req_respond(r, 204, NULL, NULL, 0); /* already UNAVAILABLE: nothing to release, no event */
     else
-        lookup_error(r, rc);
+        qod_camara_lookup_error(r, rc);
 }
 
 static void extended(void *arg, int rc, const char *id, const char *body)
@@ -484,7 +484,7 @@ void qod_v1_extend(qod_call *c, qod_req *r)
                       "Extending the session duration is not allowed in the current state. The session must be in "
                       "the AVAILABLE state.");
     else
-        lookup_error(r, rc);
+        qod_camara_lookup_error(r, rc);
 }
 
 void qod_v1_retrieve(qod_call *c, qod_req *r)

@@ -36,6 +36,10 @@ int qod_camara_cloudevent(const qod_event_view *ev, const char *type, const char
 /* Checks the {id} path parameter (a UUID; lower-cased) and, with a 3-legged token, that the resource belongs to
  * the token's device (403 otherwise). Responds and returns false on error. */
 bool qod_camara_id_ok(qod_call *c, qod_req *r, const char *what);
+/* Answers a failed lookup the CAMARA way: 403 PERMISSION_DENIED, 404 NOT_FOUND, or the generic mapping. */
+void qod_camara_lookup_error(qod_req *r, int rc);
+/* Completion of a deferred DELETE (arg = the request): 204 after the commit, else the error. */
+void qod_camara_deleted(void *arg, int rc, const char *id, const char *body);
 /* Renders a v1 notification as a CloudEvent. */
 int qod_v1_render_event(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token);
 /* Resolves the device of a CAMARA request from the body's `device` (2-legged) or the token (3-legged), with

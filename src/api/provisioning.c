@@ -182,16 +182,6 @@ void qod_prov_create(qod_call *c, qod_req *r)
     qod_buf_dispose(&v.extra);
 }
 
-static void lookup_error(qod_req *r, int rc)
-{
-    if (rc == QOD_ERR_DENIED)
-        qod_api_error(r, 403, "PERMISSION_DENIED", "Client does not have sufficient permissions to perform this action.");
-    else if (rc == QOD_ERR_NOTFOUND)
-        qod_api_error(r, 404, "NOT_FOUND", "The specified resource is not found.");
-    else
-        qod_api_error_from(r, rc);
-}
-
 void qod_prov_get(qod_call *c, qod_req *r)
 {
     if (!qod_camara_id_ok(c, r, "assignmentId"))
@@ -203,20 +193,8 @@ void qod_prov_get(qod_call *c, qod_req *r)
     if (rc == QOD_OK)
         qod_api_json(r, 200, b.data, b.len);
     else
-        lookup_error(r, rc);
+        qod_camara_lookup_error(r, rc);
     qod_buf_dispose(&b);
-}
-
-static void revoked(void *arg, int rc, const char *id, const char *body)
-{
-    (void)id;
-    (void)body;
-    qod_req *r = arg;
-    if (rc == QOD_OK)
-        qod_req_respond(r, 204, NULL, NULL, 0);
-    else
-        qod_api_error_from(r, rc);
-    qod_req_complete(r);
 }
 
 void qod_prov_delete(qod_call *c, qod_req *r)
@@ -226,13 +204,13 @@ void qod_prov_delete(qod_call *c, qod_req *r)
     /* The sim and tc backends release at once: 204 after the commit. (202 with DELETE_REQUESTED is for backends
      * that release asynchronously.) */
     int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id,
-                                       QOD_KIND_ASSIGNMENT, revoked, r);
+                                       QOD_KIND_ASSIGNMENT, qod_camara_deleted, r);
     if (rc == QOD_OK)
         qod_req_defer(r);
     else if (rc == QOD_ERR_STATE)
         qod_req_respond(r, 204, NULL, NULL, 0); /* already UNAVAILABLE: no event */
     else
-        lookup_error(r, rc);
+        qod_camara_lookup_error(r, rc);
 }
 
 void qod_prov_retrieve(qod_call *c, qod_req *r)
