@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #define MAX_RESP_HEADERS 24
+/* Past the drain, how long qod_http_stop still waits for suspended requests to be completed by their owners. */
+#define STOP_SUSPENDED_MAX_MS 30000
 
 typedef struct {
     char *name, *value;
@@ -60,6 +62,7 @@ struct qod_http {
     struct MHD_Daemon *d;
     qod_http_opts opts;
     atomic_long inflight;
+    atomic_long suspended; /* requests suspended by qod_req_defer and not completed yet (never more than inflight) */
     atomic_long conns;
     unsigned port;
     pthread_mutex_t track_mu;
@@ -201,6 +204,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     qod_req *r = *con_cls;
     if (!r)
         return;
+    if (r->suspended)
+        atomic_fetch_sub(&h->suspended, 1);
     if (h->opts.done && r->dispatched && !r->observed)
         h->opts.done(h->opts.ctx, r, r->status ? r->status : 500, now_ns() - r->start_ns);
     conn_track *t = track_of(conn);
@@ -372,13 +377,30 @@ void qod_http_stop(qod_http *h, int drain_ms)
         struct timespec ts = {0, 5 * 1000000};
         nanosleep(&ts, NULL);
     }
-    /* Let the server threads finish the resumptions that completed the last requests before stopping them:
-     * libmicrohttpd must never be stopped with a connection still suspended. */
-    struct timespec grace = {0, 50 * 1000000};
-    nanosleep(&grace, NULL);
+    /* libmicrohttpd must never be stopped with a connection still suspended. A suspended request always ends:
+     * its owner completes it once the store answers (commit or failure), so past the drain we wait for those
+     * alone, and say so. Were one never to end, stopping the server would abort: it is left to process exit. */
+    bool stuck = false;
+    for (int64_t next_log = 0; atomic_load(&h->suspended) > 0;) {
+        int64_t now = qod_time_mono_ms();
+        if (now >= deadline + STOP_SUSPENDED_MAX_MS) {
+            stuck = true;
+            break;
+        }
+        if (now >= next_log) {
+            QOD_WARN("http", "stop_waits_for_suspended", "requests=%ld", atomic_load(&h->suspended));
+            next_log = now + 1000;
+        }
+        struct timespec ts = {0, 2 * 1000000};
+        nanosleep(&ts, NULL);
+    }
     atomic_store(&h->stopping, true);
     if (h->sweeper_started)
         pthread_join(h->sweeper, NULL);
+    if (stuck) {
+        QOD_ERROR("http", "stop_left_suspended", "requests=%ld", atomic_load(&h->suspended));
+        return;
+    }
     MHD_stop_daemon(h->d);
     pthread_mutex_destroy(&h->track_mu);
     free(h);
@@ -485,6 +507,7 @@ void qod_req_defer(qod_req *r)
     pthread_mutex_lock(&r->mu);
     if (!r->completed) {
         r->suspended = true;
+        atomic_fetch_add(&r->h->suspended, 1);
         MHD_suspend_connection(r->conn);
     }
     pthread_mutex_unlock(&r->mu);

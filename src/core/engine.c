@@ -62,6 +62,7 @@ struct qod_engine {
     idem_rec *idem_head, *idem_tail;
     qod_timers timers;
     qod_loop *loop;
+    qod_loop *stopped_loop; /* after qod_engine_stop, until destroy */
     void *be;
     atomic_llong deadline; /* the loop's current wake-up time (monotonic ms) */
     bool running;          /* the loop thread runs */
@@ -1286,9 +1287,12 @@ void qod_engine_stop(qod_engine *e)
     pthread_mutex_lock(&e->mu);
     qod_loop *l = e->loop;
     e->loop = NULL;
+    if (l)
+        e->stopped_loop = l;
     pthread_mutex_unlock(&e->mu);
-    /* Joined outside the lock: the loop's last tick may be waiting for it. */
-    qod_loop_destroy(l);
+    /* Joined outside the lock: the loop's last tick may be waiting for it. The memory is freed only by
+     * qod_engine_destroy: the store thread, still draining, may post to it (posts then fail cleanly). */
+    qod_loop_stop(l);
 }
 
 void qod_engine_destroy(qod_engine *e)
@@ -1298,6 +1302,7 @@ void qod_engine_destroy(qod_engine *e)
     qod_engine_stop(e);
     if (e->be)
         e->o.backend->destroy(e->be);
+    qod_loop_destroy(e->stopped_loop);
     qod_hmap_each(&e->by_id, free_sess, NULL);
     qod_hmap_each(&e->apps, free_val, NULL);
     for (idem_rec *r = e->idem_head, *next; r; r = next) {

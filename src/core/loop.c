@@ -206,19 +206,29 @@ int qod_loop_start(qod_loop *l)
     return QOD_OK;
 }
 
-void qod_loop_destroy(qod_loop *l)
+void qod_loop_stop(qod_loop *l)
 {
     if (!l)
         return;
     pthread_mutex_lock(&l->mu);
     l->stopping = true;
+    bool join = l->started;
+    l->started = false;
     pthread_mutex_unlock(&l->mu);
-    if (l->started) {
+    if (join) {
         qod_loop_wake(l);
         pthread_join(l->thread, NULL);
     }
-    /* Jobs posted before the stop still run, so their owners can release what they carry. */
+    /* Jobs posted before the stop still run, so their owners can release what they carry. Later posts fail
+     * with QOD_ERR_CLOSED, so other threads may go on posting until the loop is destroyed. */
     run_jobs(l);
+}
+
+void qod_loop_destroy(qod_loop *l)
+{
+    if (!l)
+        return;
+    qod_loop_stop(l);
     while (l->watches) {
         watch *w = l->watches;
         l->watches = w->next;

@@ -19,7 +19,11 @@ int qod_loop_create(qod_loop **out);
 int qod_loop_add_tick(qod_loop *l, qod_loop_tick_fn fn, void *arg);
 /* Starts the loop thread. */
 int qod_loop_start(qod_loop *l);
-/* Stops and joins the thread, runs the posted jobs left, frees; NULL is a no-op. */
+/* Stops and joins the thread and runs the posted jobs left; later posts fail with QOD_ERR_CLOSED. The loop stays
+ * valid memory until qod_loop_destroy, so threads that still post (a store thread draining) stay safe.
+ * Idempotent; NULL is a no-op. */
+void qod_loop_stop(qod_loop *l);
+/* Stops (when not yet stopped) and frees; NULL is a no-op. */
 void qod_loop_destroy(qod_loop *l);
 /* Runs fn(arg) on the loop thread soon; any thread. QOD_ERR_NOMEM or QOD_ERR_CLOSED on failure. */
 int qod_loop_post(qod_loop *l, void (*fn)(void *arg), void *arg);
