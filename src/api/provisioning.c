@@ -19,11 +19,12 @@ static const char *prov_status(qod_session_status st)
     return st.state == QOD_SS_REQUESTED ? "REQUESTED" : st.state == QOD_SS_AVAILABLE ? "AVAILABLE" : "UNAVAILABLE";
 }
 
-/* Assignments have no duration, so they end only by deletion or by the network. */
-static const char *prov_status_info(qod_session_status st)
+/* Assignments have no duration, so they end only by deletion or by the network. A revoked one stays AVAILABLE
+ * with DELETE_REQUESTED while an asynchronous network releases it. */
+static const char *prov_status_info(qod_session_status st, bool releasing)
 {
     if (st.state != QOD_SS_ENDED)
-        return NULL;
+        return releasing ? "DELETE_REQUESTED" : NULL;
     return st.reason == QOD_END_DELETED ? "DELETE_REQUESTED" : "NETWORK_TERMINATED";
 }
 
@@ -45,7 +46,7 @@ static void render(const qod_session *s, qod_buf *out)
         qod_time_fmt(s->available_ms, t, sizeof t);
         qod_buf_printf(out, ",\"startedAt\":\"%s\"", t);
     }
-    const char *info = prov_status_info(s->st);
+    const char *info = prov_status_info(s->st, s->releasing);
     if (info)
         qod_buf_printf(out, ",\"statusInfo\":\"%s\"", info);
     qod_buf_puts(out, "}");
@@ -197,14 +198,25 @@ void qod_prov_get(qod_call *c, qod_req *r)
     qod_buf_dispose(&b);
 }
 
+static void revoked(void *arg, int rc, const char *id, const char *body)
+{
+    qod_req *r = arg;
+    if (rc == QOD_OK && body) {
+        qod_api_json(r, 202, body, strlen(body));
+        qod_req_complete(r);
+    } else {
+        qod_camara_deleted(arg, rc, id, body);
+    }
+}
+
 void qod_prov_delete(qod_call *c, qod_req *r)
 {
     if (!qod_camara_id_ok(c, r, "assignmentId"))
         return;
-    /* The sim and tc backends release at once: 204 after the commit. (202 with DELETE_REQUESTED is for backends
-     * that release asynchronously.) */
-    int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id,
-                                       QOD_KIND_ASSIGNMENT, qod_camara_deleted, r);
+    /* The sim and tc backends release at once: 204 after the commit. The NEF releases a live device
+     * asynchronously: 202 with the assignment still AVAILABLE and DELETE_REQUESTED, the event when released. */
+    int rc = qod_engine_revoke(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, render_cb, NULL,
+                               revoked, r);
     if (rc == QOD_OK)
         qod_req_defer(r);
     else if (rc == QOD_ERR_STATE)
@@ -255,6 +267,6 @@ int qod_prov_render_event(const qod_event_view *ev, qod_buf *body, const char **
         return QOD_ERR_STATE;
     if (st.state == QOD_SS_REQUESTED || (st.reason == QOD_END_DELETED && !ev->available_ms))
         return QOD_RENDER_SKIP;
-    return qod_camara_cloudevent(ev, EVENT_TYPE, "assignmentId", "status", prov_status(st), prov_status_info(st),
+    return qod_camara_cloudevent(ev, EVENT_TYPE, "assignmentId", "status", prov_status(st), prov_status_info(st, false),
                                  body, content_type, token);
 }

@@ -75,8 +75,8 @@ struct qod_engine {
 
 const char *qod_net_outcome_name(qod_net_outcome o)
 {
-    static const char *const names[] = {"available", "refused", "terminated"};
-    return (unsigned)o < 3 ? names[o] : "?";
+    static const char *const names[] = {"available", "refused", "terminated", "released"};
+    return (unsigned)o < 4 ? names[o] : "?";
 }
 
 /* ---- small helpers ---------------------------------------------------------------------------------------- */
@@ -158,6 +158,16 @@ static void call_backend(qod_engine *e, sess *x, net_call what)
         e->o.backend->release(e->be, &ns);
 }
 
+/* True when the backend releases x asynchronously (it reports QOD_NET_RELEASED when done). */
+static bool release_async(qod_engine *e, sess *x)
+{
+    qod_device dev;
+    qod_subscriber sub;
+    qod_net_session ns;
+    return e->o.backend->release_async && net_view(e, x, &dev, &sub, &ns) == QOD_OK &&
+           e->o.backend->release_async(e->be, &ns);
+}
+
 /* ---- persistence -------------------------------------------------------------------------------------------- */
 
 static void put_json_or_null(qod_buf *b, const char *key, const char *json)
@@ -193,11 +203,11 @@ static void session_doc(const qod_engine *e, const sess *x, qod_buf *b)
     qod_buf_printf(b,
                    "{\"id\":\"%s\",\"app\":\"%s\",\"state\":\"%s\",\"reason\":\"%s\",\"surface\":%d,\"sandbox\":%s,"
                    "\"duration\":%lld,\"created_ms\":%lld,\"available_ms\":%lld,\"expires_ms\":%lld,"
-                   "\"ended_ms\":%lld,\"events\":%u,\"profile\":",
+                   "\"ended_ms\":%lld,\"events\":%u,\"releasing\":%s,\"profile\":",
                    s->id, s->app_id, qod_session_state_name(s->st.state), qod_end_reason_name(s->st.reason),
                    (int)s->surface, s->sandbox ? "true" : "false", (long long)s->duration_s,
                    (long long)s->created_ms, (long long)s->available_ms, (long long)s->expires_ms,
-                   (long long)s->ended_ms, x->nevents);
+                   (long long)s->ended_ms, x->nevents, s->releasing ? "true" : "false");
     qod_buf_json_str(b, s->profile->name);
     put_json_or_null(b, "device", s->device_json);
     put_str_or_null(b, "device_key", s->device_key);
@@ -271,7 +281,8 @@ static void on_ended(qod_engine *e, sess *x)
     app_count *c = count_of(e, x->s.app_id, false);
     if (c && c->active > 0)
         c->active--;
-    call_backend(e, x, NET_RELEASE);
+    if (!x->s.releasing)
+        call_backend(e, x, NET_RELEASE); /* a revocation asked for it already */
     arm(e, x, SLOT_LIFE, qod_time_mono_ms() + e->o.retention_ms, TK_PURGE);
 }
 
@@ -521,6 +532,14 @@ static void sink_report(void *ctx, const char *id, qod_net_outcome o, const char
     sess *x = qod_hmap_get(&e->by_id, id);
     if (!x || x->pending)
         return;
+    if (x->s.releasing) {
+        /* Revoked: the release (or the network ending it first) ends it as the app asked; nothing else does. */
+        if (o == QOD_NET_RELEASED || o == QOD_NET_TERMINATED)
+            change(e, x, QOD_EV_DELETED, why, NULL, NULL);
+        return;
+    }
+    if (o == QOD_NET_RELEASED)
+        return; /* the end of an ordinary release: the session ended already */
     static const qod_session_event evs[] = {QOD_EV_PROVISIONED, QOD_EV_REFUSED, QOD_EV_TERMINATED};
     change(e, x, evs[o], why, NULL, NULL);
 }
@@ -861,18 +880,84 @@ int qod_engine_delete_session(qod_engine *e, const char *id, const char *app_id,
     return rc;
 }
 
+/* A row-only write (extend, revoke) and its answer. */
 typedef struct {
     qod_engine *e;
     qod_engine_done done;
     void *arg;
     char id[37];
+    char *body;     /* the answer (revoke), or NULL */
+    bool revoking;
 } extend_ctx;
 
 static void extend_committed(int rc, void *arg)
 {
     extend_ctx *c = arg;
-    c->done(c->arg, rc, c->id, NULL);
+    if (c->revoking) {
+        /* Committed: the network may release it now. Failed: it stays AVAILABLE, as the 503 says. */
+        pthread_mutex_lock(&c->e->mu);
+        sess *x = qod_hmap_get(&c->e->by_id, c->id);
+        if (x && x->s.releasing && x->s.st.state != QOD_SS_ENDED) {
+            if (rc == QOD_OK)
+                call_backend(c->e, x, NET_RELEASE);
+            else
+                x->s.releasing = false;
+        }
+        pthread_mutex_unlock(&c->e->mu);
+    }
+    c->done(c->arg, rc, c->id, rc == QOD_OK ? c->body : NULL);
+    free(c->body);
     free(c);
+}
+
+/* Submits b (owned) with c (owned); done runs once. */
+static void submit_row_write(qod_engine *e, qod_store_batch *b, extend_ctx *c)
+{
+    if (qod_store_submit(e->o.store, b, extend_committed, c) != QOD_OK)
+        extend_committed(QOD_ERR_CLOSED, c);
+}
+
+int qod_engine_revoke(qod_engine *e, const char *id, const char *app_id,
+                      void (*render)(void *arg, const qod_session *s, qod_buf *out), void *render_arg,
+                      qod_engine_done done, void *arg)
+{
+    sess *x = NULL;
+    pthread_mutex_lock(&e->mu);
+    int rc = find_owned(e, id, app_id, QOD_KIND_ASSIGNMENT, &x);
+    if (rc != QOD_OK || x->s.st.state != QOD_SS_AVAILABLE || !release_async(e, x)) {
+        /* Ended already (QOD_ERR_STATE), or released at once: an ordinary delete. */
+        rc = rc ? rc : change(e, x, QOD_EV_DELETED, "deleted by the app", done, arg);
+        pthread_mutex_unlock(&e->mu);
+        return rc;
+    }
+    extend_ctx *c = calloc(1, sizeof *c);
+    qod_store_batch *b = qod_store_batch_new();
+    qod_buf body;
+    qod_buf_init(&body, 0);
+    rc = c && b ? QOD_OK : QOD_ERR_NOMEM;
+    if (rc == QOD_OK) {
+        /* A repeated revocation while the release runs answers the same and writes the same. */
+        bool was = x->s.releasing;
+        x->s.releasing = true;
+        rc = add_session_row(e, b, x, false);
+        render(render_arg, &x->s, &body);
+        if (rc != QOD_OK || !body.data)
+            x->s.releasing = was;
+        rc = rc ? rc : body.data ? QOD_OK : QOD_ERR_NOMEM;
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (rc != QOD_OK) {
+        free(c);
+        qod_store_batch_free(b);
+        qod_buf_dispose(&body);
+        return rc;
+    }
+    *c = (extend_ctx){e, done, arg, "", qod_buf_steal(&body), true};
+    qod_buf_dispose(&body);
+    snprintf(c->id, sizeof c->id, "%s", id);
+    QOD_INFO("engine", "revocation_requested", "session=%s app=%s", c->id, app_id ? app_id : "");
+    submit_row_write(e, b, c);
+    return QOD_OK;
 }
 
 int qod_engine_extend_session(qod_engine *e, const char *id, const char *app_id, int64_t add_s, int64_t max_total_s,
@@ -900,10 +985,9 @@ int qod_engine_extend_session(qod_engine *e, const char *id, const char *app_id,
     }
     pthread_mutex_unlock(&e->mu);
     if (rc == QOD_OK) {
-        *c = (extend_ctx){e, done, arg, ""};
+        *c = (extend_ctx){e, done, arg, "", NULL, false};
         snprintf(c->id, sizeof c->id, "%s", id);
-        if (qod_store_submit(e->o.store, b, extend_committed, c) != QOD_OK)
-            extend_committed(QOD_ERR_CLOSED, c);
+        submit_row_write(e, b, c);
         return QOD_OK;
     }
     free(c);
@@ -1075,6 +1159,7 @@ static sess *session_from_doc(qod_engine *e, const char *doc)
         int64_t surf = num_field(o, "surface");
         x->s.surface = surf == 1 ? QOD_SURFACE_V1 : surf == 2 ? QOD_SURFACE_PROV : QOD_SURFACE_V0;
         x->s.sandbox = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "sandbox"));
+        x->s.releasing = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "releasing"));
         x->s.duration_s = num_field(o, "duration");
         x->s.created_ms = num_field(o, "created_ms");
         x->s.available_ms = num_field(o, "available_ms");
@@ -1241,6 +1326,10 @@ static int reprovision(void *arg, const char *key, void *val)
         call_backend(e, x, NET_PROVISION);
         if (x->s.st.state == QOD_SS_AVAILABLE)
             call_backend(e, x, NET_ACTIVATED);
+        if (x->s.releasing && release_async(e, x))
+            call_backend(e, x, NET_RELEASE); /* a revocation the stop interrupted: the backend finds it again */
+        else if (x->s.releasing)
+            change(e, x, QOD_EV_DELETED, "revoked before the restart", NULL, NULL);
     }
     return 0;
 }

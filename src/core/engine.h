@@ -46,6 +46,7 @@ typedef struct {
     char *url;             /* callback URL, may be "" */
     char *token;           /* callback bearer token, may be NULL */
     char *extra;           /* surface-specific JSON object (application server, ports, sink…), may be NULL */
+    bool releasing;        /* revoked, still AVAILABLE until the network confirms the release (async backends) */
 } qod_session;
 
 typedef struct {
@@ -121,6 +122,13 @@ int qod_engine_read(qod_engine *e, const char *id, const char *app_id, qod_kind 
  * QOD_ERR_STATE when it has already ended. */
 int qod_engine_delete_session(qod_engine *e, const char *id, const char *app_id, qod_kind kind, qod_engine_done done,
                               void *arg);
+/* Revokes a QoS assignment. When it is AVAILABLE and the backend releases asynchronously (release_async), it
+ * stays AVAILABLE with `releasing` set until the network confirms, then ends DELETED with its event: done runs
+ * after the commit of the flag with body = the assignment rendered by render (the 202 answer). Otherwise it is
+ * qod_engine_delete_session (done with body NULL: 204). Same errors as delete. */
+int qod_engine_revoke(qod_engine *e, const char *id, const char *app_id,
+                      void (*render)(void *arg, const qod_session *s, qod_buf *out), void *render_arg,
+                      qod_engine_done done, void *arg);
 /* Extends an AVAILABLE session by add_s seconds, capped at max_total_s in all. QOD_OK (done runs after the
  * commit; read the session again for the new times), QOD_ERR_NOTFOUND, QOD_ERR_DENIED, or QOD_ERR_STATE when
  * the session is not AVAILABLE. */

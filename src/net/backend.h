@@ -16,7 +16,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-typedef enum { QOD_NET_AVAILABLE = 0, QOD_NET_REFUSED, QOD_NET_TERMINATED } qod_net_outcome;
+/* RELEASED answers a release the backend said it makes asynchronously (release_async): the network confirmed
+ * it, or gave up trying. */
+typedef enum { QOD_NET_AVAILABLE = 0, QOD_NET_REFUSED, QOD_NET_TERMINATED, QOD_NET_RELEASED } qod_net_outcome;
 
 /* What a backend sees of a session. All pointers borrowed for the duration of the call. */
 typedef struct {
@@ -75,6 +77,9 @@ typedef struct {
     void (*activated)(void *self, const qod_net_session *s);
     /* The session ended: release whatever it holds (idempotent). */
     void (*release)(void *self, const qod_net_session *s);
+    /* Optional: true when releasing s takes the network a while; the backend then reports QOD_NET_RELEASED for
+     * it once done (or given up), after every release call. NULL or false: release takes effect at once. */
+    bool (*release_async)(void *self, const qod_net_session *s);
     /* Optional: a notification the network POSTed to /nef/v1/notifications/{token}. Called WITHOUT the engine
      * lock (report through sink.report_unlocked). QOD_OK, QOD_ERR_NOTFOUND (unknown token: 404) or
      * QOD_ERR_INVALID (malformed body: 400). */

@@ -134,6 +134,16 @@ static void sub_free(nef *n, sub *s)
     free(s);
 }
 
+/* Frees an ended subscription and tells the engine the release is over (a revocation waits for it). Loop
+ * thread. */
+static void sub_released(nef *n, sub *s)
+{
+    char id[ID_CAP];
+    snprintf(id, sizeof id, "%s", s->id);
+    sub_free(n, s);
+    n->sink.report_unlocked(n->sink.ctx, id, QOD_NET_RELEASED, "released by the NEF");
+}
+
 static void set_token(nef *n, sub *s, const char *token)
 {
     pthread_mutex_lock(&n->mu);
@@ -330,7 +340,7 @@ static void start_delete(nef *n, sub *s)
     req *r = req_new(n, s, OP_DELETE, s->location, NULL);
     if (!r) {
         QOD_ERROR("nef", "delete_failed", "session=%s why=\"out of memory\"", s->id);
-        sub_free(n, s);
+        sub_released(n, s);
         return;
     }
     s->busy = true;
@@ -385,7 +395,7 @@ static void create_done(nef *n, req *r, int outcome, long status, const char *wh
         return;
     }
     if (s->ended) {
-        sub_free(n, s);
+        sub_released(n, s);
         return;
     }
     bool transient = outcome == OUT_5XX || outcome == OUT_TIMEOUT || outcome == OUT_CONNECT || status == 429;
@@ -406,14 +416,14 @@ static void delete_done(nef *n, req *r, int outcome, long status, const char *wh
     s->busy = false;
     if (outcome == OUT_OK || status == 404) {
         QOD_INFO("nef", "unsubscribed", "session=%s location=%s status=%ld", s->id, s->location, status);
-        sub_free(n, s);
+        sub_released(n, s);
         return;
     }
     bool transient = outcome == OUT_5XX || outcome == OUT_TIMEOUT || outcome == OUT_CONNECT || status == 429;
     if (transient && retry_later(n, s, DELETE_TRIES, CREATE_BUDGET_MS))
         return;
     QOD_WARN("nef", "delete_failed", "session=%s location=%s status=%ld why=\"%s\"", s->id, s->location, status, why);
-    sub_free(n, s);
+    sub_released(n, s);
 }
 
 static void token_done(nef *n, req *r, int outcome, const char *why)
@@ -619,8 +629,10 @@ static void reconcile(nef *n, req *r, int outcome, const char *why)
     for (size_t i = 0; i < v.n; i++) {
         sub *s = v.v[i];
         s->wait_list = false;
-        if (s->ended)
-            sub_free(n, s);
+        if (s->ended && s->location)
+            start_delete(n, s); /* adopted, but released meanwhile */
+        else if (s->ended)
+            sub_released(n, s);
         else if (!s->location)
             start_create(n, s);
     }
@@ -753,7 +765,7 @@ static void release_job(nef *n, sub *s)
         s->attempts = 0;
         start_delete(n, s);
     } else {
-        sub_free(n, s);
+        sub_released(n, s);
     }
 }
 
@@ -768,6 +780,8 @@ static void run_job(void *arg)
         s->activated = true;
     else if (s && j->what == JOB_RELEASE)
         release_job(n, s);
+    else if (j->what == JOB_RELEASE)
+        n->sink.report_unlocked(n->sink.ctx, j->id, QOD_NET_RELEASED, "nothing held at the NEF");
     free(j->body);
     free(j);
 }
@@ -1010,13 +1024,20 @@ static void nef_activated(void *self, const qod_net_session *ns)
         QOD_ERROR("nef", "post_failed", "session=%s what=activated", ns->id);
 }
 
+/* A live session's subscription is DELETEd at the NEF: that takes a round trip (and retries). */
+static bool nef_release_async(void *self, const qod_net_session *ns)
+{
+    (void)self;
+    return !ns->sandbox;
+}
+
 static void nef_release(void *self, const qod_net_session *ns)
 {
     nef *n = self;
     if (ns->sandbox)
         qod_net_sim.release(n->sim, ns);
     else if (post_job(n, JOB_RELEASE, ns->id, NULL, NULL, NULL) != QOD_OK)
-        QOD_ERROR("nef", "post_failed", "session=%s what=release", ns->id);
+        QOD_ERROR("nef", "post_failed", "session=%s what=release", ns->id); /* stopping: nothing will answer */
 }
 
 /* ---- notifications ----------------------------------------------------------------------------------------------- */
@@ -1102,6 +1123,7 @@ const qod_net_backend qod_net_nef = {
     .provision = nef_provision,
     .activated = nef_activated,
     .release = nef_release,
+    .release_async = nef_release_async,
     .notify = nef_notify,
     .metrics = nef_metrics,
 };

@@ -396,5 +396,118 @@ def test_sandbox_sessions_still_use_the_simulated_network():
     wait_status(d, stok, r.json()["sessionId"], "UNAVAILABLE", timeout=8)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# QoS Provisioning over the NEF: revocation is asynchronous (202, DELETE_REQUESTED until the NEF confirms)
+
+ASSIGNMENTS = "/qos-provisioning/v0.3/qos-assignments"
+P_SCOPES = ("qos-provisioning:qos-assignments:create qos-provisioning:qos-assignments:read "
+            "qos-provisioning:qos-assignments:delete")
+
+
+def prov_app(d, env="live"):
+    app = create_app(d, env=env, name="prov-" + env, extra=("--rate-limit", "0"))
+    return get_token(d, app, P_SCOPES)
+
+
+def assign(d, tok, recv, phone):
+    r = d.request("POST", ASSIGNMENTS, token=tok,
+                  body={"device": {"phoneNumber": phone}, "qosProfile": "QOS_L", "sink": recv.url("/prov")})
+    expect_status(r, 201)
+    return r.json()["assignmentId"]
+
+
+def assignment(d, tok, aid):
+    r = d.request("GET", ASSIGNMENTS + "/" + aid, token=tok)
+    expect_status(r, 200)
+    b = r.json()
+    return b["status"], b.get("statusInfo")
+
+
+def prov_events(recv, aid):
+    out = []
+    for h in list(recv.requests):
+        try:
+            b = json.loads(h.body)
+        except ValueError:
+            continue
+        data = b.get("data") if isinstance(b, dict) else None
+        if isinstance(data, dict) and data.get("assignmentId") == aid:
+            assert b.get("type") == "org.camaraproject.qos-provisioning.v0.status-changed", b
+            out.append((data.get("status"), data.get("statusInfo")))
+    return out
+
+
+def test_revoking_an_assignment_answers_202_and_ends_it_when_the_nef_has_released():
+    emu, d, tok, recv = shared()
+    ptok = prov_app(d)
+    phone, ip = new_device(d)
+    aid = assign(d, ptok, recv, phone)
+    wait_until(lambda: assignment(d, ptok, aid) == ("AVAILABLE", None), timeout=5, what="assignment AVAILABLE")
+    nid, _ = emu.sub_of(ip)
+    assert nid, emu.subs()
+    # The NEF answers the first two DELETEs 503: the release takes the retries (0.5 s, then 1 s).
+    emu.control(fail=503, times=2, op="delete")
+    r = d.request("DELETE", ASSIGNMENTS + "/" + aid, token=ptok)
+    expect_status(r, 202)
+    b = r.json()
+    assert (b["assignmentId"], b["status"], b.get("statusInfo")) == (aid, "AVAILABLE", "DELETE_REQUESTED"), b
+    assert r.headers.get("x-correlator"), r.headers
+    # Until the NEF confirms: still AVAILABLE with DELETE_REQUESTED, a repeated revocation answers the same, and
+    # the device is still held (a new assignment for it is a conflict).
+    assert assignment(d, ptok, aid) == ("AVAILABLE", "DELETE_REQUESTED")
+    r = d.request("DELETE", ASSIGNMENTS + "/" + aid, token=ptok)
+    expect_status(r, 202)
+    assert r.json()["statusInfo"] == "DELETE_REQUESTED"
+    r = d.request("POST", ASSIGNMENTS, token=ptok,
+                  body={"device": {"phoneNumber": phone}, "qosProfile": "QOS_L", "sink": recv.url("/prov")})
+    expect_status(r, 409)
+    assert prov_events(recv, aid) == [("AVAILABLE", None)], prov_events(recv, aid)
+    wait_until(lambda: assignment(d, ptok, aid) == ("UNAVAILABLE", "DELETE_REQUESTED"), timeout=8,
+               what="assignment UNAVAILABLE once released")
+    assert nid not in emu.subs()
+    assert len(emu.log("DELETE", nid)) >= 3, emu.log("DELETE", nid)
+    recv.wait_until(lambda hs: prov_events(recv, aid)[-1:] == [("UNAVAILABLE", "DELETE_REQUESTED")] or None,
+                    timeout=5, what="the final UNAVAILABLE event")
+    assert prov_events(recv, aid) == [("AVAILABLE", None), ("UNAVAILABLE", "DELETE_REQUESTED")]
+    # Released: the device is free again, and deleting the ended assignment is a 204 with no event.
+    expect_status(d.request("DELETE", ASSIGNMENTS + "/" + aid, token=ptok), 204)
+    aid2 = assign(d, ptok, recv, phone)
+    wait_until(lambda: assignment(d, ptok, aid2) == ("AVAILABLE", None), timeout=5, what="second assignment")
+    expect_status(d.request("DELETE", ASSIGNMENTS + "/" + aid2, token=ptok), 202)
+    wait_until(lambda: assignment(d, ptok, aid2)[0] == "UNAVAILABLE", timeout=5, what="second released")
+
+
+def test_a_revocation_cut_by_a_crash_is_finished_after_the_restart():
+    emu = Emulator()
+    d = start(emu.url)
+    with d, receiver() as recv:
+        ptok = prov_app(d)
+        phone, ip = new_device(d)
+        aid = assign(d, ptok, recv, phone)
+        wait_until(lambda: assignment(d, ptok, aid) == ("AVAILABLE", None), timeout=5, what="AVAILABLE")
+        nid, _ = emu.sub_of(ip)
+        emu.control(fail=503, times=100, op="delete")
+        expect_status(d.request("DELETE", ASSIGNMENTS + "/" + aid, token=ptok), 202)
+        wait_until(lambda: len(emu.log("DELETE", nid)) >= 1, timeout=5, what="a first DELETE")
+        d.kill()
+        emu.control(fail=0, times=0, op="delete")
+        d.start()
+        # The flag was committed with the 202: after the restart the release is made again and then ends it.
+        wait_until(lambda: assignment(d, ptok, aid) == ("UNAVAILABLE", "DELETE_REQUESTED"), timeout=8,
+                   what="revocation finished after the restart")
+        assert nid not in emu.subs(), emu.subs()
+        recv.wait_until(lambda hs: ("UNAVAILABLE", "DELETE_REQUESTED") in prov_events(recv, aid) or None,
+                        timeout=5, what="the final event after the restart")
+
+
+def test_sandbox_assignments_on_the_nef_backend_are_revoked_at_once():
+    emu, d, tok, recv = shared()
+    stok = prov_app(d, env="sandbox")
+    aid = assign(d, stok, recv, "+99999991000")
+    wait_until(lambda: assignment(d, stok, aid) == ("AVAILABLE", None), timeout=5, what="sandbox AVAILABLE")
+    expect_status(d.request("DELETE", ASSIGNMENTS + "/" + aid, token=stok), 204)
+    assert assignment(d, stok, aid) == ("UNAVAILABLE", "DELETE_REQUESTED")
+
+
 if __name__ == "__main__":
     run(globals())
