@@ -51,10 +51,20 @@ void qod_v0_render(const qod_session *s, qod_buf *out)
     char started[32], expires[32];
     qod_time_fmt(s->created_ms, started, sizeof started);
     qod_time_fmt(s->expires_ms, expires, sizeof expires);
-    qod_buf_printf(out, "{\"sessionId\":\"%s\",\"qosProfile\":", s->id);
+    /* Without printf: this is the body of every GET. */
+    qod_buf_puts(out, "{\"sessionId\":\"");
+    qod_buf_puts(out, s->id);
+    qod_buf_puts(out, "\",\"qosProfile\":");
     qod_buf_json_str(out, s->profile->name);
-    qod_buf_printf(out, ",\"qosStatus\":\"%s\",\"startedAt\":\"%s\",\"expiresAt\":\"%s\",\"duration\":%lld,\"device\":",
-                   qod_v0_status(s->st), started, expires, (long long)s->duration_s);
+    qod_buf_puts(out, ",\"qosStatus\":\"");
+    qod_buf_puts(out, qod_v0_status(s->st));
+    qod_buf_puts(out, "\",\"startedAt\":\"");
+    qod_buf_puts(out, started);
+    qod_buf_puts(out, "\",\"expiresAt\":\"");
+    qod_buf_puts(out, expires);
+    qod_buf_puts(out, "\",\"duration\":");
+    qod_buf_put_i64(out, s->duration_s);
+    qod_buf_puts(out, ",\"device\":");
     qod_buf_puts(out, s->device_json);
     qod_buf_puts(out, ",\"webhook\":{\"notificationUrl\":");
     qod_buf_json_str(out, s->url);

@@ -56,15 +56,29 @@ static bool from_token_session(const qod_session *s)
     return s->extra && strstr(s->extra, "\"threeLegged\":true");
 }
 
+/* Appends ,"key":"value" (value plain ASCII: ids, enum names, timestamps). */
+static void put_field(qod_buf *out, const char *key, const char *value)
+{
+    qod_buf_puts(out, ",\"");
+    qod_buf_puts(out, key);
+    qod_buf_puts(out, "\":\"");
+    qod_buf_puts(out, value);
+    qod_buf_puts(out, "\"");
+}
+
+/* Without printf: this is the body of every GET. */
 static void v1_render(const qod_session *s, qod_buf *out)
 {
     char t[32];
-    qod_buf_printf(out, "{\"sessionId\":\"%s\",\"qosProfile\":", s->id);
+    qod_buf_puts(out, "{\"sessionId\":\"");
+    qod_buf_puts(out, s->id);
+    qod_buf_puts(out, "\",\"qosProfile\":");
     qod_buf_json_str(out, s->profile->name);
     int64_t duration = s->duration_s;
     if (s->st.state == QOD_SS_ENDED && s->available_ms)
         duration = (s->ended_ms - s->available_ms + 500) / 1000;
-    qod_buf_printf(out, ",\"duration\":%lld", (long long)(duration > 0 ? duration : 1));
+    qod_buf_puts(out, ",\"duration\":");
+    qod_buf_put_i64(out, duration > 0 ? duration : 1);
     if (!from_token_session(s)) {
         qod_buf_puts(out, ",\"device\":");
         qod_buf_puts(out, s->device_json);
@@ -74,17 +88,17 @@ static void v1_render(const qod_session *s, qod_buf *out)
         qod_buf_puts(out, ",\"sink\":");
         qod_buf_json_str(out, s->url);
     }
-    qod_buf_printf(out, ",\"qosStatus\":\"%s\"", v1_status(s->st));
+    put_field(out, "qosStatus", v1_status(s->st));
     if (s->available_ms) {
         qod_time_fmt(s->available_ms, t, sizeof t);
-        qod_buf_printf(out, ",\"startedAt\":\"%s\"", t);
+        put_field(out, "startedAt", t);
         /* Once unavailable, expiresAt is when the session ended. */
         qod_time_fmt(s->st.state == QOD_SS_ENDED ? s->ended_ms : s->expires_ms, t, sizeof t);
-        qod_buf_printf(out, ",\"expiresAt\":\"%s\"", t);
+        put_field(out, "expiresAt", t);
     }
     const char *info = v1_status_info(s->st);
     if (info)
-        qod_buf_printf(out, ",\"statusInfo\":\"%s\"", info);
+        put_field(out, "statusInfo", info);
     qod_buf_puts(out, "}");
 }
 

@@ -1,5 +1,6 @@
 #include "auth/tokcache.h"
 
+#include "util/ct.h"
 #include "util/time.h"
 
 #include <openssl/crypto.h>
@@ -87,7 +88,7 @@ static shard *shard_of(qod_tokcache *c, uint64_t h)
 static bool slot_is(const slot *e, uint64_t h, const char *token, size_t len)
 {
     /* Constant time over the token bytes: how much of a guess matched must not show in the timing. */
-    return e->hash == h && e->rec->token_len == len && CRYPTO_memcmp(e->rec->bytes, token, len) == 0;
+    return e->hash == h && e->rec->token_len == len && qod_ct_equal(e->rec->bytes, token, len);
 }
 
 /* The slot holding token, or the free slot that ends its probe run. */

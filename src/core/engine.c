@@ -128,7 +128,7 @@ static int net_view(qod_engine *e, sess *x, qod_device *dev, qod_subscriber *sub
 {
     char err[128];
     cJSON *o = NULL;
-    int rc = qod_json_parse(x->s.device_json, strlen(x->s.device_json), 4, &o, err, sizeof err);
+    int rc = qod_json_parse_own(x->s.device_json, strlen(x->s.device_json), &o);
     rc = rc ? rc : qod_device_parse(o, dev, err, sizeof err);
     cJSON_Delete(o);
     if (rc != QOD_OK)
@@ -1126,10 +1126,9 @@ static int64_t num_field(const cJSON *o, const char *key)
 static sess *session_from_doc(qod_engine *e, const char *doc)
 {
     cJSON *o = NULL;
-    char err[128];
     const char *id = NULL, *app = NULL, *state = NULL, *reason = NULL, *profile = NULL;
     sess *x = calloc(1, sizeof *x);
-    int rc = x ? qod_json_parse(doc, strlen(doc), 16, &o, err, sizeof err) : QOD_ERR_NOMEM;
+    int rc = x ? qod_json_parse_own(doc, strlen(doc), &o) : QOD_ERR_NOMEM;
     rc = rc ? rc : qod_json_str(o, "id", &id);
     rc = rc ? rc : qod_json_str(o, "app", &app);
     rc = rc ? rc : qod_json_str(o, "state", &state);
@@ -1227,11 +1226,10 @@ static int load_idem(void *arg, const qod_store_row *row)
 {
     idem_load *l = arg;
     cJSON *o = NULL;
-    char err[64];
     const char *hash = NULL, *sid = NULL, *body = NULL;
     if (l->now - row->num > IDEM_TTL_MS)
         return 0;
-    int rc = qod_json_parse(row->doc, strlen(row->doc), 4, &o, err, sizeof err);
+    int rc = qod_json_parse_own(row->doc, strlen(row->doc), &o);
     rc = rc ? rc : qod_json_str(o, "hash", &hash);
     rc = rc ? rc : qod_json_str(o, "session", &sid);
     rc = rc ? rc : qod_json_str(o, "body", &body);

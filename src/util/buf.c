@@ -56,6 +56,19 @@ int qod_buf_append(qod_buf *b, const void *p, size_t n)
     return QOD_OK;
 }
 
+int qod_buf_put_i64(qod_buf *b, int64_t v)
+{
+    char tmp[24], *p = tmp + sizeof tmp;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return qod_buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
 int qod_buf_puts(qod_buf *b, const char *s)
 {
     return qod_buf_append(b, s, strlen(s));

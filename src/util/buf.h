@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Always NUL-terminated when len > 0 or after any successful append. */
 typedef struct {
@@ -25,6 +26,8 @@ int qod_buf_puts(qod_buf *b, const char *s);
 int qod_buf_printf(qod_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s as a JSON string literal, quotes included; invalid UTF-8 bytes become U+FFFD. */
 int qod_buf_json_str(qod_buf *b, const char *s);
+/* Appends v in decimal (cheaper than qod_buf_printf on hot paths). */
+int qod_buf_put_i64(qod_buf *b, int64_t v);
 /* True when n bytes of s are valid UTF-8 (no overlongs, no surrogates). */
 bool qod_utf8_valid(const char *s, size_t n);
 /* Transfers ownership of the data to the caller (may be NULL when empty) and resets the buffer. */

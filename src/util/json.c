@@ -116,6 +116,23 @@ int qod_json_parse(const char *s, size_t n, int max_depth, cJSON **out, char *er
     return QOD_OK;
 }
 
+int qod_json_parse_own(const char *s, size_t n, cJSON **out)
+{
+    *out = NULL;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(s, n, &end, 0);
+    if (!root)
+        return QOD_ERR_INVALID;
+    for (const char *p = end; p && p < s + n; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+            cJSON_Delete(root);
+            return QOD_ERR_INVALID;
+        }
+    }
+    *out = root;
+    return QOD_OK;
+}
+
 static const cJSON *member(const cJSON *obj, const char *key)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);

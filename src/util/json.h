@@ -15,6 +15,10 @@
 /* Parses n bytes. On success *out is owned by the caller (cJSON_Delete). On failure writes a short reason
  * into err (errcap bytes) and returns QOD_ERR_INVALID (syntax, duplicate key) or QOD_ERR_LIMIT (depth). */
 int qod_json_parse(const char *s, size_t n, int max_depth, cJSON **out, char *err, size_t errcap);
+/* Parses a document qodd wrote itself (a store row): the same answer for well-formed text, without the scans that
+ * guard against hostile input (duplicates, UTF-8, control characters), which cost a third of a restart. cJSON's
+ * own nesting limit still bounds it, and only whitespace may follow the value. */
+int qod_json_parse_own(const char *s, size_t n, cJSON **out);
 
 /* Field access. Each returns QOD_OK, QOD_ERR_NOTFOUND when absent (or JSON null), or QOD_ERR_INVALID for the wrong
  * type. Strings are borrowed from the cJSON tree. */

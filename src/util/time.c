@@ -33,8 +33,26 @@ void qod_time_fmt(int64_t unix_ms, char *out, size_t cap)
     time_t s = (time_t)(unix_ms / 1000);
     struct tm tm;
     gmtime_r(&s, &tm);
-    snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec);
+    int year = tm.tm_year + 1900;
+    if (cap < 21 || year < 0 || year > 9999) {
+        snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02dZ", year, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                 tm.tm_sec);
+        return;
+    }
+    /* Written by hand: this runs twice for every session rendered, and snprintf was a visible share of a GET. */
+    int f[6] = {year, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec};
+    static const char seps[6] = {'-', '-', 'T', ':', ':', 'Z'};
+    char *p = out;
+    for (int i = 0; i < 6; i++) {
+        if (i == 0) {
+            *p++ = (char)('0' + f[0] / 1000);
+            *p++ = (char)('0' + f[0] / 100 % 10);
+        }
+        *p++ = (char)('0' + f[i] / 10 % 10);
+        *p++ = (char)('0' + f[i] % 10);
+        *p++ = seps[i];
+    }
+    *p = '\0';
 }
 
 static int digits(const char *s, int n, int *out)

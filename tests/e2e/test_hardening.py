@@ -537,6 +537,11 @@ def test_100kb_of_headers_is_refused_and_daemon_stays_up():
         st = status_of(raw)
         assert st in (None, 400, 413, 431), "%s of headers got %r" % (name, raw[:300])
         expect_healthy(D)
+    # Well under the limit of about 16 KiB (docs/errors.md): 8 KiB of headers is served.
+    pad = "".join("X-Pad-%d: %s\r\n" % (i, "c" * 1000) for i in range(8))
+    raw = exchange(D, ("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n" % pad).encode(),
+                   timeout=10)
+    assert status_of(raw) == 200, raw[:300]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -289,7 +289,22 @@ QTEST(dispose_then_reuse)
     qod_buf_dispose(&b);
 }
 
-QTEST_MAIN(QT_CASE(init_is_empty), QT_CASE(append_grows_and_terminates), QT_CASE(append_binary_with_nul),
+QTEST(put_i64_matches_printf)
+{
+    static const int64_t vals[] = {0, 7, -7, 10, 99, 100, 1234567890123LL, INT64_MAX, INT64_MIN, -1};
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+        qod_buf a, b;
+        qod_buf_init(&a, 0);
+        qod_buf_init(&b, 0);
+        QT_EQ_INT(qod_buf_put_i64(&a, vals[i]), QOD_OK);
+        qod_buf_printf(&b, "%lld", (long long)vals[i]);
+        QT_EQ_STR(a.data, b.data);
+        qod_buf_dispose(&a);
+        qod_buf_dispose(&b);
+    }
+}
+
+QTEST_MAIN(QT_CASE(put_i64_matches_printf), QT_CASE(init_is_empty), QT_CASE(append_grows_and_terminates), QT_CASE(append_binary_with_nul),
            QT_CASE(append_empty_is_ok_and_terminates), QT_CASE(append_many_grows_past_initial_capacity),
            QT_CASE(puts_appends_string), QT_CASE(printf_appends_formatted), QT_CASE(printf_long_output),
            QT_CASE(append_exactly_to_limit_ok), QT_CASE(append_past_limit_is_limit), QT_CASE(append_huge_is_limit),

@@ -265,6 +265,29 @@ static cJSON *sample(void)
     return j;
 }
 
+QTEST(parse_own_reads_what_qodd_writes)
+{
+    static const char doc[] = "{\"id\":\"a\",\"n\":3,\"x\":{\"y\":[1,2]}}  \n";
+    cJSON *o = NULL;
+    QT_EQ_INT(qod_json_parse_own(doc, sizeof doc - 1, &o), QOD_OK);
+    const char *id = NULL;
+    QT_EQ_INT(qod_json_str(o, "id", &id), QOD_OK);
+    QT_EQ_STR(id, "a");
+    cJSON_Delete(o);
+}
+
+QTEST(parse_own_refuses_broken_and_trailing_text)
+{
+    cJSON *o = NULL;
+    QT_EQ_INT(qod_json_parse_own("{\"id\":", 6, &o), QOD_ERR_INVALID);
+    QT_TRUE(o == NULL);
+    QT_EQ_INT(qod_json_parse_own("{} x", 4, &o), QOD_ERR_INVALID);
+    QT_TRUE(o == NULL);
+    QT_EQ_INT(qod_json_parse_own("", 0, &o), QOD_ERR_INVALID);
+    /* The length is honoured: a row cut short is broken, not read past. */
+    QT_EQ_INT(qod_json_parse_own("{\"a\":1}", 5, &o), QOD_ERR_INVALID);
+}
+
 QTEST(json_int_ok)
 {
     cJSON *j = sample();
@@ -493,7 +516,8 @@ QTEST(only_keys_reports_first_unknown)
     cJSON_Delete(j);
 }
 
-QTEST_MAIN(QT_CASE(parse_ok_object), QT_CASE(parse_ok_with_surrounding_whitespace),
+QTEST_MAIN(QT_CASE(parse_own_reads_what_qodd_writes), QT_CASE(parse_own_refuses_broken_and_trailing_text),
+           QT_CASE(parse_ok_object), QT_CASE(parse_ok_with_surrounding_whitespace),
            QT_CASE(parse_respects_length_not_nul), QT_CASE(parse_malformed_is_invalid),
            QT_CASE(parse_trailing_garbage_is_invalid), QT_CASE(parse_escaped_nul_in_string_rejected),
            QT_CASE(parse_raw_nul_in_string_rejected), QT_CASE(parse_depth_at_limit_ok),
