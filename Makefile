@@ -13,7 +13,7 @@ SANFLAGS :=
 OPT ?= -O2
 endif
 
-PKGS := libmicrohttpd libcurl libcjson openssl sqlite3 libnl-route-3.0
+PKGS := libmicrohttpd libcurl libcjson openssl sqlite3 libnl-route-3.0 libpq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

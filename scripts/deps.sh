@@ -14,6 +14,8 @@ need_cmd cc gcc
 need_cmd make make
 need_cmd python3 python3
 need_cmd ip iproute2
+# The PostgreSQL server, for the tests of the PostgreSQL store (tests/tools/pgtmp.sh starts throw-away clusters).
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$missing postgresql"
 if command -v pkg-config >/dev/null 2>&1; then
     need_pkg libmicrohttpd libmicrohttpd-dev
     need_pkg libcurl libcurl4-openssl-dev
@@ -21,8 +23,10 @@ if command -v pkg-config >/dev/null 2>&1; then
     need_pkg openssl libssl-dev
     need_pkg sqlite3 libsqlite3-dev
     need_pkg libnl-route-3.0 libnl-route-3-dev
+    need_pkg libpq libpq-dev
 else
     missing="$missing libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev libssl-dev libsqlite3-dev libnl-route-3-dev"
+    missing="$missing libpq-dev"
 fi
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then

@@ -227,7 +227,8 @@ int qod_store_open(const qod_store_opts *opts, qod_store **out)
     qod_store *st = calloc(1, sizeof *st);
     if (!st)
         return QOD_ERR_NOMEM;
-    st->impl = &qod_store_sqlite;
+    bool pg = strncmp(opts->uri, "postgres://", 11) == 0 || strncmp(opts->uri, "postgresql://", 13) == 0;
+    st->impl = pg ? &qod_store_postgres : &qod_store_sqlite;
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv, NULL);
     int rc = st->impl->open(opts, &st->h);

@@ -54,11 +54,14 @@ typedef struct qod_store_batch qod_store_batch;
 typedef void (*qod_store_done_fn)(int rc, void *arg);
 
 typedef struct {
-    const char *uri;      /* a directory path or file path for SQLite */
-    bool sync_full;       /* fsync every commit (durable) or leave it to the OS (normal) */
+    const char *uri;      /* postgres://… or postgresql://… (libpq URI) for PostgreSQL; else a directory or file
+                           * path for SQLite */
+    bool sync_full;       /* fsync every commit (durable) or leave it to the OS (normal); for PostgreSQL, false
+                           * sets synchronous_commit = off on the writer's connection */
 } qod_store_opts;
 
-/* Opens the store and starts its writer thread; migrations run first. */
+/* Opens the store and starts its writer thread; migrations run first. The URI picks the implementation: a
+ * postgres:// or postgresql:// prefix selects qod_store_postgres, anything else qod_store_sqlite. */
 int qod_store_open(const qod_store_opts *opts, qod_store **out);
 /* Drains queued batches, stops the thread and closes; NULL is a no-op. */
 void qod_store_close(qod_store *st);
@@ -111,7 +114,7 @@ int qod_store_scan(qod_store *st, qod_store_table t, const char *owner,
 int qod_store_scan_events(qod_store *st, int64_t state, int64_t after_seq, size_t limit,
                           int (*fn)(void *arg, const qod_store_event *e), void *arg);
 
-/* The implementation interface, one per backend (sqlite.c, later postgres.c). All calls are made from the
+/* The implementation interface, one per backend (sqlite.c, postgres.c). All calls are made from the
  * store thread except open/close and the read calls, which the implementation must make safe on its own
  * connection(s). */
 typedef struct qod_store_op qod_store_op;
@@ -154,5 +157,7 @@ struct qod_store_op {
 
 /* The SQLite implementation. */
 extern const qod_store_impl qod_store_sqlite;
+/* The PostgreSQL implementation (libpq), for a database that several nodes share. */
+extern const qod_store_impl qod_store_postgres;
 
 #endif

@@ -1,0 +1,800 @@
+/* The PostgreSQL implementation of store.h, chosen by a postgres:// or postgresql:// URI (libpq syntax: host, port,
+ * credentials and options such as sslmode all come from the URI), and the leases of pg_lease.h.
+ *
+ * Like sqlite.c: a writer connection used only by the store thread, and a reader connection behind a mutex for the
+ * read calls, which come from other threads. Every statement that carries values is prepared once per connection
+ * and run with text parameters. A connection found broken is reopened, and its statements prepared again, at the
+ * start of the next transaction or read: after a server restart, only what ran while it was down has failed.
+ *
+ * Several qodd processes may share one database: migrations run under a session advisory lock, and a transaction
+ * that appends events holds a transaction advisory lock from its first event to its commit, so that seq order is
+ * commit order across processes too (a reader that pages with after_seq never skips an event committed late).
+ * This module owns every PGconn of the project. */
+#include "store/pg_lease.h"
+#include "store/store.h"
+
+#include "util/err.h"
+#include "util/log.h"
+
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Keys, owners, idx values, event ids and sessions are all indexed, and a btree entry must stay under about
+ * 2700 bytes. 2048 still holds the longest notification URL (urlguard.h), which delivery uses as a meta key. */
+#define PG_KEY_MAX 2048
+#define PG_DOC_MAX (1024 * 1024)
+/* Advisory lock keys, fixed so that every process agrees on them. */
+#define PG_LOCK_MIGRATE "7100715001"
+#define PG_LOCK_EVENTS "7100715002"
+/* Room for an int64 in decimal. */
+#define NUM_LEN 24
+/* The longest lease, so that a unit mistake (seconds for ms) cannot lock a name for years. */
+#define LEASE_TTL_MAX_MS (24LL * 3600 * 1000)
+
+static const char *const table_names[QOD_TBL_COUNT] = {"apps", "devices", "sessions", "idempotency", "meta"};
+
+/* The columns of every keyed table. COLLATE "C" orders keys bytewise, as SQLite does, whatever the database's
+ * locale. */
+#define ROW_TABLE(name)                                                                                              \
+    "CREATE TABLE " name "(key text COLLATE \"C\" PRIMARY KEY, owner text COLLATE \"C\" NOT NULL,"                    \
+    " idx text COLLATE \"C\" NOT NULL, state bigint NOT NULL, num bigint NOT NULL, doc text NOT NULL);"
+
+/* Forward migrations: entry i moves the schema from version i to i+1. Append only. */
+static const char *const migrations[] = {
+    ROW_TABLE("apps") ROW_TABLE("devices") ROW_TABLE("sessions")
+    "CREATE INDEX sessions_owner ON sessions(owner);"
+    "CREATE INDEX sessions_idx ON sessions(idx);"
+    ROW_TABLE("idempotency") ROW_TABLE("meta")
+    "CREATE TABLE events(seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id text COLLATE \"C\" NOT NULL UNIQUE,"
+    " session text COLLATE \"C\" NOT NULL, owner text COLLATE \"C\" NOT NULL, created_ms bigint NOT NULL,"
+    " state bigint NOT NULL DEFAULT 0, attempts bigint NOT NULL DEFAULT 0, next_ms bigint NOT NULL DEFAULT 0,"
+    " doc text NOT NULL);"
+    "CREATE INDEX events_state ON events(state, seq);"
+    "CREATE INDEX events_session ON events(session);"
+    "CREATE TABLE leases(name text COLLATE \"C\" PRIMARY KEY, holder text COLLATE \"C\" NOT NULL,"
+    " epoch bigint NOT NULL, expires_at timestamptz NOT NULL);",
+};
+#define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
+
+typedef struct {
+    const char *name, *sql;
+} pg_stmt;
+
+/* Per-table statements; `%s` is the table name, and the statement's name is the kind followed by the table number. */
+static const pg_stmt writer_row_stmts[] = {
+    {"put", "INSERT INTO %s(key,owner,idx,state,num,doc) VALUES($1,$2,$3,$4,$5,$6) ON CONFLICT(key) DO UPDATE"
+            " SET owner=excluded.owner, idx=excluded.idx, state=excluded.state, num=excluded.num, doc=excluded.doc"},
+    {"ins", "INSERT INTO %s(key,owner,idx,state,num,doc) VALUES($1,$2,$3,$4,$5,$6)"},
+    {"del", "DELETE FROM %s WHERE key=$1"},
+    /* Status changes touch neither owner nor idx, as in sqlite.c. */
+    {"upd", "UPDATE %s SET state=$2, num=$3, doc=$4 WHERE key=$1"},
+};
+static const pg_stmt writer_stmts[] = {
+    {"ev_lock", "SELECT pg_advisory_xact_lock(" PG_LOCK_EVENTS ")"},
+    {"ev_add", "INSERT INTO events(id,session,owner,created_ms,next_ms,doc) VALUES($1,$2,$3,$4,$4,$5)"
+               " ON CONFLICT(id) DO NOTHING"},
+    {"ev_state", "UPDATE events SET state=$2, attempts=$3, next_ms=$4 WHERE seq=$1"},
+    {"ev_del", "DELETE FROM events WHERE session=$1 AND state=1"},
+    {"ev_requeue", "UPDATE events SET state=0, attempts=0, next_ms=$3 WHERE session=$1 AND seq>=$2"},
+};
+static const pg_stmt reader_row_stmts[] = {
+    {"get", "SELECT key,owner,idx,state,num,doc FROM %s WHERE key=$1"},
+    {"scan", "SELECT key,owner,idx,state,num,doc FROM %s ORDER BY key"},
+    {"scano", "SELECT key,owner,idx,state,num,doc FROM %s WHERE owner=$1 ORDER BY key"},
+};
+/* A NULL limit is no limit. Two event scans rather than `($1 < 0 OR state=$1)`, so both can use their index. */
+static const pg_stmt reader_stmts[] = {
+    {"version", "SELECT max(version) FROM schema_version"},
+    {"ev_scan", "SELECT seq,id,session,owner,created_ms,state,attempts,next_ms,doc FROM events"
+                " WHERE state=$1 AND seq>$2 ORDER BY seq LIMIT $3"},
+    {"ev_scan_any", "SELECT seq,id,session,owner,created_ms,state,attempts,next_ms,doc FROM events"
+                    " WHERE seq>$1 ORDER BY seq LIMIT $2"},
+};
+/* now() is the statement's start in autocommit; a lease changes hands only when the old one has run out. */
+static const pg_stmt lease_stmts[] = {
+    {"acquire", "INSERT INTO leases AS l (name,holder,epoch,expires_at) VALUES($1,$2,1,now() + $3 * interval '1 ms')"
+                " ON CONFLICT(name) DO UPDATE SET"
+                " epoch = CASE WHEN l.holder = excluded.holder AND l.expires_at > now() THEN l.epoch"
+                " ELSE l.epoch + 1 END, holder = excluded.holder, expires_at = excluded.expires_at"
+                " WHERE l.holder = excluded.holder OR l.expires_at <= now() RETURNING epoch"},
+    {"release", "UPDATE leases SET expires_at = now() WHERE name=$1 AND holder=$2 AND expires_at > now()"},
+    {"holder", "SELECT holder, epoch, (extract(epoch FROM expires_at - now()) * 1000)::bigint FROM leases"
+               " WHERE name=$1 AND expires_at > now()"},
+};
+
+typedef enum { PG_WRITER, PG_READER, PG_LEASE } pg_role;
+static const char *const role_names[] = {"qodd-writer", "qodd-reader", "qodd-lease"};
+
+/* One connection and what it needs to be usable: its session settings and prepared statements. */
+typedef struct {
+    PGconn *c;
+    pg_role role;
+    bool sync_full;
+    bool ready; /* settings applied and statements prepared on the current session */
+} pg_conn;
+
+typedef struct {
+    pg_conn w, r;
+    pthread_mutex_t r_mu;
+    bool events_locked; /* the open transaction holds the events lock */
+} pg;
+
+struct qod_pg_lease {
+    pg_conn c;
+    pthread_mutex_t mu;
+};
+
+static const char *i64(char *buf, int64_t v)
+{
+    snprintf(buf, NUM_LEN, "%" PRId64, v);
+    return buf;
+}
+
+static int64_t col_i64(const PGresult *r, int row, int col)
+{
+    return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* The first line of a libpq message, for one-line logs. */
+static int line_len(const char *msg)
+{
+    return (int)strcspn(msg, "\n");
+}
+
+static int map_sqlstate(const char *code)
+{
+    if (!code)
+        return QOD_ERR_STORE; /* no answer from the server: the connection is gone */
+    if (strcmp(code, "23505") == 0) /* unique_violation */
+        return QOD_ERR_EXISTS;
+    if (strcmp(code, "53100") == 0) /* disk_full */
+        return QOD_ERR_NOSPACE;
+    /* serialization_failure, deadlock_detected, lock_not_available: a retry may succeed, as SQLITE_BUSY. */
+    if (strcmp(code, "40001") == 0 || strcmp(code, "40P01") == 0 || strcmp(code, "55P03") == 0)
+        return QOD_ERR_BUSY;
+    return QOD_ERR_STORE;
+}
+
+/* QOD_OK for a successful result; otherwise logs and maps the failure (a NULL result is a lost connection or
+ * no memory). `what` names the statement in the log. */
+static int result_rc(const pg_conn *pc, const PGresult *r, const char *what)
+{
+    ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK || s == PGRES_SINGLE_TUPLE)
+        return QOD_OK;
+    const char *code = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (!msg)
+        msg = PQerrorMessage(pc->c);
+    int rc = map_sqlstate(code);
+    if (rc == QOD_ERR_EXISTS)
+        QOD_DEBUG("store", "pg_conflict", "conn=%s what=\"%.40s\"", role_names[pc->role], what);
+    else
+        QOD_WARN("store", "pg_failed", "conn=%s what=\"%.40s\" sqlstate=%s err=\"%.*s\"", role_names[pc->role], what,
+                 code ? code : "-", line_len(msg), msg);
+    return rc;
+}
+
+/* Runs SQL without parameters (transaction control, DDL, session settings). */
+static int exec_sql(const pg_conn *pc, const char *sql)
+{
+    PGresult *r = PQexec(pc->c, sql);
+    int rc = result_rc(pc, r, sql);
+    PQclear(r);
+    return rc;
+}
+
+static int exec_stmt(const pg_conn *pc, const char *name, int n, const char *const *vals)
+{
+    PGresult *r = PQexecPrepared(pc->c, name, n, vals, NULL, NULL, 0);
+    int rc = result_rc(pc, r, name);
+    PQclear(r);
+    return rc;
+}
+
+/* Server notices (e.g. "relation already exists, skipping") go to our log instead of libpq's stderr printer. */
+static void on_notice(void *arg, const PGresult *r)
+{
+    (void)arg;
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    msg = msg ? msg : "";
+    if (sev && strcmp(sev, "WARNING") == 0)
+        QOD_WARN("store", "pg_warning", "msg=\"%.*s\"", line_len(msg), msg);
+    else
+        QOD_DEBUG("store", "pg_notice", "msg=\"%.*s\"", line_len(msg), msg);
+}
+
+static int prepare(const pg_conn *pc, const char *name, const char *sql)
+{
+    PGresult *r = PQprepare(pc->c, name, sql, 0, NULL);
+    int rc = result_rc(pc, r, name);
+    PQclear(r);
+    return rc;
+}
+
+static int prepare_list(const pg_conn *pc, const pg_stmt *list, size_t n)
+{
+    int rc = QOD_OK;
+    for (size_t i = 0; i < n && rc == QOD_OK; i++)
+        rc = prepare(pc, list[i].name, list[i].sql);
+    return rc;
+}
+
+static const char *row_stmt_name(char *buf, size_t cap, const char *kind, qod_store_table t)
+{
+    snprintf(buf, cap, "%s%d", kind, (int)t);
+    return buf;
+}
+
+/* Prepares each per-table statement once for every table. */
+static int prepare_rows(const pg_conn *pc, const pg_stmt *list, size_t n)
+{
+    int rc = QOD_OK;
+    for (size_t i = 0; i < n && rc == QOD_OK; i++)
+        for (int t = 0; t < QOD_TBL_COUNT && rc == QOD_OK; t++) {
+            char name[32], sql[512];
+            snprintf(sql, sizeof sql, list[i].sql, table_names[t]);
+            rc = prepare(pc, row_stmt_name(name, sizeof name, list[i].name, (qod_store_table)t), sql);
+        }
+    return rc;
+}
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Applies the session settings and prepares the role's statements. DEALLOCATE first makes it safe to run again
+ * after a half-done setup. */
+static int conn_setup(pg_conn *pc)
+{
+    pc->ready = false;
+    int rc = exec_sql(pc, "DEALLOCATE ALL");
+    /* Without sync_full a commit returns before its WAL is flushed, like synchronous=NORMAL in sqlite.c. */
+    if (rc == QOD_OK && pc->role == PG_WRITER && !pc->sync_full)
+        rc = exec_sql(pc, "SET synchronous_commit = off");
+    if (rc == QOD_OK && pc->role == PG_WRITER)
+        rc = prepare_rows(pc, writer_row_stmts, COUNT(writer_row_stmts));
+    if (rc == QOD_OK && pc->role == PG_WRITER)
+        rc = prepare_list(pc, writer_stmts, COUNT(writer_stmts));
+    if (rc == QOD_OK && pc->role == PG_READER)
+        rc = prepare_rows(pc, reader_row_stmts, COUNT(reader_row_stmts));
+    if (rc == QOD_OK && pc->role == PG_READER)
+        rc = prepare_list(pc, reader_stmts, COUNT(reader_stmts));
+    if (rc == QOD_OK && pc->role == PG_LEASE)
+        rc = prepare_list(pc, lease_stmts, COUNT(lease_stmts));
+    pc->ready = rc == QOD_OK;
+    return rc;
+}
+
+/* Connects; the URI's own settings override the defaults listed before it (connect_timeout, application_name). */
+static int conn_open(pg_conn *pc, const char *uri)
+{
+    const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+    const char *const vals[] = {"10", role_names[pc->role], uri, NULL};
+    pc->c = PQconnectdbParams(keys, vals, 1);
+    if (!pc->c)
+        return QOD_ERR_NOMEM;
+    PQsetNoticeReceiver(pc->c, on_notice, NULL);
+    if (PQstatus(pc->c) != CONNECTION_OK) {
+        const char *msg = PQerrorMessage(pc->c);
+        QOD_ERROR("store", "pg_connect_failed", "conn=%s err=\"%.*s\"", role_names[pc->role], line_len(msg), msg);
+        return QOD_ERR_STORE;
+    }
+    return QOD_OK;
+}
+
+/* Makes the connection usable: reconnects when it broke, prepares again what a new session lacks. */
+static int conn_ensure(pg_conn *pc)
+{
+    if (PQstatus(pc->c) != CONNECTION_OK) {
+        QOD_WARN("store", "pg_reconnect", "conn=%s", role_names[pc->role]);
+        pc->ready = false;
+        PQreset(pc->c);
+        if (PQstatus(pc->c) != CONNECTION_OK) {
+            const char *msg = PQerrorMessage(pc->c);
+            QOD_ERROR("store", "pg_connect_failed", "conn=%s err=\"%.*s\"", role_names[pc->role], line_len(msg),
+                      msg);
+            return QOD_ERR_STORE;
+        }
+    }
+    return pc->ready ? QOD_OK : conn_setup(pc);
+}
+
+/* Called for each row of a result with its row number; returns non-zero to stop. */
+typedef int (*row_fn)(void *ctx, const PGresult *r, int row);
+
+/* Runs a prepared statement in single-row mode, so that a scan holds one row in memory at a time, and feeds the
+ * rows to fn. After fn asks to stop, the rest of the result is read and dropped. */
+static int stream(const pg_conn *pc, const char *name, int n, const char *const *vals, row_fn fn, void *ctx,
+                  size_t *rows)
+{
+    if (!PQsendQueryPrepared(pc->c, name, n, vals, NULL, NULL, 0))
+        return result_rc(pc, NULL, name);
+    PQsetSingleRowMode(pc->c);
+    int rc = QOD_OK;
+    bool stop = false;
+    for (PGresult *r; (r = PQgetResult(pc->c)) != NULL; PQclear(r)) {
+        ExecStatusType s = PQresultStatus(r);
+        if (s == PGRES_SINGLE_TUPLE || s == PGRES_TUPLES_OK) {
+            for (int i = 0; i < PQntuples(r) && !stop && rc == QOD_OK; i++) {
+                (*rows)++;
+                stop = fn(ctx, r, i) != 0;
+            }
+        } else if (rc == QOD_OK) {
+            rc = result_rc(pc, r, name);
+        }
+    }
+    return rc;
+}
+
+/* stream() on a connection made usable first; a connection that turns out broken before any row was delivered is
+ * reopened and the statement run once more (every statement run this way may safely run twice). */
+static int run_rows(pg_conn *pc, const char *name, int n, const char *const *vals, row_fn fn, void *ctx,
+                    size_t *rows)
+{
+    int rc = QOD_ERR_STORE;
+    *rows = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        rc = conn_ensure(pc);
+        if (rc == QOD_OK)
+            rc = stream(pc, name, n, vals, fn, ctx, rows);
+        if (rc == QOD_OK || *rows > 0 || PQstatus(pc->c) == CONNECTION_OK)
+            break;
+    }
+    return rc;
+}
+
+/* run_rows() under the mutex that guards the connection. */
+static int locked_rows(pthread_mutex_t *mu, pg_conn *pc, const char *name, int n, const char *const *vals, row_fn fn,
+                       void *ctx, size_t *rows)
+{
+    pthread_mutex_lock(mu);
+    int rc = run_rows(pc, name, n, vals, fn, ctx, rows);
+    pthread_mutex_unlock(mu);
+    return rc;
+}
+
+static int read_int(void *ctx, const PGresult *r, int row)
+{
+    *(int64_t *)ctx = PQgetisnull(r, row, 0) ? 0 : col_i64(r, row, 0);
+    return 1;
+}
+
+static int migrate_step(const pg_conn *pc, int v)
+{
+    char next[NUM_LEN];
+    const char *vals[] = {i64(next, v + 1)};
+    int rc = exec_sql(pc, "BEGIN");
+    if (rc == QOD_OK)
+        rc = exec_sql(pc, migrations[v]);
+    if (rc == QOD_OK) {
+        PGresult *r = PQexecParams(pc->c, "INSERT INTO schema_version(version) VALUES($1)", 1, NULL, vals, NULL,
+                                   NULL, 0);
+        rc = result_rc(pc, r, "schema_version");
+        PQclear(r);
+    }
+    if (rc == QOD_OK)
+        rc = exec_sql(pc, "COMMIT");
+    else
+        exec_sql(pc, "ROLLBACK");
+    if (rc == QOD_OK)
+        QOD_INFO("store", "migrated", "version=%d backend=postgres", v + 1);
+    return rc;
+}
+
+/* Brings the schema up to date. The advisory lock makes processes that open the store at once take turns: the
+ * first migrates, the others find the work done. */
+static int migrate(pg_conn *pc)
+{
+    int rc = exec_sql(pc, "SELECT pg_advisory_lock(" PG_LOCK_MIGRATE ")");
+    if (rc != QOD_OK)
+        return rc;
+    rc = exec_sql(pc, "CREATE TABLE IF NOT EXISTS schema_version(version integer NOT NULL, applied_ms bigint NOT NULL"
+                      " DEFAULT (extract(epoch FROM clock_timestamp()) * 1000)::bigint)");
+    int64_t v = 0;
+    size_t rows = 0;
+    if (rc == QOD_OK) {
+        PGresult *r = PQexec(pc->c, "SELECT max(version) FROM schema_version");
+        rc = result_rc(pc, r, "schema_version");
+        if (rc == QOD_OK && PQntuples(r) == 1) {
+            read_int(&v, r, 0);
+            rows = 1;
+        }
+        PQclear(r);
+    }
+    if (rc == QOD_OK && (rows != 1 || v < 0 || v > N_MIGRATIONS)) {
+        QOD_ERROR("store", "schema_too_new", "version=%" PRId64 " known=%d", v, N_MIGRATIONS);
+        rc = QOD_ERR_STORE;
+    }
+    for (int i = (int)v; rc == QOD_OK && i < N_MIGRATIONS; i++)
+        rc = migrate_step(pc, i);
+    /* On a broken connection the server has dropped the lock with the session. */
+    exec_sql(pc, "SELECT pg_advisory_unlock(" PG_LOCK_MIGRATE ")");
+    return rc;
+}
+
+static void pg_close(void *impl)
+{
+    pg *p = impl;
+    if (!p)
+        return;
+    PQfinish(p->r.c);
+    PQfinish(p->w.c);
+    pthread_mutex_destroy(&p->r_mu);
+    free(p);
+}
+
+static int pg_open(const qod_store_opts *opts, void **impl)
+{
+    *impl = NULL;
+    pg *p = calloc(1, sizeof *p);
+    if (!p)
+        return QOD_ERR_NOMEM;
+    pthread_mutex_init(&p->r_mu, NULL);
+    p->w = (pg_conn){.role = PG_WRITER, .sync_full = opts->sync_full};
+    p->r = (pg_conn){.role = PG_READER};
+    int rc = conn_open(&p->w, opts->uri);
+    if (rc == QOD_OK)
+        rc = migrate(&p->w);
+    if (rc == QOD_OK)
+        rc = conn_setup(&p->w);
+    if (rc == QOD_OK)
+        rc = conn_open(&p->r, opts->uri);
+    if (rc == QOD_OK)
+        rc = conn_setup(&p->r);
+    if (rc != QOD_OK) {
+        pg_close(p);
+        return rc;
+    }
+    *impl = p;
+    return QOD_OK;
+}
+
+static bool too_long(const char *s, size_t max)
+{
+    return s && strnlen(s, max + 1) > max;
+}
+
+/* The explicit size limits (SQLite has none worth the name; PostgreSQL's btree has one). */
+static int check_sizes(const qod_store_op *op)
+{
+    if (too_long(op->key, PG_KEY_MAX) || too_long(op->owner, PG_KEY_MAX) || too_long(op->idx, PG_KEY_MAX) ||
+        too_long(op->doc, PG_DOC_MAX)) {
+        QOD_WARN("store", "pg_too_large", "op=%d key_max=%d doc_max=%d", (int)op->kind, PG_KEY_MAX, PG_DOC_MAX);
+        return QOD_ERR_LIMIT;
+    }
+    return QOD_OK;
+}
+
+static int add_event(pg *p, const qod_store_op *op)
+{
+    char created[NUM_LEN];
+    int rc = QOD_OK;
+    if (!p->events_locked) {
+        rc = exec_stmt(&p->w, "ev_lock", 0, NULL);
+        p->events_locked = rc == QOD_OK;
+    }
+    /* For events: key = webhook-id, idx = session, num = created time (see store.c). */
+    const char *v[] = {op->key, op->idx, op->owner, i64(created, op->num), op->doc};
+    return rc == QOD_OK ? exec_stmt(&p->w, "ev_add", 5, v) : rc;
+}
+
+static int apply_row(pg *p, const qod_store_op *op)
+{
+    char name[32], state[NUM_LEN], num[NUM_LEN];
+    if (op->table >= QOD_TBL_COUNT)
+        return QOD_ERR_INVALID;
+    switch (op->kind) {
+    case QOD_OP_PUT:
+    case QOD_OP_INSERT: {
+        const char *v[] = {op->key, op->owner, op->idx, i64(state, op->state), i64(num, op->num), op->doc};
+        const char *kind = op->kind == QOD_OP_PUT ? "put" : "ins";
+        return exec_stmt(&p->w, row_stmt_name(name, sizeof name, kind, op->table), 6, v);
+    }
+    case QOD_OP_UPDATE: {
+        const char *v[] = {op->key, i64(state, op->state), i64(num, op->num), op->doc};
+        return exec_stmt(&p->w, row_stmt_name(name, sizeof name, "upd", op->table), 4, v);
+    }
+    case QOD_OP_DEL: {
+        const char *v[] = {op->key};
+        return exec_stmt(&p->w, row_stmt_name(name, sizeof name, "del", op->table), 1, v);
+    }
+    default:
+        return QOD_ERR_INVALID;
+    }
+}
+
+static int pg_apply(void *impl, const qod_store_op *op)
+{
+    pg *p = impl;
+    char a[NUM_LEN], b[NUM_LEN], c[NUM_LEN], d[NUM_LEN];
+    int rc = check_sizes(op);
+    if (rc != QOD_OK)
+        return rc;
+    switch (op->kind) {
+    case QOD_OP_PUT:
+    case QOD_OP_INSERT:
+    case QOD_OP_UPDATE:
+    case QOD_OP_DEL:
+        return apply_row(p, op);
+    case QOD_OP_EVENT:
+        return add_event(p, op);
+    case QOD_OP_EVENT_STATE: {
+        const char *v[] = {i64(a, op->seq), i64(b, op->state), i64(c, op->attempts), i64(d, op->next_ms)};
+        return exec_stmt(&p->w, "ev_state", 4, v);
+    }
+    case QOD_OP_EVENT_DEL_SESSION: {
+        const char *v[] = {op->idx};
+        return exec_stmt(&p->w, "ev_del", 1, v);
+    }
+    case QOD_OP_EVENT_REQUEUE: {
+        const char *v[] = {op->idx, i64(a, op->seq), i64(b, op->next_ms)};
+        return exec_stmt(&p->w, "ev_requeue", 3, v);
+    }
+    }
+    return QOD_ERR_INVALID;
+}
+
+/* Opens the group's transaction, reconnecting first when the writer's connection broke. */
+static int pg_begin(void *impl)
+{
+    pg *p = impl;
+    int rc = QOD_ERR_STORE;
+    p->events_locked = false;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        rc = conn_ensure(&p->w);
+        if (rc == QOD_OK)
+            rc = exec_sql(&p->w, "BEGIN");
+        if (rc == QOD_OK || PQstatus(p->w.c) == CONNECTION_OK)
+            break;
+    }
+    return rc;
+}
+
+static int pg_commit(void *impl)
+{
+    pg *p = impl;
+    /* COMMIT of a failed transaction answers "ROLLBACK" with success: never let that pass for a commit. */
+    if (PQtransactionStatus(p->w.c) != PQTRANS_INTRANS) {
+        QOD_WARN("store", "commit_failed", "err=\"transaction not open or aborted\"");
+        return QOD_ERR_STORE;
+    }
+    PGresult *r = PQexec(p->w.c, "COMMIT");
+    int rc = result_rc(&p->w, r, "COMMIT");
+    if (rc == QOD_OK && strcmp(PQcmdStatus(r), "COMMIT") != 0)
+        rc = QOD_ERR_STORE;
+    PQclear(r);
+    return rc;
+}
+
+static void pg_rollback(void *impl)
+{
+    pg *p = impl;
+    PGTransactionStatusType s = PQtransactionStatus(p->w.c);
+    if (s == PQTRANS_INTRANS || s == PQTRANS_INERROR)
+        exec_sql(&p->w, "ROLLBACK");
+}
+
+static int pg_savepoint(void *impl, int release)
+{
+    pg *p = impl;
+    if (release > 0)
+        return exec_sql(&p->w, "RELEASE SAVEPOINT b");
+    if (release < 0) {
+        /* A lock taken inside the savepoint goes with it. */
+        p->events_locked = false;
+        int rc = exec_sql(&p->w, "ROLLBACK TO SAVEPOINT b");
+        return rc == QOD_OK ? exec_sql(&p->w, "RELEASE SAVEPOINT b") : rc;
+    }
+    return exec_sql(&p->w, "SAVEPOINT b");
+}
+
+static int pg_schema_version(void *impl)
+{
+    pg *p = impl;
+    int64_t v = 0;
+    size_t rows;
+    int rc = locked_rows(&p->r_mu, &p->r, "version", 0, NULL, read_int, &v, &rows);
+    return rc == QOD_OK ? (int)v : rc;
+}
+
+/* Where read rows go: a get callback or a scan callback, with its argument. */
+typedef struct {
+    void (*get)(void *, const qod_store_row *);
+    int (*scan)(void *, const qod_store_row *);
+    int (*event)(void *, const qod_store_event *);
+    void *arg;
+} reader_ctx;
+
+static int deliver_row(void *ctx, const PGresult *r, int i)
+{
+    reader_ctx *c = ctx;
+    qod_store_row row = {
+        .key = PQgetvalue(r, i, 0),
+        .owner = PQgetvalue(r, i, 1),
+        .idx = PQgetvalue(r, i, 2),
+        .state = col_i64(r, i, 3),
+        .num = col_i64(r, i, 4),
+        .doc = PQgetvalue(r, i, 5),
+    };
+    if (c->get) {
+        c->get(c->arg, &row);
+        return 1;
+    }
+    return c->scan(c->arg, &row);
+}
+
+static int deliver_event(void *ctx, const PGresult *r, int i)
+{
+    reader_ctx *c = ctx;
+    qod_store_event e = {
+        .seq = col_i64(r, i, 0),
+        .id = PQgetvalue(r, i, 1),
+        .session = PQgetvalue(r, i, 2),
+        .owner = PQgetvalue(r, i, 3),
+        .created_ms = col_i64(r, i, 4),
+        .state = col_i64(r, i, 5),
+        .attempts = col_i64(r, i, 6),
+        .next_ms = col_i64(r, i, 7),
+        .doc = PQgetvalue(r, i, 8),
+    };
+    return c->event(c->arg, &e);
+}
+
+static int pg_get(void *impl, qod_store_table t, const char *key, void (*fn)(void *, const qod_store_row *),
+                  void *arg)
+{
+    pg *p = impl;
+    if (t >= QOD_TBL_COUNT)
+        return QOD_ERR_INVALID;
+    char name[32];
+    reader_ctx c = {.get = fn, .arg = arg};
+    const char *v[] = {key};
+    size_t rows;
+    int rc = locked_rows(&p->r_mu, &p->r, row_stmt_name(name, sizeof name, "get", t), 1, v, deliver_row, &c, &rows);
+    return rc == QOD_OK && rows == 0 ? QOD_ERR_NOTFOUND : rc;
+}
+
+static int pg_scan(void *impl, qod_store_table t, const char *owner, int (*fn)(void *, const qod_store_row *),
+                   void *arg)
+{
+    pg *p = impl;
+    if (t >= QOD_TBL_COUNT)
+        return QOD_ERR_INVALID;
+    char name[32];
+    reader_ctx c = {.scan = fn, .arg = arg};
+    const char *v[] = {owner};
+    size_t rows;
+    row_stmt_name(name, sizeof name, owner ? "scano" : "scan", t);
+    return locked_rows(&p->r_mu, &p->r, name, owner ? 1 : 0, v, deliver_row, &c, &rows);
+}
+
+static int pg_scan_events(void *impl, int64_t state, int64_t after_seq, size_t limit,
+                          int (*fn)(void *, const qod_store_event *), void *arg)
+{
+    pg *p = impl;
+    char st[NUM_LEN], after[NUM_LEN], lim[NUM_LEN];
+    reader_ctx c = {.event = fn, .arg = arg};
+    /* A NULL limit is LIMIT ALL; so is a limit beyond what int64 can say. */
+    const char *lv = limit && limit <= (size_t)INT64_MAX ? i64(lim, (int64_t)limit) : NULL;
+    const char *by_state[] = {i64(st, state), i64(after, after_seq), lv};
+    const char *any[] = {after, lv};
+    size_t rows;
+    if (state < 0)
+        return locked_rows(&p->r_mu, &p->r, "ev_scan_any", 2, any, deliver_event, &c, &rows);
+    return locked_rows(&p->r_mu, &p->r, "ev_scan", 3, by_state, deliver_event, &c, &rows);
+}
+
+const qod_store_impl qod_store_postgres = {
+    .name = "postgres",
+    .open = pg_open,
+    .close = pg_close,
+    .begin = pg_begin,
+    .apply = pg_apply,
+    .savepoint = pg_savepoint,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .schema_version = pg_schema_version,
+    .get = pg_get,
+    .scan = pg_scan,
+    .scan_events = pg_scan_events,
+};
+
+int qod_pg_lease_open(const char *uri, qod_pg_lease **out)
+{
+    *out = NULL;
+    qod_pg_lease *l = calloc(1, sizeof *l);
+    if (!l)
+        return QOD_ERR_NOMEM;
+    pthread_mutex_init(&l->mu, NULL);
+    l->c.role = PG_LEASE;
+    int rc = conn_open(&l->c, uri);
+    if (rc == QOD_OK)
+        rc = migrate(&l->c);
+    if (rc == QOD_OK)
+        rc = conn_setup(&l->c);
+    if (rc != QOD_OK) {
+        qod_pg_lease_close(l);
+        return rc;
+    }
+    *out = l;
+    return QOD_OK;
+}
+
+void qod_pg_lease_close(qod_pg_lease *l)
+{
+    if (!l)
+        return;
+    PQfinish(l->c.c);
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+}
+
+static bool lease_name_ok(const char *s)
+{
+    return s && *s && !too_long(s, PG_KEY_MAX);
+}
+
+int qod_pg_lease_acquire(qod_pg_lease *l, const char *name, const char *holder, int64_t ttl_ms, int64_t *epoch)
+{
+    if (!lease_name_ok(name) || !lease_name_ok(holder) || ttl_ms <= 0 || ttl_ms > LEASE_TTL_MAX_MS)
+        return QOD_ERR_INVALID;
+    char ttl[NUM_LEN];
+    const char *v[] = {name, holder, i64(ttl, ttl_ms)};
+    int64_t got = 0;
+    size_t rows;
+    int rc = locked_rows(&l->mu, &l->c, "acquire", 3, v, read_int, &got, &rows);
+    if (rc == QOD_OK && rows == 0)
+        rc = QOD_ERR_BUSY;
+    if (rc == QOD_OK && epoch)
+        *epoch = got;
+    return rc;
+}
+
+int qod_pg_lease_release(qod_pg_lease *l, const char *name, const char *holder)
+{
+    if (!lease_name_ok(name) || !lease_name_ok(holder))
+        return QOD_ERR_INVALID;
+    const char *v[] = {name, holder};
+    int64_t unused = 0;
+    size_t rows;
+    int rc = locked_rows(&l->mu, &l->c, "release", 2, v, read_int, &unused, &rows);
+    return rc;
+}
+
+typedef struct {
+    char *holder;
+    size_t cap;
+    int64_t epoch, remaining_ms;
+} lease_view;
+
+static int read_lease(void *ctx, const PGresult *r, int row)
+{
+    lease_view *v = ctx;
+    if (v->holder && v->cap)
+        snprintf(v->holder, v->cap, "%s", PQgetvalue(r, row, 0));
+    v->epoch = col_i64(r, row, 1);
+    v->remaining_ms = col_i64(r, row, 2);
+    return 1;
+}
+
+int qod_pg_lease_holder(qod_pg_lease *l, const char *name, char *holder, size_t cap, int64_t *epoch,
+                        int64_t *remaining_ms)
+{
+    if (!lease_name_ok(name))
+        return QOD_ERR_INVALID;
+    lease_view view = {.holder = holder, .cap = cap};
+    const char *v[] = {name};
+    size_t rows;
+    int rc = locked_rows(&l->mu, &l->c, "holder", 1, v, read_lease, &view, &rows);
+    if (rc == QOD_OK && rows == 0)
+        rc = QOD_ERR_NOTFOUND;
+    if (rc == QOD_OK && epoch)
+        *epoch = view.epoch;
+    if (rc == QOD_OK && remaining_ms)
+        *remaining_ms = view.remaining_ms;
+    return rc;
+}

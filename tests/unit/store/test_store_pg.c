@@ -1,0 +1,1446 @@
+/* The PostgreSQL store (postgres.c) against a throwaway PostgreSQL 15 cluster that tests/tools/pgtmp.sh starts on
+ * a free port in a temporary directory.
+ *
+ * The behaviour cases run twice, once on PostgreSQL ("pg.") and once on SQLite ("sqlite."), so that the two
+ * implementations are held to the same expectations; the "pg." cases after them cover what only PostgreSQL has
+ * (migration lock, connection failures and recovery, size limits, leases). Without the server binaries every
+ * "pg." case prints "SKIP name: reason". A guardian process stops the cluster and removes its directory when this
+ * process ends, however it ends. */
+#include "store/pg_lease.h"
+#include "store/store.h"
+
+#include "qtest.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <libpq-fe.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The cluster shared by every "pg." case; each case starts from an empty schema. */
+static struct {
+    char dir[64];
+    char script[PATH_MAX];
+    char uri[128];
+    char port[16];
+    pid_t guardian;
+    int guard_fd;
+} cluster = {.guardian = -1, .guard_fd = -1};
+
+typedef enum { BK_PG, BK_SQLITE } backend;
+static backend under_test;
+
+/* ---- running the helper script ---- */
+
+/* Runs argv; its stdout (first line, newline dropped) goes to out when out is non-NULL. Returns the exit status. */
+static int run(char *const argv[], char *out, size_t cap)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    char buf[512];
+    size_t n = 0;
+    ssize_t got;
+    while ((got = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0 || (got < 0 && errno == EINTR))
+        n += got > 0 ? (size_t)got : 0;
+    close(fds[0]);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    if (out && cap) {
+        size_t len = strlen(buf) < cap ? strlen(buf) : cap - 1;
+        memcpy(out, buf, len);
+        out[len] = '\0';
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* tests/tools/pgtmp.sh, from the working directory or from a parent of this binary's directory. */
+static int find_script(void)
+{
+    if (access("tests/tools/pgtmp.sh", X_OK) == 0 && realpath("tests/tools/pgtmp.sh", cluster.script))
+        return 0;
+    char dir[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
+    if (n <= 0)
+        return -1;
+    dir[n] = '\0';
+    for (char *slash; (slash = strrchr(dir, '/')) != NULL && slash != dir;) {
+        *slash = '\0';
+        snprintf(cluster.script, sizeof cluster.script, "%.*s/tests/tools/pgtmp.sh", PATH_MAX - 24, dir);
+        if (access(cluster.script, X_OK) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+static int script(const char *verb, char *out, size_t cap)
+{
+    char *argv[] = {cluster.script, (char *)verb, cluster.dir, strcmp(verb, "start") == 0 ? cluster.port : NULL,
+                    NULL};
+    return run(argv, out, cap);
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* Reaps the stopped servers: this process is their subreaper, so they do not linger as zombies. */
+static void reap(void)
+{
+    pid_t pid;
+    while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
+        if (pid == cluster.guardian)
+            cluster.guardian = -1;
+}
+
+/* Forks the process that waits for this one to end (its pipe closes) and then stops the cluster and removes the
+ * directory. */
+static int start_guardian(void)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return -1;
+    cluster.guardian = fork();
+    if (cluster.guardian == 0) {
+        close(fds[1]);
+        for (;;) {
+            char c;
+            ssize_t got = read(fds[0], &c, 1);
+            if (got == 0 || (got < 0 && errno != EINTR))
+                break;
+        }
+        script("stop", NULL, 0);
+        nftw(cluster.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        _exit(0);
+    }
+    close(fds[0]);
+    if (cluster.guardian < 0) {
+        close(fds[1]);
+        return -1;
+    }
+    cluster.guard_fd = fds[1];
+    return 0;
+}
+
+/* True when nothing holds port on 127.0.0.1, not even a connection in TIME_WAIT. */
+static bool port_free(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* A free port below the kernel's ephemeral range, so that no outgoing connection of a busy machine can take it
+ * between the probe and the server's bind, nor while the recovery case restarts the server on it. */
+static void pick_port(void)
+{
+    int low = 32768, high = 0, port = 0;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f && fscanf(f, "%d %d", &low, &high) != 2)
+        low = 32768;
+    if (f)
+        fclose(f);
+    int base = low > 12000 ? low - 11000 : 1024;
+    unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+    for (int i = 0; i < 64 && !port; i++) {
+        int p = base + (int)(rand_r(&seed) % 10000u);
+        port = port_free(p) ? p : 0;
+    }
+    snprintf(cluster.port, sizeof cluster.port, "%d", port ? port : base);
+}
+
+/* NULL when the cluster runs; otherwise why the "pg." cases skip. *fatal when that is a failure, not a skip. */
+static const char *cluster_start(int *fatal)
+{
+    const char *bindir = getenv("PG_BINDIR") ? getenv("PG_BINDIR") : "/usr/lib/postgresql/15/bin";
+    char initdb[PATH_MAX];
+    snprintf(initdb, sizeof initdb, "%s/initdb", bindir);
+    *fatal = 0;
+    if (access(initdb, X_OK) != 0)
+        return "PostgreSQL 15 server binaries not installed (apt-get install postgresql)";
+    *fatal = 1;
+    if (find_script() != 0)
+        return "tests/tools/pgtmp.sh not found";
+    snprintf(cluster.dir, sizeof cluster.dir, "/tmp/qod-pg-XXXXXX");
+    if (!mkdtemp(cluster.dir))
+        return "mkdtemp failed";
+    if (start_guardian() != 0)
+        return "cannot fork the guardian";
+    /* Another process may take the port between the probe and the server's bind: try a few. */
+    for (int attempt = 0; attempt < 4; attempt++) {
+        pick_port();
+        if (script("start", cluster.uri, sizeof cluster.uri) == 0 && strncmp(cluster.uri, "postgres://", 11) == 0)
+            return NULL;
+    }
+    return "pgtmp.sh start failed";
+}
+
+static void cluster_stop(void)
+{
+    if (cluster.guard_fd >= 0)
+        close(cluster.guard_fd);
+    cluster.guard_fd = -1;
+    if (cluster.guardian > 0)
+        waitpid(cluster.guardian, NULL, 0);
+    cluster.guardian = -1;
+    reap();
+}
+
+/* ---- direct SQL, for setup and for checks the store API cannot make ---- */
+
+/* Runs sql as the application role; the first value of the result goes to out (may be NULL). */
+static int sql(const char *q, char *out, size_t cap)
+{
+    PGconn *c = PQconnectdb(cluster.uri);
+    int rc = -1;
+    if (PQstatus(c) == CONNECTION_OK) {
+        PGresult *r = PQexec(c, q);
+        ExecStatusType s = PQresultStatus(r);
+        rc = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK ? 0 : -1;
+        if (rc == 0 && out)
+            snprintf(out, cap, "%s", PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
+        if (rc != 0)
+            printf("  sql failed: %s", PQerrorMessage(c));
+        PQclear(r);
+    }
+    PQfinish(c);
+    return rc;
+}
+
+static int sql_int(const char *q)
+{
+    char v[32] = "";
+    return sql(q, v, sizeof v) == 0 ? atoi(v) : -1;
+}
+
+static int drop_schema(void)
+{
+    return sql("SET client_min_messages = warning; DROP TABLE IF EXISTS apps, devices, sessions, idempotency, meta,"
+               " events, leases, schema_version",
+               NULL, 0);
+}
+
+/* ---- the fixture: a store on an empty database of the backend under test ---- */
+
+typedef struct {
+    char dir[64]; /* SQLite only */
+    qod_store *st;
+} fixture;
+
+static const char *fixture_uri(fixture *f)
+{
+    return under_test == BK_PG ? cluster.uri : f->dir;
+}
+
+static int fixture_reopen(fixture *f, bool sync_full)
+{
+    qod_store_opts o = {.uri = fixture_uri(f), .sync_full = sync_full};
+    return qod_store_open(&o, &f->st);
+}
+
+static int fixture_open(fixture *f)
+{
+    memset(f, 0, sizeof *f);
+    qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
+    if (under_test == BK_PG && drop_schema() != 0)
+        return -1;
+    snprintf(f->dir, sizeof f->dir, "/tmp/qod-pgtest-XXXXXX");
+    if (under_test == BK_SQLITE && !mkdtemp(f->dir))
+        return -1;
+    return fixture_reopen(f, false) == QOD_OK ? 0 : -1;
+}
+
+static void fixture_close(fixture *f)
+{
+    qod_store_close(f->st);
+    f->st = NULL;
+    if (under_test == BK_SQLITE)
+        nftw(f->dir, remove_entry, 4, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- reading back ---- */
+
+typedef struct {
+    int calls;
+    char key[64], owner[64], idx[64], doc[256];
+    int64_t state, num;
+} row_copy;
+
+static void copy_row(void *arg, const qod_store_row *r)
+{
+    row_copy *c = arg;
+    c->calls++;
+    snprintf(c->key, sizeof c->key, "%s", r->key);
+    snprintf(c->owner, sizeof c->owner, "%s", r->owner);
+    snprintf(c->idx, sizeof c->idx, "%s", r->idx);
+    snprintf(c->doc, sizeof c->doc, "%s", r->doc);
+    c->state = r->state;
+    c->num = r->num;
+}
+
+static int get(fixture *f, qod_store_table t, const char *key, row_copy *c)
+{
+    memset(c, 0, sizeof *c);
+    return qod_store_get(f->st, t, key, copy_row, c);
+}
+
+/* The keys a scan returned, joined by spaces; stops after `stop_after` rows when non-zero. */
+typedef struct {
+    int n, stop_after;
+    char keys[512];
+} key_list;
+
+static int list_key(void *arg, const qod_store_row *r)
+{
+    key_list *l = arg;
+    size_t used = strlen(l->keys);
+    snprintf(l->keys + used, sizeof l->keys - used, "%s%s", used ? " " : "", r->key);
+    l->n++;
+    return l->stop_after && l->n >= l->stop_after;
+}
+
+static int scan(fixture *f, qod_store_table t, const char *owner, int stop_after, key_list *l)
+{
+    memset(l, 0, sizeof *l);
+    l->stop_after = stop_after;
+    return qod_store_scan(f->st, t, owner, list_key, l);
+}
+
+typedef struct {
+    int n;
+    qod_store_event ev[8];
+    char id[8][32], session[8][32], owner[8][32], doc[8][64];
+    char ids[256];
+} event_list;
+
+static int list_event(void *arg, const qod_store_event *e)
+{
+    event_list *l = arg;
+    if (l->n < 8) {
+        l->ev[l->n] = *e;
+        snprintf(l->id[l->n], sizeof l->id[0], "%s", e->id);
+        snprintf(l->session[l->n], sizeof l->session[0], "%s", e->session);
+        snprintf(l->owner[l->n], sizeof l->owner[0], "%s", e->owner);
+        snprintf(l->doc[l->n], sizeof l->doc[0], "%s", e->doc);
+    }
+    size_t used = strlen(l->ids);
+    snprintf(l->ids + used, sizeof l->ids - used, "%s%s", used ? " " : "", e->id);
+    l->n++;
+    return 0;
+}
+
+static int events(fixture *f, int64_t state, int64_t after_seq, size_t limit, event_list *l)
+{
+    memset(l, 0, sizeof *l);
+    return qod_store_scan_events(f->st, state, after_seq, limit, list_event, l);
+}
+
+/* ---- writing ---- */
+
+static int put1(fixture *f, qod_store_table t, const char *key, const char *owner, const char *doc)
+{
+    qod_store_batch *b = qod_store_batch_new();
+    int rc = qod_store_batch_put(b, t, key, owner, "idx", 0, 0, doc);
+    return rc == QOD_OK ? qod_store_commit(f->st, b) : (qod_store_batch_free(b), rc);
+}
+
+static int event_state(fixture *f, int64_t seq, int64_t state)
+{
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_event_state(b, seq, state, 1, 0);
+    return qod_store_commit(f->st, b);
+}
+
+/* Commits pending events wh-1 and wh-2 of session s1 in one batch, then wh-3 of s2. */
+static int add_events(fixture *f)
+{
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_event(b, "wh-1", "s1", "app-1", 1000, "{\"n\":1}");
+    qod_store_batch_event(b, "wh-2", "s1", "app-1", 2000, "{\"n\":2}");
+    int rc = qod_store_commit(f->st, b);
+    b = qod_store_batch_new();
+    qod_store_batch_event(b, "wh-3", "s2", "app-2", 3000, "{\"n\":3}");
+    return rc == QOD_OK ? qod_store_commit(f->st, b) : (qod_store_batch_free(b), rc);
+}
+
+/* Completions of asynchronous submits: each slot counts its callbacks, the tracker all of them. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+} tracker;
+
+typedef struct {
+    tracker *t;
+    atomic_int calls;
+    int rc;
+} slot;
+
+static void on_done(int rc, void *arg)
+{
+    slot *s = arg;
+    s->rc = rc;
+    atomic_fetch_add(&s->calls, 1);
+    pthread_mutex_lock(&s->t->mu);
+    s->t->done++;
+    pthread_cond_broadcast(&s->t->cv);
+    pthread_mutex_unlock(&s->t->mu);
+}
+
+/* Waits until n callbacks ran or 60 s passed; returns the count seen. */
+static int tracker_wait(tracker *t, int n)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 60;
+    pthread_mutex_lock(&t->mu);
+    while (t->done < n && pthread_cond_timedwait(&t->cv, &t->mu, &deadline) == 0)
+        ;
+    int done = t->done;
+    pthread_mutex_unlock(&t->mu);
+    return done;
+}
+
+/* ==== behaviour cases, run on both backends ==== */
+
+QTEST(open_reports_version_1_and_answers_ping)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    int version = qod_store_schema_version(f.st), ping = qod_store_ping(f.st);
+    fixture_close(&f);
+    QT_EQ_INT(version, 1);
+    QT_EQ_INT(ping, QOD_OK);
+}
+
+QTEST(reopen_keeps_version_1)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_close(f.st);
+    int rc = fixture_reopen(&f, true);
+    int version = rc == QOD_OK ? qod_store_schema_version(f.st) : -1;
+    fixture_close(&f);
+    QT_EQ_INT(rc, QOD_OK);
+    QT_EQ_INT(version, 1);
+}
+
+QTEST(put_get_round_trip_every_table)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_batch *b = qod_store_batch_new();
+    for (int t = 0; t < QOD_TBL_COUNT; t++) {
+        char doc[32];
+        snprintf(doc, sizeof doc, "{\"table\":%d}", t);
+        QT_EQ_INT(qod_store_batch_put(b, (qod_store_table)t, "key-1", "app-7", "dev-9", 3 + t, -1780390800123LL, doc),
+                  QOD_OK);
+    }
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    for (int t = 0; t < QOD_TBL_COUNT; t++) {
+        row_copy c;
+        char doc[32];
+        snprintf(doc, sizeof doc, "{\"table\":%d}", t);
+        QT_EQ_INT(get(&f, (qod_store_table)t, "key-1", &c), QOD_OK);
+        QT_EQ_INT(c.calls, 1);
+        QT_EQ_STR(c.key, "key-1");
+        QT_EQ_STR(c.owner, "app-7");
+        QT_EQ_STR(c.idx, "dev-9");
+        QT_EQ_INT(c.state, 3 + t);
+        QT_EQ_INT(c.num, -1780390800123LL);
+        QT_EQ_STR(c.doc, doc);
+    }
+    fixture_close(&f);
+}
+
+QTEST(get_absent_is_notfound_and_tables_are_separate)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(put1(&f, QOD_TBL_APPS, "same", "", "{}"), QOD_OK);
+    row_copy c;
+    int in_devices = get(&f, QOD_TBL_DEVICES, "same", &c);
+    int calls = c.calls;
+    int in_apps = get(&f, QOD_TBL_APPS, "same", &c);
+    fixture_close(&f);
+    QT_EQ_INT(in_devices, QOD_ERR_NOTFOUND);
+    QT_EQ_INT(calls, 0);
+    QT_EQ_INT(in_apps, QOD_OK);
+}
+
+QTEST(put_null_strings_stored_empty)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_batch *b = qod_store_batch_new();
+    QT_EQ_INT(qod_store_batch_put(b, QOD_TBL_META, "k", NULL, NULL, 0, 0, NULL), QOD_OK);
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    row_copy c;
+    QT_EQ_INT(get(&f, QOD_TBL_META, "k", &c), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_STR(c.owner, "");
+    QT_EQ_STR(c.idx, "");
+    QT_EQ_STR(c.doc, "");
+}
+
+QTEST(put_existing_key_replaces_every_column)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(put1(&f, QOD_TBL_SESSIONS, "s1", "app-1", "{\"v\":1}"), QOD_OK);
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, "s1", "app-2", "dev-2", 5, 6, "{\"v\":2}");
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    row_copy c;
+    QT_EQ_INT(get(&f, QOD_TBL_SESSIONS, "s1", &c), QOD_OK);
+    key_list l;
+    QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, NULL, 0, &l), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_STR(c.owner, "app-2");
+    QT_EQ_STR(c.idx, "dev-2");
+    QT_EQ_INT(c.state, 5);
+    QT_EQ_INT(c.num, 6);
+    QT_EQ_STR(c.doc, "{\"v\":2}");
+    QT_EQ_INT(l.n, 1);
+}
+
+QTEST(update_changes_state_num_doc_only)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, "s1", "app-1", "dev-1", 1, 10, "{\"v\":1}");
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    b = qod_store_batch_new();
+    QT_EQ_INT(qod_store_batch_update(b, QOD_TBL_SESSIONS, "s1", 2, 20, "{\"v\":2}"), QOD_OK);
+    QT_EQ_INT(qod_store_batch_update(b, QOD_TBL_SESSIONS, "absent", 3, 30, "{}"), QOD_OK);
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    row_copy c, absent;
+    QT_EQ_INT(get(&f, QOD_TBL_SESSIONS, "s1", &c), QOD_OK);
+    int absent_rc = get(&f, QOD_TBL_SESSIONS, "absent", &absent);
+    fixture_close(&f);
+    QT_EQ_STR(c.owner, "app-1");
+    QT_EQ_STR(c.idx, "dev-1");
+    QT_EQ_INT(c.state, 2);
+    QT_EQ_INT(c.num, 20);
+    QT_EQ_STR(c.doc, "{\"v\":2}");
+    QT_EQ_INT(absent_rc, QOD_ERR_NOTFOUND);
+}
+
+QTEST(scan_returns_rows_in_bytewise_key_order)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_batch *b = qod_store_batch_new();
+    static const char *const keys[] = {"b", "a-b", "B", "a", "A1", "ab"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        qod_store_batch_put(b, QOD_TBL_DEVICES, keys[i], "", "", 0, 0, "{}");
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    key_list l;
+    QT_EQ_INT(scan(&f, QOD_TBL_DEVICES, NULL, 0, &l), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_STR(l.keys, "A1 B a a-b ab b");
+}
+
+QTEST(scan_with_owner_filter)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, "s3", "app-1", "", 0, 0, "{}");
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, "s1", "app-2", "", 0, 0, "{}");
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, "s2", "app-1", "", 0, 0, "{}");
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, "s4", "app-10", "", 0, 0, "{}");
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    key_list one, none, empty_owner;
+    QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, "app-1", 0, &one), QOD_OK);
+    QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, "app-3", 0, &none), QOD_OK);
+    QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, "", 0, &empty_owner), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_STR(one.keys, "s2 s3");
+    QT_EQ_INT(none.n, 0);
+    QT_EQ_INT(empty_owner.n, 0);
+}
+
+QTEST(scan_stops_when_callback_says_so_and_reads_go_on)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_batch *b = qod_store_batch_new();
+    for (int i = 0; i < 50; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%02d", i);
+        qod_store_batch_put(b, QOD_TBL_APPS, key, "", "", 0, 0, "{}");
+    }
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    key_list l;
+    QT_EQ_INT(scan(&f, QOD_TBL_APPS, NULL, 2, &l), QOD_OK);
+    row_copy c;
+    int after = get(&f, QOD_TBL_APPS, "k49", &c);
+    fixture_close(&f);
+    QT_EQ_STR(l.keys, "k00 k01");
+    QT_EQ_INT(after, QOD_OK);
+}
+
+QTEST(insert_new_key_ok)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_batch *b = qod_store_batch_new();
+    QT_EQ_INT(qod_store_batch_insert(b, QOD_TBL_IDEMPOTENCY, "idem-1", "app-1", "s", 0, 99, "{\"r\":1}"), QOD_OK);
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    row_copy c;
+    QT_EQ_INT(get(&f, QOD_TBL_IDEMPOTENCY, "idem-1", &c), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_INT(c.num, 99);
+    QT_EQ_STR(c.idx, "s");
+}
+
+QTEST(insert_existing_key_fails_whole_batch)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(put1(&f, QOD_TBL_SESSIONS, "taken", "app-1", "{\"v\":1}"), QOD_OK);
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, "before", "app-2", "", 0, 0, "{}");
+    qod_store_batch_event(b, "wh-lost", "before", "app-2", 1, "{}");
+    qod_store_batch_insert(b, QOD_TBL_SESSIONS, "taken", "app-2", "", 0, 0, "{\"v\":2}");
+    qod_store_batch_put(b, QOD_TBL_DEVICES, "after", "app-2", "", 0, 0, "{}");
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_ERR_EXISTS);
+    row_copy before, after, taken;
+    event_list e;
+    int before_rc = get(&f, QOD_TBL_SESSIONS, "before", &before);
+    int after_rc = get(&f, QOD_TBL_DEVICES, "after", &after);
+    int taken_rc = get(&f, QOD_TBL_SESSIONS, "taken", &taken);
+    int ev_rc = events(&f, -1, 0, 0, &e);
+    fixture_close(&f);
+    QT_EQ_INT(before_rc, QOD_ERR_NOTFOUND);
+    QT_EQ_INT(after_rc, QOD_ERR_NOTFOUND);
+    QT_EQ_INT(taken_rc, QOD_OK);
+    QT_EQ_STR(taken.owner, "app-1");
+    QT_EQ_STR(taken.doc, "{\"v\":1}");
+    QT_EQ_INT(ev_rc, QOD_OK);
+    QT_EQ_INT(e.n, 0);
+}
+
+QTEST(insert_twice_in_one_batch_fails)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_insert(b, QOD_TBL_SESSIONS, "dup", "", "", 0, 0, "{}");
+    qod_store_batch_insert(b, QOD_TBL_SESSIONS, "dup", "", "", 0, 0, "{}");
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_ERR_EXISTS);
+    row_copy c;
+    int rc = get(&f, QOD_TBL_SESSIONS, "dup", &c);
+    fixture_close(&f);
+    QT_EQ_INT(rc, QOD_ERR_NOTFOUND);
+}
+
+QTEST(failed_batch_does_not_take_down_its_group)
+{
+    enum { PAIRS = 8 };
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(put1(&f, QOD_TBL_SESSIONS, "taken", "app-1", "{}"), QOD_OK);
+    tracker t = {.done = 0};
+    pthread_mutex_init(&t.mu, NULL);
+    pthread_cond_init(&t.cv, NULL);
+    static slot losers[PAIRS], winners[PAIRS];
+    /* Submitted back to back, so that losers and winners share group commits. */
+    for (int i = 0; i < PAIRS; i++) {
+        char key[32];
+        losers[i] = (slot){.t = &t, .rc = 1};
+        winners[i] = (slot){.t = &t, .rc = 1};
+        qod_store_batch *lose = qod_store_batch_new(), *win = qod_store_batch_new();
+        snprintf(key, sizeof key, "lost-%d", i);
+        qod_store_batch_put(lose, QOD_TBL_DEVICES, key, "", "", 0, 0, "{}");
+        qod_store_batch_insert(lose, QOD_TBL_SESSIONS, "taken", "app-2", "", 0, 0, "{}");
+        snprintf(key, sizeof key, "won-%d", i);
+        qod_store_batch_insert(win, QOD_TBL_SESSIONS, key, "app-3", "", 0, 0, "{}");
+        qod_store_batch_event(win, key, key, "app-3", i, "{}");
+        QT_EQ_INT(qod_store_submit(f.st, lose, on_done, &losers[i]), QOD_OK);
+        QT_EQ_INT(qod_store_submit(f.st, win, on_done, &winners[i]), QOD_OK);
+    }
+    QT_EQ_INT(tracker_wait(&t, 2 * PAIRS), 2 * PAIRS);
+    key_list devices, won;
+    event_list e;
+    QT_EQ_INT(scan(&f, QOD_TBL_DEVICES, NULL, 0, &devices), QOD_OK);
+    QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, "app-3", 0, &won), QOD_OK);
+    QT_EQ_INT(events(&f, 0, 0, 0, &e), QOD_OK);
+    fixture_close(&f);
+    pthread_mutex_destroy(&t.mu);
+    pthread_cond_destroy(&t.cv);
+    for (int i = 0; i < PAIRS; i++) {
+        QT_EQ_INT(losers[i].rc, QOD_ERR_EXISTS);
+        QT_EQ_INT(winners[i].rc, QOD_OK);
+        QT_EQ_INT(atomic_load(&losers[i].calls), 1);
+        QT_EQ_INT(atomic_load(&winners[i].calls), 1);
+    }
+    QT_EQ_INT(devices.n, 0);
+    QT_EQ_INT(won.n, PAIRS);
+    QT_EQ_STR(e.ids, "won-0 won-1 won-2 won-3 won-4 won-5 won-6 won-7");
+}
+
+QTEST(delete_removes_row_and_absent_is_ok)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(put1(&f, QOD_TBL_APPS, "gone", "", "{}"), QOD_OK);
+    QT_EQ_INT(put1(&f, QOD_TBL_APPS, "kept", "", "{}"), QOD_OK);
+    qod_store_batch *b = qod_store_batch_new();
+    QT_EQ_INT(qod_store_batch_del(b, QOD_TBL_APPS, "gone"), QOD_OK);
+    QT_EQ_INT(qod_store_batch_del(b, QOD_TBL_APPS, "never-was"), QOD_OK);
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    key_list l;
+    QT_EQ_INT(scan(&f, QOD_TBL_APPS, NULL, 0, &l), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_STR(l.keys, "kept");
+}
+
+QTEST(delete_then_insert_in_one_batch)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(put1(&f, QOD_TBL_SESSIONS, "k", "old", "{}"), QOD_OK);
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_del(b, QOD_TBL_SESSIONS, "k");
+    qod_store_batch_insert(b, QOD_TBL_SESSIONS, "k", "new", "", 0, 0, "{}");
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    row_copy c;
+    QT_EQ_INT(get(&f, QOD_TBL_SESSIONS, "k", &c), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_STR(c.owner, "new");
+}
+
+QTEST(commit_empty_batch_ok)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    int rc = qod_store_commit(f.st, qod_store_batch_new());
+    fixture_close(&f);
+    QT_EQ_INT(rc, QOD_OK);
+}
+
+QTEST(events_scan_in_seq_order_with_every_field)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(add_events(&f), QOD_OK);
+    event_list e;
+    QT_EQ_INT(events(&f, 0, 0, 0, &e), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_STR(e.ids, "wh-1 wh-2 wh-3");
+    QT_TRUE(e.ev[0].seq > 0);
+    QT_TRUE(e.ev[1].seq > e.ev[0].seq);
+    QT_TRUE(e.ev[2].seq > e.ev[1].seq);
+    QT_EQ_STR(e.session[1], "s1");
+    QT_EQ_STR(e.owner[1], "app-1");
+    QT_EQ_STR(e.doc[1], "{\"n\":2}");
+    QT_EQ_INT(e.ev[1].created_ms, 2000);
+    QT_EQ_INT(e.ev[1].state, 0);
+    QT_EQ_INT(e.ev[1].attempts, 0);
+    QT_EQ_INT(e.ev[1].next_ms, 2000);
+}
+
+QTEST(events_scan_limit_and_after_seq)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(add_events(&f), QOD_OK);
+    event_list two, rest, none;
+    QT_EQ_INT(events(&f, 0, 0, 2, &two), QOD_OK);
+    QT_EQ_INT(events(&f, 0, two.ev[0].seq, 5, &rest), QOD_OK);
+    QT_EQ_INT(events(&f, 0, two.ev[1].seq + 1000, 0, &none), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_STR(two.ids, "wh-1 wh-2");
+    QT_EQ_STR(rest.ids, "wh-2 wh-3");
+    QT_EQ_INT(none.n, 0);
+}
+
+QTEST(event_with_a_stored_id_is_left_alone)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(add_events(&f), QOD_OK);
+    event_list before;
+    QT_EQ_INT(events(&f, 0, 0, 0, &before), QOD_OK);
+    QT_EQ_INT(event_state(&f, before.ev[0].seq, 1), QOD_OK);
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_event(b, "wh-1", "s9", "app-9", 9000, "{\"retry\":1}");
+    qod_store_batch_event(b, "wh-4", "s3", "app-3", 4000, "{}");
+    qod_store_batch_event(b, "wh-4", "s3", "app-3", 4001, "{\"again\":1}");
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    event_list after;
+    QT_EQ_INT(events(&f, -1, 0, 0, &after), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_STR(after.ids, "wh-1 wh-2 wh-3 wh-4");
+    QT_EQ_INT(after.ev[0].seq, before.ev[0].seq);
+    QT_EQ_INT(after.ev[0].state, 1);
+    QT_EQ_STR(after.session[0], "s1");
+    QT_EQ_STR(after.doc[0], "{\"n\":1}");
+    QT_EQ_INT(after.ev[3].created_ms, 4000);
+    QT_EQ_STR(after.doc[3], "{}");
+}
+
+QTEST(event_state_moves_event)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(add_events(&f), QOD_OK);
+    event_list e;
+    QT_EQ_INT(events(&f, 0, 0, 0, &e), QOD_OK);
+    int64_t seq = e.ev[1].seq;
+    qod_store_batch *b = qod_store_batch_new();
+    QT_EQ_INT(qod_store_batch_event_state(b, seq, 1, 2, 5000), QOD_OK);
+    QT_EQ_INT(qod_store_batch_event_state(b, seq + 1000, 1, 2, 5000), QOD_OK);
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    event_list pending, delivered;
+    QT_EQ_INT(events(&f, 0, 0, 0, &pending), QOD_OK);
+    QT_EQ_INT(events(&f, 1, 0, 0, &delivered), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_STR(pending.ids, "wh-1 wh-3");
+    QT_EQ_STR(delivered.ids, "wh-2");
+    QT_EQ_INT(delivered.ev[0].seq, seq);
+    QT_EQ_INT(delivered.ev[0].attempts, 2);
+    QT_EQ_INT(delivered.ev[0].next_ms, 5000);
+}
+
+QTEST(event_del_session_removes_only_delivered_events)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(add_events(&f), QOD_OK);
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_event(b, "wh-4", "s1", "app-1", 4000, "{}");
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    event_list e;
+    QT_EQ_INT(events(&f, 0, 0, 0, &e), QOD_OK);
+    /* s1: wh-1 delivered, wh-2 dead, wh-4 pending; s2: wh-3 delivered. */
+    QT_EQ_INT(event_state(&f, e.ev[0].seq, 1), QOD_OK);
+    QT_EQ_INT(event_state(&f, e.ev[1].seq, 2), QOD_OK);
+    QT_EQ_INT(event_state(&f, e.ev[2].seq, 1), QOD_OK);
+    b = qod_store_batch_new();
+    QT_EQ_INT(qod_store_batch_event_del_session(b, "s1"), QOD_OK);
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    event_list left;
+    QT_EQ_INT(events(&f, -1, 0, 0, &left), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_STR(left.ids, "wh-2 wh-3 wh-4");
+}
+
+QTEST(event_requeue_replays_the_session_from_seq)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(add_events(&f), QOD_OK);
+    event_list e;
+    QT_EQ_INT(events(&f, 0, 0, 0, &e), QOD_OK);
+    int64_t s1 = e.ev[0].seq, s2 = e.ev[1].seq, s3 = e.ev[2].seq;
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_event_state(b, s1, 1, 3, 0);
+    qod_store_batch_event_state(b, s2, 2, 8, 0);
+    qod_store_batch_event_state(b, s3, 2, 8, 0);
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    b = qod_store_batch_new();
+    QT_EQ_INT(qod_store_batch_event_requeue(b, "s1", s2, 777), QOD_OK);
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    event_list pending, any;
+    QT_EQ_INT(events(&f, 0, 0, 0, &pending), QOD_OK);
+    QT_EQ_INT(events(&f, -1, 0, 0, &any), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_STR(pending.ids, "wh-2");
+    QT_EQ_INT(pending.ev[0].seq, s2);
+    QT_EQ_INT(pending.ev[0].attempts, 0);
+    QT_EQ_INT(pending.ev[0].next_ms, 777);
+    QT_EQ_INT(any.ev[0].state, 1);
+    QT_EQ_INT(any.ev[0].attempts, 3);
+    QT_EQ_INT(any.ev[2].state, 2);
+}
+
+QTEST(event_seq_keeps_increasing_after_delete)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(add_events(&f), QOD_OK);
+    event_list e;
+    QT_EQ_INT(events(&f, 0, 0, 0, &e), QOD_OK);
+    int64_t last = e.ev[2].seq;
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_event_state(b, last, 1, 1, 0);
+    qod_store_batch_event_del_session(b, "s2");
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    b = qod_store_batch_new();
+    qod_store_batch_event(b, "wh-4", "s3", "app-3", 4000, "{}");
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    QT_EQ_INT(events(&f, 0, 0, 0, &e), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_STR(e.ids, "wh-1 wh-2 wh-4");
+    QT_TRUE(e.ev[2].seq > last);
+}
+
+/* The implementation's savepoints, driven directly as store.c drives them around each batch. */
+QTEST(savepoint_rollback_undoes_only_its_batch)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_close(f.st);
+    f.st = NULL;
+    const qod_store_impl *impl = under_test == BK_PG ? &qod_store_postgres : &qod_store_sqlite;
+    qod_store_opts o = {.uri = fixture_uri(&f), .sync_full = false};
+    void *h = NULL;
+    QT_EQ_INT(impl->open(&o, &h), QOD_OK);
+    qod_store_op kept = {.kind = QOD_OP_PUT, .table = QOD_TBL_APPS, .key = "kept", .owner = "", .idx = "", .doc = "{}"};
+    qod_store_op undone = kept, ev1 = kept, ev2 = kept;
+    undone.key = "undone";
+    ev1 = (qod_store_op){.kind = QOD_OP_EVENT, .table = QOD_TBL_COUNT, .key = "ev-undone", .owner = "o", .idx = "s",
+                         .doc = "{}"};
+    ev2 = ev1;
+    ev2.key = "ev-kept";
+    int rc[12];
+    int n = 0;
+    rc[n++] = impl->begin(h);
+    rc[n++] = impl->savepoint(h, 0);
+    rc[n++] = impl->apply(h, &kept);
+    rc[n++] = impl->savepoint(h, 1);
+    rc[n++] = impl->savepoint(h, 0);
+    rc[n++] = impl->apply(h, &undone);
+    rc[n++] = impl->apply(h, &ev1);
+    rc[n++] = impl->savepoint(h, -1);
+    rc[n++] = impl->savepoint(h, 0);
+    rc[n++] = impl->apply(h, &ev2);
+    rc[n++] = impl->savepoint(h, 1);
+    rc[n++] = impl->commit(h);
+    row_copy k = {0}, u = {0};
+    event_list e = {0};
+    int k_rc = impl->get(h, QOD_TBL_APPS, "kept", copy_row, &k);
+    int u_rc = impl->get(h, QOD_TBL_APPS, "undone", copy_row, &u);
+    int e_rc = impl->scan_events(h, -1, 0, 0, list_event, &e);
+    impl->close(h);
+    fixture_close(&f);
+    for (int i = 0; i < n; i++)
+        QT_EQ_INT(rc[i], QOD_OK);
+    QT_EQ_INT(k_rc, QOD_OK);
+    QT_EQ_INT(u_rc, QOD_ERR_NOTFOUND);
+    QT_EQ_INT(e_rc, QOD_OK);
+    QT_EQ_STR(e.ids, "ev-kept");
+}
+
+QTEST(rollback_discards_the_transaction)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_close(f.st);
+    f.st = NULL;
+    const qod_store_impl *impl = under_test == BK_PG ? &qod_store_postgres : &qod_store_sqlite;
+    qod_store_opts o = {.uri = fixture_uri(&f), .sync_full = false};
+    void *h = NULL;
+    QT_EQ_INT(impl->open(&o, &h), QOD_OK);
+    qod_store_op op = {.kind = QOD_OP_PUT, .table = QOD_TBL_META, .key = "m", .owner = "", .idx = "", .doc = "{}"};
+    int begin_rc = impl->begin(h), apply_rc = impl->apply(h, &op);
+    impl->rollback(h);
+    row_copy c;
+    int get_rc = impl->get(h, QOD_TBL_META, "m", copy_row, &c);
+    int again = impl->begin(h);
+    impl->rollback(h);
+    impl->close(h);
+    fixture_close(&f);
+    QT_EQ_INT(begin_rc, QOD_OK);
+    QT_EQ_INT(apply_rc, QOD_OK);
+    QT_EQ_INT(get_rc, QOD_ERR_NOTFOUND);
+    QT_EQ_INT(again, QOD_OK);
+}
+
+/* Four threads each submit PER_THREAD one-row batches while a fifth reads; every callback runs exactly once. */
+enum { THREADS = 4, PER_THREAD = 150 };
+
+typedef struct {
+    qod_store *st;
+    int thread;
+    slot *slots;
+    atomic_int *fails;
+} submitter;
+
+static void *submit_many(void *arg)
+{
+    submitter *s = arg;
+    for (int i = 0; i < PER_THREAD; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "t%d-%04d", s->thread, i);
+        qod_store_batch *b = qod_store_batch_new();
+        if (!b || qod_store_batch_put(b, QOD_TBL_SESSIONS, key, "app-1", "", i, i, "{}") != QOD_OK ||
+            qod_store_submit(s->st, b, on_done, &s->slots[s->thread * PER_THREAD + i]) != QOD_OK)
+            atomic_fetch_add(s->fails, 1);
+    }
+    return NULL;
+}
+
+static int count_row(void *arg, const qod_store_row *r)
+{
+    (void)r;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void *read_many(void *arg)
+{
+    submitter *s = arg;
+    for (int i = 0; i < 40; i++) {
+        int n = 0;
+        if (qod_store_scan(s->st, QOD_TBL_SESSIONS, "app-1", count_row, &n) != QOD_OK)
+            atomic_fetch_add(s->fails, 1);
+    }
+    return NULL;
+}
+
+QTEST(many_async_submits_complete_exactly_once)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    tracker t = {.done = 0};
+    pthread_mutex_init(&t.mu, NULL);
+    pthread_cond_init(&t.cv, NULL);
+    static slot slots[THREADS * PER_THREAD];
+    for (int i = 0; i < THREADS * PER_THREAD; i++)
+        slots[i] = (slot){.t = &t, .rc = 1};
+    atomic_int fails = 0;
+    pthread_t th[THREADS + 1];
+    submitter sub[THREADS + 1];
+    for (int i = 0; i <= THREADS; i++) {
+        sub[i] = (submitter){.st = f.st, .thread = i, .slots = slots, .fails = &fails};
+        QT_EQ_INT(pthread_create(&th[i], NULL, i < THREADS ? submit_many : read_many, &sub[i]), 0);
+    }
+    for (int i = 0; i <= THREADS; i++)
+        pthread_join(th[i], NULL);
+    QT_EQ_INT(tracker_wait(&t, THREADS * PER_THREAD), THREADS * PER_THREAD);
+    int rows = 0;
+    QT_EQ_INT(qod_store_scan(f.st, QOD_TBL_SESSIONS, "app-1", count_row, &rows), QOD_OK);
+    fixture_close(&f);
+    int bad = 0;
+    for (int i = 0; i < THREADS * PER_THREAD; i++)
+        bad += atomic_load(&slots[i].calls) != 1 || slots[i].rc != QOD_OK;
+    QT_EQ_INT(atomic_load(&fails), 0);
+    QT_EQ_INT(bad, 0);
+    QT_EQ_INT(rows, THREADS * PER_THREAD);
+    /* Closing runs no callback a second time. */
+    QT_EQ_INT(t.done, THREADS * PER_THREAD);
+    pthread_mutex_destroy(&t.mu);
+    pthread_cond_destroy(&t.cv);
+}
+
+QTEST(close_drains_queued_batches_and_data_survives_reopen)
+{
+    enum { N = 100 };
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    tracker t = {.done = 0};
+    pthread_mutex_init(&t.mu, NULL);
+    pthread_cond_init(&t.cv, NULL);
+    static slot slots[N];
+    for (int i = 0; i < N; i++) {
+        char key[32];
+        slots[i] = (slot){.t = &t, .rc = 1};
+        snprintf(key, sizeof key, "q%03d", i);
+        qod_store_batch *b = qod_store_batch_new();
+        qod_store_batch_put(b, QOD_TBL_DEVICES, key, "", "", 0, i, "{}");
+        if (i == N - 1)
+            qod_store_batch_event(b, "wh-last", "s", "app", 5, "{}");
+        QT_EQ_INT(qod_store_submit(f.st, b, on_done, &slots[i]), QOD_OK);
+    }
+    qod_store_close(f.st);
+    f.st = NULL;
+    int done = t.done, bad = 0;
+    for (int i = 0; i < N; i++)
+        bad += atomic_load(&slots[i].calls) != 1 || slots[i].rc != QOD_OK;
+    QT_EQ_INT(fixture_reopen(&f, false), QOD_OK);
+    key_list l;
+    row_copy c;
+    event_list e;
+    QT_EQ_INT(scan(&f, QOD_TBL_DEVICES, NULL, 0, &l), QOD_OK);
+    QT_EQ_INT(get(&f, QOD_TBL_DEVICES, "q099", &c), QOD_OK);
+    QT_EQ_INT(events(&f, 0, 0, 0, &e), QOD_OK);
+    fixture_close(&f);
+    pthread_mutex_destroy(&t.mu);
+    pthread_cond_destroy(&t.cv);
+    QT_EQ_INT(done, N);
+    QT_EQ_INT(bad, 0);
+    QT_EQ_INT(l.n, N);
+    QT_EQ_INT(c.num, 99);
+    QT_EQ_STR(e.ids, "wh-last");
+}
+
+/* ==== PostgreSQL only ==== */
+
+QTEST(postgresql_scheme_selects_postgres_too)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(put1(&f, QOD_TBL_APPS, "shared", "", "{\"x\":1}"), QOD_OK);
+    char uri[160];
+    snprintf(uri, sizeof uri, "postgresql://%s", cluster.uri + strlen("postgres://"));
+    qod_store_opts o = {.uri = uri, .sync_full = true};
+    qod_store *st = NULL;
+    int rc = qod_store_open(&o, &st);
+    row_copy c = {0};
+    int get_rc = rc == QOD_OK ? qod_store_get(st, QOD_TBL_APPS, "shared", copy_row, &c) : rc;
+    qod_store_close(st);
+    fixture_close(&f);
+    QT_EQ_INT(rc, QOD_OK);
+    QT_EQ_INT(get_rc, QOD_OK);
+    QT_EQ_STR(c.doc, "{\"x\":1}");
+}
+
+QTEST(a_path_still_selects_sqlite)
+{
+    char dir[64] = "/tmp/qod-pgtest-XXXXXX", db[96];
+    QT_TRUE(mkdtemp(dir) != NULL);
+    qod_store_opts o = {.uri = dir, .sync_full = false};
+    qod_store *st = NULL;
+    int rc = qod_store_open(&o, &st);
+    qod_store_close(st);
+    snprintf(db, sizeof db, "%s/qod.db", dir);
+    int exists = access(db, F_OK) == 0;
+    nftw(dir, remove_entry, 4, FTW_DEPTH | FTW_PHYS);
+    QT_EQ_INT(rc, QOD_OK);
+    QT_TRUE(exists);
+}
+
+QTEST(schema_has_the_tables_and_one_version_row)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_close(f.st);
+    QT_EQ_INT(fixture_reopen(&f, false), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_INT(sql_int("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name IN"
+                      " ('apps','devices','sessions','idempotency','meta','events','leases','schema_version')"),
+              8);
+    QT_EQ_INT(sql_int("SELECT count(*) FROM pg_indexes WHERE indexname IN ('sessions_owner','sessions_idx',"
+                      "'events_state','events_session')"),
+              4);
+    QT_EQ_INT(sql_int("SELECT count(*) FROM schema_version"), 1);
+}
+
+typedef struct {
+    pthread_barrier_t *go;
+    qod_store *st;
+    int rc;
+} opener;
+
+static void *open_at_once(void *arg)
+{
+    opener *o = arg;
+    qod_store_opts so = {.uri = cluster.uri, .sync_full = false};
+    pthread_barrier_wait(o->go);
+    o->rc = qod_store_open(&so, &o->st);
+    return NULL;
+}
+
+QTEST(concurrent_opens_migrate_once)
+{
+    enum { N = 4 };
+    qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
+    QT_EQ_INT(drop_schema(), 0);
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, N);
+    opener o[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        o[i] = (opener){.go = &go, .rc = 1};
+        QT_EQ_INT(pthread_create(&th[i], NULL, open_at_once, &o[i]), 0);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+    int versions[N];
+    for (int i = 0; i < N; i++) {
+        versions[i] = o[i].rc == QOD_OK ? qod_store_schema_version(o[i].st) : o[i].rc;
+        qod_store_close(o[i].st);
+    }
+    for (int i = 0; i < N; i++) {
+        QT_EQ_INT(o[i].rc, QOD_OK);
+        QT_EQ_INT(versions[i], 1);
+    }
+    QT_EQ_INT(sql_int("SELECT count(*) FROM schema_version"), 1);
+    /* The migration lock was let go: nothing holds an advisory lock any more. */
+    QT_EQ_INT(sql_int("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+}
+
+QTEST(unreachable_server_is_a_store_error)
+{
+    qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    QT_TRUE(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    QT_TRUE(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    /* Bound but not listening: a connection to it is refused. */
+    char uri[128];
+    snprintf(uri, sizeof uri, "postgres://qod:qod@127.0.0.1:%d/qod?connect_timeout=2", ntohs(a.sin_port));
+    qod_store_opts o = {.uri = uri, .sync_full = false};
+    qod_store *st = (qod_store *)1;
+    int rc = qod_store_open(&o, &st);
+    close(fd);
+    QT_EQ_INT(rc, QOD_ERR_STORE);
+    QT_TRUE(st == NULL);
+}
+
+QTEST(wrong_password_is_a_store_error)
+{
+    qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
+    char uri[160];
+    snprintf(uri, sizeof uri, "postgres://qod:wrong@%s", strchr(cluster.uri, '@') + 1);
+    qod_store_opts o = {.uri = uri, .sync_full = false};
+    qod_store *st = (qod_store *)1;
+    int rc = qod_store_open(&o, &st);
+    QT_EQ_INT(rc, QOD_ERR_STORE);
+    QT_TRUE(st == NULL);
+}
+
+QTEST(oversized_values_fail_their_batch)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    static char big_key[2050], url_key[2049], big_doc[1024 * 1024 + 2];
+    memset(big_key, 'k', sizeof big_key - 1);
+    memset(url_key, 'u', sizeof url_key - 1);
+    memset(big_doc, 'd', sizeof big_doc - 1);
+    int rc[4];
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_put(b, QOD_TBL_APPS, "first", "", "", 0, 0, "{}");
+    qod_store_batch_put(b, QOD_TBL_META, big_key, "", "", 0, 0, "{}");
+    rc[0] = qod_store_commit(f.st, b);
+    b = qod_store_batch_new();
+    qod_store_batch_event(b, "ev", "s", "o", 0, big_doc);
+    rc[1] = qod_store_commit(f.st, b);
+    b = qod_store_batch_new();
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, "s", "app", big_key, 0, 0, "{}");
+    rc[2] = qod_store_commit(f.st, b);
+    /* The limits themselves are fine: a 2048-byte key (a notification URL in meta) and a 1 MiB doc. */
+    big_doc[sizeof big_doc - 2] = '\0';
+    b = qod_store_batch_new();
+    qod_store_batch_put(b, QOD_TBL_META, url_key, "gone", "gone", 0, 0, big_doc);
+    rc[3] = qod_store_commit(f.st, b);
+    row_copy c;
+    int first = get(&f, QOD_TBL_APPS, "first", &c);
+    event_list e;
+    QT_EQ_INT(events(&f, -1, 0, 0, &e), QOD_OK);
+    int url = get(&f, QOD_TBL_META, url_key, &c);
+    fixture_close(&f);
+    QT_EQ_INT(rc[0], QOD_ERR_LIMIT);
+    QT_EQ_INT(rc[1], QOD_ERR_LIMIT);
+    QT_EQ_INT(rc[2], QOD_ERR_LIMIT);
+    QT_EQ_INT(rc[3], QOD_OK);
+    QT_EQ_INT(first, QOD_ERR_NOTFOUND);
+    QT_EQ_INT(e.n, 0);
+    QT_EQ_INT(url, QOD_OK);
+}
+
+/* Stops the server under an open store, then starts it again on the same port and data. */
+QTEST(stopped_server_fails_with_store_error_then_store_recovers)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(put1(&f, QOD_TBL_APPS, "before", "", "{}"), QOD_OK);
+    QT_EQ_INT(script("stop", NULL, 0), 0);
+    reap();
+    row_copy c;
+    event_list e;
+    int down[5];
+    down[0] = put1(&f, QOD_TBL_APPS, "while-down", "", "{}");
+    down[1] = get(&f, QOD_TBL_APPS, "before", &c);
+    down[2] = events(&f, -1, 0, 0, &e);
+    down[3] = qod_store_ping(f.st);
+    key_list l;
+    down[4] = scan(&f, QOD_TBL_APPS, NULL, 0, &l);
+    int restarted = script("start", NULL, 0);
+    int up[3];
+    up[0] = put1(&f, QOD_TBL_APPS, "after", "", "{}");
+    up[1] = get(&f, QOD_TBL_APPS, "before", &c);
+    up[2] = qod_store_ping(f.st);
+    QT_EQ_INT(scan(&f, QOD_TBL_APPS, NULL, 0, &l), QOD_OK);
+    fixture_close(&f);
+    for (int i = 0; i < 5; i++)
+        QT_EQ_INT(down[i], QOD_ERR_STORE);
+    QT_EQ_INT(restarted, 0);
+    for (int i = 0; i < 3; i++)
+        QT_EQ_INT(up[i], QOD_OK);
+    QT_EQ_STR(l.keys, "after before");
+}
+
+static int lease_fixture(qod_pg_lease **a, qod_pg_lease **b)
+{
+    qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
+    *a = *b = NULL;
+    if (drop_schema() != 0 || qod_pg_lease_open(cluster.uri, a) != QOD_OK)
+        return -1;
+    return qod_pg_lease_open(cluster.uri, b) == QOD_OK ? 0 : -1;
+}
+
+QTEST(lease_has_one_holder_until_released)
+{
+    qod_pg_lease *a, *b;
+    QT_EQ_INT(lease_fixture(&a, &b), 0);
+    int64_t ea = 0, eb = 0, renewed = 0, epoch = 0, left = 0;
+    char who[16] = "";
+    int rc[7];
+    rc[0] = qod_pg_lease_acquire(a, "outbox", "node-a", 10000, &ea);
+    rc[1] = qod_pg_lease_acquire(b, "outbox", "node-b", 10000, &eb);
+    rc[2] = qod_pg_lease_acquire(a, "outbox", "node-a", 10000, &renewed);
+    rc[3] = qod_pg_lease_holder(b, "outbox", who, sizeof who, &epoch, &left);
+    rc[4] = qod_pg_lease_release(b, "outbox", "node-b"); /* not the holder: no effect */
+    rc[5] = qod_pg_lease_release(a, "outbox", "node-a");
+    rc[6] = qod_pg_lease_acquire(b, "outbox", "node-b", 10000, &eb);
+    qod_pg_lease_close(a);
+    qod_pg_lease_close(b);
+    QT_EQ_INT(rc[0], QOD_OK);
+    QT_EQ_INT(rc[1], QOD_ERR_BUSY);
+    QT_EQ_INT(rc[2], QOD_OK);
+    QT_EQ_INT(renewed, ea);
+    QT_EQ_INT(rc[3], QOD_OK);
+    QT_EQ_STR(who, "node-a");
+    QT_EQ_INT(epoch, ea);
+    QT_TRUE(left > 5000 && left <= 10000);
+    QT_EQ_INT(rc[4], QOD_OK);
+    QT_EQ_INT(rc[5], QOD_OK);
+    QT_EQ_INT(rc[6], QOD_OK);
+    QT_TRUE(eb > ea);
+}
+
+QTEST(lease_passes_on_when_it_expires)
+{
+    qod_pg_lease *a, *b;
+    QT_EQ_INT(lease_fixture(&a, &b), 0);
+    int64_t ea = 0, eb = 0;
+    int rc[4];
+    rc[0] = qod_pg_lease_acquire(a, "outbox", "node-a", 50, &ea);
+    nanosleep(&(struct timespec){.tv_nsec = 150 * 1000 * 1000}, NULL);
+    rc[1] = qod_pg_lease_holder(b, "outbox", NULL, 0, NULL, NULL);
+    rc[2] = qod_pg_lease_acquire(b, "outbox", "node-b", 10000, &eb);
+    rc[3] = qod_pg_lease_acquire(a, "outbox", "node-a", 10000, NULL);
+    qod_pg_lease_close(a);
+    qod_pg_lease_close(b);
+    QT_EQ_INT(rc[0], QOD_OK);
+    QT_EQ_INT(rc[1], QOD_ERR_NOTFOUND);
+    QT_EQ_INT(rc[2], QOD_OK);
+    QT_TRUE(eb > ea);
+    QT_EQ_INT(rc[3], QOD_ERR_BUSY);
+}
+
+QTEST(lease_refuses_bad_arguments)
+{
+    qod_pg_lease *a, *b;
+    QT_EQ_INT(lease_fixture(&a, &b), 0);
+    int rc[4];
+    rc[0] = qod_pg_lease_acquire(a, "", "node-a", 1000, NULL);
+    rc[1] = qod_pg_lease_acquire(a, "x", "", 1000, NULL);
+    rc[2] = qod_pg_lease_acquire(a, "x", "node-a", 0, NULL);
+    rc[3] = qod_pg_lease_acquire(a, "x", "node-a", 25LL * 3600 * 1000, NULL);
+    qod_pg_lease_close(a);
+    qod_pg_lease_close(b);
+    qod_pg_lease_close(NULL);
+    for (int i = 0; i < 4; i++)
+        QT_EQ_INT(rc[i], QOD_ERR_INVALID);
+}
+
+static const qtest_case both[] = {
+    QT_CASE(open_reports_version_1_and_answers_ping), QT_CASE(reopen_keeps_version_1),
+    QT_CASE(put_get_round_trip_every_table), QT_CASE(get_absent_is_notfound_and_tables_are_separate),
+    QT_CASE(put_null_strings_stored_empty), QT_CASE(put_existing_key_replaces_every_column),
+    QT_CASE(update_changes_state_num_doc_only), QT_CASE(scan_returns_rows_in_bytewise_key_order),
+    QT_CASE(scan_with_owner_filter), QT_CASE(scan_stops_when_callback_says_so_and_reads_go_on),
+    QT_CASE(insert_new_key_ok), QT_CASE(insert_existing_key_fails_whole_batch),
+    QT_CASE(insert_twice_in_one_batch_fails), QT_CASE(failed_batch_does_not_take_down_its_group),
+    QT_CASE(delete_removes_row_and_absent_is_ok), QT_CASE(delete_then_insert_in_one_batch),
+    QT_CASE(commit_empty_batch_ok), QT_CASE(events_scan_in_seq_order_with_every_field),
+    QT_CASE(events_scan_limit_and_after_seq), QT_CASE(event_with_a_stored_id_is_left_alone),
+    QT_CASE(event_state_moves_event), QT_CASE(event_del_session_removes_only_delivered_events),
+    QT_CASE(event_requeue_replays_the_session_from_seq), QT_CASE(event_seq_keeps_increasing_after_delete),
+    QT_CASE(savepoint_rollback_undoes_only_its_batch), QT_CASE(rollback_discards_the_transaction),
+    QT_CASE(many_async_submits_complete_exactly_once),
+    QT_CASE(close_drains_queued_batches_and_data_survives_reopen),
+};
+static const qtest_case pg_only[] = {
+    QT_CASE(postgresql_scheme_selects_postgres_too), QT_CASE(a_path_still_selects_sqlite),
+    QT_CASE(schema_has_the_tables_and_one_version_row), QT_CASE(concurrent_opens_migrate_once),
+    QT_CASE(unreachable_server_is_a_store_error), QT_CASE(wrong_password_is_a_store_error),
+    QT_CASE(oversized_values_fail_their_batch), QT_CASE(lease_has_one_holder_until_released),
+    QT_CASE(lease_passes_on_when_it_expires), QT_CASE(lease_refuses_bad_arguments),
+    QT_CASE(stopped_server_fails_with_store_error_then_store_recovers),
+};
+
+/* Runs one case as "<prefix>.<name>", or prints why it skips; argv[1], when given, selects by substring. */
+static int run_case(const qtest_case *c, const char *prefix, const char *skip, const char *only)
+{
+    char name[160];
+    snprintf(name, sizeof name, "%s.%s", prefix, c->name);
+    if (only && !strstr(name, only))
+        return 0;
+    if (skip) {
+        printf("SKIP %s: %s\n", name, skip);
+        fflush(stdout);
+        return 0;
+    }
+    int failed = 0;
+    c->fn(&failed);
+    printf("%s %s\n", failed ? "FAIL" : "PASS", name);
+    fflush(stdout);
+    return failed;
+}
+
+int main(int argc, char **argv)
+{
+    const char *only = argc > 1 ? argv[1] : NULL;
+    /* The servers pg_ctl starts become our children once it exits, so that we can reap them after a stop. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    int fatal = 0;
+    const char *skip = cluster_start(&fatal);
+    int fails = 0;
+    if (skip && fatal) {
+        printf("FAIL pg.cluster_start: %s\n", skip);
+        fails++;
+    }
+    for (size_t i = 0; i < sizeof both / sizeof both[0]; i++) {
+        under_test = BK_PG;
+        fails += run_case(&both[i], "pg", skip, only);
+        under_test = BK_SQLITE;
+        fails += run_case(&both[i], "sqlite", NULL, only);
+    }
+    under_test = BK_PG;
+    for (size_t i = 0; i < sizeof pg_only / sizeof pg_only[0]; i++)
+        fails += run_case(&pg_only[i], "pg", skip, only);
+    cluster_stop();
+    return fails ? 1 : 0;
+}
