@@ -78,13 +78,29 @@ static int prepare_data_dir(const char *dir, int *lock_fd, char *err, size_t err
     return QOD_OK;
 }
 
+/* The store for messages and logs: the data directory, or the PostgreSQL URI without its password. */
+static void store_where(const qod_options *o, char *out, size_t cap)
+{
+    if (!o->store || !*o->store) {
+        snprintf(out, cap, "in %s", o->data);
+        return;
+    }
+    const char *rest = strstr(o->store, "://");
+    rest = rest ? rest + 3 : o->store;
+    const char *at = strrchr(rest, '@');
+    snprintf(out, cap, "postgres://%s", at ? at + 1 : rest);
+}
+
 static int open_state(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
 {
     char path[4200];
-    qod_store_opts so = {.uri = o->data, .sync_full = strcmp(o->sync, "full") == 0};
+    bool pg = o->store && *o->store;
+    qod_store_opts so = {.uri = pg ? o->store : o->data, .sync_full = strcmp(o->sync, "full") == 0};
     int rc = qod_store_open(&so, &d->store);
     if (rc != QOD_OK) {
-        snprintf(err, errcap, "cannot open the store in %s: %s", o->data, qod_strerror(rc));
+        char where[300];
+        store_where(o, where, sizeof where);
+        snprintf(err, errcap, "cannot open the store %s: %s", where, qod_strerror(rc));
         return rc;
     }
     snprintf(path, sizeof path, "%s/secrets.key", o->data);
@@ -265,8 +281,10 @@ int qod_daemon_start(const qod_options *o, qod_daemon **out, char *err, size_t e
         qod_daemon_stop(d);
         return rc;
     }
-    QOD_INFO("qodd", "started", "listen=%s port=%u data=%s network=%s issuer=%s sync=%s", o->listen,
-             qod_http_port(d->http), o->data, o->network, d->public_url, o->sync);
+    char where[300];
+    store_where(o, where, sizeof where);
+    QOD_INFO("qodd", "started", "listen=%s port=%u data=%s store=\"%s\" network=%s issuer=%s sync=%s", o->listen,
+             qod_http_port(d->http), o->data, where, o->network, d->public_url, o->sync);
     *out = d;
     return QOD_OK;
 }

@@ -50,6 +50,14 @@ static int check_cidrs(const char *v, char *err, size_t errcap)
 }
 
 /* A rate such as 20mbit, 1gbit or 500kbit. */
+static int check_store(const char *v, char *err, size_t errcap)
+{
+    if (!*v || strncmp(v, "postgres://", 11) == 0 || strncmp(v, "postgresql://", 13) == 0)
+        return 0;
+    snprintf(err, errcap, "must be empty (SQLite in --data) or a postgres:// or postgresql:// URI");
+    return -1;
+}
+
 static int check_rate(const char *v, char *err, size_t errcap)
 {
     return qod_options_rate_kbps(v) > 0 ? 0 : (snprintf(err, errcap, "'%s' is not a rate like 20mbit", v), -1);
@@ -79,6 +87,9 @@ const qod_cfg_opt qod_option_table[] = {
      "HTTP listen address HOST:PORT (port 0 picks a free one)."},
     {"data", QOD_CFG_STR, O(data), 0, 3000, "./var", NULL, NULL,
      "Data directory (created 0700): SQLite database qod.db, signing-key.pem, secrets.key, admin socket qodd.sock."},
+    {"store", QOD_CFG_STR, O(store), 0, 2000, "", NULL, check_store,
+     "Where sessions, apps, devices and the callback outbox are kept: empty for the SQLite file in --data, or a "
+     "PostgreSQL URI (postgres://USER:PASSWORD@HOST:PORT/DB). Keys and the admin socket stay in --data."},
     {"network", QOD_CFG_ENUM, O(network), 0, 0, "sim", "sim|tc|nef", NULL,
      "Network backend: sim (simulated network, sandbox numbers), tc (Linux traffic control on --tc-dev) or nef "
      "(3GPP NEF AsSessionWithQoS at --nef-url)."},

@@ -11,6 +11,7 @@
 typedef struct {
     char *listen;
     char *data;
+    char *store;
     char *network;
     char *public_url;
     char *log_level;
