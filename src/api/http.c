@@ -260,6 +260,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
 static void *sweep_main(void *arg)
 {
     qod_http *h = arg;
+    pthread_setname_np(pthread_self(), "qod-sweeper");
     int64_t header_ms = (int64_t)(h->opts.conn_timeout_s ? h->opts.conn_timeout_s : 30) * 1000;
     while (!atomic_load(&h->stopping)) {
         struct timespec ts = {0, 250 * 1000000};

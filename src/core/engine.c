@@ -1310,6 +1310,7 @@ int qod_engine_create(const qod_engine_opts *opts, qod_engine **out, char *err, 
         return rc;
     }
     qod_loop_add_tick(e->loop, tick, e);
+    qod_loop_set_name(e->loop, "qod-engine");
     *out = e;
     return QOD_OK;
 }

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -40,6 +41,7 @@ struct qod_loop {
     void *tick_args[4];
     int nticks;
     watch *watches;
+    char name[16];      /* the thread's name (top -H, perf), at most 15 characters */
 };
 
 int qod_loop_create(qod_loop **out)
@@ -158,6 +160,7 @@ static void *loop_main(void *arg)
 {
     qod_loop *l = arg;
     struct epoll_event evs[LOOP_MAX_EVENTS];
+    pthread_setname_np(pthread_self(), l->name[0] ? l->name : "qod-loop");
     for (;;) {
         pthread_mutex_lock(&l->mu);
         bool stop = l->stopping;
@@ -196,6 +199,11 @@ static void *loop_main(void *arg)
         }
     }
     return NULL;
+}
+
+void qod_loop_set_name(qod_loop *l, const char *name)
+{
+    snprintf(l->name, sizeof l->name, "%s", name);
 }
 
 int qod_loop_start(qod_loop *l)

@@ -17,6 +17,8 @@ int qod_loop_create(qod_loop **out);
 /* Adds a tick callback (at most 4); call before qod_loop_start. The loop sleeps until the earliest deadline
  * any tick returns. */
 int qod_loop_add_tick(qod_loop *l, qod_loop_tick_fn fn, void *arg);
+/* Names the loop's thread (at most 15 characters kept); call before qod_loop_start. Default "qod-loop". */
+void qod_loop_set_name(qod_loop *l, const char *name);
 /* Starts the loop thread. */
 int qod_loop_start(qod_loop *l);
 /* Stops and joins the thread and runs the posted jobs left; later posts fail with QOD_ERR_CLOSED. The loop stays

@@ -200,6 +200,7 @@ static void commit_group(qod_store *st, qod_store_batch *group)
 static void *writer_main(void *arg)
 {
     qod_store *st = arg;
+    pthread_setname_np(pthread_self(), "qod-store");
     pthread_mutex_lock(&st->mu);
     for (;;) {
         while (!st->qhead && !st->closing)
