@@ -167,13 +167,12 @@ static int open_engine(qod_daemon *d, const qod_options *o, char *err, size_t er
     return rc;
 }
 
-/* The delivery runs on the engine's loop; its tick must be added before the loop thread starts. */
+/* The delivery runs on a thread of its own; the engine tells it about new outbox events. */
 static int open_delivery(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
 {
     qod_delivery_opts dopt = {
         .store = d->store,
         .apps = d->apps,
-        .loop = qod_engine_loop(d->engine),
         .timeout_ms = (int64_t)(o->callback_timeout_s * 1000),
         .per_host = (int)o->callback_per_host,
         .global = (int)o->callback_max_inflight,
@@ -313,9 +312,11 @@ void qod_daemon_stop(qod_daemon *d)
     qod_http_stop(d->http, DRAIN_MS);
     qod_admin_stop(d->admin);
     qod_api_destroy(d->api);
-    /* The engine's loop stops first; the store then drains the batches in flight, whose completions still
-     * reach the engine and the delivery; only then are those freed. */
+    /* The engine's loop stops first, then the delivery's (its last outcomes are submitted); the store then
+     * drains the batches in flight, whose completions still reach the engine and the delivery; only then are
+     * those freed. */
     qod_engine_stop(d->engine);
+    qod_delivery_stop(d->delivery);
     qod_store_close(d->store);
     qod_delivery_destroy(d->delivery);
     qod_engine_destroy(d->engine);

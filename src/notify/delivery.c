@@ -1,5 +1,6 @@
 #include "notify/delivery.h"
 
+#include "core/loop.h"
 #include "core/timers.h"
 #include "notify/sign.h"
 #include "util/err.h"
@@ -15,6 +16,7 @@
 #include <sys/socket.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,14 +34,22 @@ static const char *const reason_names[R_COUNT] = {"timeout", "connect", "tls",  
 static const double lat_le[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600};
 #define N_LAT ((int)(sizeof lat_le / sizeof lat_le[0]))
 
+/* One outbox event held in memory. The row's delivery fields are decoded once, at load, so that an attempt
+ * does not parse JSON: the strings point into the item's own allocation (strs). */
 typedef struct item {
     int64_t seq;
     char id[40];
     int64_t created_ms;
     int attempts;
     int64_t due_wall;
-    char *doc;
+    const char *url, *app, *state, *reason, *session;
+    const char *token;      /* sealed bearer token for the receiver, or NULL */
+    const char *extra;      /* the surface's extra JSON object as text, or NULL */
+    int surface;
+    int64_t at_ms, available_ms;
+    bool unreadable;        /* a required field is missing: the event goes dead when its turn comes */
     struct item *next;
+    char strs[];
 } item;
 
 typedef struct host host;
@@ -63,32 +73,48 @@ struct host {
     host *ring_next;
 };
 
+#define N_HDRS 6
+#define HDR_TEXT_MAX 4608
+#define POOL_BODY_KEEP (64u << 10) /* a pooled attempt keeps a body buffer up to this size */
+#define HOST_CACHE_MAX 4096        /* URLs remembered with their host */
+
+/* An attempt owns its easy handle, set up once with the options every request shares, and its buffers; finished
+ * attempts go back to a pool, so an attempt allocates nothing in the common case. */
 typedef struct attempt {
     qod_delivery *d;
     sq *q;
-    struct attempt *prev, *next; /* the list of attempts in flight */
+    struct attempt *prev, *next; /* the list of attempts in flight, or the pool */
     CURL *easy;
-    struct curl_slist *hdrs;
-    char *body;
+    struct curl_slist hdrs[N_HDRS]; /* curl only reads the list: its lines live in hdr_text */
+    char hdr_text[HDR_TEXT_MAX];
+    qod_buf body, sig;
     bool sandbox;
     const char *guard_why;
     long retry_after_s;
     size_t resp_len;
+    size_t hdr_len;                 /* bytes of hdr_text in use (wiped when the attempt is done) */
 } attempt;
+
+typedef struct state_write state_write;
 
 struct qod_delivery {
     qod_delivery_opts o;
+    qod_loop *loop;     /* the delivery's own thread */
     CURLM *multi;
     qod_render_fn render[MAX_RENDERERS];
     qod_hmap queues;    /* session → sq */
     qod_hmap ids;       /* event id → item (loaded) */
     qod_hmap hosts;     /* host key → host */
+    qod_hmap host_urls; /* URL → host, a bounded cache that spares a URL parse per session */
     qod_hmap gone;      /* URL → (void*)1 after a 410 */
     qod_timers timers;
     host *ring;         /* hosts with waiting queues */
     attempt *running;   /* attempts in flight */
+    attempt *pool;      /* finished attempts, ready for reuse */
+    state_write *outcomes; /* outcome writes not yet submitted, oldest first (loop thread) */
+    state_write **outcomes_tail;
     pthread_mutex_t retry_mu;
-    struct state_write *retry_writes; /* outcome writes that failed, newest first */
+    state_write *retry_writes; /* outcome writes that failed, newest first */
     int64_t retry_writes_at;
     int inflight;
     size_t loaded;
@@ -126,7 +152,6 @@ int qod_retry_schedule_parse(const char *text, qod_delivery_opts *o, char *err, 
 
 static void item_free(item *it)
 {
-    free(it->doc);
     free(it);
 }
 
@@ -136,8 +161,25 @@ static int64_t wall_to_mono(int64_t wall_ms)
     return qod_time_mono_ms() + (wall_ms > now ? wall_ms - now : 0);
 }
 
+static host *host_of_key(qod_delivery *d, const char *key)
+{
+    host *h = qod_hmap_get(&d->hosts, key);
+    if (!h && (h = calloc(1, sizeof *h))) {
+        h->key = strdup(key);
+        if (!h->key || qod_hmap_put(&d->hosts, h->key, h) != QOD_OK) {
+            free(h->key);
+            free(h);
+            h = NULL;
+        }
+    }
+    return h;
+}
+
 static host *host_for(qod_delivery *d, const char *url)
 {
+    host *h = qod_hmap_get(&d->host_urls, url);
+    if (h)
+        return h;
     char key[512] = "";
     CURLU *u = curl_url();
     char *scheme = NULL, *hn = NULL, *port = NULL;
@@ -151,51 +193,82 @@ static host *host_for(qod_delivery *d, const char *url)
     curl_free(hn);
     curl_free(port);
     curl_url_cleanup(u);
-    host *h = qod_hmap_get(&d->hosts, key);
-    if (!h && (h = calloc(1, sizeof *h))) {
-        h->key = strdup(key);
-        if (!h->key || qod_hmap_put(&d->hosts, h->key, h) != QOD_OK) {
-            free(h->key);
-            free(h);
-            h = NULL;
-        }
-    }
+    h = host_of_key(d, key);
+    /* Most sessions of an app share a few URLs; a cache miss only costs the parse above. */
+    char *u_copy = h && qod_hmap_count(&d->host_urls) < HOST_CACHE_MAX ? strdup(url) : NULL;
+    if (u_copy && qod_hmap_put(&d->host_urls, u_copy, h) != QOD_OK)
+        free(u_copy);
     return h;
 }
 
-typedef struct state_write {
-    qod_delivery *d;
+/* One outcome to write: an event's state, attempts and next due time. */
+struct state_write {
     int64_t seq, state, attempts, next_ms;
     struct state_write *next;
-} state_write;
+};
 
-static void submit_state(state_write *w);
+/* The outcomes of one store batch, kept until the batch is committed so that a failed batch can be resubmitted. */
+typedef struct {
+    qod_delivery *d;
+    state_write *list; /* oldest first */
+} outcome_group;
 
-/* A delivery outcome that could not be written (disk full) is written again until it sticks: otherwise an
- * acknowledged event would be sent again after a restart, possibly after a later one of its session. */
-static void state_written(int rc, void *arg)
+static void free_writes(state_write *w)
 {
-    state_write *w = arg;
-    if (rc == QOD_OK) {
+    while (w) {
+        state_write *n = w->next;
         free(w);
-        return;
+        w = n;
     }
-    qod_delivery *d = w->d;
-    pthread_mutex_lock(&d->retry_mu);
-    w->next = d->retry_writes;
-    d->retry_writes = w;
-    pthread_mutex_unlock(&d->retry_mu);
 }
 
-static void submit_state(state_write *w)
+/* An outcome that could not be written (disk full) is written again until it sticks: otherwise an acknowledged
+ * event would be sent again after a restart, possibly after a later one of its session. Store thread. */
+static void outcomes_written(int rc, void *arg)
 {
-    qod_store_batch *b = qod_store_batch_new();
-    if (b && qod_store_batch_event_state(b, w->seq, w->state, w->attempts, w->next_ms) == QOD_OK &&
-        qod_store_submit(w->d->o.store, b, state_written, w) == QOD_OK)
+    outcome_group *g = arg;
+    if (rc == QOD_OK) {
+        free_writes(g->list);
+        free(g);
         return;
-    if (b)
+    }
+    qod_delivery *d = g->d;
+    pthread_mutex_lock(&d->retry_mu);
+    /* retry_writes is newest first: push the group's writes in their order. */
+    while (g->list) {
+        state_write *w = g->list;
+        g->list = w->next;
+        w->next = d->retry_writes;
+        d->retry_writes = w;
+    }
+    pthread_mutex_unlock(&d->retry_mu);
+    free(g);
+}
+
+/* Submits the outcomes gathered since the last flush as one store batch: one savepoint and one completion for
+ * many events instead of one each. Loop thread; called whenever the loop is about to sleep and before a replay's
+ * own write. */
+static void flush_outcomes(qod_delivery *d)
+{
+    if (!d->outcomes)
+        return;
+    outcome_group *g = calloc(1, sizeof *g);
+    qod_store_batch *b = g ? qod_store_batch_new() : NULL;
+    int rc = b ? QOD_OK : QOD_ERR_NOMEM;
+    for (state_write *w = d->outcomes; w && rc == QOD_OK; w = w->next)
+        rc = qod_store_batch_event_state(b, w->seq, w->state, w->attempts, w->next_ms);
+    if (g) {
+        *g = (outcome_group){d, d->outcomes};
+        d->outcomes = NULL;
+        d->outcomes_tail = &d->outcomes;
+    }
+    if (rc == QOD_OK && qod_store_submit(d->o.store, b, outcomes_written, g) == QOD_OK)
+        return;
+    if (rc != QOD_OK)
         qod_store_batch_free(b);
-    state_written(QOD_ERR_NOMEM, w);
+    if (g)
+        outcomes_written(QOD_ERR_NOMEM, g);
+    /* Without even a group, the writes stay gathered for the next flush. */
 }
 
 static void persist_state(qod_delivery *d, const item *it, int state, int64_t next_ms)
@@ -203,11 +276,12 @@ static void persist_state(qod_delivery *d, const item *it, int state, int64_t ne
     state_write *w = calloc(1, sizeof *w);
     if (!w)
         return;
-    *w = (state_write){d, it->seq, state, it->attempts, next_ms, NULL};
-    submit_state(w);
+    *w = (state_write){it->seq, state, it->attempts, next_ms, NULL};
+    *d->outcomes_tail = w;
+    d->outcomes_tail = &w->next;
 }
 
-/* Resubmits failed outcome writes, oldest first, at most once a second (loop thread). */
+/* Gathers failed outcome writes again, oldest first, at most once a second (loop thread). */
 static void retry_state_writes(qod_delivery *d, int64_t now)
 {
     if (now < d->retry_writes_at)
@@ -224,11 +298,16 @@ static void retry_state_writes(qod_delivery *d, int64_t now)
         rev = list;
         list = n;
     }
-    while (rev) {
-        state_write *n = rev->next;
-        submit_state(rev);
-        rev = n;
-    }
+    if (!rev)
+        return;
+    /* Before the outcomes gathered since: within the batch, a later outcome of the same event wins. */
+    state_write *last = rev;
+    while (last->next)
+        last = last->next;
+    last->next = d->outcomes;
+    if (!d->outcomes)
+        d->outcomes_tail = &last->next;
+    d->outcomes = rev;
 }
 
 /* ---- queueing --------------------------------------------------------------------------------------------------- */
@@ -381,32 +460,6 @@ static size_t on_body(char *buf, size_t size, size_t n, void *userdata)
     return at->resp_len > RESPONSE_BODY_MAX * 256 ? 0 : size * n;
 }
 
-typedef struct {
-    const char *url, *token, *app, *state, *reason, *extra_json, *session;
-    int surface;
-    int64_t at_ms, available_ms;
-} event_fields;
-
-static int read_fields(const cJSON *o, event_fields *f)
-{
-    const cJSON *extra = cJSON_GetObjectItemCaseSensitive(o, "extra");
-    int64_t surface = 0;
-    memset(f, 0, sizeof *f);
-    int rc = qod_json_str(o, "url", &f->url);
-    rc = rc ? rc : qod_json_str(o, "app", &f->app);
-    rc = rc ? rc : qod_json_str(o, "state", &f->state);
-    rc = rc ? rc : qod_json_str(o, "reason", &f->reason);
-    rc = rc ? rc : qod_json_str(o, "session", &f->session);
-    if (rc == QOD_OK && qod_json_str(o, "token", &f->token) != QOD_OK)
-        f->token = NULL;
-    qod_json_int(o, "surface", 0, MAX_RENDERERS - 1, &surface);
-    qod_json_int(o, "at_ms", 0, INT64_MAX / 2, &f->at_ms);
-    qod_json_int(o, "available_ms", 0, INT64_MAX / 2, &f->available_ms);
-    f->surface = (int)surface;
-    (void)extra;
-    return rc;
-}
-
 /* The signature header: the current secret, plus the previous one during its grace period. */
 static int sign_all(const qod_app *app, const char *id, int64_t ts, const char *body, size_t len, qod_buf *sig)
 {
@@ -418,77 +471,76 @@ static int sign_all(const qod_app *app, const char *id, int64_t ts, const char *
     return rc;
 }
 
-static struct curl_slist *add_hdr(struct curl_slist *l, const char *name, const char *value)
+/* Appends one header line to the attempt's list, its text in hdr_text; false when hdr_text is full. */
+static bool __attribute__((format(printf, 4, 5))) put_hdr(attempt *at, int *n, size_t *off, const char *fmt, ...)
 {
-    char line[4200];
-    snprintf(line, sizeof line, "%s: %s", name, value);
-    struct curl_slist *n = curl_slist_append(l, line);
-    if (!n)
-        curl_slist_free_all(l);
-    return n;
+    if (*n >= N_HDRS)
+        return false;
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(at->hdr_text + *off, sizeof at->hdr_text - *off, fmt, ap);
+    va_end(ap);
+    if (len < 0 || (size_t)len >= sizeof at->hdr_text - *off)
+        return false;
+    at->hdrs[*n] = (struct curl_slist){at->hdr_text + *off, NULL};
+    if (*n > 0)
+        at->hdrs[*n - 1].next = &at->hdrs[*n];
+    *off += (size_t)len + 1;
+    (*n)++;
+    return true;
 }
 
-/* Builds body and headers; QOD_ERR_STATE (with *why) when the event must be dropped. */
-static int prepare(qod_delivery *d, attempt *at, const item *it, const event_fields *f, const char **why)
+/* Builds body and headers into the attempt; QOD_ERR_STATE (with *why) when the event must be dropped.
+ * token is the unsealed bearer token or NULL (borrowed). */
+static int prepare(qod_delivery *d, attempt *at, const item *it, const char *token, const char **why)
 {
     qod_app app;
-    if (qod_apps_get(d->o.apps, f->app, &app) != QOD_OK) {
+    if (qod_apps_get(d->o.apps, it->app, &app) != QOD_OK) {
         *why = "the app was deleted";
         return QOD_ERR_STATE;
     }
     at->sandbox = app.env == QOD_APP_SANDBOX;
-    qod_render_fn render = f->surface < MAX_RENDERERS ? d->render[f->surface] : NULL;
-    qod_event_view v = {it->id,    f->session, f->app,       f->state,       f->reason,
-                        f->extra_json, f->token, f->surface, f->at_ms, f->available_ms};
-    qod_buf body, sig;
-    qod_buf_init(&body, 1u << 20);
-    qod_buf_init(&sig, 1024);
-    const char *ct = "application/json", *token = f->token;
-    int rc = render ? render(&v, &body, &ct, &token) : QOD_ERR_STATE;
-    if (rc == QOD_RENDER_SKIP) {
-        qod_buf_dispose(&body);
-        qod_buf_dispose(&sig);
+    qod_render_fn render = it->surface < MAX_RENDERERS ? d->render[it->surface] : NULL;
+    qod_event_view v = {it->id,    it->session, it->app,      it->state,       it->reason,
+                        it->extra, token,       it->surface, it->at_ms, it->available_ms};
+    qod_buf_reset(&at->body);
+    qod_buf_reset(&at->sig);
+    const char *ct = "application/json";
+    int rc = render ? render(&v, &at->body, &ct, &token) : QOD_ERR_STATE;
+    if (rc == QOD_RENDER_SKIP)
         return QOD_RENDER_SKIP;
-    }
     if (rc != QOD_OK) {
         *why = render ? "the event is not deliverable (its credential expired)" : "no renderer for this API";
-        rc = QOD_ERR_STATE;
+        return QOD_ERR_STATE;
     }
     int64_t ts = qod_time_wall_ms() / 1000;
-    rc = rc ? rc : sign_all(&app, it->id, ts, body.data ? body.data : "", body.len, &sig);
-    char tsbuf[32], auth[2100];
-    snprintf(tsbuf, sizeof tsbuf, "%lld", (long long)ts);
-    struct curl_slist *h = NULL;
-    if (rc == QOD_OK) {
-        h = add_hdr(h, "Content-Type", ct);
-        h = h ? add_hdr(h, "webhook-id", it->id) : NULL;
-        h = h ? add_hdr(h, "webhook-timestamp", tsbuf) : NULL;
-        h = h ? add_hdr(h, "webhook-signature", sig.data) : NULL;
-        h = h ? add_hdr(h, "Expect", "") : NULL;
-        if (h && token && strlen(token) < sizeof auth - 8) {
-            snprintf(auth, sizeof auth, "Bearer %s", token);
-            h = add_hdr(h, "Authorization", auth);
-        }
-        rc = h ? QOD_OK : QOD_ERR_NOMEM;
+    rc = sign_all(&app, it->id, ts, at->body.data ? at->body.data : "", at->body.len, &at->sig);
+    if (rc != QOD_OK) {
+        *why = "the app's webhook secret cannot sign";
+        return QOD_ERR_STATE;
     }
-    at->hdrs = h;
-    at->body = rc == QOD_OK ? qod_buf_steal(&body) : NULL;
-    if (rc == QOD_OK && !at->body)
-        at->body = strdup("");
-    qod_buf_dispose(&body);
-    qod_buf_dispose(&sig);
-    return rc;
+    int n = 0;
+    size_t off = 0;
+    bool ok = put_hdr(at, &n, &off, "Content-Type: %s", ct) && put_hdr(at, &n, &off, "webhook-id: %s", it->id) &&
+              put_hdr(at, &n, &off, "webhook-timestamp: %lld", (long long)ts) &&
+              put_hdr(at, &n, &off, "webhook-signature: %s", at->sig.data) && put_hdr(at, &n, &off, "Expect:");
+    /* A token too long for a header line is left out rather than cut. */
+    if (ok && token && strlen(token) < 2092)
+        ok = put_hdr(at, &n, &off, "Authorization: Bearer %s", token);
+    at->hdr_len = ok ? off : sizeof at->hdr_text; /* a line cut short may lie past off */
+    if (!ok) {
+        *why = "the request headers are too long";
+        return QOD_ERR_STATE;
+    }
+    return QOD_OK;
 }
 
-static CURL *make_easy(qod_delivery *d, attempt *at, const char *url)
+/* A new easy handle with the options every request shares; the request's own are set by start_request. */
+static CURL *make_easy(qod_delivery *d, attempt *at)
 {
     CURL *e = curl_easy_init();
     if (!e)
         return NULL;
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, at->body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(at->body));
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, at->hdrs);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)d->o.timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(d->o.timeout_ms < 10000 ? d->o.timeout_ms : 10000));
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
@@ -510,13 +562,75 @@ static CURL *make_easy(qod_delivery *d, attempt *at, const char *url)
     return e;
 }
 
-static void attempt_free(attempt *at)
+/* An attempt from the pool, or a new one; NULL when out of memory. */
+static attempt *attempt_get(qod_delivery *d)
 {
-    if (at->easy)
-        curl_easy_cleanup(at->easy);
-    curl_slist_free_all(at->hdrs);
-    free(at->body);
+    attempt *at = d->pool;
+    if (at) {
+        d->pool = at->next;
+    } else {
+        if (!(at = calloc(1, sizeof *at)))
+            return NULL;
+        at->d = d;
+        qod_buf_init(&at->body, 1u << 20);
+        qod_buf_init(&at->sig, 1024);
+        if (!(at->easy = make_easy(d, at))) {
+            free(at);
+            return NULL;
+        }
+    }
+    at->q = NULL;
+    at->prev = at->next = NULL;
+    at->sandbox = false;
+    at->guard_why = NULL;
+    at->retry_after_s = -1; /* no Retry-After header seen */
+    at->resp_len = 0;
+    return at;
+}
+
+/* Returns a finished (or never started) attempt to the pool; the bearer token leaves memory. */
+static void attempt_put(qod_delivery *d, attempt *at)
+{
+    OPENSSL_cleanse(at->hdr_text, at->hdr_len);
+    at->hdr_len = 0;
+    if (at->body.cap > POOL_BODY_KEEP)
+        qod_buf_dispose(&at->body);
+    at->next = d->pool;
+    d->pool = at;
+}
+
+static void attempt_destroy(attempt *at)
+{
+    curl_easy_cleanup(at->easy);
+    qod_buf_dispose(&at->body);
+    qod_buf_dispose(&at->sig);
+    OPENSSL_cleanse(at->hdr_text, sizeof at->hdr_text);
     free(at);
+}
+
+/* Prepares the head event of q into at and hands it to curl. */
+static int start_request(qod_delivery *d, attempt *at, sq *q, const char **why)
+{
+    item *it = q->head;
+    char *token = NULL;
+    int rc = QOD_OK;
+    if (it->token && qod_seal_decrypt(d->o.seal, it->token, &token) != QOD_OK) {
+        *why = "the callback token cannot be unsealed (wrong secrets.key?)";
+        rc = QOD_ERR_STATE;
+    }
+    at->q = q;
+    rc = rc ? rc : prepare(d, at, it, token, why);
+    if (token) {
+        OPENSSL_cleanse(token, strlen(token));
+        free(token);
+    }
+    if (rc != QOD_OK)
+        return rc;
+    curl_easy_setopt(at->easy, CURLOPT_URL, q->url);
+    curl_easy_setopt(at->easy, CURLOPT_POSTFIELDS, at->body.data ? at->body.data : "");
+    curl_easy_setopt(at->easy, CURLOPT_POSTFIELDSIZE, (long)at->body.len);
+    curl_easy_setopt(at->easy, CURLOPT_HTTPHEADER, &at->hdrs[0]);
+    return curl_multi_add_handle(d->multi, at->easy) == CURLM_OK ? QOD_OK : QOD_ERR_NOMEM;
 }
 
 static void requeue_now(qod_delivery *d, const char *session, int64_t from_seq);
@@ -550,48 +664,18 @@ static void try_start(qod_delivery *d, sq *q)
         wait_for_slot(d, q);
         return;
     }
-    cJSON *o = NULL;
-    char err[128];
-    event_fields f;
     const char *why = "the outbox row is unreadable";
-    attempt *at = calloc(1, sizeof *at);
-    if (at)
-        at->retry_after_s = -1; /* no Retry-After header seen */
-    int rc = at ? qod_json_parse(it->doc, strlen(it->doc), 16, &o, err, sizeof err) : QOD_ERR_NOMEM;
-    rc = rc ? rc : read_fields(o, &f);
-    if (rc == QOD_OK) {
-        const cJSON *extra = cJSON_GetObjectItemCaseSensitive(o, "extra");
-        char *extra_text = extra && !cJSON_IsNull(extra) ? cJSON_PrintUnformatted(extra) : NULL;
-        f.extra_json = extra_text;
-        at->d = d;
-        at->q = q;
-        char *token = NULL;
-        if (f.token && qod_seal_decrypt(d->o.seal, f.token, &token) != QOD_OK) {
-            why = "the callback token cannot be unsealed (wrong secrets.key?)";
-            rc = QOD_ERR_STATE;
-        }
-        f.token = token;
-        rc = rc ? rc : prepare(d, at, it, &f, &why);
-        free(extra_text);
-        if (token)
-            OPENSSL_cleanse(token, strlen(token));
-        free(token);
-    }
-    if (rc == QOD_OK && !(at->easy = make_easy(d, at, q->url)))
-        rc = QOD_ERR_NOMEM;
-    if (rc == QOD_OK && curl_multi_add_handle(d->multi, at->easy) != CURLM_OK)
-        rc = QOD_ERR_NOMEM;
-    cJSON_Delete(o);
+    attempt *at = it->unreadable ? NULL : attempt_get(d);
+    int rc = it->unreadable ? QOD_ERR_STATE : at ? start_request(d, at, q, &why) : QOD_ERR_NOMEM;
+    if (rc != QOD_OK && at)
+        attempt_put(d, at);
     if (rc == QOD_RENDER_SKIP) {
         /* Nothing to send for this API: the event is done. */
-        attempt_free(at);
         persist_state(d, it, EV_DELIVERED, qod_time_wall_ms());
         pop_head(d, q);
         return;
     }
     if (rc != QOD_OK) {
-        if (at)
-            attempt_free(at);
         if (rc == QOD_ERR_NOMEM) {
             /* Out of memory is transient: try again a little later. */
             q->head->due_wall = qod_time_wall_ms() + 1000;
@@ -731,7 +815,7 @@ static void finish_outcome(qod_delivery *d, attempt *at, CURLcode cc)
             schedule_retry(d, q, status, at->retry_after_s);
         }
     }
-    attempt_free(at);
+    attempt_put(d, at);
 }
 
 static void check_done(qod_delivery *d)
@@ -749,6 +833,7 @@ static void check_done(qod_delivery *d)
         finish(d, at, cc);
     }
     pump(d);
+    flush_outcomes(d);
 }
 
 static void on_socket_event(void *arg, int fd, uint32_t events)
@@ -768,7 +853,7 @@ static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void 
     qod_delivery *d = userp;
     uint32_t ev = what == CURL_POLL_IN ? EPOLLIN : what == CURL_POLL_OUT ? EPOLLOUT
                 : what == CURL_POLL_INOUT ? EPOLLIN | EPOLLOUT : 0;
-    qod_loop_watch(d->o.loop, s, what == CURL_POLL_REMOVE ? 0 : ev, on_socket_event, d);
+    qod_loop_watch(d->loop, s, what == CURL_POLL_REMOVE ? 0 : ev, on_socket_event, d);
     return 0;
 }
 
@@ -807,7 +892,95 @@ static int64_t tick(void *arg, int64_t now)
     pthread_mutex_unlock(&d->retry_mu);
     if (writes && (due < 0 || d->retry_writes_at < due))
         due = d->retry_writes_at;
+    flush_outcomes(d);
     return due;
+}
+
+/* Appends a copy of s (or nothing for NULL) at *p in an item's strings. */
+static const char *put_str(char **p, const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    memcpy(*p, s, n);
+    const char *r = *p;
+    *p += n;
+    return r;
+}
+
+/* Decodes an outbox row into a new item, strings and all in one allocation. QOD_ERR_INVALID for a row without
+ * JSON or URL (skipped, as corrupt); a row missing another field loads as unreadable and goes dead in turn. */
+static int item_from_event(const qod_store_event *e, item **out)
+{
+    *out = NULL;
+    cJSON *o = NULL;
+    char err[64];
+    const char *url = NULL;
+    if (qod_json_parse(e->doc, strlen(e->doc), 16, &o, err, sizeof err) != QOD_OK ||
+        qod_json_str(o, "url", &url) != QOD_OK) {
+        cJSON_Delete(o);
+        return QOD_ERR_INVALID;
+    }
+    const char *app = "", *state = "", *reason = "", *session = "", *token = NULL;
+    bool unreadable = qod_json_str(o, "app", &app) != QOD_OK || qod_json_str(o, "state", &state) != QOD_OK ||
+                      qod_json_str(o, "reason", &reason) != QOD_OK || qod_json_str(o, "session", &session) != QOD_OK;
+    if (unreadable)
+        app = state = reason = session = "";
+    else if (qod_json_str(o, "token", &token) != QOD_OK)
+        token = NULL;
+    int64_t surface = 0, at_ms = 0, available_ms = 0;
+    qod_json_int(o, "surface", 0, MAX_RENDERERS - 1, &surface);
+    qod_json_int(o, "at_ms", 0, INT64_MAX / 2, &at_ms);
+    qod_json_int(o, "available_ms", 0, INT64_MAX / 2, &available_ms);
+    const cJSON *ex = cJSON_GetObjectItemCaseSensitive(o, "extra");
+    char *extra = ex && !cJSON_IsNull(ex) ? cJSON_PrintUnformatted(ex) : NULL;
+    const char *strs[] = {url, app, state, reason, session, token, extra};
+    size_t len = 0;
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        len += strs[i] ? strlen(strs[i]) + 1 : 0;
+    item *it = calloc(1, sizeof *it + len);
+    int rc = it ? QOD_OK : QOD_ERR_NOMEM;
+    if (it) {
+        char *p = it->strs;
+        it->url = put_str(&p, url);
+        it->app = put_str(&p, app);
+        it->state = put_str(&p, state);
+        it->reason = put_str(&p, reason);
+        it->session = put_str(&p, session);
+        it->token = put_str(&p, token);
+        it->extra = put_str(&p, extra);
+        it->unreadable = unreadable;
+        it->surface = (int)surface;
+        it->at_ms = at_ms;
+        it->available_ms = available_ms;
+        snprintf(it->id, sizeof it->id, "%s", e->id);
+        it->seq = e->seq;
+        it->created_ms = e->created_ms;
+        it->attempts = (int)e->attempts;
+        it->due_wall = e->next_ms;
+    }
+    free(extra);
+    cJSON_Delete(o);
+    *out = it;
+    return rc;
+}
+
+static sq *queue_for(qod_delivery *d, const char *session, const char *url)
+{
+    sq *q = qod_hmap_get(&d->queues, session);
+    if (q || !(q = calloc(1, sizeof *q)))
+        return q;
+    q->session = strdup(session);
+    q->url = strdup(url);
+    q->h = host_for(d, url);
+    qod_timer_init(&q->t, 0);
+    if (!q->session || !q->url || !q->h || qod_hmap_put(&d->queues, q->session, q) != QOD_OK) {
+        free(q->session);
+        free(q->url);
+        free(q);
+        q = NULL;
+    }
+    return q;
 }
 
 static int load_one(void *arg, const qod_store_event *e)
@@ -821,42 +994,18 @@ static int load_one(void *arg, const qod_store_event *e)
         d->more = true;
         return 1;
     }
-    cJSON *o = NULL;
-    char err[64];
-    const char *url = NULL;
-    if (qod_json_parse(e->doc, strlen(e->doc), 16, &o, err, sizeof err) != QOD_OK ||
-        qod_json_str(o, "url", &url) != QOD_OK) {
+    item *it = NULL;
+    int rc = item_from_event(e, &it);
+    if (rc == QOD_ERR_INVALID) {
         QOD_ERROR("delivery", "corrupt_event", "seq=%lld", (long long)e->seq);
-        cJSON_Delete(o);
         return 0;
     }
-    sq *q = qod_hmap_get(&d->queues, e->session);
-    item *it = calloc(1, sizeof *it);
-    if (it && !q && (q = calloc(1, sizeof *q))) {
-        q->session = strdup(e->session);
-        q->url = strdup(url);
-        q->h = host_for(d, url);
-        qod_timer_init(&q->t, 0);
-        if (!q->session || !q->url || !q->h || qod_hmap_put(&d->queues, q->session, q) != QOD_OK) {
-            free(q->session);
-            free(q->url);
-            free(q);
-            q = NULL;
-        }
-    }
-    cJSON_Delete(o);
-    if (it)
-        snprintf(it->id, sizeof it->id, "%s", e->id);
-    if (!it || !q || !(it->doc = strdup(e->doc)) || qod_hmap_put(&d->ids, it->id, it) != QOD_OK) {
-        free(it ? it->doc : NULL);
-        free(it);
+    sq *q = it ? queue_for(d, e->session, it->url) : NULL;
+    if (!q || qod_hmap_put(&d->ids, it->id, it) != QOD_OK) {
+        item_free(it);
         d->more = true;
         return 1;
     }
-    it->seq = e->seq;
-    it->created_ms = e->created_ms;
-    it->attempts = (int)e->attempts;
-    it->due_wall = e->next_ms;
     /* A due time is never further away than its schedule step: a wall clock stepped back must not park an
      * event (the stored time is wall-clock so that it survives restarts). */
     int64_t now_wall = qod_time_wall_ms();
@@ -905,6 +1054,8 @@ static void requeue_now(qod_delivery *d, const char *session, int64_t from_seq)
         if (last)
             break;
     }
+    /* Outcomes gathered so far go first: committed after the replay they would undo it. */
+    flush_outcomes(d);
     qod_store_batch *b = qod_store_batch_new();
     if (b && qod_store_batch_event_requeue(b, session, from_seq, qod_time_wall_ms()) == QOD_OK)
         qod_store_commit(d->o.store, b);
@@ -938,7 +1089,7 @@ int qod_delivery_requeue(qod_delivery *d, const char *session, int64_t from_seq)
     }
     j->d = d;
     j->from_seq = from_seq;
-    int rc = qod_loop_post(d->o.loop, requeue_job, j);
+    int rc = qod_loop_post(d->loop, requeue_job, j);
     if (rc != QOD_OK) {
         free(j->session);
         free(j);
@@ -949,7 +1100,7 @@ int qod_delivery_requeue(qod_delivery *d, const char *session, int64_t from_seq)
 void qod_delivery_kick(void *arg)
 {
     qod_delivery *d = arg;
-    if (!atomic_exchange(&d->kick_posted, true) && qod_loop_post(d->o.loop, load_job, d) != QOD_OK)
+    if (!atomic_exchange(&d->kick_posted, true) && qod_loop_post(d->loop, load_job, d) != QOD_OK)
         atomic_store(&d->kick_posted, false);
 }
 
@@ -969,16 +1120,21 @@ int qod_delivery_create(const qod_delivery_opts *opts, qod_delivery **out)
     if (d->o.max_loaded == 0)
         d->o.max_loaded = 200000;
     d->curl_due = -1;
+    d->outcomes_tail = &d->outcomes;
     pthread_mutex_init(&d->retry_mu, NULL);
     qod_hmap_init(&d->queues);
     qod_hmap_init(&d->ids);
     qod_hmap_init(&d->hosts);
+    qod_hmap_init(&d->host_urls);
     qod_hmap_init(&d->gone);
     qod_timers_init(&d->timers);
-    d->multi = curl_multi_init();
+    int rc = qod_loop_create(&d->loop);
+    if (rc == QOD_OK)
+        qod_loop_set_name(d->loop, "qod-delivery");
+    d->multi = rc == QOD_OK ? curl_multi_init() : NULL;
     if (!d->multi) {
-        free(d);
-        return QOD_ERR_NOMEM;
+        qod_delivery_destroy(d);
+        return rc ? rc : QOD_ERR_NOMEM;
     }
     curl_multi_setopt(d->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
     curl_multi_setopt(d->multi, CURLMOPT_SOCKETDATA, d);
@@ -1010,10 +1166,20 @@ static int load_gone(void *arg, const qod_store_row *r)
 int qod_delivery_start(qod_delivery *d)
 {
     qod_store_scan(d->o.store, QOD_TBL_META, "gone", load_gone, d);
-    int rc = qod_loop_add_tick(d->o.loop, tick, d);
+    int rc = qod_loop_add_tick(d->loop, tick, d);
+    rc = rc ? rc : qod_loop_start(d->loop);
     if (rc == QOD_OK)
         qod_delivery_kick(d);
     return rc;
+}
+
+void qod_delivery_stop(qod_delivery *d)
+{
+    if (!d || !d->loop)
+        return;
+    qod_loop_stop(d->loop);
+    /* The outcomes the thread gathered last go to the store, which is still open. */
+    flush_outcomes(d);
 }
 
 static int free_queue(void *arg, const char *key, void *val)
@@ -1049,34 +1215,50 @@ static int free_gone(void *arg, const char *key, void *val)
     return 0;
 }
 
+static int free_key(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    (void)val;
+    free((char *)key);
+    return 0;
+}
+
 void qod_delivery_destroy(qod_delivery *d)
 {
     if (!d)
         return;
-    /* The loop is gone by now: curl must not call back into it while handles are removed. */
-    curl_multi_setopt(d->multi, CURLMOPT_SOCKETFUNCTION, NULL);
-    curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, NULL);
+    qod_loop_stop(d->loop);
+    if (d->multi) {
+        /* The loop is gone by now: curl must not call back into it while handles are removed. */
+        curl_multi_setopt(d->multi, CURLMOPT_SOCKETFUNCTION, NULL);
+        curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, NULL);
+    }
     /* Attempts still in flight are abandoned: their events stay pending in the store and go out after restart. */
     while (d->running) {
         attempt *at = d->running;
         d->running = at->next;
         curl_multi_remove_handle(d->multi, at->easy);
-        attempt_free(at);
+        attempt_destroy(at);
+    }
+    while (d->pool) {
+        attempt *at = d->pool;
+        d->pool = at->next;
+        attempt_destroy(at);
     }
     curl_multi_cleanup(d->multi);
+    qod_loop_destroy(d->loop);
+    free_writes(d->outcomes);
     qod_hmap_each(&d->queues, free_queue, NULL);
     qod_hmap_each(&d->hosts, free_host, NULL);
     qod_hmap_each(&d->gone, free_gone, NULL);
+    qod_hmap_each(&d->host_urls, free_key, NULL);
     qod_hmap_dispose(&d->queues);
     qod_hmap_dispose(&d->ids);
     qod_hmap_dispose(&d->hosts);
+    qod_hmap_dispose(&d->host_urls);
     qod_hmap_dispose(&d->gone);
     qod_timers_dispose(&d->timers);
-    while (d->retry_writes) {
-        state_write *w = d->retry_writes;
-        d->retry_writes = w->next;
-        free(w);
-    }
+    free_writes(d->retry_writes);
     pthread_mutex_destroy(&d->retry_mu);
     free(d);
 }

@@ -1,5 +1,5 @@
 /* Callback delivery: reads the outbox, and POSTs each event to its app's URL with libcurl's multi interface on
- * the engine loop (socket and timer callbacks), signed per Standard Webhooks.
+ * a loop thread of its own (socket and timer callbacks), signed per Standard Webhooks.
  * - At least once, in order per session: only the oldest undelivered event of a session is ever in flight.
  * - Each attempt has a timeout, succeeds only on 2xx, never follows redirects; failures are retried on the
  *   retry schedule (±10% jitter), 429/503 honour Retry-After, 410 Gone stops every delivery to that URL, and
@@ -12,7 +12,6 @@
 
 #include "api/metrics.h"
 #include "auth/apps.h"
-#include "core/loop.h"
 #include "notify/urlguard.h"
 #include "store/store.h"
 #include "util/buf.h"
@@ -27,7 +26,6 @@ typedef struct qod_delivery qod_delivery;
 typedef struct {
     qod_store *store;
     qod_apps *apps;
-    qod_loop *loop;
     double schedule[QOD_RETRY_MAX]; /* seconds: wait before attempt i (0 = at once) */
     int nschedule;
     int64_t timeout_ms;      /* per attempt */
@@ -66,14 +64,17 @@ int qod_retry_schedule_parse(const char *text, qod_delivery_opts *opts, char *er
 int qod_delivery_create(const qod_delivery_opts *opts, qod_delivery **out);
 /* Sets the renderer of a surface (0 = v0, 1 = v1, 2 = provisioning). */
 void qod_delivery_set_renderer(qod_delivery *d, int surface, qod_render_fn fn);
-/* Loads the pending events and starts delivering (on the loop). */
+/* Loads the pending events and starts delivering (starts the delivery's thread). */
 int qod_delivery_start(qod_delivery *d);
+/* Stops the delivery's thread and submits the outcomes it gathered; call while the store is still open.
+ * Attempts in flight are abandoned (their events stay pending). Idempotent; NULL is a no-op. */
+void qod_delivery_stop(qod_delivery *d);
 /* New events are durable: look for them (any thread; coalesced). */
 void qod_delivery_kick(void *d);
 /* Replays a session's events from from_seq on, in order (an operator's retry of a dead event), once the session
  * has no attempt in flight; the loop writes the replay to the store itself. Any thread. */
 int qod_delivery_requeue(qod_delivery *d, const char *session, int64_t from_seq);
-/* Frees everything; the loop must be stopped. NULL is a no-op. */
+/* Stops (when not yet stopped) and frees everything. NULL is a no-op. */
 void qod_delivery_destroy(qod_delivery *d);
 /* Appends the delivery metrics (Prometheus text). */
 void qod_delivery_metrics(void *d, qod_buf *out);

@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <openssl/core_names.h>
 #include <openssl/params.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,16 @@ static long secret_key(const char *secret, unsigned char *key, size_t cap)
     return n > 0 ? n : -1;
 }
 
+static EVP_MAC *hmac_alg;
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+
+/* The HMAC implementation is fetched once: a fetch takes a lock and searches the provider store, which cost as
+ * much as the MAC itself for a callback. It stays for the life of the process. */
+static void fetch_hmac(void)
+{
+    hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+}
+
 /* Raw HMAC-SHA256 of "id.ts.body". */
 static int mac(const unsigned char *key, size_t klen, const char *msg_id, int64_t ts, const char *body, size_t len,
                unsigned char out[32])
@@ -31,14 +42,13 @@ static int mac(const unsigned char *key, size_t klen, const char *msg_id, int64_
     int pl = snprintf(prefix, sizeof prefix, "%s.%lld.", msg_id, (long long)ts);
     if (pl < 0 || (size_t)pl >= sizeof prefix)
         return QOD_ERR_INVALID;
-    EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = m ? EVP_MAC_CTX_new(m) : NULL;
+    pthread_once(&hmac_once, fetch_hmac);
+    EVP_MAC_CTX *ctx = hmac_alg ? EVP_MAC_CTX_new(hmac_alg) : NULL;
     OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0), OSSL_PARAM_END};
     size_t olen = 0;
     int ok = ctx && EVP_MAC_init(ctx, key, klen, params) && EVP_MAC_update(ctx, (const unsigned char *)prefix, (size_t)pl) &&
              EVP_MAC_update(ctx, (const unsigned char *)body, len) && EVP_MAC_final(ctx, out, &olen, 32) && olen == 32;
     EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(m);
     return ok ? QOD_OK : QOD_ERR_CRYPTO;
 }
 

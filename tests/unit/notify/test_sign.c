@@ -4,6 +4,7 @@
 
 #include "qtest.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -196,6 +197,33 @@ QTEST(sign_and_verify_round_trip_empty_body)
     QT_EQ_INT(qod_webhook_verify(OTHER_SECRET, "msg_2", "1700000000", sig, "", 0, 1700000000, 300), QOD_ERR_DENIED);
 }
 
+/* The HMAC implementation is fetched once and shared: threads signing at the same time get the vector. */
+static void *sign_vec_many(void *arg)
+{
+    int *ok = arg;
+    for (int i = 0; i < 200; i++) {
+        qod_buf b;
+        qod_buf_init(&b, 0);
+        int rc = qod_webhook_sign(VEC_SECRET, VEC_ID, VEC_TS, VEC_BODY, strlen(VEC_BODY), &b);
+        if (rc != QOD_OK || !b.data || strcmp(b.data, VEC_SIG) != 0)
+            *ok = 0;
+        qod_buf_dispose(&b);
+    }
+    return NULL;
+}
+
+QTEST(sign_from_several_threads_matches_published_vector)
+{
+    pthread_t t[4];
+    int ok[4] = {1, 1, 1, 1};
+    for (int i = 0; i < 4; i++)
+        QT_EQ_INT(pthread_create(&t[i], NULL, sign_vec_many, &ok[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        QT_EQ_INT(ok[i], 1);
+    }
+}
+
 QTEST_MAIN(QT_CASE(sign_matches_published_vector), QT_CASE(sign_accepts_secret_without_prefix),
            QT_CASE(sign_appends_so_two_secrets_make_a_two_signature_header), QT_CASE(sign_rejects_malformed_secret),
            QT_CASE(verify_accepts_published_vector), QT_CASE(verify_accepts_timestamp_at_the_tolerance_edges),
@@ -204,4 +232,5 @@ QTEST_MAIN(QT_CASE(sign_matches_published_vector), QT_CASE(sign_accepts_secret_w
            QT_CASE(verify_rejects_malformed_secret), QT_CASE(verify_rejects_malformed_timestamp),
            QT_CASE(verify_accepts_when_second_of_several_signatures_matches),
            QT_CASE(verify_rejects_when_no_signature_matches), QT_CASE(sign_and_verify_cover_the_exact_body_bytes),
-           QT_CASE(sign_and_verify_round_trip_empty_body))
+           QT_CASE(sign_and_verify_round_trip_empty_body),
+           QT_CASE(sign_from_several_threads_matches_published_vector))
