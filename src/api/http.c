@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -441,6 +442,27 @@ const char *qod_req_query(const qod_req *r, const char *name)
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+typedef struct {
+    int (*fn)(void *arg, const char *key, const char *value);
+    void *arg;
+    int rc;
+} query_walk;
+
+static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    query_walk *w = cls;
+    w->rc = w->fn(w->arg, key, value);
+    return w->rc ? MHD_NO : MHD_YES;
+}
+
+int qod_req_query_each(const qod_req *r, int (*fn)(void *arg, const char *key, const char *value), void *arg)
+{
+    query_walk w = {fn, arg, 0};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, query_arg, &w);
+    return w.rc;
+}
+
 const char *qod_req_body(const qod_req *r, size_t *len)
 {
     *len = r->body.len;
@@ -471,6 +493,16 @@ void qod_req_set_user(qod_req *r, void *user, void (*free_fn)(void *))
 void *qod_req_user(const qod_req *r)
 {
     return r->user;
+}
+
+const char *qod_req_response_header(const qod_req *r, const char *name)
+{
+    if (r->content_type && strcasecmp(name, MHD_HTTP_HEADER_CONTENT_TYPE) == 0)
+        return r->content_type;
+    for (int i = 0; i < r->nheaders; i++)
+        if (strcasecmp(r->headers[i].name, name) == 0)
+            return r->headers[i].value;
+    return NULL;
 }
 
 int qod_req_add_header(qod_req *r, const char *name, const char *value)

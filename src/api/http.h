@@ -46,6 +46,10 @@ const char *qod_req_path(const qod_req *r);
 const char *qod_req_header(const qod_req *r, const char *name);
 /* A query-string argument, or NULL. */
 const char *qod_req_query(const qod_req *r, const char *name);
+/* Calls fn for each query-string argument in arrival order, decoded (value NULL for "?flag"); stops at the
+ * first non-zero return and returns it, else 0. libmicrohttpd keeps no raw query string: this is how a proxy
+ * rebuilds one. */
+int qod_req_query_each(const qod_req *r, int (*fn)(void *arg, const char *key, const char *value), void *arg);
 /* The body (NUL-terminated; len may be 0). */
 const char *qod_req_body(const qod_req *r, size_t *len);
 /* True when the body was larger than max_body (the body is then empty). */
@@ -59,6 +63,9 @@ uint64_t qod_req_start_ns(const qod_req *r);
 void qod_req_set_user(qod_req *r, void *user, void (*free_fn)(void *));
 void *qod_req_user(const qod_req *r);
 
+/* A response header set so far (case-insensitive; the first of that name), or NULL. Borrowed until the
+ * response changes. */
+const char *qod_req_response_header(const qod_req *r, const char *name);
 /* Adds a response header (copied). At most 24 per response. */
 int qod_req_add_header(qod_req *r, const char *name, const char *value);
 /* Sets the response; body is copied. May be called from any thread while the request is suspended. */
