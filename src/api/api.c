@@ -3,6 +3,7 @@
 #include "api/errors.h"
 #include "api/health.h"
 #include "api/oauth.h"
+#include "api/peers.h"
 #include "api/ratelimit.h"
 #include "api/routes.h"
 #include "util/err.h"
@@ -242,6 +243,9 @@ void qod_api_dispatch(void *ctx, qod_req *r)
     if (rt->flags & QOD_ROUTE_NO_STORE)
         qod_req_add_header(r, "Cache-Control", "no-store");
     if (!check_body(rt, r))
+        return;
+    /* Another node's session (or no shard here for a create): that node answers, authentication included. */
+    if ((rt->flags & (QOD_ROUTE_SESSION | QOD_ROUTE_CREATE)) && qod_peers_route(c, r))
         return;
     if (rt->scope && !qod_oauth_check(c, r, rt->scope))
         return;

@@ -18,6 +18,8 @@ typedef struct qod_engine qod_engine;
 typedef struct qod_profiles qod_profiles;
 typedef struct qod_ciba qod_ciba;
 typedef struct qod_registry qod_registry;
+typedef struct qod_cluster qod_cluster;
+typedef struct qod_forward qod_forward;
 
 /* What the API layer needs from the daemon; all borrowed, all outlive the API. */
 typedef struct {
@@ -35,6 +37,9 @@ typedef struct {
     qod_ciba *ciba;                  /* pending 3-legged (CIBA) requests */
     qod_registry *registry;          /* live devices, for CIBA login hints */
     bool ciba_auto_approve;          /* live apps' CIBA requests are approved without an operator */
+    qod_cluster *cluster;            /* several nodes on one database (peers.h), or NULL */
+    qod_forward *forward;            /* forwards requests to the node that holds their session (with cluster) */
+    const char *node_url;            /* this node's URL in the cluster */
 } qod_api_deps;
 
 typedef struct qod_api qod_api;

@@ -261,6 +261,8 @@ static void add_location(qod_req *r, const char *id)
     qod_req_add_header(r, "Location", loc);
 }
 
+static void create_error(qod_req *r, int rc);
+
 static void created(void *arg, int rc, const char *id, const char *body)
 {
     qod_req *r = arg;
@@ -269,7 +271,11 @@ static void created(void *arg, int rc, const char *id, const char *body)
         qod_api_json(r, 201, body, strlen(body));
     } else {
         QOD_WARN("v0", "create_not_committed", "err=\"%s\"", qod_strerror(rc));
-        qod_api_error_from(r, rc == QOD_ERR_EXISTS ? QOD_ERR_BUSY : rc);
+        /* At commit: the device taken or the quota reached meanwhile (by another node sharing the store). */
+        if (rc == QOD_ERR_EXISTS || rc == QOD_ERR_LIMIT)
+            create_error(r, rc);
+        else
+            qod_api_error_from(r, rc);
     }
     qod_req_complete(r);
 }

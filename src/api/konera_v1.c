@@ -1,6 +1,7 @@
 #include "api/konera_v1.h"
 
 #include "api/errors.h"
+#include "api/peers.h"
 #include "core/engine.h"
 #include "core/flows.h"
 #include "notify/urlguard.h"
@@ -272,6 +273,8 @@ static bool parse_create(qod_call *c, qod_req *r, v1_create *v)
     return true;
 }
 
+static void create_error(qod_req *r, int rc);
+
 static void created(void *arg, int rc, const char *id, const char *body)
 {
     qod_req *r = arg;
@@ -281,7 +284,11 @@ static void created(void *arg, int rc, const char *id, const char *body)
         qod_req_add_header(r, "Location", loc);
         qod_api_json(r, 201, body, strlen(body));
     } else {
-        qod_api_error_from(r, rc == QOD_ERR_EXISTS ? QOD_ERR_BUSY : rc);
+        /* At commit: the device taken or the quota reached meanwhile (by another node sharing the store). */
+        if (rc == QOD_ERR_EXISTS || rc == QOD_ERR_LIMIT)
+            create_error(r, rc);
+        else
+            qod_api_error_from(r, rc);
     }
     qod_req_complete(r);
 }
@@ -523,12 +530,14 @@ void qod_v1_retrieve(qod_call *c, qod_req *r)
         qod_buf b;
         qod_buf_init(&b, 0);
         qod_buf_puts(&b, "[");
-        if (qod_engine_device_key(qod_api_deps_of(c->api)->engine, c->app.env == QOD_APP_SANDBOX, &dev, kind, key,
-                                  sizeof key) == QOD_OK)
-            qod_engine_find_by_device(qod_api_deps_of(c->api)->engine, key, c->app.client_id, QOD_KIND_SESSION, render_read,
-                                      &b);
+        bool keyed = qod_engine_device_key(qod_api_deps_of(c->api)->engine, c->app.env == QOD_APP_SANDBOX, &dev, kind,
+                                           key, sizeof key) == QOD_OK;
+        int n = keyed ? qod_engine_find_by_device(qod_api_deps_of(c->api)->engine, key, c->app.client_id,
+                                                  QOD_KIND_SESSION, render_read, &b)
+                      : 0;
         qod_buf_puts(&b, "]");
-        qod_api_json(r, 200, b.data, b.len);
+        if (n || !keyed || !qod_peers_by_device(c, r, key, QOD_KIND_SESSION))
+            qod_api_json(r, 200, b.data, b.len);
         qod_buf_dispose(&b);
     }
     cJSON_Delete(o);

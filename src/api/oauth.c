@@ -5,6 +5,7 @@
 #include "api/ratelimit.h"
 #include "auth/ciba.h"
 #include "auth/scope.h"
+#include "core/cluster.h"
 #include "core/registry.h"
 #include "util/b64.h"
 #include "util/buf.h"
@@ -349,11 +350,15 @@ static bool rate_ok(qod_call *c, qod_req *r)
     if (c->app.rate_limit <= 0)
         return true;
     qod_rl_result res;
-    qod_ratelimit_take(qod_api_rl_apps(c->api), c->app.client_id, c->app.rate_limit, c->app.burst, mono_ns(), &res);
+    /* Several nodes: each takes its share of the app's rate and burst, so that the cluster as a whole stays within
+     * them (approximate: an app that uses fewer nodes than there are gets less; docs/operations.md). */
+    const qod_cluster *cl = qod_api_deps_of(c->api)->cluster;
+    double share = cl ? 1.0 / qod_cluster_nodes(cl) : 1.0, rate = c->app.rate_limit * share;
+    double burst = c->app.burst * share >= 1 ? c->app.burst * share : 1;
+    qod_ratelimit_take(qod_api_rl_apps(c->api), c->app.client_id, rate, burst, mono_ns(), &res);
     /* The bucket holds `burst` requests and refills in burst/rate seconds: that is the quota and its window. */
     char v[96];
-    double burst = c->app.burst >= 1 ? c->app.burst : 1;
-    snprintf(v, sizeof v, "\"app\";q=%.0f;w=%.0f", floor(burst), ceil(burst / c->app.rate_limit));
+    snprintf(v, sizeof v, "\"app\";q=%.0f;w=%.0f", floor(burst), ceil(burst / rate));
     qod_req_add_header(r, "RateLimit-Policy", v);
     snprintf(v, sizeof v, "\"app\";r=%lld;t=%.0f", (long long)res.remaining, ceil(res.reset_s));
     qod_req_add_header(r, "RateLimit", v);

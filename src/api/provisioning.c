@@ -2,6 +2,7 @@
 
 #include "api/errors.h"
 #include "api/konera_v1.h"
+#include "api/peers.h"
 #include "core/engine.h"
 #include "util/err.h"
 #include "util/json.h"
@@ -116,6 +117,8 @@ static bool parse_create(qod_call *c, qod_req *r, prov_create *v)
     return true;
 }
 
+static void create_error(qod_req *r, int rc);
+
 static void created(void *arg, int rc, const char *id, const char *body)
 {
     qod_req *r = arg;
@@ -125,7 +128,11 @@ static void created(void *arg, int rc, const char *id, const char *body)
         qod_req_add_header(r, "Location", loc);
         qod_api_json(r, 201, body, strlen(body));
     } else {
-        qod_api_error_from(r, rc == QOD_ERR_EXISTS ? QOD_ERR_BUSY : rc);
+        /* At commit: the device taken or the quota reached meanwhile (by another node sharing the store). */
+        if (rc == QOD_ERR_EXISTS || rc == QOD_ERR_LIMIT)
+            create_error(r, rc);
+        else
+            qod_api_error_from(r, rc);
     }
     qod_req_complete(r);
 }
@@ -243,7 +250,7 @@ void qod_prov_retrieve(qod_call *c, qod_req *r)
     }
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "device");
     if (qod_camara_device(c, r, d && !cJSON_IsNull(d) ? d : NULL, &dev, &kind, &from_token)) {
-        char key[QOD_DEVICE_KEY_MAX];
+        char key[QOD_DEVICE_KEY_MAX] = "";
         qod_buf b;
         qod_buf_init(&b, 0);
         int n = qod_engine_device_key(qod_api_deps_of(c->api)->engine, c->app.env == QOD_APP_SANDBOX, &dev, kind, key,
@@ -253,7 +260,7 @@ void qod_prov_retrieve(qod_call *c, qod_req *r)
                     : 0;
         if (n)
             qod_api_json(r, 200, b.data, b.len);
-        else
+        else if (!qod_peers_by_device(c, r, key, QOD_KIND_ASSIGNMENT))
             qod_api_error(r, 404, "NOT_FOUND", "No QoS profile assignment for this device.");
         qod_buf_dispose(&b);
     }

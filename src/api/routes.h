@@ -5,7 +5,12 @@
 #include "api/api.h"
 
 enum { QOD_BODY_NONE = 0, QOD_BODY_JSON, QOD_BODY_FORM };
-enum { QOD_ROUTE_NO_STORE = 1, QOD_ROUTE_OPS = 2 /* health and metrics: answered even when overloaded */ };
+enum {
+    QOD_ROUTE_NO_STORE = 1,
+    QOD_ROUTE_OPS = 2,     /* health and metrics: answered even when overloaded */
+    QOD_ROUTE_SESSION = 4, /* the first path parameter names a session or assignment: its node answers (peers.h) */
+    QOD_ROUTE_CREATE = 8   /* makes a session or assignment: forwarded when this node holds no shard (peers.h) */
+};
 
 typedef struct {
     const char *method;

@@ -24,6 +24,7 @@ struct qod_apps {
     qod_app *v; /* sorted by client_id */
     size_t n, cap;
     uint64_t generation;
+    bool shared; /* other nodes add apps too: an unknown client_id is looked up in the store */
 };
 
 const char *qod_app_env_name(qod_app_env env)
@@ -248,6 +249,7 @@ static int persist(qod_apps *a, const qod_app *app)
     if (rc == QOD_OK && !b)
         rc = QOD_ERR_NOMEM;
     rc = rc ? rc : qod_store_batch_put(b, QOD_TBL_APPS, app->client_id, "", "", app->env, app->created_ms, doc.data);
+    rc = rc ? rc : qod_store_batch_notify(b, "apps", app->client_id);
     qod_buf_dispose(&doc);
     if (rc != QOD_OK) {
         qod_store_batch_free(b);
@@ -343,7 +345,66 @@ int qod_apps_add(qod_apps *a, const qod_app_params *p, qod_app *out, char *secre
     return rc;
 }
 
-int qod_apps_get(qod_apps *a, const char *client_id, qod_app *out)
+/* Drops client_id from memory; caller holds the write lock. */
+static void forget_locked(qod_apps *a, const char *client_id)
+{
+    bool found;
+    size_t i = find(a, client_id, &found);
+    if (found) {
+        memmove(&a->v[i], &a->v[i + 1], (a->n - i - 1) * sizeof *a->v);
+        a->n--;
+    }
+}
+
+static void refresh_one(void *arg, const qod_store_row *r)
+{
+    qod_apps *a = arg;
+    qod_app app;
+    if (app_from_json(a->seal, r->doc, &app) != QOD_OK) {
+        QOD_ERROR("apps", "corrupt_app_row", "client_id=%s", r->key);
+        return;
+    }
+    pthread_rwlock_wrlock(&a->lock);
+    put_locked(a, &app);
+    pthread_rwlock_unlock(&a->lock);
+}
+
+int qod_apps_refresh(qod_apps *a, const char *client_id)
+{
+    if (!client_id) {
+        /* Everything: a fresh table from the store replaces the one in memory. */
+        qod_apps fresh = {.st = a->st, .seal = a->seal};
+        int rc = qod_store_scan(a->st, QOD_TBL_APPS, NULL, load_row, &fresh);
+        if (rc != QOD_OK) {
+            free(fresh.v);
+            return rc;
+        }
+        pthread_rwlock_wrlock(&a->lock);
+        qod_app *old = a->v;
+        a->v = fresh.v;
+        a->n = fresh.n;
+        a->cap = fresh.cap;
+        a->generation += fresh.generation;
+        pthread_rwlock_unlock(&a->lock);
+        free(old);
+        return QOD_OK;
+    }
+    int rc = qod_store_get(a->st, QOD_TBL_APPS, client_id, refresh_one, a);
+    if (rc == QOD_ERR_NOTFOUND) {
+        pthread_rwlock_wrlock(&a->lock);
+        forget_locked(a, client_id);
+        pthread_rwlock_unlock(&a->lock);
+        rc = QOD_OK;
+    }
+    return rc;
+}
+
+void qod_apps_set_shared(qod_apps *a)
+{
+    a->shared = true;
+}
+
+static int get_cached(qod_apps *a, const char *client_id, qod_app *out)
 {
     bool found = false;
     pthread_rwlock_rdlock(&a->lock);
@@ -352,6 +413,17 @@ int qod_apps_get(qod_apps *a, const char *client_id, qod_app *out)
         *out = a->v[i];
     pthread_rwlock_unlock(&a->lock);
     return found ? QOD_OK : QOD_ERR_NOTFOUND;
+}
+
+int qod_apps_get(qod_apps *a, const char *client_id, qod_app *out)
+{
+    int rc = get_cached(a, client_id, out);
+    /* Made on another node a moment ago, before its notification reached us: the store knows. Only well-formed
+     * ids are looked up, so garbage cannot turn into database reads. */
+    if (rc == QOD_ERR_NOTFOUND && a->shared && strlen(client_id) == 32 &&
+        strspn(client_id, "0123456789abcdef") == 32 && qod_apps_refresh(a, client_id) == QOD_OK)
+        rc = get_cached(a, client_id, out);
+    return rc;
 }
 
 int qod_apps_authenticate(qod_apps *a, const char *client_id, const char *secret, qod_app *out)
@@ -377,19 +449,15 @@ int qod_apps_delete(qod_apps *a, const char *client_id)
     if (!b)
         return QOD_ERR_NOMEM;
     int rc = qod_store_batch_del(b, QOD_TBL_APPS, client_id);
+    rc = rc ? rc : qod_store_batch_notify(b, "apps", client_id);
     if (rc != QOD_OK) {
         qod_store_batch_free(b);
         return rc;
     }
     rc = qod_store_commit(a->st, b);
     if (rc == QOD_OK) {
-        bool found;
         pthread_rwlock_wrlock(&a->lock);
-        size_t i = find(a, client_id, &found);
-        if (found) {
-            memmove(&a->v[i], &a->v[i + 1], (a->n - i - 1) * sizeof *a->v);
-            a->n--;
-        }
+        forget_locked(a, client_id);
         pthread_rwlock_unlock(&a->lock);
         QOD_INFO("apps", "app_deleted", "client_id=%s", client_id);
     }

@@ -65,6 +65,11 @@ int qod_apps_add(qod_apps *a, const qod_app_params *p, qod_app *out, char *secre
                  size_t errcap);
 /* Copies the app into *out. QOD_ERR_NOTFOUND when unknown. */
 int qod_apps_get(qod_apps *a, const char *client_id, qod_app *out);
+/* Other nodes share the store (cluster): an unknown client_id is looked up there before it is refused. */
+void qod_apps_set_shared(qod_apps *a);
+/* Reads client_id's row again from the store (another node changed it: added, changed or deleted), or every row
+ * when client_id is NULL. */
+int qod_apps_refresh(qod_apps *a, const char *client_id);
 /* Checks a client secret in constant time; QOD_OK and *out, or QOD_ERR_DENIED (unknown app or wrong secret). */
 int qod_apps_authenticate(qod_apps *a, const char *client_id, const char *secret, qod_app *out);
 /* Deletes an app; QOD_ERR_NOTFOUND when unknown. */

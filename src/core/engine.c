@@ -655,7 +655,10 @@ static sess *new_session(qod_engine *e, const qod_create_spec *sp)
     qod_timer_init(&x->timers[SLOT_LIFE], SLOT_LIFE);
     qod_timer_init(&x->timers[SLOT_NET], SLOT_NET);
     qod_session *s = &x->s;
-    qod_uuid_v7(s->id);
+    if (e->o.new_id)
+        e->o.new_id(e->o.cluster_ctx, s->id);
+    else
+        qod_uuid_v7(s->id);
     snprintf(s->app_id, sizeof s->app_id, "%s", sp->app_id);
     s->st = (qod_session_status){QOD_SS_REQUESTED, QOD_END_NONE};
     s->surface = sp->surface;
@@ -783,6 +786,9 @@ static int stage_create(qod_engine *e, const qod_create_spec *sp, char *idem_key
     if (rc == QOD_OK && idem_key && !(c->idem = idem_add(e, idem_key, sp, x, c->body)))
         rc = QOD_ERR_NOMEM;
     idem_key = rc == QOD_OK ? NULL : idem_key;
+    /* Several nodes: the quota counts every node's sessions, in the store, in the create's transaction. */
+    if (rc == QOD_OK && e->o.owns && sp->max_sessions > 0)
+        rc = qod_store_batch_cap(b, QOD_TBL_SESSIONS, x->s.app_id, (int64_t)QOD_SS_ENDED * 10, sp->max_sessions);
     rc = rc ? rc : add_session_row(e, b, x, true);
     rc = rc ? rc : (c->idem ? idem_row(b, c->idem, x->s.app_id) : QOD_OK);
     app_count *cnt = rc == QOD_OK ? count_of(e, x->s.app_id, true) : NULL;
@@ -1207,6 +1213,8 @@ static void restore(qod_engine *e, sess *x, int64_t now_wall, int64_t now_mono)
 static int load_session(void *arg, const qod_store_row *row)
 {
     qod_engine *e = arg;
+    if (e->o.owns && !e->o.owns(e->o.cluster_ctx, row->key))
+        return 0; /* another node's */
     sess *x = session_from_doc(e, row->doc);
     if (!x) {
         QOD_ERROR("engine", "corrupt_session_row", "session=%s", row->key);
@@ -1331,6 +1339,72 @@ static int reprovision(void *arg, const char *key, void *val)
             change(e, x, QOD_EV_DELETED, "revoked before the restart", NULL, NULL);
     }
     return 0;
+}
+
+typedef struct adopt_row {
+    struct adopt_row *next;
+    char *doc;
+} adopt_row;
+
+typedef struct {
+    qod_engine *e;
+    adopt_row *head;
+    int err;
+} adopt_ctx;
+
+/* Collects the rows this node owns and does not hold; the scan runs without the engine lock. */
+static int collect_adoptable(void *arg, const qod_store_row *row)
+{
+    adopt_ctx *a = arg;
+    qod_engine *e = a->e;
+    if (!e->o.owns || !e->o.owns(e->o.cluster_ctx, row->key))
+        return 0;
+    pthread_mutex_lock(&e->mu);
+    bool held = qod_hmap_get(&e->by_id, row->key) != NULL;
+    pthread_mutex_unlock(&e->mu);
+    if (held)
+        return 0;
+    adopt_row *r = malloc(sizeof *r);
+    if (!r || !(r->doc = strdup(row->doc))) {
+        free(r);
+        a->err = QOD_ERR_NOMEM;
+        return 1;
+    }
+    r->next = a->head;
+    a->head = r;
+    return 0;
+}
+
+int qod_engine_adopt(qod_engine *e)
+{
+    adopt_ctx a = {e, NULL, QOD_OK};
+    int rc = qod_store_scan(e->o.store, QOD_TBL_SESSIONS, NULL, collect_adoptable, &a);
+    int n = 0;
+    pthread_mutex_lock(&e->mu);
+    int64_t wall = qod_time_wall_ms(), mono = qod_time_mono_ms();
+    for (adopt_row *r = a.head, *next; r; r = next) {
+        next = r->next;
+        sess *x = rc == QOD_OK ? session_from_doc(e, r->doc) : NULL;
+        if (x && qod_hmap_get(&e->by_id, x->s.id)) {
+            sess_free(x); /* created here meanwhile */
+        } else if (x) {
+            char id[37];
+            snprintf(id, sizeof id, "%s", x->s.id);
+            restore(e, x, wall, mono);
+            if ((x = qod_hmap_get(&e->by_id, id)) != NULL) {
+                reprovision(e, id, x);
+                n++;
+            }
+        }
+        free(r->doc);
+        free(r);
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (n && e->o.events_committed)
+        e->o.events_committed(e->o.events_ctx); /* their pending callbacks are ours now */
+    if (n)
+        QOD_INFO("engine", "adopted", "sessions=%d", n);
+    return rc != QOD_OK ? rc : a.err != QOD_OK ? a.err : n;
 }
 
 void qod_engine_set_events_hook(qod_engine *e, void (*fn)(void *ctx), void *ctx)

@@ -59,6 +59,11 @@ typedef struct {
     const qod_seal *seal;        /* callback tokens are stored sealed */
     void (*events_committed)(void *ctx); /* new outbox rows are durable (delivery wakes up); may be NULL */
     void *events_ctx;
+    /* Several nodes share the store (cluster.h): this node holds only the sessions `owns` accepts, makes new ids
+     * with `new_id` (one it owns), and caps quotas in the store. All NULL for one node. */
+    bool (*owns)(void *ctx, const char *session_id);
+    void (*new_id)(void *ctx, char id[37]);
+    void *cluster_ctx;
 } qod_engine_opts;
 
 /* What a create asks for. Pointers borrowed for the call. */
@@ -122,6 +127,9 @@ int qod_engine_read(qod_engine *e, const char *id, const char *app_id, qod_kind 
  * QOD_ERR_STATE when it has already ended. */
 int qod_engine_delete_session(qod_engine *e, const char *id, const char *app_id, qod_kind kind, qod_engine_done done,
                               void *arg);
+/* Loads the sessions this node owns now but does not hold yet (shards taken over from a node that died), arms
+ * their timers and provisions them again. Any thread; returns how many were adopted, or an error. */
+int qod_engine_adopt(qod_engine *e);
 /* Revokes a QoS assignment. When it is AVAILABLE and the backend releases asynchronously (release_async), it
  * stays AVAILABLE with `releasing` set until the network confirms, then ends DELETED with its event: done runs
  * after the commit of the flag with body = the assignment rendered by render (the 202 answer). Otherwise it is

@@ -131,6 +131,7 @@ static int commit_put(qod_registry *r, const qod_subscriber *s)
     qod_store_batch *b = qod_store_batch_new();
     int rc = b ? qod_subscriber_to_json(s, &doc) : QOD_ERR_NOMEM;
     rc = rc ? rc : qod_store_batch_put(b, QOD_TBL_DEVICES, s->phone, "", s->ipv4, s->eligible, s->cell, doc.data);
+    rc = rc ? rc : qod_store_batch_notify(b, "devices", s->phone);
     qod_buf_dispose(&doc);
     if (rc != QOD_OK) {
         qod_store_batch_free(b);
@@ -184,6 +185,7 @@ int qod_registry_remove(qod_registry *r, const char *phone)
         return QOD_ERR_NOTFOUND;
     qod_store_batch *b = qod_store_batch_new();
     int rc = b ? qod_store_batch_del(b, QOD_TBL_DEVICES, phone) : QOD_ERR_NOMEM;
+    rc = rc ? rc : qod_store_batch_notify(b, "devices", phone);
     if (rc != QOD_OK) {
         qod_store_batch_free(b);
         return rc;
@@ -197,6 +199,54 @@ int qod_registry_remove(qod_registry *r, const char *phone)
         free(s);
         pthread_rwlock_unlock(&r->lock);
     }
+    return rc;
+}
+
+static void refresh_row(void *arg, const qod_store_row *row)
+{
+    qod_registry *r = arg;
+    qod_subscriber s;
+    if (from_json(row->doc, &s) != QOD_OK) {
+        QOD_ERROR("registry", "corrupt_row", "phone=%s", row->key);
+        return;
+    }
+    pthread_rwlock_wrlock(&r->lock);
+    put_locked(r, &s);
+    pthread_rwlock_unlock(&r->lock);
+}
+
+int qod_registry_refresh(qod_registry *r, const char *phone)
+{
+    if (phone) {
+        int rc = qod_store_get(r->st, QOD_TBL_DEVICES, phone, refresh_row, r);
+        if (rc != QOD_ERR_NOTFOUND)
+            return rc;
+        pthread_rwlock_wrlock(&r->lock);
+        qod_subscriber *s = qod_hmap_del(&r->by_phone, phone);
+        if (s)
+            unindex(r, s);
+        free(s);
+        pthread_rwlock_unlock(&r->lock);
+        return QOD_OK;
+    }
+    /* Everything: fresh maps from the store replace those in memory. */
+    qod_registry fresh = {.st = r->st};
+    qod_hmap_init(&fresh.by_phone);
+    qod_hmap_init(&fresh.by_ip);
+    int rc = qod_store_scan(r->st, QOD_TBL_DEVICES, NULL, load_row, &fresh);
+    pthread_rwlock_wrlock(&r->lock);
+    if (rc == QOD_OK) {
+        qod_hmap t = r->by_phone;
+        r->by_phone = fresh.by_phone;
+        fresh.by_phone = t;
+        t = r->by_ip;
+        r->by_ip = fresh.by_ip;
+        fresh.by_ip = t;
+    }
+    pthread_rwlock_unlock(&r->lock);
+    qod_hmap_each(&fresh.by_phone, free_sub, NULL);
+    qod_hmap_dispose(&fresh.by_phone);
+    qod_hmap_dispose(&fresh.by_ip);
     return rc;
 }
 

@@ -31,6 +31,8 @@ void qod_registry_destroy(qod_registry *r);
 int qod_registry_put(qod_registry *r, const qod_subscriber *s, char *err, size_t errcap);
 /* Removes by phone; QOD_ERR_NOTFOUND when unknown. */
 int qod_registry_remove(qod_registry *r, const char *phone);
+/* Reads phone's row again from the store (another node changed it), or every row when phone is NULL. */
+int qod_registry_refresh(qod_registry *r, const char *phone);
 /* Finds the subscriber of one device identifier; QOD_ERR_NOTFOUND when unknown. */
 int qod_registry_find(qod_registry *r, const qod_device *d, qod_device_kind k, qod_subscriber *out);
 /* Calls fn for every subscriber (read-locked; fn must not call back into the registry). */

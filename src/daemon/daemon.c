@@ -7,6 +7,8 @@
 #include "auth/ciba.h"
 #include "auth/jwt.h"
 #include "auth/tokcache.h"
+#include "api/forward.h"
+#include "core/cluster.h"
 #include "core/engine.h"
 #include "core/profiles.h"
 #include "core/registry.h"
@@ -23,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +53,10 @@ struct qod_daemon {
     qod_api *api;
     qod_http *http;
     qod_admin *admin;
+    qod_cluster *cluster;         /* several nodes (--cluster-node), or NULL */
+    qod_forward *forward;
+    qod_store_listener *listener; /* other nodes' changes to apps and devices */
+    qod_engine *_Atomic adopter;  /* the engine, once it may adopt shards */
 };
 
 /* Creates the data directory 0700 (tightening an existing one) and takes its lock. */
@@ -125,6 +132,83 @@ static int open_state(qod_daemon *d, const qod_options *o, char *err, size_t err
     return d->tokens && d->ciba ? QOD_OK : QOD_ERR_NOMEM;
 }
 
+/* ---- several nodes ------------------------------------------------------------------------------------------- */
+
+static bool cluster_owns(void *ctx, const char *id)
+{
+    return qod_cluster_owns(ctx, id);
+}
+
+static void cluster_new_id(void *ctx, char id[37])
+{
+    qod_cluster_new_id(ctx, id);
+}
+
+/* Shards of a node that died are ours now: their sessions, timers and pending callbacks too. */
+static void on_shards_taken(void *ctx)
+{
+    qod_daemon *d = ctx;
+    qod_engine *e = atomic_load(&d->adopter);
+    if (e) {
+        int n = qod_engine_adopt(e);
+        if (n < 0)
+            QOD_ERROR("qodd", "adopt_failed", "err=\"%s\"", qod_strerror(n));
+        qod_delivery_rescan(d->delivery);
+    }
+}
+
+/* A lease could not be kept: another node may be doing this node's work already. Stop cleanly; a supervisor
+ * starts the node again, and it joins afresh. */
+static void on_lease_lost(void *ctx)
+{
+    (void)ctx;
+    QOD_ERROR("qodd", "cluster_lease_lost", "detail=\"stopping: another node may hold our sessions now\"");
+    kill(getpid(), SIGTERM);
+}
+
+static void on_peer_change(void *ctx, const char *channel, const char *payload)
+{
+    qod_daemon *d = ctx;
+    if (strcmp(channel, "apps") == 0)
+        qod_apps_refresh(d->apps, payload);
+    else if (strcmp(channel, "devices") == 0)
+        qod_registry_refresh(d->registry, payload);
+}
+
+static int open_cluster(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
+{
+    if (!o->cluster_node[0])
+        return QOD_OK;
+    qod_cluster_opts co = {.uri = o->store,
+                           .node = o->cluster_node,
+                           .lease_ms = o->cluster_lease * 1000,
+                           .acquired = on_shards_taken,
+                           .lost = on_lease_lost,
+                           .ctx = d};
+    return qod_cluster_start(&co, &d->cluster, err, errcap);
+}
+
+/* The other nodes' changes to apps and devices, and the forwarder; after the registry exists. */
+static int open_peers(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
+{
+    if (!d->cluster)
+        return QOD_OK;
+    static const char *const channels[] = {"apps", "devices", NULL};
+    int rc = qod_store_listen(o->store, channels, on_peer_change, d, &d->listener);
+    if (rc != QOD_OK) {
+        snprintf(err, errcap, "cluster: cannot listen for the other nodes' changes: %s", qod_strerror(rc));
+        return rc;
+    }
+    qod_apps_set_shared(d->apps);
+    /* Apps or devices changed between loading them and listening: read them again. */
+    qod_apps_refresh(d->apps, NULL);
+    qod_registry_refresh(d->registry, NULL);
+    rc = qod_forward_create(5000, &d->forward);
+    if (rc != QOD_OK)
+        snprintf(err, errcap, "cluster: cannot start the forwarder: %s", qod_strerror(rc));
+    return rc;
+}
+
 static int open_engine(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
 {
     int rc = o->profiles[0] ? qod_profiles_load(o->profiles, &d->profiles, err, errcap)
@@ -163,6 +247,11 @@ static int open_engine(qod_daemon *d, const qod_options *o, char *err, size_t er
         .retention_ms = o->retention * 1000,
         .seal = d->seal,
     };
+    if (d->cluster) {
+        eo.owns = cluster_owns;
+        eo.new_id = cluster_new_id;
+        eo.cluster_ctx = d->cluster;
+    }
     rc = qod_engine_create(&eo, &d->engine, err, errcap);
     return rc;
 }
@@ -179,6 +268,8 @@ static int open_delivery(qod_daemon *d, const qod_options *o, char *err, size_t 
         .ca_file = o->callback_ca[0] ? o->callback_ca : NULL,
         .allow = &d->allow,
         .seal = d->seal,
+        .owns = d->cluster ? cluster_owns : NULL,
+        .owns_ctx = d->cluster,
     };
     int rc = qod_cidrs_parse(o->callback_allow, &d->allow, err, errcap);
     rc = rc ? rc : qod_retry_schedule_parse(o->retry_schedule, &dopt, err, errcap);
@@ -210,6 +301,9 @@ static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t 
         .ciba = d->ciba,
         .registry = d->registry,
         .ciba_auto_approve = o->ciba_auto_approve,
+        .cluster = d->cluster,
+        .forward = d->forward,
+        .node_url = o->cluster_node,
     };
     int rc = qod_api_create(&deps, &d->api);
     if (rc != QOD_OK) {
@@ -273,12 +367,19 @@ int qod_daemon_start(const qod_options *o, qod_daemon **out, char *err, size_t e
         d->public_url[--ul] = '\0';
     int rc = prepare_data_dir(o->data, &d->lock_fd, err, errcap);
     rc = rc ? rc : open_state(d, o, err, errcap);
+    rc = rc ? rc : open_cluster(d, o, err, errcap);
     rc = rc ? rc : open_engine(d, o, err, errcap);
+    rc = rc ? rc : open_peers(d, o, err, errcap);
     rc = rc ? rc : open_delivery(d, o, err, errcap);
     rc = rc ? rc : start_servers(d, o, err, errcap);
     if (rc != QOD_OK) {
         qod_daemon_stop(d);
         return rc;
+    }
+    if (d->cluster) {
+        /* Shards taken between the engine's load and now are adopted here; later ones by on_shards_taken. */
+        atomic_store(&d->adopter, d->engine);
+        on_shards_taken(d);
     }
     char where[300];
     store_where(o, where, sizeof where);
@@ -309,7 +410,9 @@ void qod_daemon_stop(qod_daemon *d)
     if (!d)
         return;
     /* Order: stop taking requests and drain them, then the admin socket, then state. */
+    atomic_store(&d->adopter, NULL);
     qod_http_stop(d->http, DRAIN_MS);
+    qod_forward_destroy(d->forward);
     qod_admin_stop(d->admin);
     qod_api_destroy(d->api);
     /* The engine's loop stops first, then the delivery's (its last outcomes are submitted); the store then
@@ -317,6 +420,9 @@ void qod_daemon_stop(qod_daemon *d)
      * those freed. */
     qod_engine_stop(d->engine);
     qod_delivery_stop(d->delivery);
+    /* Leases go only now, when this node no longer acts on its sessions: the others take them at once. */
+    qod_cluster_stop(d->cluster);
+    qod_store_listen_stop(d->listener);
     qod_store_close(d->store);
     qod_delivery_destroy(d->delivery);
     qod_engine_destroy(d->engine);

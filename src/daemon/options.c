@@ -50,6 +50,11 @@ static int check_cidrs(const char *v, char *err, size_t errcap)
 }
 
 /* A rate such as 20mbit, 1gbit or 500kbit. */
+static int check_url_or_empty(const char *v, char *err, size_t errcap)
+{
+    return *v ? check_url(v, err, errcap) : 0;
+}
+
 static int check_store(const char *v, char *err, size_t errcap)
 {
     if (!*v || strncmp(v, "postgres://", 11) == 0 || strncmp(v, "postgresql://", 13) == 0)
@@ -90,6 +95,11 @@ const qod_cfg_opt qod_option_table[] = {
     {"store", QOD_CFG_STR, O(store), 0, 2000, "", NULL, check_store,
      "Where sessions, apps, devices and the callback outbox are kept: empty for the SQLite file in --data, or a "
      "PostgreSQL URI (postgres://USER:PASSWORD@HOST:PORT/DB). Keys and the admin socket stay in --data."},
+    {"cluster-node", QOD_CFG_STR, O(cluster_node), 0, 255, "", NULL, check_url_or_empty,
+     "Run as one node of several on the --store PostgreSQL database: this node's base URL as the other nodes reach "
+     "it (http://HOST:PORT), unique per node. Empty: a single node."},
+    {"cluster-lease", QOD_CFG_INT, O(cluster_lease), 1, 300, "10", NULL, NULL,
+     "Seconds a node's leases last: how soon the others take over the sessions of a node that died."},
     {"network", QOD_CFG_ENUM, O(network), 0, 0, "sim", "sim|tc|nef", NULL,
      "Network backend: sim (simulated network, sandbox numbers), tc (Linux traffic control on --tc-dev) or nef "
      "(3GPP NEF AsSessionWithQoS at --nef-url)."},
@@ -180,6 +190,10 @@ static int check_combinations(const qod_options *o, char *err, size_t errcap)
     }
     if (strcmp(o->network, "nef") == 0 && !o->nef_url[0]) {
         snprintf(err, errcap, "option 'nef-url': --network nef needs the NEF's apiRoot");
+        return QOD_ERR_INVALID;
+    }
+    if (o->cluster_node[0] && !o->store[0]) {
+        snprintf(err, errcap, "option 'cluster-node': several nodes need a shared --store postgres://… database");
         return QOD_ERR_INVALID;
     }
     return QOD_OK;

@@ -12,6 +12,8 @@ typedef struct {
     char *listen;
     char *data;
     char *store;
+    char *cluster_node;
+    long long cluster_lease;
     char *network;
     char *public_url;
     char *log_level;

@@ -990,6 +990,8 @@ static int load_one(void *arg, const qod_store_event *e)
         d->last_seq = e->seq;
     if (qod_hmap_get(&d->ids, e->id))
         return 0;
+    if (d->o.owns && !d->o.owns(d->o.owns_ctx, e->session))
+        return 0; /* another node's session: that node delivers it (qod_delivery_rescan if it becomes ours) */
     if (d->loaded >= d->o.max_loaded) {
         d->more = true;
         return 1;
@@ -1095,6 +1097,18 @@ int qod_delivery_requeue(qod_delivery *d, const char *session, int64_t from_seq)
         free(j);
     }
     return rc;
+}
+
+static void rescan_job(void *arg)
+{
+    qod_delivery *d = arg;
+    d->last_seq = 0;
+    load_job(d);
+}
+
+int qod_delivery_rescan(qod_delivery *d)
+{
+    return qod_loop_post(d->loop, rescan_job, d);
 }
 
 void qod_delivery_kick(void *arg)

@@ -35,6 +35,9 @@ typedef struct {
     const qod_cidrs *allow;  /* --callback-allow */
     size_t max_loaded;       /* events held in memory */
     const qod_seal *seal;    /* opens the sealed callback tokens of events */
+    /* Several nodes (core/cluster.h): only the events of sessions this node holds are attempted here. NULL: all. */
+    bool (*owns)(void *ctx, const char *session);
+    void *owns_ctx;
 } qod_delivery_opts;
 
 /* An outbox event as a renderer sees it; strings borrowed for the call. */
@@ -74,6 +77,9 @@ void qod_delivery_kick(void *d);
 /* Replays a session's events from from_seq on, in order (an operator's retry of a dead event), once the session
  * has no attempt in flight; the loop writes the replay to the store itself. Any thread. */
 int qod_delivery_requeue(qod_delivery *d, const char *session, int64_t from_seq);
+/* Loads the pending events again from the start of the outbox (after this node took over sessions whose events
+ * it skipped so far). Any thread. */
+int qod_delivery_rescan(qod_delivery *d);
 /* Stops (when not yet stopped) and frees everything. NULL is a no-op. */
 void qod_delivery_destroy(qod_delivery *d);
 /* Appends the delivery metrics (Prometheus text). */

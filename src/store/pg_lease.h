@@ -24,5 +24,9 @@ int qod_pg_lease_release(qod_pg_lease *l, const char *name, const char *holder);
  * QOD_ERR_NOTFOUND when nobody holds it. */
 int qod_pg_lease_holder(qod_pg_lease *l, const char *name, char *holder, size_t cap, int64_t *epoch,
                         int64_t *remaining_ms);
+/* Calls fn for every running lease whose name starts with prefix, in name order (fn returns 0 to go on).
+ * Strings borrowed for the call. */
+int qod_pg_lease_list(qod_pg_lease *l, const char *prefix, int (*fn)(void *arg, const char *name, const char *holder),
+                      void *arg);
 
 #endif

@@ -18,10 +18,13 @@
 
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Keys, owners, idx values, event ids and sessions are all indexed, and a btree entry must stay under about
  * 2700 bytes. 2048 still holds the longest notification URL (urlguard.h), which delivery uses as a meta key. */
@@ -57,6 +60,9 @@ static const char *const migrations[] = {
     "CREATE INDEX events_session ON events(session);"
     "CREATE TABLE leases(name text COLLATE \"C\" PRIMARY KEY, holder text COLLATE \"C\" NOT NULL,"
     " epoch bigint NOT NULL, expires_at timestamptz NOT NULL);",
+    /* 2: one active session or assignment per device across all nodes (state below 20: requested, available). */
+    "CREATE UNIQUE INDEX sessions_active_device ON sessions(idx) WHERE state < 20 AND idx <> '';"
+    "CREATE INDEX sessions_active_owner ON sessions(owner) WHERE state < 20;",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -72,6 +78,9 @@ static const pg_stmt writer_row_stmts[] = {
     {"del", "DELETE FROM %s WHERE key=$1"},
     /* Status changes touch neither owner nor idx, as in sqlite.c. */
     {"upd", "UPDATE %s SET state=$2, num=$3, doc=$4 WHERE key=$1"},
+    /* The cap's count; taken under the events' transaction lock (see add_event), so it is exact with several nodes
+     * and takes no second lock that could deadlock with it. */
+    {"cap", "SELECT count(*) FROM %s WHERE owner=$1 AND state<$2"},
 };
 static const pg_stmt writer_stmts[] = {
     {"ev_lock", "SELECT pg_advisory_xact_lock(" PG_LOCK_EVENTS ")"},
@@ -80,11 +89,14 @@ static const pg_stmt writer_stmts[] = {
     {"ev_state", "UPDATE events SET state=$2, attempts=$3, next_ms=$4 WHERE seq=$1"},
     {"ev_del", "DELETE FROM events WHERE session=$1 AND state=1"},
     {"ev_requeue", "UPDATE events SET state=0, attempts=0, next_ms=$3 WHERE session=$1 AND seq>=$2"},
+    /* Delivered to the listeners at commit, and not at all if the transaction rolls back. */
+    {"notify", "SELECT pg_notify('qod_' || $1, $2)"},
 };
 static const pg_stmt reader_row_stmts[] = {
     {"get", "SELECT key,owner,idx,state,num,doc FROM %s WHERE key=$1"},
     {"scan", "SELECT key,owner,idx,state,num,doc FROM %s ORDER BY key"},
     {"scano", "SELECT key,owner,idx,state,num,doc FROM %s WHERE owner=$1 ORDER BY key"},
+    {"scani", "SELECT key,owner,idx,state,num,doc FROM %s WHERE idx=$1 ORDER BY key"},
 };
 /* A NULL limit is no limit. Two event scans rather than `($1 < 0 OR state=$1)`, so both can use their index. */
 static const pg_stmt reader_stmts[] = {
@@ -104,6 +116,7 @@ static const pg_stmt lease_stmts[] = {
     {"release", "UPDATE leases SET expires_at = now() WHERE name=$1 AND holder=$2 AND expires_at > now()"},
     {"holder", "SELECT holder, epoch, (extract(epoch FROM expires_at - now()) * 1000)::bigint FROM leases"
                " WHERE name=$1 AND expires_at > now()"},
+    {"list", "SELECT name, holder FROM leases WHERE left(name, length($1)) = $1 AND expires_at > now() ORDER BY name"},
 };
 
 typedef enum { PG_WRITER, PG_READER, PG_LEASE } pg_role;
@@ -502,6 +515,19 @@ static int apply_row(pg *p, const qod_store_op *op)
         const char *v[] = {op->key};
         return exec_stmt(&p->w, row_stmt_name(name, sizeof name, "del", op->table), 1, v);
     }
+    case QOD_OP_CAP: {
+        int lrc = p->events_locked ? QOD_OK : exec_stmt(&p->w, "ev_lock", 0, NULL);
+        if (lrc != QOD_OK)
+            return lrc;
+        p->events_locked = true;
+        const char *v[] = {op->owner, i64(state, op->state)};
+        const char *stmt = row_stmt_name(name, sizeof name, "cap", op->table);
+        PGresult *r = PQexecPrepared(p->w.c, stmt, 2, v, NULL, NULL, 0);
+        int rc = result_rc(&p->w, r, stmt);
+        int64_t n = rc == QOD_OK && PQntuples(r) == 1 ? col_i64(r, 0, 0) : 0;
+        PQclear(r);
+        return rc != QOD_OK ? rc : n >= op->num ? QOD_ERR_LIMIT : QOD_OK;
+    }
     default:
         return QOD_ERR_INVALID;
     }
@@ -519,6 +545,7 @@ static int pg_apply(void *impl, const qod_store_op *op)
     case QOD_OP_INSERT:
     case QOD_OP_UPDATE:
     case QOD_OP_DEL:
+    case QOD_OP_CAP:
         return apply_row(p, op);
     case QOD_OP_EVENT:
         return add_event(p, op);
@@ -533,6 +560,10 @@ static int pg_apply(void *impl, const qod_store_op *op)
     case QOD_OP_EVENT_REQUEUE: {
         const char *v[] = {op->idx, i64(a, op->seq), i64(b, op->next_ms)};
         return exec_stmt(&p->w, "ev_requeue", 3, v);
+    }
+    case QOD_OP_NOTIFY: {
+        const char *v[] = {op->key, op->doc ? op->doc : ""};
+        return exec_stmt(&p->w, "notify", 2, v);
     }
     }
     return QOD_ERR_INVALID;
@@ -672,6 +703,20 @@ static int pg_scan(void *impl, qod_store_table t, const char *owner, int (*fn)(v
     return locked_rows(&p->r_mu, &p->r, name, owner ? 1 : 0, v, deliver_row, &c, &rows);
 }
 
+static int pg_scan_idx(void *impl, qod_store_table t, const char *idx, int (*fn)(void *, const qod_store_row *),
+                       void *arg)
+{
+    pg *p = impl;
+    if (t >= QOD_TBL_COUNT || !idx)
+        return QOD_ERR_INVALID;
+    char name[32];
+    reader_ctx c = {.scan = fn, .arg = arg};
+    const char *v[] = {idx};
+    size_t rows;
+    row_stmt_name(name, sizeof name, "scani", t);
+    return locked_rows(&p->r_mu, &p->r, name, 1, v, deliver_row, &c, &rows);
+}
+
 static int pg_scan_events(void *impl, int64_t state, int64_t after_seq, size_t limit,
                           int (*fn)(void *, const qod_store_event *), void *arg)
 {
@@ -701,6 +746,7 @@ const qod_store_impl qod_store_postgres = {
     .get = pg_get,
     .scan = pg_scan,
     .scan_events = pg_scan_events,
+    .scan_idx = pg_scan_idx,
 };
 
 int qod_pg_lease_open(const char *uri, qod_pg_lease **out)
@@ -797,4 +843,141 @@ int qod_pg_lease_holder(qod_pg_lease *l, const char *name, char *holder, size_t 
     if (rc == QOD_OK && remaining_ms)
         *remaining_ms = view.remaining_ms;
     return rc;
+}
+
+typedef struct {
+    int (*fn)(void *arg, const char *name, const char *holder);
+    void *arg;
+} lease_list;
+
+static int read_listed(void *ctx, const PGresult *r, int row)
+{
+    lease_list *l = ctx;
+    return l->fn(l->arg, PQgetvalue(r, row, 0), PQgetvalue(r, row, 1));
+}
+
+int qod_pg_lease_list(qod_pg_lease *l, const char *prefix, int (*fn)(void *arg, const char *name, const char *holder),
+                      void *arg)
+{
+    if (!prefix || too_long(prefix, PG_KEY_MAX))
+        return QOD_ERR_INVALID;
+    lease_list ctx = {fn, arg};
+    const char *v[] = {prefix};
+    size_t rows;
+    return locked_rows(&l->mu, &l->c, "list", 1, v, read_listed, &ctx, &rows);
+}
+
+/* ---- change notifications (LISTEN) -------------------------------------------------------------------------- */
+
+#define LISTEN_CHANNELS_MAX 8
+
+struct qod_store_listener {
+    char *uri;
+    char *channels[LISTEN_CHANNELS_MAX];
+    int nchannels;
+    qod_store_notify_fn fn;
+    void *arg;
+    PGconn *c;
+    pthread_t thread;
+    bool started;
+    atomic_bool stopping;
+};
+
+/* Connects and LISTENs to every channel; false when the server cannot be reached. */
+static bool listen_connect(qod_store_listener *l)
+{
+    PQfinish(l->c);
+    const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+    const char *const vals[] = {"5", "qodd-listener", l->uri, NULL};
+    l->c = PQconnectdbParams(keys, vals, 1);
+    if (!l->c || PQstatus(l->c) != CONNECTION_OK)
+        return false;
+    PQsetNoticeReceiver(l->c, on_notice, NULL);
+    for (int i = 0; i < l->nchannels; i++) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "LISTEN qod_%s", l->channels[i]);
+        PGresult *r = PQexec(l->c, sql);
+        bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static void *listen_main(void *arg)
+{
+    qod_store_listener *l = arg;
+    pthread_setname_np(pthread_self(), "qod-listen");
+    bool up = true;
+    while (!atomic_load(&l->stopping)) {
+        if (!up) {
+            struct timespec ts = {0, 200 * 1000000};
+            nanosleep(&ts, NULL);
+            if (!(up = listen_connect(l)))
+                continue;
+            QOD_INFO("store", "listen_reconnected", "%s", "");
+            /* What changed while we were away is unknown: every cache refreshes whole. */
+            for (int i = 0; i < l->nchannels; i++)
+                l->fn(l->arg, l->channels[i], NULL);
+        }
+        struct pollfd p = {PQsocket(l->c), POLLIN, 0};
+        int n = p.fd >= 0 ? poll(&p, 1, 250) : -1;
+        if (n < 0 || (n > 0 && !PQconsumeInput(l->c))) {
+            QOD_WARN("store", "listen_lost", "%s", "");
+            up = false;
+            continue;
+        }
+        for (PGnotify *m; (m = PQnotifies(l->c)) != NULL; PQfreemem(m)) {
+            const char *ch = strncmp(m->relname, "qod_", 4) == 0 ? m->relname + 4 : m->relname;
+            l->fn(l->arg, ch, m->extra ? m->extra : "");
+        }
+    }
+    return NULL;
+}
+
+void qod_store_listen_stop(qod_store_listener *l)
+{
+    if (!l)
+        return;
+    atomic_store(&l->stopping, true);
+    if (l->started)
+        pthread_join(l->thread, NULL);
+    PQfinish(l->c);
+    for (int i = 0; i < l->nchannels; i++)
+        free(l->channels[i]);
+    free(l->uri);
+    free(l);
+}
+
+int qod_store_listen(const char *uri, const char *const *channels, qod_store_notify_fn fn, void *arg,
+                     qod_store_listener **out)
+{
+    *out = NULL;
+    if (strncmp(uri, "postgres://", 11) != 0 && strncmp(uri, "postgresql://", 13) != 0)
+        return QOD_ERR_UNSUPPORTED;
+    qod_store_listener *l = calloc(1, sizeof *l);
+    if (!l || !(l->uri = strdup(uri))) {
+        free(l);
+        return QOD_ERR_NOMEM;
+    }
+    l->fn = fn;
+    l->arg = arg;
+    for (; channels[l->nchannels] && l->nchannels < LISTEN_CHANNELS_MAX; l->nchannels++) {
+        if (strlen(channels[l->nchannels]) > 32 || !(l->channels[l->nchannels] = strdup(channels[l->nchannels]))) {
+            qod_store_listen_stop(l);
+            return QOD_ERR_INVALID;
+        }
+    }
+    if (!listen_connect(l)) {
+        qod_store_listen_stop(l);
+        return QOD_ERR_STORE;
+    }
+    if (pthread_create(&l->thread, NULL, listen_main, l) != 0) {
+        qod_store_listen_stop(l);
+        return QOD_ERR_NOMEM;
+    }
+    l->started = true;
+    *out = l;
+    return QOD_OK;
 }

@@ -36,7 +36,7 @@ static const char *const migrations[] = {
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
-enum { S_PUT, S_INSERT, S_DEL, S_UPDATE, S_COUNT_ROW };
+enum { S_PUT, S_INSERT, S_DEL, S_UPDATE, S_CAP, S_COUNT_ROW };
 
 typedef struct {
     sqlite3 *w, *r;
@@ -154,6 +154,9 @@ static int prepare_all(sq *q)
         snprintf(sql, sizeof sql, "UPDATE %s SET state=?4, num=?5, doc=?6 WHERE key=?1", n);
         if (rc == SQLITE_OK)
             rc = sqlite3_prepare_v3(q->w, sql, -1, SQLITE_PREPARE_PERSISTENT, &q->row[t][S_UPDATE], NULL);
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE owner=?1 AND state<?2", n);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_prepare_v3(q->w, sql, -1, SQLITE_PREPARE_PERSISTENT, &q->row[t][S_CAP], NULL);
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v3(q->w,
@@ -253,6 +256,22 @@ static int sq_apply(void *impl, const qod_store_op *op)
         sqlite3_bind_int64(s, 5, op->num);
         bind_text(s, 6, op->doc);
         return step_done(s);
+    case QOD_OP_NOTIFY:
+        return QOD_OK; /* one node: nobody to tell */
+    case QOD_OP_CAP: {
+        if (op->table >= QOD_TBL_COUNT)
+            return QOD_ERR_INVALID;
+        s = q->row[op->table][S_CAP];
+        bind_text(s, 1, op->owner);
+        sqlite3_bind_int64(s, 2, op->state);
+        int step = sqlite3_step(s);
+        int64_t n = step == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+        if (step != SQLITE_ROW)
+            return map_rc(step);
+        return n >= op->num ? QOD_ERR_LIMIT : QOD_OK;
+    }
     case QOD_OP_DEL:
         if (op->table >= QOD_TBL_COUNT)
             return QOD_ERR_INVALID;
@@ -368,20 +387,20 @@ static int sq_get(void *impl, qod_store_table t, const char *key, void (*fn)(voi
     return rc;
 }
 
-static int sq_scan(void *impl, qod_store_table t, const char *owner, int (*fn)(void *, const qod_store_row *),
+/* Scans the table, all of it or the rows whose column col equals val. */
+static int scan_by(sq *q, qod_store_table t, const char *col, const char *val, int (*fn)(void *, const qod_store_row *),
                    void *arg)
 {
-    sq *q = impl;
     if (t >= QOD_TBL_COUNT)
         return QOD_ERR_INVALID;
     char sql[160];
-    snprintf(sql, sizeof sql, "SELECT key,owner,idx,state,num,doc FROM %s%s ORDER BY key", table_names[t],
-             owner ? " WHERE owner=?1" : "");
+    snprintf(sql, sizeof sql, "SELECT key,owner,idx,state,num,doc FROM %s%s%s%s ORDER BY key", table_names[t],
+             val ? " WHERE " : "", val ? col : "", val ? "=?1" : "");
     pthread_mutex_lock(&q->r_mu);
     sqlite3_stmt *s = NULL;
     int rc = map_rc(sqlite3_prepare_v2(q->r, sql, -1, &s, NULL));
-    if (rc == QOD_OK && owner)
-        bind_text(s, 1, owner);
+    if (rc == QOD_OK && val)
+        bind_text(s, 1, val);
     int src = SQLITE_DONE;
     while (rc == QOD_OK && (src = sqlite3_step(s)) == SQLITE_ROW) {
         qod_store_row r;
@@ -394,6 +413,18 @@ static int sq_scan(void *impl, qod_store_table t, const char *owner, int (*fn)(v
     sqlite3_finalize(s);
     pthread_mutex_unlock(&q->r_mu);
     return rc;
+}
+
+static int sq_scan(void *impl, qod_store_table t, const char *owner, int (*fn)(void *, const qod_store_row *),
+                   void *arg)
+{
+    return scan_by(impl, t, "owner", owner, fn, arg);
+}
+
+static int sq_scan_idx(void *impl, qod_store_table t, const char *idx, int (*fn)(void *, const qod_store_row *),
+                       void *arg)
+{
+    return idx ? scan_by(impl, t, "idx", idx, fn, arg) : QOD_ERR_INVALID;
 }
 
 static int sq_scan_events(void *impl, int64_t state, int64_t after_seq, size_t limit,
@@ -447,4 +478,5 @@ const qod_store_impl qod_store_sqlite = {
     .get = sq_get,
     .scan = sq_scan,
     .scan_events = sq_scan_events,
+    .scan_idx = sq_scan_idx,
 };

@@ -118,6 +118,16 @@ int qod_store_batch_update(qod_store_batch *b, qod_store_table t, const char *ke
     return add_row_op(b, QOD_OP_UPDATE, t, key, NULL, NULL, state, num, doc);
 }
 
+int qod_store_batch_cap(qod_store_batch *b, qod_store_table t, const char *owner, int64_t state_below, int64_t max)
+{
+    return add_row_op(b, QOD_OP_CAP, t, NULL, owner, NULL, state_below, max, NULL);
+}
+
+int qod_store_batch_notify(qod_store_batch *b, const char *channel, const char *payload)
+{
+    return add_row_op(b, QOD_OP_NOTIFY, QOD_TBL_COUNT, channel, NULL, NULL, 0, 0, payload);
+}
+
 int qod_store_batch_del(qod_store_batch *b, qod_store_table t, const char *key)
 {
     return add_row_op(b, QOD_OP_DEL, t, key, NULL, NULL, 0, 0, NULL);
@@ -340,6 +350,12 @@ int qod_store_scan(qod_store *st, qod_store_table t, const char *owner,
                    int (*fn)(void *arg, const qod_store_row *r), void *arg)
 {
     return st->impl->scan(st->h, t, owner, fn, arg);
+}
+
+int qod_store_scan_idx(qod_store *st, qod_store_table t, const char *idx, int (*fn)(void *arg, const qod_store_row *r),
+                       void *arg)
+{
+    return st->impl->scan_idx(st->h, t, idx, fn, arg);
 }
 
 int qod_store_scan_events(qod_store *st, int64_t state, int64_t after_seq, size_t limit,

@@ -94,6 +94,13 @@ int qod_store_batch_event_state(qod_store_batch *b, int64_t seq, int64_t state, 
 int qod_store_batch_event_del_session(qod_store_batch *b, const char *session);
 /* Makes the events of a session from seq on pending again, attempts 0, due at next_ms (replay in order). */
 int qod_store_batch_event_requeue(qod_store_batch *b, const char *session, int64_t from_seq, int64_t next_ms);
+/* Fails the whole batch with QOD_ERR_LIMIT when table t already holds max rows of owner whose state is below
+ * state_below (e.g. the active sessions of an app). Put it before the insert it guards. With several nodes on one
+ * database the count is taken under a per-owner lock, so the cap is exact across nodes. */
+int qod_store_batch_cap(qod_store_batch *b, qod_store_table t, const char *owner, int64_t state_below, int64_t max);
+/* Tells the other nodes sharing the store, once the batch commits, that a row changed (channel e.g. "apps",
+ * payload its key), so they refresh their caches (qod_store_listen). No-op for SQLite (one node). */
+int qod_store_batch_notify(qod_store_batch *b, const char *channel, const char *payload);
 /* Number of ops in the batch. */
 size_t qod_store_batch_len(const qod_store_batch *b);
 
@@ -109,10 +116,24 @@ int qod_store_get(qod_store *st, qod_store_table t, const char *key, void (*fn)(
 /* Calls fn for every row of the table (owner filter when non-NULL), in key order. fn returns 0 to go on. */
 int qod_store_scan(qod_store *st, qod_store_table t, const char *owner,
                    int (*fn)(void *arg, const qod_store_row *r), void *arg);
+/* Calls fn for every row of the table whose idx (secondary key) is idx, in key order. fn returns 0 to go on. */
+int qod_store_scan_idx(qod_store *st, qod_store_table t, const char *idx, int (*fn)(void *arg, const qod_store_row *r),
+                       void *arg);
 /* Calls fn for events with the given state (e.g. pending; -1 = any) and seq > after_seq, in seq order, at most
  * `limit` (0 = all). */
 int qod_store_scan_events(qod_store *st, int64_t state, int64_t after_seq, size_t limit,
                           int (*fn)(void *arg, const qod_store_event *e), void *arg);
+
+/* Change notifications from the other nodes (PostgreSQL LISTEN), on a thread of the listener's own: fn gets the
+ * channel and payload of each; payload NULL means "notifications may have been missed (the connection was
+ * lost): refresh everything on that channel". */
+typedef struct qod_store_listener qod_store_listener;
+typedef void (*qod_store_notify_fn)(void *arg, const char *channel, const char *payload);
+/* Starts listening on the NULL-terminated channels; QOD_ERR_UNSUPPORTED for SQLite (nothing to listen to). */
+int qod_store_listen(const char *uri, const char *const *channels, qod_store_notify_fn fn, void *arg,
+                     qod_store_listener **out);
+/* Stops the thread and closes; NULL is a no-op. */
+void qod_store_listen_stop(qod_store_listener *l);
 
 /* The implementation interface, one per backend (sqlite.c, postgres.c). All calls are made from the
  * store thread except open/close and the read calls, which the implementation must make safe on its own
@@ -133,6 +154,8 @@ typedef struct {
                 void *arg);
     int (*scan_events)(void *impl, int64_t state, int64_t after_seq, size_t limit,
                        int (*fn)(void *, const qod_store_event *), void *arg);
+    int (*scan_idx)(void *impl, qod_store_table t, const char *idx, int (*fn)(void *, const qod_store_row *),
+                    void *arg);
 } qod_store_impl;
 
 /* Op kinds inside a batch, for implementations. */
@@ -144,7 +167,9 @@ typedef enum {
     QOD_OP_EVENT_STATE,
     QOD_OP_EVENT_DEL_SESSION,
     QOD_OP_EVENT_REQUEUE,
-    QOD_OP_UPDATE
+    QOD_OP_UPDATE,
+    QOD_OP_CAP,   /* owner, state = state_below, num = max */
+    QOD_OP_NOTIFY /* key = channel, doc = payload */
 } qod_store_op_kind;
 
 struct qod_store_op {
