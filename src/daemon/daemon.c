@@ -236,7 +236,8 @@ static int open_engine(qod_daemon *d, const qod_options *o, char *err, size_t er
                 .tc_uplink_dev = o->tc_uplink_dev,
                 .tc_link_kbps = qod_options_rate_kbps(o->tc_link_rate),
                 .tc_share = o->tc_share,
-                .public_url = d->public_url,
+                /* Several nodes: the NEF calls back the node that subscribed, not the load balancer. */
+                .public_url = o->cluster_node[0] ? o->cluster_node : d->public_url,
                 .nef_url = o->nef_url,
                 .nef_scs_as_id = o->nef_scs_as_id,
                 .nef_token_url = o->nef_token_url,

@@ -192,6 +192,11 @@ static int check_combinations(const qod_options *o, char *err, size_t errcap)
         snprintf(err, errcap, "option 'nef-url': --network nef needs the NEF's apiRoot");
         return QOD_ERR_INVALID;
     }
+    if (o->cluster_node[0] && strcmp(o->network, "tc") == 0) {
+        snprintf(err, errcap, "option 'cluster-node': the tc backend shapes the traffic of the machine it runs on; "
+                              "several nodes need --network sim or nef");
+        return QOD_ERR_INVALID;
+    }
     if (o->cluster_node[0] && !o->store[0]) {
         snprintf(err, errcap, "option 'cluster-node': several nodes need a shared --store postgres://… database");
         return QOD_ERR_INVALID;
