@@ -43,6 +43,7 @@ typedef struct {
     pthread_mutex_t r_mu;
     sqlite3_stmt *row[QOD_TBL_COUNT][S_COUNT_ROW];
     sqlite3_stmt *ev_add, *ev_state, *ev_del_session, *ev_requeue;
+    sqlite3_stmt *sp_set, *sp_release, *sp_rollback; /* one savepoint per batch: prepared, not parsed each time */
     int version;
 } sq;
 
@@ -172,6 +173,12 @@ static int prepare_all(sq *q)
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v3(q->w, "UPDATE events SET state=0, attempts=0, next_ms=?3 WHERE session=?1 AND seq>=?2",
                                 -1, SQLITE_PREPARE_PERSISTENT, &q->ev_requeue, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(q->w, "SAVEPOINT b", -1, SQLITE_PREPARE_PERSISTENT, &q->sp_set, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(q->w, "RELEASE b", -1, SQLITE_PREPARE_PERSISTENT, &q->sp_release, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(q->w, "ROLLBACK TO b", -1, SQLITE_PREPARE_PERSISTENT, &q->sp_rollback, NULL);
     if (rc != SQLITE_OK)
         QOD_ERROR("store", "prepare_failed", "err=\"%s\"", sqlite3_errmsg(q->w));
     return map_rc(rc);
@@ -189,6 +196,9 @@ static void sq_close(void *impl)
     sqlite3_finalize(q->ev_state);
     sqlite3_finalize(q->ev_del_session);
     sqlite3_finalize(q->ev_requeue);
+    sqlite3_finalize(q->sp_set);
+    sqlite3_finalize(q->sp_release);
+    sqlite3_finalize(q->sp_rollback);
     sqlite3_close(q->r);
     sqlite3_close(q->w);
     pthread_mutex_destroy(&q->r_mu);
@@ -332,12 +342,12 @@ static int sq_savepoint(void *impl, int release)
 {
     sq *q = impl;
     if (release > 0)
-        return exec(q->w, "RELEASE b");
+        return step_done(q->sp_release);
     if (release < 0) {
-        int rc = exec(q->w, "ROLLBACK TO b");
-        return rc == QOD_OK ? exec(q->w, "RELEASE b") : rc;
+        int rc = step_done(q->sp_rollback);
+        return rc == QOD_OK ? step_done(q->sp_release) : rc;
     }
-    return exec(q->w, "SAVEPOINT b");
+    return step_done(q->sp_set);
 }
 
 static int sq_schema_version(void *impl)
