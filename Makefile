@@ -32,7 +32,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
 TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
 TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 
-.PHONY: all deps run test test-faults unit e2e clean fuzz fuzz-build bench format
+.PHONY: all deps run test test-pg test-faults unit e2e clean fuzz fuzz-build bench format
 all: $(BUILD)/qodd $(BUILD)/qodctl
 
 deps:
@@ -74,6 +74,12 @@ run: deps
 test: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(TOOL_BIN)
 	@python3 tests/run.py --build $(BUILD) $(if $(T),--only $(T))
+
+# `make test-pg`: the e2e tests again, each daemon on its own database in a throw-away PostgreSQL cluster
+# (tests/tools/test-pg.sh); the unit tests, the PostgreSQL store's included, already ran in `make test`.
+test-pg: deps
+	@$(MAKE) --no-print-directory all $(TOOL_BIN)
+	@tests/tools/test-pg.sh $(BUILD) $(if $(T),--only $(T))
 
 # The long fault-injection tests (also run by CI).
 test-faults: deps

@@ -14,10 +14,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def collect(build, unit_only, only, e2e_dir_name="tests/e2e"):
+def collect(build, unit_only, only, e2e_dir_name="tests/e2e", e2e_only=False):
     jobs = []
     unit_dir = os.path.join(ROOT, build, "tests", "unit")
-    if e2e_dir_name != "tests/e2e":
+    if e2e_dir_name != "tests/e2e" or e2e_only:
         unit_dir = os.path.join(ROOT, "nonexistent")
     for dirpath, _, files in os.walk(unit_dir):
         for f in sorted(files):
@@ -55,6 +55,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
     ap.add_argument("--unit-only", action="store_true")
+    ap.add_argument("--e2e-only", action="store_true", help="only the black-box test files, no unit binaries")
     ap.add_argument("--only", default="")
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("QOD_TEST_JOBS", "4")))
     ap.add_argument("--timeout", type=int, default=600)
@@ -62,7 +63,7 @@ def main():
     ap.add_argument("--allow-empty", action="store_true")
     args = ap.parse_args()
 
-    jobs = collect(args.build, args.unit_only, args.only, args.dir)
+    jobs = collect(args.build, args.unit_only, args.only, args.dir, args.e2e_only)
     if not jobs and args.allow_empty:
         print("0 passed, 0 failed")
         return 0

@@ -7,6 +7,8 @@ the indented traceback and the tail of the logs of the daemons still running) or
 Main pieces:
 - Daemon: starts `$QOD_BUILD/qodd` on a free port with a temporary data directory, waits for /healthz, and offers
   request(), session(), qodctl(), stop(), kill(), start(), log(). QOD_VALGRIND=1 runs it under valgrind.
+- QOD_TEST_PG=URI (a database the role can connect to, with CREATEDB; `make test-pg` sets it): every Daemon
+  runs on its own fresh PostgreSQL database (`--store`) instead of the SQLite file; see PG, store_kind(), psql().
 - create_app(), get_token(): the usual way to obtain credentials.
 - WebhookReceiver: a real HTTP callback sink that records requests and answers as told.
 - verify_standard_webhook(), sign_standard_webhook(): Standard Webhooks 1.0.
@@ -15,11 +17,13 @@ Main pieces:
 """
 import atexit
 import base64
+import csv
 import faulthandler
 import hashlib
 import hmac
 import http.client
 import http.server
+import io
 import json
 import os
 import re
@@ -45,6 +49,7 @@ __all__ = [
     "token_tamper_claims", "token_flip_signature", "EcKey", "es256_verify", "jwk_public_numbers",
     "jwk_thumbprint", "expect_status", "expect_camara_error", "expect_oauth_error", "scope_list",
     "wait_until", "CORRELATOR_RE", "json", "os", "re", "time", "uuid", "subprocess", "signal", "tempfile",
+    "PG", "store_kind", "psql",
 ]
 
 BUILD = os.environ.get("QOD_BUILD") or os.path.join(
@@ -55,6 +60,14 @@ SLOW = 10 if VALGRIND else 1
 # Prefix of the lines the harness itself writes into a daemon's log file.
 HARNESS_MARK = "=== qodlib: "
 CORRELATOR_RE = re.compile(r"^[a-zA-Z0-9\-_:;./<>{}]{0,256}$")
+# The PostgreSQL database the per-daemon databases are created from (None: the daemons use their SQLite file).
+PG_URI = os.environ.get("QOD_TEST_PG") or None
+PG = bool(PG_URI)
+
+
+def store_kind():
+    """"postgres" when the daemons under test keep their state in PostgreSQL (QOD_TEST_PG), else "sqlite"."""
+    return "postgres" if PG else "sqlite"
 
 
 def scaled(seconds):
@@ -121,6 +134,9 @@ def _cleanup_all():
             r.close()
         except Exception:
             pass
+    # Databases whose data directory outlived its daemons (a test's own directory) go with the process.
+    for data_dir in list(_pg_dbs):
+        _pg_drop(_pg_dbs.pop(data_dir)[0])
 
 
 atexit.register(_cleanup_all)
@@ -419,6 +435,77 @@ def run_qodd(args, env=None, timeout=10, cwd=None):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# PostgreSQL: one database per data directory
+
+
+def psql(sql, uri=None, timeout=30):
+    """Runs one SQL statement with psql on uri (default: QOD_TEST_PG) and returns the rows as lists of strings
+    (NULL is ""). Raises AssertionError with psql's message when it fails."""
+    env = dict(os.environ, PGCONNECT_TIMEOUT="5")
+    try:
+        p = subprocess.run(["psql", "-X", "-q", "-t", "--csv", "-v", "ON_ERROR_STOP=1", uri or PG_URI, "-c", sql],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                           stdin=subprocess.DEVNULL, timeout=scaled(timeout))
+    except subprocess.TimeoutExpired:
+        raise AssertionError("psql timed out after %ss: %s" % (scaled(timeout), sql)) from None
+    if p.returncode != 0:
+        raise AssertionError("psql failed (%d) on %r: %s" % (p.returncode, sql, p.stderr.strip()))
+    return list(csv.reader(io.StringIO(p.stdout)))
+
+
+# realpath(data dir) -> [database name, number of open Daemons on it]. A second Daemon on the same data directory
+# uses the same database, as it would use the same SQLite file.
+_pg_dbs = {}
+_pg_lock = threading.Lock()
+
+
+def _pg_db_uri(name):
+    """QOD_TEST_PG with its database replaced by name (user, password, host, port and parameters kept)."""
+    u = urllib.parse.urlsplit(PG_URI)
+    return urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + name, u.query, u.fragment))
+
+
+def _pg_acquire(data_dir):
+    """The URI of the database that belongs to data_dir, created (empty) on first use."""
+    key = os.path.realpath(data_dir)
+    with _pg_lock:
+        ent = _pg_dbs.get(key)
+        if ent is None:
+            name = "qt_" + secrets.token_hex(8)
+            psql("CREATE DATABASE %s" % name)
+            ent = _pg_dbs[key] = [name, 0]
+        ent[1] += 1
+        return _pg_db_uri(ent[0])
+
+
+def _pg_release(data_dir):
+    """One Daemon on data_dir is closed. The database goes with the last one, unless the directory (a test's own)
+    is still there and may get another Daemon; _cleanup_all drops those at the end."""
+    key = os.path.realpath(data_dir)
+    with _pg_lock:
+        ent = _pg_dbs.get(key)
+        if ent is None:
+            return
+        ent[1] -= 1
+        if ent[1] > 0 or os.path.exists(data_dir):
+            return
+        del _pg_dbs[key]
+    _pg_drop(ent[0])
+
+
+def _pg_drop(name):
+    """Best effort: FORCE ends what is still connected (a killed daemon's backends may linger for a moment)."""
+    try:
+        psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+    except Exception:  # noqa: BLE001 - a leftover database in a throw-away cluster harms nobody
+        pass
+
+
+def _has_store_option(args, env):
+    return any(a == "--store" or str(a).startswith("--store=") for a in args) or "QOD_STORE" in (env or {})
+
+
 class Daemon:
     """A running qodd on 127.0.0.1:port with its own data directory.
 
@@ -428,7 +515,11 @@ class Daemon:
 
     args: extra qodd arguments. env: extra environment (None value removes). data_dir: use this directory instead
     (not removed by close). port: use this port. cli_listen / cli_data: pass --listen / --data on the command line
-    (turn off to supply them through --config or QOD_* variables). start: start now and wait for /healthz."""
+    (turn off to supply them through --config or QOD_* variables). start: start now and wait for /healthz.
+
+    Under QOD_TEST_PG, unless args or env choose a store, `--store URI` of the data directory's own database is
+    appended (pg_uri, set at the first start; None on SQLite): it lives as long as the data directory, like the
+    SQLite file would."""
 
     def __init__(self, args=(), env=None, data_dir=None, port=None, start=True, make_data_dir=True,
                  cli_listen=True, cli_data=True, split_stdout=False, log_level="debug"):
@@ -449,6 +540,7 @@ class Daemon:
         self.host = "127.0.0.1"
         self.proc = None
         self.closed = False
+        self.pg_uri = None
         _live_daemons.add(self)
         if start:
             try:
@@ -468,6 +560,8 @@ class Daemon:
         if self.log_level:
             a += ["--log-level", self.log_level]
         a += self.args
+        if self.pg_uri and not _has_store_option(self.args, self.env):
+            a += ["--store", self.pg_uri]
         if VALGRIND:
             a = _valgrind_prefix(self.valgrind_log) + a
         return a
@@ -476,6 +570,9 @@ class Daemon:
         """Starts qodd (again) on the same port and data directory and waits for GET /healthz to answer 200.
         On the first start, a port taken by someone else in the meantime is replaced by a new free one."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
+        # At the first start rather than in __init__: a test may set args (its own --store) in between.
+        if PG and self.pg_uri is None and not _has_store_option(self.args, self.env):
+            self.pg_uri = _pg_acquire(self.data_dir)
         for attempt in range(3):
             self._spawn()
             if not wait:
@@ -582,6 +679,8 @@ class Daemon:
             vreport = self.valgrind_report()
         _live_daemons.discard(self)
         shutil.rmtree(self.base, ignore_errors=True)
+        if self.pg_uri:
+            _pg_release(self.data_dir)
         if check and err is not None:
             raise err
         if check and VALGRIND and rc == 99:

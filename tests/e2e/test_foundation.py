@@ -181,6 +181,11 @@ def test_data_dir_created_with_mode_0700():
 
 
 def test_data_dir_holds_sqlite_database():
+    if PG:
+        # The PostgreSQL equivalent: the daemon's tables are in its database, and no qod.db was made beside the keys.
+        assert psql("SELECT to_regclass('sessions') IS NOT NULL", D.pg_uri) == [["t"]], "no sessions table"
+        assert not os.path.exists(os.path.join(D.data_dir, "qod.db")), "qod.db created although --store is set"
+        return
     path = os.path.join(D.data_dir, "qod.db")
     st = os.stat(path)
     assert stat.S_ISREG(st.st_mode), "qod.db is not a regular file"

@@ -720,6 +720,11 @@ def test_secrets_absent_from_log_and_database():
             }
             needles = {k: (v if isinstance(v, bytes) else v.encode()) for k, v in needles.items()}
 
+            def db_dump():
+                """On PostgreSQL: every row of every table of the daemon's database, as text."""
+                tables = [r[0] for r in psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", d.pg_uri)]
+                return "\n".join(r[0] for t in tables for r in psql('SELECT t::text FROM "%s" t' % t, d.pg_uri))
+
             def scan(when):
                 found = {}
                 for f in sorted(os.listdir(d.data_dir)):
@@ -734,18 +739,25 @@ def test_secrets_absent_from_log_and_database():
                     hits = _find_secrets(fh.read(), needles)
                 if hits:
                     found["qodd.log (--log-level debug)"] = hits
+                if PG:
+                    hits = _find_secrets(db_dump().encode(), needles)
+                    if hits:
+                        found["the PostgreSQL database"] = hits
                 assert not found, "secrets found %s: %r" % (when, found)
                 files = set(os.listdir(d.data_dir))
-                assert "qod.db" in files, files
+                assert PG or "qod.db" in files, files
                 return files
 
             files = scan("while running")
-            assert "qod.db-wal" in files, "expected a WAL file while running: %r" % files
             # The sessions are really in the database (so the scan looked at the right file).
-            with open(os.path.join(d.data_dir, "qod.db"), "rb") as fh:
-                db = fh.read()
-            with open(os.path.join(d.data_dir, "qod.db-wal"), "rb") as fh:
-                db += fh.read()
+            if PG:
+                db = db_dump().encode()
+            else:
+                assert "qod.db-wal" in files, "expected a WAL file while running: %r" % files
+                with open(os.path.join(d.data_dir, "qod.db"), "rb") as fh:
+                    db = fh.read()
+                with open(os.path.join(d.data_dir, "qod.db-wal"), "rb") as fh:
+                    db += fh.read()
             assert s0["sessionId"].encode() in db and s1["sessionId"].encode() in db, \
                 "the sessions are not in qod.db/qod.db-wal: the scan proves nothing"
             d.stop()  # checkpoint: the WAL is folded into qod.db
@@ -759,7 +771,7 @@ def test_data_dir_and_key_files_have_safe_modes():
         create_app(d, name="modes")
         mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
         assert mode(d.data_dir) == 0o700, "data dir created %o" % mode(d.data_dir)
-        for f in ("secrets.key", "signing-key.pem", "qod.db"):
+        for f in ("secrets.key", "signing-key.pem") + (() if PG else ("qod.db",)):
             assert mode(os.path.join(d.data_dir, f)) == 0o600, "%s is %o" % (f, mode(os.path.join(d.data_dir, f)))
         sock = os.path.join(d.data_dir, "qodd.sock")
         assert stat.S_ISSOCK(os.stat(sock).st_mode), "qodd.sock is not a socket"

@@ -2,7 +2,8 @@
 the sandbox phone-number table and forced network events, expiry, retention, live devices and cell capacity,
 durability across SIGTERM and SIGKILL, the notification outbox, qodctl session commands and concurrency.
 
-Black-box: every test talks to a real build/qodd over HTTP, the admin socket (qodctl) or the SQLite file (read-only).
+Black-box: every test talks to a real build/qodd over HTTP, the admin socket (qodctl) or the store (the SQLite file
+read-only, or psql under QOD_TEST_PG).
 Shared daemons (setup_module):
 - D: `--sandbox-delay-ms 200`, with a sandbox app (APP), a second sandbox app (OTHER) and a live app (LIVE);
   the slow sandbox scenarios (+99999991002, +99999991003, expiry) run on it in background threads from the start,
@@ -199,14 +200,22 @@ def open_db(d):
     return sqlite3.connect("file:%s?mode=ro" % os.path.join(d.data_dir, "qod.db"), uri=True, timeout=5)
 
 
+def sql_literal(v):
+    return "'" + str(v).replace("'", "''") + "'"
+
+
 def events_of(d, sid):
     """The outbox rows of a session, in seq order: [(seq, id, owner, created_ms, doc dict)]."""
-    con = open_db(d)
-    try:
-        rows = con.execute("SELECT seq, id, owner, created_ms, doc FROM events WHERE session = ? ORDER BY seq",
-                           (sid,)).fetchall()
-    finally:
-        con.close()
+    sql = "SELECT seq, id, owner, created_ms, doc FROM events WHERE session = %s ORDER BY seq"
+    if PG:
+        rows = [(int(seq), eid, owner, int(cms), doc)
+                for seq, eid, owner, cms, doc in psql(sql % sql_literal(sid), d.pg_uri)]
+    else:
+        con = open_db(d)
+        try:
+            rows = con.execute(sql % "?", (sid,)).fetchall()
+        finally:
+            con.close()
     return [(seq, eid, owner, cms, json.loads(doc)) for seq, eid, owner, cms, doc in rows]
 
 
@@ -1302,12 +1311,15 @@ def test_outbox_records_available_then_deleted_in_order():
 def test_outbox_has_no_rows_for_rejected_create():
     body = session_body()
     expect_camara_error(post_session(D, TOKEN, dict(body, qosProfile="QOS_XL")), 400)
-    con = open_db(D)
-    try:
-        n = con.execute("SELECT COUNT(*) FROM events WHERE doc LIKE ?", ("%" + body["device"]["phoneNumber"] + "%",
-                                                                          )).fetchone()[0]
-    finally:
-        con.close()
+    pattern = "%" + body["device"]["phoneNumber"] + "%"
+    if PG:
+        n = int(psql("SELECT COUNT(*) FROM events WHERE doc LIKE %s" % sql_literal(pattern), D.pg_uri)[0][0])
+    else:
+        con = open_db(D)
+        try:
+            n = con.execute("SELECT COUNT(*) FROM events WHERE doc LIKE ?", (pattern,)).fetchone()[0]
+        finally:
+            con.close()
     assert n == 0, "a rejected create left outbox rows"
 
 

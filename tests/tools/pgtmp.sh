@@ -2,8 +2,9 @@
 # A throwaway PostgreSQL 15 cluster for tests.
 #
 #   pgtmp.sh start DIR PORT   initdb in DIR/data (first time only), start on 127.0.0.1:PORT with the unix sockets
-#                             in DIR, make sure role qod (password qod) owns database qod, and print the URI
-#                             postgres://qod:qod@127.0.0.1:PORT/qod on stdout.
+#                             in DIR, make sure role qod (password qod, CREATEDB so that tests can make one database
+#                             per daemon) owns database qod, and print the URI postgres://qod:qod@127.0.0.1:PORT/qod
+#                             on stdout.
 #   pgtmp.sh stop DIR         stop the cluster (fast shutdown) and wait until the server process is gone.
 #
 # Run as root, the server commands run as the `postgres` user (initdb and pg_ctl refuse root) and DIR is given to
@@ -74,7 +75,10 @@ start() { # dir port
     fi
     wait_ready "$dir" "$port" || die "the server on port $port is not ready after ${WAIT_SECS}s"
     if [ "$(sql "$dir" "$port" postgres "SELECT 1 FROM pg_roles WHERE rolname = 'qod'")" != 1 ]; then
-        sql "$dir" "$port" postgres "CREATE ROLE qod LOGIN PASSWORD 'qod'" >/dev/null
+        sql "$dir" "$port" postgres "CREATE ROLE qod LOGIN CREATEDB PASSWORD 'qod'" >/dev/null
+    else
+        # A cluster made before the role needed CREATEDB.
+        sql "$dir" "$port" postgres "ALTER ROLE qod CREATEDB" >/dev/null
     fi
     if [ "$(sql "$dir" "$port" postgres "SELECT 1 FROM pg_database WHERE datname = 'qod'")" != 1 ]; then
         sql "$dir" "$port" postgres "CREATE DATABASE qod OWNER qod" >/dev/null
