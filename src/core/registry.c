@@ -176,6 +176,17 @@ int qod_registry_put(qod_registry *r, const qod_subscriber *in, char *err, size_
     return rc;
 }
 
+/* Drops phone's subscriber from memory. */
+static void forget(qod_registry *r, const char *phone)
+{
+    pthread_rwlock_wrlock(&r->lock);
+    qod_subscriber *s = qod_hmap_del(&r->by_phone, phone);
+    if (s)
+        unindex(r, s);
+    free(s);
+    pthread_rwlock_unlock(&r->lock);
+}
+
 int qod_registry_remove(qod_registry *r, const char *phone)
 {
     pthread_rwlock_rdlock(&r->lock);
@@ -192,12 +203,7 @@ int qod_registry_remove(qod_registry *r, const char *phone)
     }
     rc = qod_store_commit(r->st, b);
     if (rc == QOD_OK) {
-        pthread_rwlock_wrlock(&r->lock);
-        qod_subscriber *s = qod_hmap_del(&r->by_phone, phone);
-        if (s)
-            unindex(r, s);
-        free(s);
-        pthread_rwlock_unlock(&r->lock);
+        forget(r, phone);
     }
     return rc;
 }
@@ -221,12 +227,7 @@ int qod_registry_refresh(qod_registry *r, const char *phone)
         int rc = qod_store_get(r->st, QOD_TBL_DEVICES, phone, refresh_row, r);
         if (rc != QOD_ERR_NOTFOUND)
             return rc;
-        pthread_rwlock_wrlock(&r->lock);
-        qod_subscriber *s = qod_hmap_del(&r->by_phone, phone);
-        if (s)
-            unindex(r, s);
-        free(s);
-        pthread_rwlock_unlock(&r->lock);
+        forget(r, phone);
         return QOD_OK;
     }
     /* Everything: fresh maps from the store replace those in memory. */
