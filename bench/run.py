@@ -15,6 +15,8 @@ workers, a fixed 200-byte JSON body) and then the scenarios of issue 9 with the 
   mass_expiry               M sessions expiring at the same instant: all EXPIRED and their callbacks delivered
   callbacks                 signed callbacks per second to a local keep-alive receiver (nginx answering 204)
   callback_backlog          a backlog built while the receiver is down, drained when it comes back
+  pg_create_1node           create_sync_full and get_v0 with qodd on PostgreSQL (--store postgres://…)
+  pg_create_2nodes          the same on two nodes sharing one database (--cluster-node), load spread over both
 
 Every throughput is reported absolute and as a ratio to the reference. Results go to bench/results.json and to the
 section "API and engine benchmarks (make bench)" of docs/benchmarks.md (with --out DIR: DIR/results.json and
@@ -24,6 +26,11 @@ test suite. Exits 0 when every scenario ran (targets met or not), 1 when one fai
 Sessions for the scale, expiry and callback scenarios are written straight into the SQLite store while qodd is
 stopped, in the row format src/core/engine.c writes (session_doc), then qodd is started on them: creating a million
 sessions through the API would take longer than the whole time budget.
+
+The pg_* scenarios start a throw-away PostgreSQL 15 cluster (tests/tools/pgtmp.sh, as the postgres user, in a
+directory under /tmp; apt-get install postgresql when its server binaries are missing, except in --smoke mode) with
+a fresh database per scenario, and stop it however the run ends. They have no targets: figures only. Without
+PostgreSQL they are reported as skipped, which is not a failure.
 """
 import argparse
 import base64
@@ -41,6 +48,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,7 +65,10 @@ MODES = {
 }
 WRK_THREADS, WRK_CONNS = 2, 64
 SCENARIOS = ["get_v0", "get_v1", "create_sync_full", "create_sync_normal", "lifecycle", "token", "scale",
-             "mass_expiry", "callbacks", "callback_backlog"]
+             "mass_expiry", "callbacks", "callback_backlog", "pg_create_1node", "pg_create_2nodes"]
+PG_SCENARIOS = ("pg_create_1node", "pg_create_2nodes")
+PG_BIN = os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin")
+PGTMP = os.path.join(ROOT, "tests", "tools", "pgtmp.sh")
 V0 = "/camara/qod/v0/sessions"
 V1 = "/quality-on-demand/v1/sessions"
 SBIN_PATH = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
@@ -475,10 +486,9 @@ def shown(text):
     return re.sub(r"/sessions/[0-9a-f-]{36}", "/sessions/$SESSION_ID", text)
 
 
-def wrk(url, secs, script, headers=(), env=None, token=None, perf=None, perf_pid=None, server=None):
-    """Runs wrk -t2 -c64 -d<secs>s --latency with a script of bench/lua; returns the parsed result."""
-    argv = ["wrk", "-t%d" % WRK_THREADS, "-c%d" % WRK_CONNS, "-d%ds" % secs, "--latency",
-            "-s", os.path.join(LUA, script)]
+def wrk_spec(url, secs, script, headers=(), env=None, token=None, threads=WRK_THREADS, conns=WRK_CONNS):
+    """(argv, environment, command as documented) of a wrk run with a script of bench/lua."""
+    argv = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % secs, "--latency", "-s", os.path.join(LUA, script)]
     for h in headers:
         argv += ["-H", h]
     argv.append(url)
@@ -490,7 +500,44 @@ def wrk(url, secs, script, headers=(), env=None, token=None, perf=None, perf_pid
     cmd = (env_text + " " if env_text else "") + " ".join(shown_argv)
     if token:
         cmd = cmd.replace(token, "$TOKEN")
-    cmd = shown(cmd)
+    return argv, full_env, shown(cmd)
+
+
+def wrk_parse(rc, stdout, stderr, cmd):
+    """The result of one wrk run from the QOD_BENCH_JSON line of bench/lua/report.lua."""
+    line = [l for l in stdout.splitlines() if l.startswith("QOD_BENCH_JSON ")]
+    if rc != 0 or not line:
+        raise RuntimeError("wrk failed (%d): %s %s" % (rc, stdout[-1500:], stderr[-1500:]))
+    r = json.loads(line[-1][len("QOD_BENCH_JSON "):])
+    secs_run = r["duration_us"] / 1e6
+    return {
+        "command": cmd,
+        "requests": r["requests"],
+        "seconds": round(secs_run, 3),
+        "rate": round(r["requests"] / secs_run, 1) if secs_run > 0 else 0.0,
+        "latency_ms": {k: round(v / 1000.0, 3) for k, v in r["latency_us"].items()},
+        "errors": r["errors"],
+        "non_2xx": r["errors"]["status"],
+        "statuses": r["statuses"],
+    }
+
+
+def server_cpu(pids, s0, s1, io0, io1, c0, c1, n, secs_run):
+    return {
+        "server_user_us_per_req": round((s1[0] - s0[0]) * 1e6 / n, 1),
+        "server_sys_us_per_req": round((s1[1] - s0[1]) * 1e6 / n, 1),
+        "server_cores": round((s1[0] - s0[0] + s1[1] - s0[1]) / secs_run, 2) if secs_run else None,
+        "wrk_us_per_req": round((c1.children_user - c0.children_user + c1.children_system - c0.children_system)
+                                * 1e6 / n, 1),
+        "server_file_write_kib_per_req": round((io1[0] - io0[0]) / 1024 / n, 2),
+        "server_disk_write_kib_per_req": round((io1[1] - io0[1]) / 1024 / n, 2),
+    }
+
+
+def wrk(url, secs, script, headers=(), env=None, token=None, perf=None, perf_pid=None, server=None,
+        threads=WRK_THREADS, conns=WRK_CONNS):
+    """Runs wrk -t2 -c64 -d<secs>s --latency with a script of bench/lua; returns the parsed result."""
+    argv, full_env, cmd = wrk_spec(url, secs, script, headers, env, token, threads, conns)
     perf_proc = None
     if perf and perf_pid:
         perf_args = os.environ.get("QOD_BENCH_PERF_ARGS", "-F 999 -g").split()
@@ -512,34 +559,52 @@ def wrk(url, secs, script, headers=(), env=None, token=None, perf=None, perf_pid
                 perf_proc.wait(60)
             except subprocess.TimeoutExpired:
                 perf_proc.kill()
-    line = [l for l in p.stdout.splitlines() if l.startswith("QOD_BENCH_JSON ")]
-    if p.returncode != 0 or not line:
-        raise RuntimeError("wrk failed (%d): %s %s" % (p.returncode, p.stdout[-1500:], p.stderr[-1500:]))
-    r = json.loads(line[-1][len("QOD_BENCH_JSON "):])
-    secs_run = r["duration_us"] / 1e6
-    lat = r["latency_us"]
-    errors = r["errors"]
-    n = max(r["requests"], 1)
-    cpu = {
-        "server_user_us_per_req": round((s1[0] - s0[0]) * 1e6 / n, 1),
-        "server_sys_us_per_req": round((s1[1] - s0[1]) * 1e6 / n, 1),
-        "server_cores": round((s1[0] - s0[0] + s1[1] - s0[1]) / secs_run, 2) if secs_run else None,
-        "wrk_us_per_req": round((c1.children_user - c0.children_user + c1.children_system - c0.children_system)
-                                * 1e6 / n, 1),
-        "server_file_write_kib_per_req": round((io1[0] - io0[0]) / 1024 / n, 2),
-        "server_disk_write_kib_per_req": round((io1[1] - io0[1]) / 1024 / n, 2),
-    } if server else None
+    r = wrk_parse(p.returncode, p.stdout, p.stderr, cmd)
+    r["cpu"] = server_cpu(pids, s0, s1, io0, io1, c0, c1, max(r["requests"], 1), r["seconds"]) if server else None
+    r["loadavg"] = loadavg()
+    return r
+
+
+def wrk_parallel(runs, secs, servers=()):
+    """Several wrk processes at once, runs: [(url, script, kwargs of wrk_spec)], all for secs seconds. Returns the
+    combined result (requests, rates, statuses and errors summed; each latency percentile the worse of the runs;
+    server CPU over every process of servers) with the single runs under "parts"."""
+    specs = [wrk_spec(url, secs, script, **kw) for url, script, kw in runs]
+    pids = [pid for d in servers for pid in d.pids()]
+    s0, io0, c0 = cpu_seconds(pids), io_bytes(pids), os.times()
+    procs = []
+    try:
+        for argv, env, _ in specs:
+            procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        outs = [p.communicate(timeout=secs + 120) for p in procs]
+        s1, io1, c1 = cpu_seconds(pids), io_bytes(pids), os.times()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    parts = [wrk_parse(p.returncode, o[0], o[1], spec[2]) for p, o, spec in zip(procs, outs, specs)]
+    statuses, errors = {}, {}
+    for r in parts:
+        for k, v in r["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    n = sum(r["requests"] for r in parts)
+    secs_run = max(r["seconds"] for r in parts)
     return {
-        "command": cmd,
-        "cpu": cpu,
-        "requests": r["requests"],
-        "seconds": round(secs_run, 3),
-        "rate": round(r["requests"] / secs_run, 1) if secs_run > 0 else 0.0,
-        "latency_ms": {k: round(v / 1000.0, 3) for k, v in lat.items()},
+        "command": "\n".join(r["command"] + " &" for r in parts) + "\nwait",
+        "requests": n,
+        "seconds": secs_run,
+        "rate": round(sum(r["rate"] for r in parts), 1),
+        "latency_ms": {k: max(r["latency_ms"][k] for r in parts) for k in parts[0]["latency_ms"]},
+        "latency_note": "each percentile is the worse of the %d wrk processes" % len(parts),
         "errors": errors,
-        "non_2xx": errors["status"],
-        "statuses": r["statuses"],
+        "non_2xx": errors.get("status", 0),
+        "statuses": statuses,
+        "cpu": server_cpu(pids, s0, s1, io0, io1, c0, c1, max(n, 1), secs_run) if servers else None,
         "loadavg": loadavg(),
+        "parts": parts,
     }
 
 
@@ -667,6 +732,8 @@ class Ctx:
         self.receiver_port = None
         self.notes = {}
         self.perf = args.perf
+        self.pg = None  # the PostgreSQL cluster of the pg_* scenarios, started by the first of them
+        self.results = {}  # scenario name → result, as they finish (the pg_* scenarios compare with earlier ones)
 
     def note(self, scenario, text):
         self.notes.setdefault(scenario, []).append(text)
@@ -958,6 +1025,345 @@ def scenario_backlog(ctx):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# PostgreSQL: one node, and two nodes on one database
+
+
+class PgSkip(Exception):
+    """PostgreSQL cannot be had here: the pg_* scenarios are reported as skipped, not failed."""
+
+
+def ensure_pg(mode):
+    """The PostgreSQL 15 server binaries, installed from Debian (package postgresql) when missing, except in smoke
+    mode (the test suite must stay fast); PgSkip when they cannot be had."""
+    if os.access(os.path.join(PG_BIN, "initdb"), os.X_OK):
+        return
+    if mode == "smoke":
+        raise PgSkip("PostgreSQL server binaries not installed (%s); --smoke does not install them" % PG_BIN)
+    if os.geteuid() != 0:
+        raise PgSkip("PostgreSQL server binaries not installed (%s) and not root: apt-get install postgresql"
+                     % PG_BIN)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=120", "--no-install-recommends",
+               "postgresql"]
+    log("installing postgresql")
+    try:
+        if subprocess.run(install, env=env, stdout=subprocess.DEVNULL, timeout=900).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q", "-o", "DPkg::Lock::Timeout=120"], env=env,
+                           stdout=subprocess.DEVNULL, timeout=900)
+            subprocess.run(install, env=env, stdout=subprocess.DEVNULL, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise PgSkip("apt-get install postgresql failed: %s" % e)
+    if not os.access(os.path.join(PG_BIN, "initdb"), os.X_OK):
+        raise PgSkip("PostgreSQL server binaries still missing after apt-get install postgresql (%s)" % PG_BIN)
+
+
+def pg_port():
+    """A free port below the kernel's ephemeral range (as tests/tools/test-pg.sh), so that no outgoing connection
+    of the run can take it from under the server."""
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    base = low - 11000 if low > 12000 else 1024
+    for _ in range(64):
+        port = base + random.randrange(10000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    return free_port()
+
+
+class PgCluster:
+    """A throw-away PostgreSQL 15 cluster started by tests/tools/pgtmp.sh in its own directory under /tmp (the
+    server runs as the postgres user, which must be able to enter it: ctx.base is root's 0700 directory)."""
+
+    def __init__(self, keep=False):
+        self.dir = tempfile.mkdtemp(prefix="qod-bench-pg-", dir="/tmp")
+        self.keep = keep
+        self.port = None
+        self.uri = None
+        self.started = False
+
+    def start(self):
+        _procs.append(self)
+        err = ""
+        for _ in range(4):
+            port = pg_port()
+            p = run_cmd(["sh", PGTMP, "start", self.dir, str(port)], timeout=180)
+            self.started = True  # stop() is harmless when nothing runs
+            if p.returncode == 0 and p.stdout.strip():
+                self.port, self.uri = port, p.stdout.strip().splitlines()[-1]
+                PORT_NAMES[port] = "PG_PORT"
+                return self
+            err = p.stderr[-1500:]
+        raise RuntimeError("could not start PostgreSQL: %s" % err)
+
+    def pids(self):
+        """The postmaster and its children (backends, WAL writer, checkpointer, ...)."""
+        try:
+            with open(os.path.join(self.dir, "data", "postmaster.pid")) as f:
+                pid = int(f.readline())
+        except (OSError, ValueError):
+            return []
+        return [pid] + children_of(pid)
+
+    def psql(self, sql, db="postgres"):
+        """Runs sql as the superuser through the cluster's unix socket; returns the unaligned output."""
+        cmd = [os.path.join(PG_BIN, "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", self.dir, "-p",
+               str(self.port), "-U", "postgres", "-d", db, "-c", sql]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+        p = run_cmd(cmd, timeout=60, cwd="/")
+        if p.returncode != 0:
+            raise RuntimeError("psql %r: %s" % (sql, p.stderr.strip()[-500:]))
+        return p.stdout
+
+    def database(self, name):
+        """A fresh database owned by qod; its URI."""
+        self.psql("DROP DATABASE IF EXISTS %s" % name)
+        self.psql("CREATE DATABASE %s OWNER qod" % name)
+        return self.uri.rsplit("/", 1)[0] + "/" + name
+
+    def shards(self, db):
+        """{holder: shards held} from the leases table (live leases only)."""
+        out = {}
+        for line in self.psql("SELECT holder, count(*) FROM leases WHERE name LIKE 'shard:%' AND expires_at > now() "
+                              "GROUP BY holder", db).split():
+            holder, n = line.rsplit("|", 1)
+            out[holder] = int(n)
+        return out
+
+    def stop(self):
+        if self in _procs:
+            _procs.remove(self)
+        if self.started:
+            self.started = False
+            try:
+                run_cmd(["sh", PGTMP, "stop", self.dir], timeout=120)
+            except (OSError, subprocess.SubprocessError) as e:
+                log("pg: stopping the cluster in %s: %s" % (self.dir, e))
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            log("kept " + self.dir)
+
+
+def pg_cluster(ctx):
+    """The run's PostgreSQL cluster, started at the first pg scenario (PgSkip when it cannot be had)."""
+    if ctx.pg is None:
+        ensure_pg(ctx.mode)
+        ctx.pg = PgCluster(keep=ctx.args.keep).start()
+        log("PostgreSQL 15 on 127.0.0.1:%d, %s" % (ctx.pg.port, ctx.pg.dir))
+    return ctx.pg
+
+
+def pg_command(d, label=""):
+    """A node's command line as documented: ports named (PORT, PORT1, ..., PG_PORT), data dir elided."""
+    argv = [os.path.join(os.path.relpath(d.build, ROOT), "qodd"), "--listen", "127.0.0.1:%d" % d.port, "--data",
+            "DIR" + label, "--log-level", "warn"] + d.args
+    return shown(" ".join(argv))
+
+
+def forward_count(metrics_list):
+    """Requests forwarded to another node, summed over the nodes, from any counter of /metrics whose name says
+    forward (none in this version of qodd: None)."""
+    found = [v for mt in metrics_list for k, v in mt.items() if "forward" in k and "fail" not in k]
+    return int(sum(found)) if found else None
+
+
+def pg_compare(ctx, r, key, sqlite_key):
+    """Ratios to the nginx reference and to the same figure on SQLite when that scenario ran."""
+    r["ratio"] = ctx.ratio(r["rate"])
+    other = ctx.results.get(sqlite_key)
+    r["vs_sqlite"] = round(r["rate"] / other["rate"], 3) if other and other.get("rate") else None
+    r["vs_sqlite_scenario"] = sqlite_key
+    r["targets"] = []
+    return r
+
+
+def with_db_cpu(ctx, fn):
+    """fn() (a wrk run), with the CPU time PostgreSQL (all its processes) used meanwhile, per request."""
+    pids = ctx.pg.pids()
+    u0, k0 = cpu_seconds(pids)
+    r = fn()
+    u1, k1 = cpu_seconds(pids + [p for p in ctx.pg.pids() if p not in pids])
+    n = max(r["requests"], 1)
+    r["db_cpu"] = {"user_us_per_req": round((u1 - u0) * 1e6 / n, 1), "sys_us_per_req": round((k1 - k0) * 1e6 / n, 1),
+                   "cores": round((u1 - u0 + k1 - k0) / r["seconds"], 2) if r["seconds"] else None}
+    return r
+
+
+def pg_get(ctx, nodes, tok, sid, labels):
+    return with_db_cpu(ctx, lambda: pg_get_run(ctx, nodes, tok, sid, labels))
+
+
+def pg_create(ctx, nodes, tok, prefixes):
+    r = with_db_cpu(ctx, lambda: pg_create_run(ctx, nodes, tok, prefixes))
+    r["created"] = r["statuses"].get("201", 0)
+    # Settle (bounded): every session provisioned (none left REQUESTED) and its callback delivered, on every node,
+    # so that the GET run does not pay for them.
+    t0 = time.monotonic()
+    time.sleep(0.7)
+    while time.monotonic() - t0 < ctx.p["wait"]:
+        mts = [d.metrics() for d in nodes]
+        if all(m(mt, 'qod_sessions{state="requested"}') == 0 and m(mt, "qod_delivery_backlog") == 0 for mt in mts):
+            break
+        time.sleep(0.2)
+    r["settle_s"] = round(time.monotonic() - t0, 2)
+    r["callbacks_delivered_after"] = int(sum(m(d.metrics(), "qod_delivery_success_total") for d in nodes))
+    return r
+
+
+def pg_get_run(ctx, nodes, tok, sid, labels):
+    """GET of session sid spread over the nodes: one wrk per node (64 connections in all)."""
+    headers = ["Authorization: Bearer " + tok]
+    if len(nodes) == 1:
+        d = nodes[0]
+        return wrk("http://127.0.0.1:%d%s/%s" % (d.port, V0, sid), ctx.p["secs"], "static.lua", headers=headers,
+                   token=tok, server=d)
+    per = WRK_CONNS // len(nodes)
+    r = wrk_parallel([("http://127.0.0.1:%d%s/%s" % (d.port, V0, sid), "static.lua",
+                       dict(headers=headers, token=tok, threads=max(1, WRK_THREADS // len(nodes)), conns=per))
+                      for d in nodes], ctx.p["secs"], servers=nodes)
+    for part, label in zip(r["parts"], labels):
+        part["node"] = label
+    return r
+
+
+def pg_create_run(ctx, nodes, tok, prefixes):
+    """Authenticated v0 creates, each for a distinct device, spread over the nodes (one wrk per node)."""
+    headers = ["Authorization: Bearer " + tok]
+    if len(nodes) == 1:
+        d = nodes[0]
+        r = wrk("http://127.0.0.1:%d" % d.port, ctx.p["secs"], "create.lua", headers=headers, token=tok,
+                env={"QOD_BENCH_PREFIX": prefixes[0], "QOD_BENCH_URL": ctx.receiver(), "QOD_BENCH_SURFACE": "v0"},
+                server=d)
+    else:
+        per = WRK_CONNS // len(nodes)
+        r = wrk_parallel([("http://127.0.0.1:%d" % d.port, "create.lua",
+                           dict(headers=headers, token=tok, threads=max(1, WRK_THREADS // len(nodes)), conns=per,
+                                env={"QOD_BENCH_PREFIX": pfx, "QOD_BENCH_URL": ctx.receiver(),
+                                     "QOD_BENCH_SURFACE": "v0"}))
+                          for d, pfx in zip(nodes, prefixes)], ctx.p["secs"], servers=nodes)
+        for i, part in enumerate(r["parts"]):
+            part["node"] = "node %d" % (i + 1)
+            part["created"] = part["statuses"].get("201", 0)
+    return r
+
+
+def pg_one_session(ctx, d, tok, phone):
+    r = d.request("POST", V0, token=tok, body={"device": {"phoneNumber": phone}, "qosProfile": "QOS_L",
+                                               "duration": 86400, "webhook": {"notificationUrl": ctx.receiver()}})
+    if r.status != 201:
+        raise RuntimeError("create on %s: %d %r" % (d.base, r.status, r.body[:300]))
+    return r.json()["sessionId"]
+
+
+def scenario_pg_1node(ctx):
+    pg = pg_cluster(ctx)
+    uri = pg.database("bench_pg_create_1node")
+    d = Qodd(ctx.build, ctx.base, "pg1", ["--store", uri, "--sync", "full"])
+    PORT_NAMES[d.port] = "PORT"
+    try:
+        d.start()
+        d.wait_ok("/readyz", 30)
+        _, tok = d.app()
+        sid = pg_one_session(ctx, d, tok, "+18100000001")
+        settle(d, 10)
+        res = {"store": "PostgreSQL 15 (pgtmp.sh defaults: fsync on, synchronous_commit on), on the same machine",
+               "daemon": pg_command(d)}
+        res["create"] = pg_compare(ctx, pg_create(ctx, [d], tok, ["80"]), "create", "create_sync_full")
+        res["get"] = pg_compare(ctx, pg_get(ctx, [d], tok, sid, ["node"]), "get", "get_v0")
+        res["sessions_in_db"] = int(pg.psql("SELECT count(*) FROM sessions", "bench_pg_create_1node").strip() or 0)
+        res["loadavg"] = loadavg()
+        res["targets"] = []
+        return res
+    finally:
+        d.stop()
+
+
+def scenario_pg_2nodes(ctx):
+    pg = pg_cluster(ctx)
+    db = "bench_pg_create_2nodes"
+    uri = pg.database(db)
+    nodes = [Qodd(ctx.build, ctx.base, "pg2-node%d" % (i + 1)) for i in range(2)]
+    public = "http://127.0.0.1:%d" % nodes[0].port
+    for i, d in enumerate(nodes):
+        PORT_NAMES[d.port] = "PORT%d" % (i + 1)
+        d.args = ["--store", uri, "--sync", "full", "--cluster-node", "http://127.0.0.1:%d" % d.port,
+                  "--public-url", public]
+    try:
+        # The first node alone once makes the signing key and secrets.key, which the other gets (as an operator
+        # would copy them); then both start together, so that they share the shards out.
+        nodes[0].start()
+        nodes[0].stop()
+        for f in ("signing-key.pem", "secrets.key"):
+            shutil.copy(os.path.join(nodes[0].data, f), os.path.join(nodes[1].data, f))
+        errs = []
+
+        def start(d):
+            try:
+                d.start()
+                d.wait_ok("/readyz", 30)
+            except Exception as e:  # noqa: BLE001
+                errs.append(e)
+
+        threads = [threading.Thread(target=start, args=(d,)) for d in nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errs:
+            raise errs[0]
+        t0 = time.monotonic()
+        holders = {}
+        while time.monotonic() - t0 < 30:
+            holders = pg.shards(db)
+            if sum(holders.values()) == 64 and len(holders) == 2:
+                break
+            time.sleep(0.2)
+        names = {"http://127.0.0.1:%d" % d.port: "node %d" % (i + 1) for i, d in enumerate(nodes)}
+        split = {names.get(h, h): n for h, n in sorted(holders.items(), key=lambda kv: names.get(kv[0], kv[0]))}
+        ctx.note("pg_create_2nodes", "shards held %s, %.1f s after both were ready" % (split, time.monotonic() - t0))
+        _, tok = nodes[0].app()
+        # A session made on node 1 (in a shard it holds), readable on both before the load starts: node 2 knows
+        # the app and forwards to node 1.
+        sid = pg_one_session(ctx, nodes[0], tok, "+18200000001")
+        for d in nodes:
+            d.wait_ok("%s/%s" % (V0, sid), 10, headers={"Authorization": "Bearer " + tok})
+        settle(nodes[0], 10)
+        mt0 = [d.metrics() for d in nodes]
+        res = {"store": "PostgreSQL 15 (pgtmp.sh defaults: fsync on, synchronous_commit on), on the same machine",
+               "daemon": "\n".join(pg_command(d, str(i + 1)) for i, d in enumerate(nodes)),
+               "nodes": 2, "shards": split}
+        res["create"] = pg_compare(ctx, pg_create(ctx, nodes, tok, ["81", "82"]), "create", "create_sync_full")
+        mt1 = [d.metrics() for d in nodes]
+        res["get"] = pg_compare(ctx, pg_get(ctx, nodes, tok, sid, ["node 1 (holds the session)",
+                                                                   "node 2 (forwards to node 1)"]),
+                                "get", "get_v0")
+        mt2 = [d.metrics() for d in nodes]
+        f0, f1, f2 = forward_count(mt0), forward_count(mt1), forward_count(mt2)
+        res["forwarded"] = ({"create": f1 - f0, "get": f2 - f1} if None not in (f0, f1, f2) else None)
+        one = ctx.results.get("pg_create_1node")
+        for k in ("create", "get"):
+            base = one.get(k) if one and "error" not in one and "skipped" not in one else None
+            res[k]["vs_1node"] = round(res[k]["rate"] / base["rate"], 3) if base and base.get("rate") else None
+        res["shards_after"] = {names.get(h, h): n for h, n in pg.shards(db).items()}
+        res["sessions_in_db"] = int(pg.psql("SELECT count(*) FROM sessions", db).strip() or 0)
+        res["loadavg"] = loadavg()
+        res["targets"] = []
+        return res
+    finally:
+        for d in nodes:
+            d.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Reporting
 
 
@@ -1074,6 +1480,28 @@ def markdown(res, findings):
             "drained in %s s (%s/s)" % (fmt(b["drained_after_receiver_s"], 2), fmt(b["drain_rate"])), None, None)
     elif b:
         L.append("| Callback backlog | failed: %s | | | |" % b["error"][:120])
+    for key, label in (("pg_create_1node", "1 node"), ("pg_create_2nodes", "2 nodes")):
+        r = sc.get(key)
+        if not r:
+            continue
+        if "error" in r or "skipped" in r:
+            L.append("| PostgreSQL, %s | %s: %s | | | |" % (label, "failed" if "error" in r else "skipped",
+                                                           (r.get("error") or r["skipped"])[:120]))
+            continue
+        for k, what in (("create", "POST session"), ("get", "GET session, v0")):
+            x = r[k]
+            text = "%s req/s, p99 %s ms" % (fmt(x["rate"]), fmt(x["latency_ms"]["p99"], 2))
+            if x.get("non_2xx") or x["errors"].get("timeout"):
+                text += " (%s non-2xx, %s timeouts)" % (fmt(x["non_2xx"]), fmt(x["errors"]["timeout"]))
+            rel = []
+            if x.get("vs_1node") is not None:
+                rel.append("%s× 1 node" % fmt(x["vs_1node"], 2))
+            if x.get("vs_sqlite") is not None:
+                rel.append("%s× SQLite %s" % (fmt(x["vs_sqlite"], 2), x["vs_sqlite_scenario"]))
+            if rel:
+                text += "; " + ", ".join(rel)
+            row("%s, PostgreSQL, %s%s" % (what, label, ", `--sync full`" if k == "create" else ""), text,
+                x["ratio"], None)
 
     # Details per scenario
     L += ["", "### Details", ""]
@@ -1150,6 +1578,7 @@ def markdown(res, findings):
                                                                                      fmt(b["drain_rate_after_first"])))
         L.append("| Delivered / dead | %s / %s |" % (fmt(b["delivered"]), fmt(b["dead"])))
         L.append("")
+    L += pg_details(sc, ref)
     failed = [k for k, v in sc.items() if "error" in v]
     if failed:
         L += ["#### Scenarios that failed to run", ""]
@@ -1169,10 +1598,76 @@ def markdown(res, findings):
         r = sc.get(key)
         if r and "error" not in r:
             L.append("# %s (sessions written into DIR/qod.db first)\n%s" % (key, r["daemon"]))
+    for key in PG_SCENARIOS:
+        r = sc.get(key)
+        if r and "error" not in r and "skipped" not in r:
+            db = "bench_" + key
+            L.append("# %s: PostgreSQL 15 in a fresh directory, a fresh database\nsh tests/tools/pgtmp.sh start "
+                     "PGDIR PG_PORT\nrunuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h PGDIR -p PG_PORT "
+                     "-U postgres -c 'CREATE DATABASE %s OWNER qod'" % (key, db))
+            if r.get("nodes", 1) > 1:
+                L.append("# node 1 started alone once to make its keys, then signing-key.pem and secrets.key "
+                         "copied to DIR2; both started together")
+            L.append(r["daemon"])
+            L.append("# create\n%s\n# GET\n%s" % (r["create"]["command"], r["get"]["command"]))
     L += ["```", ""]
     if findings:
         L += ["### Profiles and findings", "", findings.strip(), ""]
     return "\n".join(L).rstrip() + "\n"
+
+
+def pg_details(sc, ref):
+    L = []
+    for key, title in (("pg_create_1node", "PostgreSQL, one node"),
+                       ("pg_create_2nodes", "PostgreSQL, two nodes on one database")):
+        r = sc.get(key)
+        if not r or "error" in r or "skipped" in r:
+            continue
+        L += ["#### " + title, ""]
+        text = ("qodd with `--store postgres://…` and `--sync full` (each create waits for PostgreSQL's commit), the "
+                "simulated network; the database: %s." % r["store"])
+        if r.get("nodes", 1) > 1:
+            text += (" Two nodes, each with its own `--cluster-node` URL and one `--public-url`, started together; "
+                     "shards held: %s (of 64, from the `leases` table). The load is spread over both: one wrk per "
+                     "node, `-t1 -c32` each (64 connections in all, as elsewhere); the rate is the sum, and each "
+                     "latency percentile the worse of the two. The GET reads one session, held by node 1: every "
+                     "GET sent to node 2 is forwarded to node 1." % ", ".join("%s %s" % kv
+                                                                               for kv in r["shards"].items()))
+            if r.get("forwarded"):
+                text += " Forwarded (from `/metrics`): %s creates, %s GETs." % (fmt(r["forwarded"]["create"]),
+                                                                              fmt(r["forwarded"]["get"]))
+        L += [text, ""]
+        for k, what in (("create", "POST /camara/qod/v0/sessions"), ("get", "GET /camara/qod/v0/sessions/{id}")):
+            x = r[k]
+            L += ["%s:" % what, ""]
+            L += wrk_table(x, ref)
+            parts = x.get("parts")
+            if parts:
+                L += ["| Per node | Requests/s | p50 | p99 | Requests | Non-2xx |", "|---|---|---|---|---|---|"]
+                for part in parts:
+                    L.append("| %s | %s | %s ms | %s ms | %s | %s |" % (
+                        part["node"], fmt(part["rate"]), fmt(part["latency_ms"]["p50"], 2),
+                        fmt(part["latency_ms"]["p99"], 2), fmt(part["requests"]), fmt(part["non_2xx"])))
+                L.append("")
+            notes = []
+            rel = []
+            if x.get("vs_sqlite") is not None:
+                rel.append("%s× the SQLite figure (`%s`)" % (fmt(x["vs_sqlite"], 2), x["vs_sqlite_scenario"]))
+            if x.get("vs_1node") is not None:
+                rel.append("%s× one node" % fmt(x["vs_1node"], 2))
+            if rel:
+                notes.append("Rate " + ", ".join(rel) + ".")
+            dbc = x.get("db_cpu")
+            if dbc:
+                notes.append("PostgreSQL (all its processes) meanwhile: %s + %s µs CPU per request, %s cores busy."
+                             % (fmt(dbc["user_us_per_req"]), fmt(dbc["sys_us_per_req"]), fmt(dbc["cores"], 2)))
+            if k == "create":
+                notes.append("%s sessions created; callbacks delivered by the end of the run and its settling "
+                             "(%s s, until no session was left REQUESTED and no callback pending): %s."
+                             % (fmt(x["created"]), fmt(x.get("settle_s"), 1), fmt(x["callbacks_delivered_after"])))
+            if notes:
+                L += [" ".join(notes), ""]
+    return L
 
 
 def wrk_table(r, ref):
@@ -1227,7 +1722,8 @@ def main():
     ap.add_argument("--build", default="build/bench")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="one-minute subset")
-    g.add_argument("--smoke", action="store_true", help="tiny load for the test suite")
+    g.add_argument("--smoke", action="store_true", help="tiny load for the test suite (without the pg_* scenarios "
+                   "unless --only names them)")
     ap.add_argument("--out", help="write results.json and benchmarks.md here instead of bench/ and docs/")
     ap.add_argument("--only", help="comma-separated scenarios (%s); writes nothing unless --out" % ",".join(SCENARIOS))
     ap.add_argument("--perf", help="record `perf record -g` of qodd during each wrk scenario into DIR "
@@ -1240,7 +1736,10 @@ def main():
     if args.render:
         return render_only(args)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    only = [s.strip() for s in args.only.split(",")] if args.only else list(SCENARIOS)
+    # --smoke (the test suite) leaves the pg_* scenarios out unless asked for: a PostgreSQL cluster and two nodes
+    # take some 15 s, more than the rest of the smoke run is allowed to grow.
+    default = [s for s in SCENARIOS if not (mode == "smoke" and s in PG_SCENARIOS)]
+    only = [s.strip() for s in args.only.split(",")] if args.only else default
     bad = [s for s in only if s not in SCENARIOS]
     if bad:
         ap.error("unknown scenario(s): %s" % ", ".join(bad))
@@ -1249,6 +1748,8 @@ def main():
             ap.error("%s/%s not found: build it first (make bench does)" % (args.build, exe))
 
     started = time.monotonic()
+    # SIGTERM (a timeout of the caller) unwinds like Ctrl-C, so that everything started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ensure_tools()
     ctx = Ctx(args, mode)
     log("mode %s, temporary directory %s" % (mode, ctx.base))
@@ -1267,6 +1768,8 @@ def main():
         t = time.monotonic()
         try:
             r = fn(*a)
+        except PgSkip as e:
+            r = {"skipped": str(e)}
         except Exception as e:  # noqa: BLE001 - a scenario that cannot run is reported, the others go on
             failed = True
             r = {"error": "%s: %s" % (type(e).__name__, e)}
@@ -1275,6 +1778,7 @@ def main():
             r["notes"] = ctx.notes[name]
         res["scenarios"][name] = r
         log("%s: %s" % (name, summary_line(r)))
+    ctx.results = res["scenarios"]
 
     nginx = None
     try:
@@ -1326,12 +1830,16 @@ def main():
         record("mass_expiry", scenario_mass_expiry, ctx)
         record("callbacks", scenario_callbacks, ctx)
         record("callback_backlog", scenario_backlog, ctx)
+        record("pg_create_1node", scenario_pg_1node, ctx)
+        record("pg_create_2nodes", scenario_pg_2nodes, ctx)
+        if ctx.pg:
+            ctx.pg.stop()
     except Exception as e:  # noqa: BLE001
         failed = True
         res["error"] = "%s: %s" % (type(e).__name__, e)
         log("error: " + res["error"])
     finally:
-        for p in list(_procs):
+        for p in reversed(list(_procs)):  # the last started first: qodd before its database and receiver
             try:
                 p.stop()
             except Exception:  # noqa: BLE001
@@ -1389,6 +1897,16 @@ def render_only(args):
 def summary_line(r):
     if "error" in r:
         return "FAILED " + r["error"]
+    if "skipped" in r:
+        return "skipped: " + r["skipped"]
+    if "create" in r and "get" in r:
+        s = "; ".join("%s %.0f req/s, p99 %.2f ms%s%s" % (
+            k, r[k]["rate"], r[k]["latency_ms"]["p99"],
+            ", ratio %.2f" % r[k]["ratio"] if r[k].get("ratio") is not None else "",
+            ", %d non-2xx" % r[k]["non_2xx"] if r[k].get("non_2xx") else "") for k in ("create", "get"))
+        if r.get("shards"):
+            s += "; shards %s" % r["shards"]
+        return s
     if "rate" in r:
         s = "%.0f req/s, p99 %.2f ms" % (r["rate"], r["latency_ms"]["p99"])
         if r.get("ratio") is not None:

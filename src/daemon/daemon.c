@@ -285,6 +285,24 @@ static int open_delivery(qod_daemon *d, const qod_options *o, char *err, size_t 
     return rc ? rc : qod_engine_start(d->engine);
 }
 
+/* The cluster's series for /metrics. */
+static void cluster_metrics(void *arg, qod_buf *out)
+{
+    qod_daemon *d = arg;
+    uint64_t relayed = 0, failed = 0;
+    qod_forward_stats(d->forward, &relayed, &failed);
+    qod_buf_printf(out,
+                   "# HELP qod_cluster_shards Shards of sessions this node holds (of %d).\n"
+                   "# TYPE qod_cluster_shards gauge\nqod_cluster_shards %d\n"
+                   "# HELP qod_cluster_nodes Live nodes seen at the last lease round.\n"
+                   "# TYPE qod_cluster_nodes gauge\nqod_cluster_nodes %d\n"
+                   "# HELP qod_forwarded_total Requests forwarded to the node that holds their session.\n"
+                   "# TYPE qod_forwarded_total counter\nqod_forwarded_total{outcome=\"relayed\"} %llu\n"
+                   "qod_forwarded_total{outcome=\"failed\"} %llu\n",
+                   QOD_CLUSTER_SHARDS, qod_cluster_held(d->cluster), qod_cluster_nodes(d->cluster),
+                   (unsigned long long)relayed, (unsigned long long)failed);
+}
+
 static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
 {
     qod_api_deps deps = {
@@ -313,6 +331,8 @@ static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t 
     }
     qod_metrics_add_writer(qod_api_metrics(d->api), qod_delivery_metrics, d->delivery);
     qod_metrics_add_writer(qod_api_metrics(d->api), qod_engine_metrics, d->engine);
+    if (d->cluster)
+        qod_metrics_add_writer(qod_api_metrics(d->api), cluster_metrics, d);
     char path[4200];
     snprintf(path, sizeof path, "%s/qodd.sock", o->data);
     qod_admin_deps ad = {.apps = d->apps,
