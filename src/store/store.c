@@ -179,14 +179,42 @@ static int apply_batch(qod_store *st, qod_store_batch *b)
     return rc;
 }
 
+static void finish_group(qod_store *st, qod_store_batch *group, int rc, bool any_ok);
+
 static void commit_group(qod_store *st, qod_store_batch *group)
 {
+    /* Optimistic first: the whole group without savepoints (two round trips fewer per batch on PostgreSQL). A
+     * batch that fails is rare (a lost conditional insert, a cap, a full disk): the group is then rolled back
+     * and applied again with one savepoint per batch, so that only the failing batches fail. */
     int rc = st->impl->begin(st->h);
+    int orc = QOD_OK;
+    if (rc == QOD_OK) {
+        for (qod_store_batch *b = group; b && orc == QOD_OK; b = b->next)
+            for (qod_store_op *op = b->head; orc == QOD_OK && op; op = op->next)
+                orc = st->impl->apply(st->h, op);
+        if (orc == QOD_OK || !group->next) {
+            /* All applied; or the group is one batch, which fails whole: nothing else to keep. */
+            for (qod_store_batch *b = group; b; b = b->next)
+                b->rc = orc;
+            if (orc != QOD_OK)
+                st->impl->rollback(st->h);
+            finish_group(st, group, orc == QOD_OK ? QOD_OK : QOD_ERR_STORE, orc == QOD_OK);
+            return;
+        }
+        st->impl->rollback(st->h);
+        rc = st->impl->begin(st->h);
+    }
     bool any_ok = false;
     for (qod_store_batch *b = group; b; b = b->next) {
         b->rc = rc == QOD_OK ? apply_batch(st, b) : rc;
         any_ok |= b->rc == QOD_OK;
     }
+    finish_group(st, group, rc, any_ok);
+}
+
+/* Commits (or rolls back) the group's transaction and completes its batches. */
+static void finish_group(qod_store *st, qod_store_batch *group, int rc, bool any_ok)
+{
     if (rc == QOD_OK) {
         int crc = any_ok ? st->impl->commit(st->h) : QOD_OK;
         if (!any_ok)
