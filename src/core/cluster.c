@@ -22,6 +22,7 @@
 struct qod_cluster {
     qod_cluster_opts o;
     char node[QOD_CLUSTER_URL_MAX];
+    char instance[40]; /* this process: holds the node's own lease, so two live processes cannot share a URL */
     qod_pg_lease *pl;
     _Atomic uint64_t held;           /* bit s: this node holds shard s */
     atomic_int nodes;
@@ -150,7 +151,13 @@ static int round_once(qod_cluster *c, bool *lost)
     /* The node's own lease announces it; then each held shard. */
     char node_lease[QOD_CLUSTER_URL_MAX + 8];
     snprintf(node_lease, sizeof node_lease, NODE_PREFIX "%s", c->node);
-    bool renewed = qod_pg_lease_acquire(c->pl, node_lease, c->node, c->o.lease_ms, NULL) == QOD_OK;
+    int nrc = qod_pg_lease_acquire(c->pl, node_lease, c->instance, c->o.lease_ms, NULL);
+    if (nrc == QOD_ERR_BUSY) {
+        QOD_ERROR("cluster", "node_taken", "node=%s detail=\"another process holds this node's lease\"", c->node);
+        *lost = true;
+        return 0;
+    }
+    bool renewed = nrc == QOD_OK;
     uint64_t held = atomic_load(&c->held);
     for (int s = 0; s < QOD_CLUSTER_SHARDS; s++) {
         if (!((held >> s) & 1))
@@ -256,6 +263,9 @@ int qod_cluster_start(const qod_cluster_opts *opts, qod_cluster **out, char *err
         return QOD_ERR_NOMEM;
     c->o = *opts;
     snprintf(c->node, sizeof c->node, "%s", opts->node);
+    char rnd[37];
+    qod_uuid_v4(rnd);
+    snprintf(c->instance, sizeof c->instance, "%s", rnd);
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->stop_mu, NULL);
     pthread_cond_init(&c->stop_cv, NULL);
@@ -268,7 +278,11 @@ int qod_cluster_start(const qod_cluster_opts *opts, qod_cluster **out, char *err
     /* Announce, let nodes starting together announce too, then take a fair share. */
     char node_lease[QOD_CLUSTER_URL_MAX + 8];
     snprintf(node_lease, sizeof node_lease, NODE_PREFIX "%s", c->node);
-    rc = qod_pg_lease_acquire(c->pl, node_lease, c->node, c->o.lease_ms, NULL);
+    /* A lease under this URL may be left by this node's previous, crashed process: it lapses within a lease. */
+    int64_t give_up = qod_time_mono_ms() + c->o.lease_ms + 500;
+    while ((rc = qod_pg_lease_acquire(c->pl, node_lease, c->instance, c->o.lease_ms, NULL)) == QOD_ERR_BUSY &&
+           qod_time_mono_ms() < give_up)
+        wait_stop(c, 200);
     if (rc == QOD_ERR_BUSY)
         snprintf(err, errcap, "cluster: another live node already uses the URL %s", c->node);
     else if (rc != QOD_OK)
@@ -312,7 +326,7 @@ void qod_cluster_stop(qod_cluster *c)
             }
         }
         snprintf(name, sizeof name, NODE_PREFIX "%s", c->node);
-        qod_pg_lease_release(c->pl, name, c->node);
+        qod_pg_lease_release(c->pl, name, c->instance);
         qod_pg_lease_close(c->pl);
     }
     pthread_mutex_destroy(&c->mu);

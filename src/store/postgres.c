@@ -964,7 +964,10 @@ int qod_store_listen(const char *uri, const char *const *channels, qod_store_not
     l->fn = fn;
     l->arg = arg;
     for (; channels[l->nchannels] && l->nchannels < LISTEN_CHANNELS_MAX; l->nchannels++) {
-        if (strlen(channels[l->nchannels]) > 32 || !(l->channels[l->nchannels] = strdup(channels[l->nchannels]))) {
+        /* LISTEN takes the name unquoted (folded to lower case): only names that survive that unchanged. */
+        const char *ch = channels[l->nchannels];
+        if (strlen(ch) > 32 || !*ch || strspn(ch, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(ch) ||
+            !(l->channels[l->nchannels] = strdup(ch))) {
             qod_store_listen_stop(l);
             return QOD_ERR_INVALID;
         }

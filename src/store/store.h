@@ -129,7 +129,8 @@ int qod_store_scan_events(qod_store *st, int64_t state, int64_t after_seq, size_
  * lost): refresh everything on that channel". */
 typedef struct qod_store_listener qod_store_listener;
 typedef void (*qod_store_notify_fn)(void *arg, const char *channel, const char *payload);
-/* Starts listening on the NULL-terminated channels; QOD_ERR_UNSUPPORTED for SQLite (nothing to listen to). */
+/* Starts listening on the NULL-terminated channels (names of [a-z0-9_], at most 32); QOD_ERR_UNSUPPORTED for SQLite
+ * (nothing to listen to), QOD_ERR_INVALID for another name. */
 int qod_store_listen(const char *uri, const char *const *channels, qod_store_notify_fn fn, void *arg,
                      qod_store_listener **out);
 /* Stops the thread and closes; NULL is a no-op. */

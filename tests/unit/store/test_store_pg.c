@@ -4,253 +4,25 @@
  * The behaviour cases run twice, once on PostgreSQL ("pg.") and once on SQLite ("sqlite."), so that the two
  * implementations are held to the same expectations; the "pg." cases after them cover what only PostgreSQL has
  * (migration lock, connection failures and recovery, size limits, leases). Without the server binaries every
- * "pg." case prints "SKIP name: reason". A guardian process stops the cluster and removes its directory when this
- * process ends, however it ends. */
+ * "pg." case prints "SKIP name: reason". The server comes from pgfix.h. */
 #include "store/pg_lease.h"
 #include "store/store.h"
 
+#include "pgfix.h"
 #include "qtest.h"
 #include "util/err.h"
 #include "util/log.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <libpq-fe.h>
-#include <limits.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-/* The cluster shared by every "pg." case; each case starts from an empty schema. */
-static struct {
-    char dir[64];
-    char script[PATH_MAX];
-    char uri[128];
-    char port[16];
-    pid_t guardian;
-    int guard_fd;
-} cluster = {.guardian = -1, .guard_fd = -1};
-
 typedef enum { BK_PG, BK_SQLITE } backend;
 static backend under_test;
-
-/* ---- running the helper script ---- */
-
-/* Runs argv; its stdout (first line, newline dropped) goes to out when out is non-NULL. Returns the exit status. */
-static int run(char *const argv[], char *out, size_t cap)
-{
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], STDOUT_FILENO);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    char buf[512];
-    size_t n = 0;
-    ssize_t got;
-    while ((got = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0 || (got < 0 && errno == EINTR))
-        n += got > 0 ? (size_t)got : 0;
-    close(fds[0]);
-    buf[n] = '\0';
-    buf[strcspn(buf, "\n")] = '\0';
-    if (out && cap) {
-        size_t len = strlen(buf) < cap ? strlen(buf) : cap - 1;
-        memcpy(out, buf, len);
-        out[len] = '\0';
-    }
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-/* tests/tools/pgtmp.sh, from the working directory or from a parent of this binary's directory. */
-static int find_script(void)
-{
-    if (access("tests/tools/pgtmp.sh", X_OK) == 0 && realpath("tests/tools/pgtmp.sh", cluster.script))
-        return 0;
-    char dir[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
-    if (n <= 0)
-        return -1;
-    dir[n] = '\0';
-    for (char *slash; (slash = strrchr(dir, '/')) != NULL && slash != dir;) {
-        *slash = '\0';
-        snprintf(cluster.script, sizeof cluster.script, "%.*s/tests/tools/pgtmp.sh", PATH_MAX - 24, dir);
-        if (access(cluster.script, X_OK) == 0)
-            return 0;
-    }
-    return -1;
-}
-
-static int script(const char *verb, char *out, size_t cap)
-{
-    char *argv[] = {cluster.script, (char *)verb, cluster.dir, strcmp(verb, "start") == 0 ? cluster.port : NULL,
-                    NULL};
-    return run(argv, out, cap);
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    remove(path);
-    return 0;
-}
-
-/* Reaps the stopped servers: this process is their subreaper, so they do not linger as zombies. */
-static void reap(void)
-{
-    pid_t pid;
-    while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
-        if (pid == cluster.guardian)
-            cluster.guardian = -1;
-}
-
-/* Forks the process that waits for this one to end (its pipe closes) and then stops the cluster and removes the
- * directory. */
-static int start_guardian(void)
-{
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        return -1;
-    cluster.guardian = fork();
-    if (cluster.guardian == 0) {
-        close(fds[1]);
-        for (;;) {
-            char c;
-            ssize_t got = read(fds[0], &c, 1);
-            if (got == 0 || (got < 0 && errno != EINTR))
-                break;
-        }
-        script("stop", NULL, 0);
-        nftw(cluster.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-        _exit(0);
-    }
-    close(fds[0]);
-    if (cluster.guardian < 0) {
-        close(fds[1]);
-        return -1;
-    }
-    cluster.guard_fd = fds[1];
-    return 0;
-}
-
-/* True when nothing holds port on 127.0.0.1, not even a connection in TIME_WAIT. */
-static bool port_free(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
-/* A free port below the kernel's ephemeral range, so that no outgoing connection of a busy machine can take it
- * between the probe and the server's bind, nor while the recovery case restarts the server on it. */
-static void pick_port(void)
-{
-    int low = 32768, high = 0, port = 0;
-    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
-    if (f && fscanf(f, "%d %d", &low, &high) != 2)
-        low = 32768;
-    if (f)
-        fclose(f);
-    int base = low > 12000 ? low - 11000 : 1024;
-    unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL);
-    for (int i = 0; i < 64 && !port; i++) {
-        int p = base + (int)(rand_r(&seed) % 10000u);
-        port = port_free(p) ? p : 0;
-    }
-    snprintf(cluster.port, sizeof cluster.port, "%d", port ? port : base);
-}
-
-/* NULL when the cluster runs; otherwise why the "pg." cases skip. *fatal when that is a failure, not a skip. */
-static const char *cluster_start(int *fatal)
-{
-    const char *bindir = getenv("PG_BINDIR") ? getenv("PG_BINDIR") : "/usr/lib/postgresql/15/bin";
-    char initdb[PATH_MAX];
-    snprintf(initdb, sizeof initdb, "%s/initdb", bindir);
-    *fatal = 0;
-    if (access(initdb, X_OK) != 0)
-        return "PostgreSQL 15 server binaries not installed (apt-get install postgresql)";
-    *fatal = 1;
-    if (find_script() != 0)
-        return "tests/tools/pgtmp.sh not found";
-    snprintf(cluster.dir, sizeof cluster.dir, "/tmp/qod-pg-XXXXXX");
-    if (!mkdtemp(cluster.dir))
-        return "mkdtemp failed";
-    if (start_guardian() != 0)
-        return "cannot fork the guardian";
-    /* Another process may take the port between the probe and the server's bind: try a few. */
-    for (int attempt = 0; attempt < 4; attempt++) {
-        pick_port();
-        if (script("start", cluster.uri, sizeof cluster.uri) == 0 && strncmp(cluster.uri, "postgres://", 11) == 0)
-            return NULL;
-    }
-    return "pgtmp.sh start failed";
-}
-
-static void cluster_stop(void)
-{
-    if (cluster.guard_fd >= 0)
-        close(cluster.guard_fd);
-    cluster.guard_fd = -1;
-    if (cluster.guardian > 0)
-        waitpid(cluster.guardian, NULL, 0);
-    cluster.guardian = -1;
-    reap();
-}
-
-/* ---- direct SQL, for setup and for checks the store API cannot make ---- */
-
-/* Runs sql as the application role; the first value of the result goes to out (may be NULL). */
-static int sql(const char *q, char *out, size_t cap)
-{
-    PGconn *c = PQconnectdb(cluster.uri);
-    int rc = -1;
-    if (PQstatus(c) == CONNECTION_OK) {
-        PGresult *r = PQexec(c, q);
-        ExecStatusType s = PQresultStatus(r);
-        rc = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK ? 0 : -1;
-        if (rc == 0 && out)
-            snprintf(out, cap, "%s", PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
-        if (rc != 0)
-            printf("  sql failed: %s", PQerrorMessage(c));
-        PQclear(r);
-    }
-    PQfinish(c);
-    return rc;
-}
-
-static int sql_int(const char *q)
-{
-    char v[32] = "";
-    return sql(q, v, sizeof v) == 0 ? atoi(v) : -1;
-}
-
-static int drop_schema(void)
-{
-    return sql("SET client_min_messages = warning; DROP TABLE IF EXISTS apps, devices, sessions, idempotency, meta,"
-               " events, leases, schema_version",
-               NULL, 0);
-}
 
 /* ---- the fixture: a store on an empty database of the backend under test ---- */
 
@@ -261,7 +33,7 @@ typedef struct {
 
 static const char *fixture_uri(fixture *f)
 {
-    return under_test == BK_PG ? cluster.uri : f->dir;
+    return under_test == BK_PG ? pgfix.uri : f->dir;
 }
 
 static int fixture_reopen(fixture *f, bool sync_full)
@@ -274,7 +46,7 @@ static int fixture_open(fixture *f)
 {
     memset(f, 0, sizeof *f);
     qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
-    if (under_test == BK_PG && drop_schema() != 0)
+    if (under_test == BK_PG && pgfix_drop_schema() != 0)
         return -1;
     snprintf(f->dir, sizeof f->dir, "/tmp/qod-pgtest-XXXXXX");
     if (under_test == BK_SQLITE && !mkdtemp(f->dir))
@@ -287,7 +59,7 @@ static void fixture_close(fixture *f)
     qod_store_close(f->st);
     f->st = NULL;
     if (under_test == BK_SQLITE)
-        nftw(f->dir, remove_entry, 4, FTW_DEPTH | FTW_PHYS);
+        nftw(f->dir, pgfix_remove_entry, 4, FTW_DEPTH | FTW_PHYS);
 }
 
 /* ---- reading back ---- */
@@ -336,6 +108,14 @@ static int scan(fixture *f, qod_store_table t, const char *owner, int stop_after
     memset(l, 0, sizeof *l);
     l->stop_after = stop_after;
     return qod_store_scan(f->st, t, owner, list_key, l);
+}
+
+/* The same for the sessions whose idx is idx. */
+static int scan_idx(fixture *f, const char *idx, int stop_after, key_list *l)
+{
+    memset(l, 0, sizeof *l);
+    l->stop_after = stop_after;
+    return qod_store_scan_idx(f->st, QOD_TBL_SESSIONS, idx, list_key, l);
 }
 
 typedef struct {
@@ -422,9 +202,7 @@ static void on_done(int rc, void *arg)
 /* Waits until n callbacks ran or 60 s passed; returns the count seen. */
 static int tracker_wait(tracker *t, int n)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 60;
+    struct timespec deadline = pgfix_deadline(60000);
     pthread_mutex_lock(&t->mu);
     while (t->done < n && pthread_cond_timedwait(&t->cv, &t->mu, &deadline) == 0)
         ;
@@ -1107,6 +885,158 @@ QTEST(close_drains_queued_batches_and_data_survives_reopen)
     QT_EQ_STR(e.ids, "wh-last");
 }
 
+/* Commits one batch: an optional cap, then the insert of session key for owner with the given state. */
+static int capped_insert(fixture *f, const char *cap_owner, int64_t state_below, int64_t max, const char *key,
+                         const char *owner, int64_t state)
+{
+    qod_store_batch *b = qod_store_batch_new();
+    int rc = cap_owner ? qod_store_batch_cap(b, QOD_TBL_SESSIONS, cap_owner, state_below, max) : QOD_OK;
+    rc = rc ? rc : qod_store_batch_insert(b, QOD_TBL_SESSIONS, key, owner, "", state, 0, "{}");
+    return rc == QOD_OK ? qod_store_commit(f->st, b) : (qod_store_batch_free(b), rc);
+}
+
+QTEST(cap_counts_only_the_owners_rows_below_the_state)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    /* app-1 has two sessions below state 20 (0 and 10) and one at 20; app-2 has one; devices has three of app-1. */
+    QT_EQ_INT(capped_insert(&f, NULL, 0, 0, "a1", "app-1", 0), QOD_OK);
+    QT_EQ_INT(capped_insert(&f, NULL, 0, 0, "a2", "app-1", 10), QOD_OK);
+    QT_EQ_INT(capped_insert(&f, NULL, 0, 0, "a3", "app-1", 20), QOD_OK);
+    QT_EQ_INT(capped_insert(&f, NULL, 0, 0, "b1", "app-2", 0), QOD_OK);
+    qod_store_batch *b = qod_store_batch_new();
+    for (int i = 0; i < 3; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "d%d", i);
+        qod_store_batch_put(b, QOD_TBL_DEVICES, key, "app-1", "", 0, 0, "{}");
+    }
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    int rc[6];
+    rc[0] = capped_insert(&f, "app-1", 20, 2, "full", "app-1", 0);  /* 2 of 2: refused */
+    rc[1] = capped_insert(&f, "app-1", 20, 3, "fits", "app-1", 0);  /* 2 of 3: now 3 */
+    rc[2] = capped_insert(&f, "app-1", 20, 3, "full2", "app-1", 0); /* 3 of 3: refused */
+    rc[3] = capped_insert(&f, "app-1", 10, 3, "low", "app-1", 10);  /* state < 10: a1 and fits, 2 of 3 */
+    rc[4] = capped_insert(&f, "app-2", 20, 2, "b2", "app-2", 0);    /* other owner: 1 of 2 */
+    b = qod_store_batch_new();
+    qod_store_batch_cap(b, QOD_TBL_DEVICES, "app-1", 20, 3); /* devices of app-1: 3 of 3 */
+    qod_store_batch_put(b, QOD_TBL_DEVICES, "d9", "app-1", "", 0, 0, "{}");
+    rc[5] = qod_store_commit(f.st, b);
+    row_copy c;
+    int full = get(&f, QOD_TBL_SESSIONS, "full", &c), full2 = get(&f, QOD_TBL_SESSIONS, "full2", &c);
+    key_list app1;
+    QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, "app-1", 0, &app1), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_INT(rc[0], QOD_ERR_LIMIT);
+    QT_EQ_INT(rc[1], QOD_OK);
+    QT_EQ_INT(rc[2], QOD_ERR_LIMIT);
+    QT_EQ_INT(rc[3], QOD_OK);
+    QT_EQ_INT(rc[4], QOD_OK);
+    QT_EQ_INT(rc[5], QOD_ERR_LIMIT);
+    QT_EQ_INT(full, QOD_ERR_NOTFOUND);
+    QT_EQ_INT(full2, QOD_ERR_NOTFOUND);
+    QT_EQ_STR(app1.keys, "a1 a2 a3 fits low");
+}
+
+QTEST(failed_cap_undoes_its_batch_but_not_its_group)
+{
+    enum { N = 12, MAX = 8 };
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    tracker t = {.done = 0};
+    pthread_mutex_init(&t.mu, NULL);
+    pthread_cond_init(&t.cv, NULL);
+    static slot capped[N], plain[N];
+    /* Submitted back to back, so that they share group commits: the capped batches count the rows the earlier
+     * ones of the same transaction added, and the last N - MAX fail. */
+    for (int i = 0; i < N; i++) {
+        char key[32];
+        capped[i] = (slot){.t = &t, .rc = 1};
+        plain[i] = (slot){.t = &t, .rc = 1};
+        qod_store_batch *cap = qod_store_batch_new(), *other = qod_store_batch_new();
+        snprintf(key, sizeof key, "with-%02d", i);
+        qod_store_batch_put(cap, QOD_TBL_DEVICES, key, "", "", 0, 0, "{}");
+        qod_store_batch_cap(cap, QOD_TBL_SESSIONS, "app-3", 20, MAX);
+        qod_store_batch_insert(cap, QOD_TBL_SESSIONS, key, "app-3", "", 0, 0, "{}");
+        qod_store_batch_event(cap, key, key, "app-3", i, "{}");
+        snprintf(key, sizeof key, "other-%02d", i);
+        qod_store_batch_put(other, QOD_TBL_META, key, "", "", 0, 0, "{}");
+        QT_EQ_INT(qod_store_submit(f.st, cap, on_done, &capped[i]), QOD_OK);
+        QT_EQ_INT(qod_store_submit(f.st, other, on_done, &plain[i]), QOD_OK);
+    }
+    QT_EQ_INT(tracker_wait(&t, 2 * N), 2 * N);
+    key_list devices, sessions, meta;
+    event_list e;
+    QT_EQ_INT(scan(&f, QOD_TBL_DEVICES, NULL, 0, &devices), QOD_OK);
+    QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, NULL, 0, &sessions), QOD_OK);
+    QT_EQ_INT(scan(&f, QOD_TBL_META, NULL, 0, &meta), QOD_OK);
+    QT_EQ_INT(events(&f, -1, 0, 0, &e), QOD_OK);
+    fixture_close(&f);
+    pthread_mutex_destroy(&t.mu);
+    pthread_cond_destroy(&t.cv);
+    for (int i = 0; i < N; i++) {
+        QT_EQ_INT(capped[i].rc, i < MAX ? QOD_OK : QOD_ERR_LIMIT);
+        QT_EQ_INT(plain[i].rc, QOD_OK);
+    }
+    static const char want[] = "with-00 with-01 with-02 with-03 with-04 with-05 with-06 with-07";
+    QT_EQ_STR(devices.keys, want);
+    QT_EQ_STR(sessions.keys, want);
+    QT_EQ_INT(e.n, MAX);
+    QT_EQ_INT(meta.n, N);
+}
+
+QTEST(scan_idx_returns_the_rows_of_one_idx_in_key_order)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, "k3", "app-1", "dev-1", 0, 0, "{}");
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, "k1", "app-2", "dev-1", 30, 0, "{}");
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, "k2", "app-1", "dev-2", 0, 0, "{}");
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, "K0", "app-1", "dev-1", 20, 0, "{}");
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, "k4", "app-1", "dev-10", 0, 0, "{}");
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, "k5", "dev-1", "", 0, 0, "{}");
+    qod_store_batch_put(b, QOD_TBL_DEVICES, "k6", "app-1", "dev-1", 0, 0, "{}");
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    key_list all, first, none, null_idx;
+    int rc[4];
+    rc[0] = scan_idx(&f, "dev-1", 0, &all);
+    rc[1] = scan_idx(&f, "dev-1", 2, &first);
+    rc[2] = scan_idx(&f, "dev-3", 0, &none);
+    rc[3] = scan_idx(&f, NULL, 0, &null_idx);
+    row_copy c;
+    int after = get(&f, QOD_TBL_SESSIONS, "k4", &c);
+    fixture_close(&f);
+    QT_EQ_INT(rc[0], QOD_OK);
+    QT_EQ_STR(all.keys, "K0 k1 k3");
+    QT_EQ_INT(rc[1], QOD_OK);
+    QT_EQ_STR(first.keys, "K0 k1");
+    QT_EQ_INT(rc[2], QOD_OK);
+    QT_EQ_INT(none.n, 0);
+    QT_EQ_INT(rc[3], QOD_ERR_INVALID);
+    QT_EQ_INT(null_idx.n, 0);
+    QT_EQ_INT(after, QOD_OK);
+}
+
+QTEST(notify_commits_with_its_batch)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_batch *b = qod_store_batch_new();
+    QT_EQ_INT(qod_store_batch_notify(b, "apps", "app-1"), QOD_OK);
+    QT_EQ_INT(qod_store_batch_put(b, QOD_TBL_APPS, "app-1", "", "", 0, 0, "{}"), QOD_OK);
+    QT_EQ_INT(qod_store_batch_len(b), 2);
+    int rc = qod_store_commit(f.st, b);
+    b = qod_store_batch_new();
+    QT_EQ_INT(qod_store_batch_notify(b, "devices", ""), QOD_OK);
+    int alone = qod_store_commit(f.st, b);
+    row_copy c;
+    int got = get(&f, QOD_TBL_APPS, "app-1", &c);
+    fixture_close(&f);
+    QT_EQ_INT(rc, QOD_OK);
+    QT_EQ_INT(alone, QOD_OK);
+    QT_EQ_INT(got, QOD_OK);
+}
+
 /* ==== PostgreSQL only ==== */
 
 QTEST(postgresql_scheme_selects_postgres_too)
@@ -1115,7 +1045,7 @@ QTEST(postgresql_scheme_selects_postgres_too)
     QT_EQ_INT(fixture_open(&f), 0);
     QT_EQ_INT(put1(&f, QOD_TBL_APPS, "shared", "", "{\"x\":1}"), QOD_OK);
     char uri[160];
-    snprintf(uri, sizeof uri, "postgresql://%s", cluster.uri + strlen("postgres://"));
+    snprintf(uri, sizeof uri, "postgresql://%s", pgfix.uri + strlen("postgres://"));
     qod_store_opts o = {.uri = uri, .sync_full = true};
     qod_store *st = NULL;
     int rc = qod_store_open(&o, &st);
@@ -1138,7 +1068,7 @@ QTEST(a_path_still_selects_sqlite)
     qod_store_close(st);
     snprintf(db, sizeof db, "%s/qod.db", dir);
     int exists = access(db, F_OK) == 0;
-    nftw(dir, remove_entry, 4, FTW_DEPTH | FTW_PHYS);
+    nftw(dir, pgfix_remove_entry, 4, FTW_DEPTH | FTW_PHYS);
     QT_EQ_INT(rc, QOD_OK);
     QT_TRUE(exists);
 }
@@ -1150,13 +1080,14 @@ QTEST(schema_has_the_tables_and_one_version_row)
     qod_store_close(f.st);
     QT_EQ_INT(fixture_reopen(&f, false), QOD_OK);
     fixture_close(&f);
-    QT_EQ_INT(sql_int("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name IN"
-                      " ('apps','devices','sessions','idempotency','meta','events','leases','schema_version')"),
+    QT_EQ_INT(pgfix_sql_int("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND"
+                            " table_name IN ('apps','devices','sessions','idempotency','meta','events','leases',"
+                            "'schema_version')"),
               8);
-    QT_EQ_INT(sql_int("SELECT count(*) FROM pg_indexes WHERE indexname IN ('sessions_owner','sessions_idx',"
-                      "'events_state','events_session')"),
+    QT_EQ_INT(pgfix_sql_int("SELECT count(*) FROM pg_indexes WHERE indexname IN ('sessions_owner','sessions_idx',"
+                            "'events_state','events_session')"),
               4);
-    QT_EQ_INT(sql_int("SELECT count(*) FROM schema_version"), 2);
+    QT_EQ_INT(pgfix_sql_int("SELECT count(*) FROM schema_version"), 2);
 }
 
 typedef struct {
@@ -1168,7 +1099,7 @@ typedef struct {
 static void *open_at_once(void *arg)
 {
     opener *o = arg;
-    qod_store_opts so = {.uri = cluster.uri, .sync_full = false};
+    qod_store_opts so = {.uri = pgfix.uri, .sync_full = false};
     pthread_barrier_wait(o->go);
     o->rc = qod_store_open(&so, &o->st);
     return NULL;
@@ -1178,7 +1109,7 @@ QTEST(concurrent_opens_migrate_once)
 {
     enum { N = 4 };
     qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
-    QT_EQ_INT(drop_schema(), 0);
+    QT_EQ_INT(pgfix_drop_schema(), 0);
     pthread_barrier_t go;
     pthread_barrier_init(&go, NULL, N);
     opener o[N];
@@ -1199,9 +1130,9 @@ QTEST(concurrent_opens_migrate_once)
         QT_EQ_INT(o[i].rc, QOD_OK);
         QT_EQ_INT(versions[i], 2);
     }
-    QT_EQ_INT(sql_int("SELECT count(*) FROM schema_version"), 2);
+    QT_EQ_INT(pgfix_sql_int("SELECT count(*) FROM schema_version"), 2);
     /* The migration lock was let go: nothing holds an advisory lock any more. */
-    QT_EQ_INT(sql_int("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+    QT_EQ_INT(pgfix_sql_int("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
 }
 
 QTEST(unreachable_server_is_a_store_error)
@@ -1227,7 +1158,7 @@ QTEST(wrong_password_is_a_store_error)
 {
     qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
     char uri[160];
-    snprintf(uri, sizeof uri, "postgres://qod:wrong@%s", strchr(cluster.uri, '@') + 1);
+    snprintf(uri, sizeof uri, "postgres://qod:wrong@%s", strchr(pgfix.uri, '@') + 1);
     qod_store_opts o = {.uri = uri, .sync_full = false};
     qod_store *st = (qod_store *)1;
     int rc = qod_store_open(&o, &st);
@@ -1280,8 +1211,8 @@ QTEST(stopped_server_fails_with_store_error_then_store_recovers)
     fixture f;
     QT_EQ_INT(fixture_open(&f), 0);
     QT_EQ_INT(put1(&f, QOD_TBL_APPS, "before", "", "{}"), QOD_OK);
-    QT_EQ_INT(script("stop", NULL, 0), 0);
-    reap();
+    QT_EQ_INT(pgfix_script("stop", NULL, 0), 0);
+    pgfix_reap();
     row_copy c;
     event_list e;
     int down[5];
@@ -1291,7 +1222,7 @@ QTEST(stopped_server_fails_with_store_error_then_store_recovers)
     down[3] = qod_store_ping(f.st);
     key_list l;
     down[4] = scan(&f, QOD_TBL_APPS, NULL, 0, &l);
-    int restarted = script("start", NULL, 0);
+    int restarted = pgfix_script("start", NULL, 0);
     int up[3];
     up[0] = put1(&f, QOD_TBL_APPS, "after", "", "{}");
     up[1] = get(&f, QOD_TBL_APPS, "before", &c);
@@ -1310,9 +1241,9 @@ static int lease_fixture(qod_pg_lease **a, qod_pg_lease **b)
 {
     qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
     *a = *b = NULL;
-    if (drop_schema() != 0 || qod_pg_lease_open(cluster.uri, a) != QOD_OK)
+    if (pgfix_drop_schema() != 0 || qod_pg_lease_open(pgfix.uri, a) != QOD_OK)
         return -1;
-    return qod_pg_lease_open(cluster.uri, b) == QOD_OK ? 0 : -1;
+    return qod_pg_lease_open(pgfix.uri, b) == QOD_OK ? 0 : -1;
 }
 
 QTEST(lease_has_one_holder_until_released)
@@ -1381,6 +1312,343 @@ QTEST(lease_refuses_bad_arguments)
         QT_EQ_INT(rc[i], QOD_ERR_INVALID);
 }
 
+/* ---- change notifications ---- */
+
+/* What a listener heard, in order; payload NULL is recorded as "(null)". */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n;
+    char channel[16][16], payload[16][64];
+} heard;
+
+static void heard_init(heard *h)
+{
+    memset(h, 0, sizeof *h);
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+}
+
+static void heard_dispose(heard *h)
+{
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+}
+
+static void on_heard(void *arg, const char *channel, const char *payload)
+{
+    heard *h = arg;
+    pthread_mutex_lock(&h->mu);
+    if (h->n < 16) {
+        snprintf(h->channel[h->n], sizeof h->channel[0], "%s", channel);
+        snprintf(h->payload[h->n], sizeof h->payload[0], "%s", payload ? payload : "(null)");
+    }
+    h->n++;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Waits until n notifications were heard or ms passed; returns the count heard. */
+static int heard_wait(heard *h, int n, int ms)
+{
+    struct timespec deadline = pgfix_deadline(ms);
+    pthread_mutex_lock(&h->mu);
+    while (h->n < n && pthread_cond_timedwait(&h->cv, &h->mu, &deadline) == 0)
+        ;
+    int got = h->n;
+    pthread_mutex_unlock(&h->mu);
+    return got;
+}
+
+static int notify1(fixture *f, const char *channel, const char *payload)
+{
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_notify(b, channel, payload);
+    return qod_store_commit(f->st, b);
+}
+
+static const char *const listened[] = {"apps", "devices", NULL};
+
+QTEST(listen_needs_postgres)
+{
+    char dir[64] = "/tmp/qod-pgtest-XXXXXX";
+    QT_TRUE(mkdtemp(dir) != NULL);
+    qod_store_listener *l = (qod_store_listener *)1;
+    heard h;
+    heard_init(&h);
+    int rc = qod_store_listen(dir, listened, on_heard, &h, &l);
+    rmdir(dir);
+    qod_store_listen_stop(NULL);
+    heard_dispose(&h);
+    QT_EQ_INT(rc, QOD_ERR_UNSUPPORTED);
+    QT_TRUE(l == NULL);
+}
+
+/* A row lock held by another transaction keeps the batch (notify, then put of that row) from committing: the
+ * listener must hear nothing until the batch commits, then the channel and payload as given. */
+QTEST(notify_reaches_the_listener_at_commit_only)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(put1(&f, QOD_TBL_APPS, "app-1", "", "{}"), QOD_OK);
+    heard h;
+    heard_init(&h);
+    qod_store_listener *l = NULL;
+    int listen_rc = qod_store_listen(pgfix.uri, listened, on_heard, &h, &l);
+    PGconn *blocker = PQconnectdb(pgfix.uri);
+    PGresult *r = PQexec(blocker, "BEGIN; SELECT 1 FROM apps WHERE key = 'app-1' FOR UPDATE");
+    int locked = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    PQclear(r);
+    tracker t = {.done = 0};
+    pthread_mutex_init(&t.mu, NULL);
+    pthread_cond_init(&t.cv, NULL);
+    slot s = {.t = &t, .rc = 1};
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_notify(b, "apps", "app-1 'quoted' \"too\"");
+    qod_store_batch_put(b, QOD_TBL_APPS, "app-1", "", "", 0, 0, "{\"v\":2}");
+    int submit_rc = qod_store_submit(f.st, b, on_done, &s);
+    int before = heard_wait(&h, 1, 400);
+    int blocked = atomic_load(&s.calls) == 0;
+    PQclear(PQexec(blocker, "COMMIT"));
+    PQfinish(blocker);
+    int done = tracker_wait(&t, 1);
+    int after = heard_wait(&h, 1, 5000);
+    int other_rc = notify1(&f, "devices", "dev-1");
+    int both = heard_wait(&h, 2, 5000);
+    qod_store_listen_stop(l);
+    fixture_close(&f);
+    pthread_mutex_destroy(&t.mu);
+    pthread_cond_destroy(&t.cv);
+    heard_dispose(&h);
+    QT_EQ_INT(listen_rc, QOD_OK);
+    QT_TRUE(locked);
+    QT_EQ_INT(submit_rc, QOD_OK);
+    QT_TRUE(blocked);
+    QT_EQ_INT(before, 0);
+    QT_EQ_INT(done, 1);
+    QT_EQ_INT(s.rc, QOD_OK);
+    QT_EQ_INT(after, 1);
+    QT_EQ_STR(h.channel[0], "apps");
+    QT_EQ_STR(h.payload[0], "app-1 'quoted' \"too\"");
+    QT_EQ_INT(other_rc, QOD_OK);
+    QT_EQ_INT(both, 2);
+    QT_EQ_STR(h.channel[1], "devices");
+    QT_EQ_STR(h.payload[1], "dev-1");
+}
+
+QTEST(notify_of_a_failed_batch_is_never_delivered)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(put1(&f, QOD_TBL_APPS, "taken", "", "{}"), QOD_OK);
+    heard h;
+    heard_init(&h);
+    qod_store_listener *l = NULL;
+    int listen_rc = qod_store_listen(pgfix.uri, listened, on_heard, &h, &l);
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_notify(b, "apps", "lost");
+    qod_store_batch_insert(b, QOD_TBL_APPS, "taken", "", "", 0, 0, "{}");
+    int failed_rc = qod_store_commit(f.st, b);
+    int unheard_rc = notify1(&f, "other", "unheard");
+    int kept_rc = notify1(&f, "apps", "kept");
+    /* Notifications arrive in commit order: "lost", had it been sent, would come first. */
+    int first = heard_wait(&h, 1, 5000);
+    int total = heard_wait(&h, 2, 300);
+    qod_store_listen_stop(l);
+    fixture_close(&f);
+    heard_dispose(&h);
+    QT_EQ_INT(listen_rc, QOD_OK);
+    QT_EQ_INT(failed_rc, QOD_ERR_EXISTS);
+    QT_EQ_INT(unheard_rc, QOD_OK);
+    QT_EQ_INT(kept_rc, QOD_OK);
+    QT_EQ_INT(first, 1);
+    QT_EQ_STR(h.payload[0], "kept");
+    QT_EQ_INT(total, 1);
+}
+
+/* After the server restarts, the listener reconnects, says on every channel that it may have missed something,
+ * and hears what follows. */
+QTEST(listener_reconnects_after_a_server_restart)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    heard h;
+    heard_init(&h);
+    qod_store_listener *l = NULL;
+    int listen_rc = qod_store_listen(pgfix.uri, listened, on_heard, &h, &l);
+    int before_rc = notify1(&f, "apps", "before");
+    int before = heard_wait(&h, 1, 5000);
+    int stopped = pgfix_script("stop", NULL, 0);
+    pgfix_reap();
+    int restarted = pgfix_script("start", NULL, 0);
+    int refresh = heard_wait(&h, 3, 10000);
+    int after_rc = notify1(&f, "devices", "after");
+    int after = heard_wait(&h, 4, 5000);
+    qod_store_listen_stop(l);
+    fixture_close(&f);
+    heard_dispose(&h);
+    QT_EQ_INT(listen_rc, QOD_OK);
+    QT_EQ_INT(before_rc, QOD_OK);
+    QT_EQ_INT(before, 1);
+    QT_EQ_INT(stopped, 0);
+    QT_EQ_INT(restarted, 0);
+    QT_EQ_INT(refresh, 3);
+    QT_EQ_STR(h.channel[1], "apps");
+    QT_EQ_STR(h.payload[1], "(null)");
+    QT_EQ_STR(h.channel[2], "devices");
+    QT_EQ_STR(h.payload[2], "(null)");
+    QT_EQ_INT(after_rc, QOD_OK);
+    QT_EQ_INT(after, 4);
+    QT_EQ_STR(h.channel[3], "devices");
+    QT_EQ_STR(h.payload[3], "after");
+}
+
+/* Commits one batch: put or insert of a session. */
+static int session_write(fixture *f, bool insert, const char *key, const char *idx, int64_t state)
+{
+    qod_store_batch *b = qod_store_batch_new();
+    if (insert)
+        qod_store_batch_insert(b, QOD_TBL_SESSIONS, key, "app-1", idx, state, 0, "{}");
+    else
+        qod_store_batch_put(b, QOD_TBL_SESSIONS, key, "app-1", idx, state, 0, "{}");
+    return qod_store_commit(f->st, b);
+}
+
+QTEST(one_active_session_per_device)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    int rc[10];
+    rc[0] = session_write(&f, true, "s1", "dev-1", 0);
+    rc[1] = session_write(&f, true, "s2", "dev-1", 19); /* both active */
+    rc[2] = session_write(&f, false, "s3", "dev-1", 10);
+    rc[3] = session_write(&f, true, "s4", "dev-1", 20); /* ended ones do not count */
+    rc[4] = session_write(&f, true, "s5", "", 0);       /* nor do rows without a device */
+    rc[5] = session_write(&f, true, "s6", "", 0);
+    rc[6] = session_write(&f, false, "s1", "dev-1", 5); /* the active row itself may change */
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_put(b, QOD_TBL_DEVICES, "undone", "", "", 0, 0, "{}");
+    qod_store_batch_insert(b, QOD_TBL_SESSIONS, "s7", "app-2", "dev-1", 0, 0, "{}");
+    rc[7] = qod_store_commit(f.st, b);
+    b = qod_store_batch_new();
+    qod_store_batch_update(b, QOD_TBL_SESSIONS, "s1", 20, 0, "{}");
+    rc[8] = qod_store_commit(f.st, b);
+    rc[9] = session_write(&f, true, "s8", "dev-1", 0); /* the device is free again */
+    row_copy c;
+    int undone = get(&f, QOD_TBL_DEVICES, "undone", &c);
+    key_list l;
+    QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, NULL, 0, &l), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_INT(rc[0], QOD_OK);
+    QT_EQ_INT(rc[1], QOD_ERR_EXISTS);
+    QT_EQ_INT(rc[2], QOD_ERR_EXISTS);
+    for (int i = 3; i < 7; i++)
+        QT_EQ_INT(rc[i], QOD_OK);
+    QT_EQ_INT(rc[7], QOD_ERR_EXISTS);
+    QT_EQ_INT(rc[8], QOD_OK);
+    QT_EQ_INT(rc[9], QOD_OK);
+    QT_EQ_INT(undone, QOD_ERR_NOTFOUND);
+    QT_EQ_STR(l.keys, "s1 s4 s5 s6 s8");
+}
+
+/* Two stores on one database, as two nodes: the cap holds exactly under concurrent capped inserts. */
+typedef struct {
+    qod_store *st;
+    int node, ok, limited;
+} capper;
+
+static void *cap_many(void *arg)
+{
+    capper *c = arg;
+    for (int i = 0; i < 10; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "n%d-%02d", c->node, i);
+        qod_store_batch *b = qod_store_batch_new();
+        qod_store_batch_cap(b, QOD_TBL_SESSIONS, "app-1", 20, 5);
+        qod_store_batch_insert(b, QOD_TBL_SESSIONS, key, "app-1", "", 0, 0, "{}");
+        int rc = qod_store_commit(c->st, b);
+        c->ok += rc == QOD_OK;
+        c->limited += rc == QOD_ERR_LIMIT;
+    }
+    return NULL;
+}
+
+QTEST(cap_is_exact_across_stores)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store *other = NULL;
+    qod_store_opts o = {.uri = pgfix.uri, .sync_full = false};
+    QT_EQ_INT(qod_store_open(&o, &other), QOD_OK);
+    capper c[2] = {{.st = f.st, .node = 0}, {.st = other, .node = 1}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        QT_EQ_INT(pthread_create(&th[i], NULL, cap_many, &c[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    qod_store_close(other);
+    key_list l;
+    QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, "app-1", 0, &l), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_INT(c[0].ok + c[1].ok, 5);
+    QT_EQ_INT(c[0].limited + c[1].limited, 15);
+    QT_EQ_INT(l.n, 5);
+}
+
+/* The names and holders a lease listing returned, as "name=holder" joined by spaces. */
+typedef struct {
+    int n, stop_after;
+    char text[256];
+} lease_names;
+
+static int list_lease(void *arg, const char *name, const char *holder)
+{
+    lease_names *l = arg;
+    size_t used = strlen(l->text);
+    snprintf(l->text + used, sizeof l->text - used, "%s%s=%s", used ? " " : "", name, holder);
+    l->n++;
+    return l->stop_after && l->n >= l->stop_after;
+}
+
+static int lease_list(qod_pg_lease *pl, const char *prefix, int stop_after, lease_names *l)
+{
+    memset(l, 0, sizeof *l);
+    l->stop_after = stop_after;
+    return qod_pg_lease_list(pl, prefix, list_lease, l);
+}
+
+QTEST(lease_list_by_prefix_in_name_order_without_expired)
+{
+    qod_pg_lease *a, *b;
+    QT_EQ_INT(lease_fixture(&a, &b), 0);
+    static const char *const names[][2] = {{"shard:10", "n-a"}, {"shard:02", "n-b"}, {"shard:01", "n-a"},
+                                           {"shard:03", "n-b"}, {"shardx", "n-c"},   {"node:http://a", "n-a"},
+                                           {"xa", "n-a"},       {"x%y", "n-b"}};
+    int acquired = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        acquired += qod_pg_lease_acquire(i % 2 ? a : b, names[i][0], names[i][1], 60000, NULL) == QOD_OK;
+    /* shard:03 runs out. */
+    int expired = pgfix_sql("UPDATE leases SET expires_at = now() WHERE name = 'shard:03'", NULL, 0);
+    lease_names shards, percent, all, first, none;
+    int rc[5];
+    rc[0] = lease_list(b, "shard:", 0, &shards);
+    rc[1] = lease_list(a, "x%", 0, &percent);
+    rc[2] = lease_list(a, "", 0, &all);
+    rc[3] = lease_list(a, "shard:", 1, &first);
+    rc[4] = lease_list(a, "none", 0, &none);
+    qod_pg_lease_close(a);
+    qod_pg_lease_close(b);
+    QT_EQ_INT(acquired, 8);
+    QT_EQ_INT(expired, 0);
+    for (int i = 0; i < 5; i++)
+        QT_EQ_INT(rc[i], QOD_OK);
+    QT_EQ_STR(shards.text, "shard:01=n-a shard:02=n-b shard:10=n-a");
+    QT_EQ_STR(percent.text, "x%y=n-b");
+    QT_EQ_STR(all.text, "node:http://a=n-a shard:01=n-a shard:02=n-b shard:10=n-a shardx=n-c x%y=n-b xa=n-a");
+    QT_EQ_STR(first.text, "shard:01=n-a");
+    QT_EQ_INT(none.n, 0);
+}
+
 static const qtest_case both[] = {
     QT_CASE(open_reports_the_current_version_and_answers_ping), QT_CASE(reopen_keeps_the_current_version),
     QT_CASE(put_get_round_trip_every_table), QT_CASE(get_absent_is_notfound_and_tables_are_separate),
@@ -1397,6 +1665,8 @@ static const qtest_case both[] = {
     QT_CASE(savepoint_rollback_undoes_only_its_batch), QT_CASE(rollback_discards_the_transaction),
     QT_CASE(many_async_submits_complete_exactly_once),
     QT_CASE(close_drains_queued_batches_and_data_survives_reopen),
+    QT_CASE(cap_counts_only_the_owners_rows_below_the_state), QT_CASE(failed_cap_undoes_its_batch_but_not_its_group),
+    QT_CASE(scan_idx_returns_the_rows_of_one_idx_in_key_order), QT_CASE(notify_commits_with_its_batch),
 };
 static const qtest_case pg_only[] = {
     QT_CASE(postgresql_scheme_selects_postgres_too), QT_CASE(a_path_still_selects_sqlite),
@@ -1404,35 +1674,17 @@ static const qtest_case pg_only[] = {
     QT_CASE(unreachable_server_is_a_store_error), QT_CASE(wrong_password_is_a_store_error),
     QT_CASE(oversized_values_fail_their_batch), QT_CASE(lease_has_one_holder_until_released),
     QT_CASE(lease_passes_on_when_it_expires), QT_CASE(lease_refuses_bad_arguments),
-    QT_CASE(stopped_server_fails_with_store_error_then_store_recovers),
+    QT_CASE(stopped_server_fails_with_store_error_then_store_recovers), QT_CASE(listen_needs_postgres),
+    QT_CASE(notify_reaches_the_listener_at_commit_only), QT_CASE(notify_of_a_failed_batch_is_never_delivered),
+    QT_CASE(listener_reconnects_after_a_server_restart), QT_CASE(one_active_session_per_device),
+    QT_CASE(cap_is_exact_across_stores), QT_CASE(lease_list_by_prefix_in_name_order_without_expired),
 };
-
-/* Runs one case as "<prefix>.<name>", or prints why it skips; argv[1], when given, selects by substring. */
-static int run_case(const qtest_case *c, const char *prefix, const char *skip, const char *only)
-{
-    char name[160];
-    snprintf(name, sizeof name, "%s.%s", prefix, c->name);
-    if (only && !strstr(name, only))
-        return 0;
-    if (skip) {
-        printf("SKIP %s: %s\n", name, skip);
-        fflush(stdout);
-        return 0;
-    }
-    int failed = 0;
-    c->fn(&failed);
-    printf("%s %s\n", failed ? "FAIL" : "PASS", name);
-    fflush(stdout);
-    return failed;
-}
 
 int main(int argc, char **argv)
 {
     const char *only = argc > 1 ? argv[1] : NULL;
-    /* The servers pg_ctl starts become our children once it exits, so that we can reap them after a stop. */
-    prctl(PR_SET_CHILD_SUBREAPER, 1);
     int fatal = 0;
-    const char *skip = cluster_start(&fatal);
+    const char *skip = pgfix_start(&fatal);
     int fails = 0;
     if (skip && fatal) {
         printf("FAIL pg.cluster_start: %s\n", skip);
@@ -1440,13 +1692,13 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof both / sizeof both[0]; i++) {
         under_test = BK_PG;
-        fails += run_case(&both[i], "pg", skip, only);
+        fails += pgfix_run_case(&both[i], "pg", skip, only);
         under_test = BK_SQLITE;
-        fails += run_case(&both[i], "sqlite", NULL, only);
+        fails += pgfix_run_case(&both[i], "sqlite", NULL, only);
     }
     under_test = BK_PG;
     for (size_t i = 0; i < sizeof pg_only / sizeof pg_only[0]; i++)
-        fails += run_case(&pg_only[i], "pg", skip, only);
-    cluster_stop();
+        fails += pgfix_run_case(&pg_only[i], "pg", skip, only);
+    pgfix_stop();
     return fails ? 1 : 0;
 }
