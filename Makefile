@@ -32,7 +32,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
 TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
 TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 
-.PHONY: all deps run test test-pg test-faults unit e2e clean fuzz fuzz-build bench format
+.PHONY: all deps run test test-pg test-cluster test-faults unit e2e clean fuzz fuzz-build bench format
 all: $(BUILD)/qodd $(BUILD)/qodctl
 
 deps:
@@ -80,6 +80,13 @@ test: deps
 test-pg: deps
 	@$(MAKE) --no-print-directory all $(TOOL_BIN)
 	@tests/tools/test-pg.sh $(BUILD) $(if $(T),--only $(T))
+
+# `make test-cluster`: the e2e files below again on PostgreSQL, each daemon being 3 qodd nodes on its database
+# (QOD_TEST_CLUSTER=3, see tests/e2e/qodlib.py) with requests round-robin over the nodes. T=substring picks files.
+CLUSTER_E2E := test_sessions_v0 test_camara_v1 test_provisioning test_callbacks test_foundation test_hardening
+test-cluster: deps
+	@$(MAKE) --no-print-directory all $(TOOL_BIN)
+	@QOD_TEST_CLUSTER=3 tests/tools/test-pg.sh $(BUILD) $(addprefix --only ,$(or $(T),$(CLUSTER_E2E)))
 
 # The long fault-injection tests (also run by CI).
 test-faults: deps

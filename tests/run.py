@@ -30,7 +30,7 @@ def collect(build, unit_only, only, e2e_dir_name="tests/e2e", e2e_only=False):
             if f.startswith("test_") and f.endswith(".py"):
                 jobs.append(("e2e", e2e_dir_name + "/" + f, [sys.executable, os.path.join(e2e_dir, f)]))
     if only:
-        jobs = [j for j in jobs if only in j[1]]
+        jobs = [j for j in jobs if any(o in j[1] for o in only)]
     return jobs
 
 
@@ -56,7 +56,8 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--unit-only", action="store_true")
     ap.add_argument("--e2e-only", action="store_true", help="only the black-box test files, no unit binaries")
-    ap.add_argument("--only", default="")
+    ap.add_argument("--only", action="append", default=[],
+                    help="run only the files whose path contains this (repeatable: any of them)")
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("QOD_TEST_JOBS", "4")))
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--dir", default="tests/e2e", help="directory of black-box test files")

@@ -169,10 +169,19 @@ static void on_lease_lost(void *ctx)
 static void on_peer_change(void *ctx, const char *channel, const char *payload)
 {
     qod_daemon *d = ctx;
+    long long seq = 0;
+    char session[64] = "";
     if (strcmp(channel, "apps") == 0)
         qod_apps_refresh(d->apps, payload);
     else if (strcmp(channel, "devices") == 0)
         qod_registry_refresh(d->registry, payload);
+    else if (strcmp(channel, "requeue") == 0 && !payload)
+        qod_delivery_rescan(d->delivery); /* replays may have been missed: pending events are in the store */
+    else if (strcmp(channel, "gone") == 0 && payload)
+        qod_delivery_gone(d->delivery, payload);
+    else if (strcmp(channel, "requeue") == 0 && payload && sscanf(payload, "%lld %63s", &seq, session) == 2 &&
+             qod_cluster_owns(d->cluster, session))
+        qod_delivery_requeue(d->delivery, session, seq); /* a replay asked on another node: ours to send */
 }
 
 static int open_cluster(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
@@ -193,7 +202,7 @@ static int open_peers(qod_daemon *d, const qod_options *o, char *err, size_t err
 {
     if (!d->cluster)
         return QOD_OK;
-    static const char *const channels[] = {"apps", "devices", NULL};
+    static const char *const channels[] = {"apps", "devices", "gone", "requeue", NULL};
     int rc = qod_store_listen(o->store, channels, on_peer_change, d, &d->listener);
     if (rc != QOD_OK) {
         snprintf(err, errcap, "cluster: cannot listen for the other nodes' changes: %s", qod_strerror(rc));

@@ -119,6 +119,7 @@ struct qod_delivery {
     int inflight;
     size_t loaded;
     int64_t last_seq;
+    bool rescanning; /* load_job reads the outbox from its start again (qod_delivery_rescan) */
     bool more;          /* the store holds pending events not loaded yet */
     int64_t curl_due;   /* monotonic ms of curl's next timeout, -1 none */
     atomic_bool kick_posted;
@@ -803,8 +804,10 @@ static void finish_outcome(qod_delivery *d, attempt *at, CURLcode cc)
             if (u && qod_hmap_put(&d->gone, u, u) != QOD_OK)
                 free(u);
             /* Remembered across restarts: the receiver said the URL is gone for good. */
+            /* And by the other nodes sharing the store (no-op on SQLite). */
             qod_store_batch *b = qod_store_batch_new();
-            if (b && qod_store_batch_put(b, QOD_TBL_META, q->url, "gone", "gone", 0, qod_time_wall_ms(), "{}") == QOD_OK)
+            if (b && qod_store_batch_put(b, QOD_TBL_META, q->url, "gone", "gone", 0, qod_time_wall_ms(), "{}") == QOD_OK &&
+                qod_store_batch_notify(b, "gone", q->url) == QOD_OK)
                 qod_store_submit(d->o.store, b, NULL, NULL);
             else
                 qod_store_batch_free(b);
@@ -983,6 +986,17 @@ static sq *queue_for(qod_delivery *d, const char *session, const char *url)
     return q;
 }
 
+/* True when an outcome of seq still waits to be written again (the store refused it): the store's row is stale. */
+static bool outcome_unwritten(qod_delivery *d, int64_t seq)
+{
+    bool found = false;
+    pthread_mutex_lock(&d->retry_mu);
+    for (state_write *w = d->retry_writes; w && !found; w = w->next)
+        found = w->seq == seq;
+    pthread_mutex_unlock(&d->retry_mu);
+    return found;
+}
+
 static int load_one(void *arg, const qod_store_event *e)
 {
     qod_delivery *d = arg;
@@ -992,6 +1006,8 @@ static int load_one(void *arg, const qod_store_event *e)
         return 0;
     if (d->o.owns && !d->o.owns(d->o.owns_ctx, e->session))
         return 0; /* another node's session: that node delivers it (qod_delivery_rescan if it becomes ours) */
+    if (d->rescanning && outcome_unwritten(d, e->seq))
+        return 0; /* delivered (or dead) already: only its outcome waits for the store */
     if (d->loaded >= d->o.max_loaded) {
         d->more = true;
         return 1;
@@ -1059,7 +1075,15 @@ static void requeue_now(qod_delivery *d, const char *session, int64_t from_seq)
     /* Outcomes gathered so far go first: committed after the replay they would undo it. */
     flush_outcomes(d);
     qod_store_batch *b = qod_store_batch_new();
-    if (b && qod_store_batch_event_requeue(b, session, from_seq, qod_time_wall_ms()) == QOD_OK)
+    int rc = b ? qod_store_batch_event_requeue(b, session, from_seq, qod_time_wall_ms()) : QOD_ERR_NOMEM;
+    if (rc == QOD_OK && d->o.owns && !d->o.owns(d->o.owns_ctx, session)) {
+        /* Another node delivers this session: it replays it too (its memory may hold later events). If it is
+         * down, the node that takes the session over finds the events pending. */
+        char payload[64];
+        snprintf(payload, sizeof payload, "%lld %s", (long long)from_seq, session);
+        rc = qod_store_batch_notify(b, "requeue", payload);
+    }
+    if (rc == QOD_OK)
         qod_store_commit(d->o.store, b);
     else
         qod_store_batch_free(b);
@@ -1099,11 +1123,49 @@ int qod_delivery_requeue(qod_delivery *d, const char *session, int64_t from_seq)
     return rc;
 }
 
+typedef struct {
+    qod_delivery *d;
+    char *url;
+} gone_job_arg;
+
+static void gone_job(void *arg)
+{
+    gone_job_arg *j = arg;
+    if (qod_hmap_get(&j->d->gone, j->url) || qod_hmap_put(&j->d->gone, j->url, j->url) != QOD_OK)
+        free(j->url);
+    free(j);
+}
+
+int qod_delivery_gone(qod_delivery *d, const char *url)
+{
+    gone_job_arg *j = calloc(1, sizeof *j);
+    if (!j || !(j->url = strdup(url))) {
+        free(j);
+        return QOD_ERR_NOMEM;
+    }
+    j->d = d;
+    int rc = qod_loop_post(d->loop, gone_job, j);
+    if (rc != QOD_OK) {
+        free(j->url);
+        free(j);
+    }
+    return rc;
+}
+
 static void rescan_job(void *arg)
 {
     qod_delivery *d = arg;
+    /* The outcomes of attempts made so far must be in the store before it is read from the start again:
+     * otherwise an event delivered a moment ago reads as pending and goes out again, after its session's later
+     * events (an empty commit is the barrier: batches commit in order). */
+    flush_outcomes(d);
+    qod_store_batch *barrier = qod_store_batch_new();
+    if (barrier)
+        qod_store_commit(d->o.store, barrier);
+    d->rescanning = true;
     d->last_seq = 0;
     load_job(d);
+    d->rescanning = false;
 }
 
 int qod_delivery_rescan(qod_delivery *d)

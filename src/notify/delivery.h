@@ -77,6 +77,8 @@ void qod_delivery_kick(void *d);
 /* Replays a session's events from from_seq on, in order (an operator's retry of a dead event), once the session
  * has no attempt in flight; the loop writes the replay to the store itself. Any thread. */
 int qod_delivery_requeue(qod_delivery *d, const char *session, int64_t from_seq);
+/* Remembers that url answered 410 Gone (another node was told so): no attempt goes there any more. Any thread. */
+int qod_delivery_gone(qod_delivery *d, const char *url);
 /* Loads the pending events again from the start of the outbox (after this node took over sessions whose events
  * it skipped so far). Any thread. */
 int qod_delivery_rescan(qod_delivery *d);

@@ -9,6 +9,9 @@ Main pieces:
   request(), session(), qodctl(), stop(), kill(), start(), log(). QOD_VALGRIND=1 runs it under valgrind.
 - QOD_TEST_PG=URI (a database the role can connect to, with CREATEDB; `make test-pg` sets it): every Daemon
   runs on its own fresh PostgreSQL database (`--store`) instead of the SQLite file; see PG, store_kind(), psql().
+- QOD_TEST_CLUSTER=N (N >= 2, with QOD_TEST_PG; `make test-cluster` sets 3): every Daemon on PostgreSQL is N qodd
+  nodes on its one database (see Daemon); requests go round-robin over the nodes. CLUSTER is N (0 without it);
+  cluster_skip(reason) skips a test that cannot be meaningful on several nodes.
 - create_app(), get_token(): the usual way to obtain credentials.
 - WebhookReceiver: a real HTTP callback sink that records requests and answers as told.
 - verify_standard_webhook(), sign_standard_webhook(): Standard Webhooks 1.0.
@@ -49,7 +52,7 @@ __all__ = [
     "token_tamper_claims", "token_flip_signature", "EcKey", "es256_verify", "jwk_public_numbers",
     "jwk_thumbprint", "expect_status", "expect_camara_error", "expect_oauth_error", "scope_list",
     "wait_until", "CORRELATOR_RE", "json", "os", "re", "time", "uuid", "subprocess", "signal", "tempfile",
-    "PG", "store_kind", "psql",
+    "PG", "store_kind", "psql", "CLUSTER", "cluster_skip",
 ]
 
 BUILD = os.environ.get("QOD_BUILD") or os.path.join(
@@ -63,11 +66,31 @@ CORRELATOR_RE = re.compile(r"^[a-zA-Z0-9\-_:;./<>{}]{0,256}$")
 # The PostgreSQL database the per-daemon databases are created from (None: the daemons use their SQLite file).
 PG_URI = os.environ.get("QOD_TEST_PG") or None
 PG = bool(PG_URI)
+# QOD_TEST_CLUSTER=N: each Daemon on PostgreSQL is N nodes of one cluster (0: one process, as always).
+try:
+    CLUSTER = int(os.environ.get("QOD_TEST_CLUSTER") or 0)
+except ValueError:
+    raise SystemExit("QOD_TEST_CLUSTER must be a number of nodes") from None
+if CLUSTER < 2:
+    CLUSTER = 0
+elif not PG:
+    raise SystemExit("QOD_TEST_CLUSTER needs QOD_TEST_PG: several nodes share one PostgreSQL database")
+# Seconds a node's leases last in cluster runs (as in test_cluster.py): a stopped node's shards move at once anyway.
+CLUSTER_LEASE_S = 2
+# The CIBA grant: its token polls must reach the node that took bc-authorize (CIBA requests are node-local).
+_CIBA_GRANT = "urn:openid:params:grant-type:ciba"
 
 
 def store_kind():
     """"postgres" when the daemons under test keep their state in PostgreSQL (QOD_TEST_PG), else "sqlite"."""
     return "postgres" if PG else "sqlite"
+
+
+def cluster_skip(reason):
+    """Skips the calling test under QOD_TEST_CLUSTER; reason says which documented limitation or which property of
+    the test (one process's memory, timing or logs) makes it meaningless on several nodes."""
+    if CLUSTER:
+        raise Skip("cluster: " + reason)
 
 
 def scaled(seconds):
@@ -519,7 +542,21 @@ class Daemon:
 
     Under QOD_TEST_PG, unless args or env choose a store, `--store URI` of the data directory's own database is
     appended (pg_uri, set at the first start; None on SQLite): it lives as long as the data directory, like the
-    SQLite file would."""
+    SQLite file would.
+
+    Under QOD_TEST_CLUSTER=N, a Daemon whose store is PostgreSQL (and that runs neither TLS, the tc backend nor a
+    cluster of its own) is N nodes on that one database: node 0 is this object (port, data dir, log, proc, pid and
+    url are its own), nodes 1..N-1 (peers) have their own port, data dir and log under base. At the first start,
+    node 0 runs alone to create signing-key.pem and secrets.key, stops, and the keys are copied to the peers; then,
+    and at every later start, all nodes start together, so that they share the shards (a node that joins a running
+    cluster takes only free shards). Every node gets the test's args plus --cluster-node (its own URL),
+    --cluster-lease 2 and --public-url (node 0's URL, unless the test gives its own). request(), session() and
+    raw_exchange() go round-robin over the running nodes, except CIBA (bc-authorize and the CIBA token grant go to
+    node 0, the sticky routing docs/operations.md asks for); qodctl() talks to node 0 and, after an app or device
+    change, waits until every peer shows it; log() is all nodes' logs; stop/kill/signal/start/close act on all
+    nodes; running() is true when all run."""
+
+    _root = None  # the cluster's node 0, on a peer
 
     def __init__(self, args=(), env=None, data_dir=None, port=None, start=True, make_data_dir=True,
                  cli_listen=True, cli_data=True, split_stdout=False, log_level="debug"):
@@ -541,6 +578,11 @@ class Daemon:
         self.proc = None
         self.closed = False
         self.pg_uri = None
+        self.peers = []
+        self.cluster_size = None  # decided at the first start: CLUSTER or 1
+        self._rr = 0
+        self._rr_lock = threading.Lock()
+        self._dead_epochs = None  # {shard lease: epoch} when the cluster was killed, until it serves them again
         _live_daemons.add(self)
         if start:
             try:
@@ -562,6 +604,12 @@ class Daemon:
         a += self.args
         if self.pg_uri and not _has_store_option(self.args, self.env):
             a += ["--store", self.pg_uri]
+        root = self._root or self
+        if (root.cluster_size or 1) > 1:
+            a += ["--cluster-node", "http://%s:%d" % (self.host, self.port), "--cluster-lease", str(CLUSTER_LEASE_S)]
+            if not any(str(x) == "--public-url" or str(x).startswith("--public-url=") for x in root.args) \
+                    and "QOD_PUBLIC_URL" not in root.env:
+                a += ["--public-url", "http://%s:%d" % (root.host, root.port)]
         if VALGRIND:
             a = _valgrind_prefix(self.valgrind_log) + a
         return a
@@ -573,6 +621,75 @@ class Daemon:
         # At the first start rather than in __init__: a test may set args (its own --store) in between.
         if PG and self.pg_uri is None and not _has_store_option(self.args, self.env):
             self.pg_uri = _pg_acquire(self.data_dir)
+        if self.cluster_size is None:
+            self.cluster_size = CLUSTER if self._cluster_fits() else 1
+        if self.cluster_size > 1:
+            return self._start_cluster(wait)
+        return self._start_one(wait)
+
+    def _cluster_fits(self):
+        """Whether this Daemon can be a cluster: on PostgreSQL, without TLS (the nodes forward over plain HTTP),
+        the tc backend (refused with several nodes) or a --cluster-node of the test's own."""
+        if not CLUSTER:
+            return False
+        a = [str(x) for x in self.args]
+        pairs = set(zip(a, a[1:])) | {tuple(x.split("=", 1)) for x in a if "=" in x}
+        if any(x.startswith(("--tls-cert", "--cluster-node")) for x in a) or ("--network", "tc") in pairs \
+                or self.env.get("QOD_NETWORK") == "tc" or "QOD_CLUSTER_NODE" in self.env:
+            return False
+        if self.pg_uri:
+            return True
+        store = [v for k, v in pairs if k == "--store"] or [self.env.get("QOD_STORE", "")]
+        return store[-1].startswith(("postgres://", "postgresql://"))
+
+    def _nodes(self):
+        return [self] + self.peers
+
+    def _start_cluster(self, wait):
+        if not self.peers:
+            # Node 0 alone makes the keys; it stops again (releasing its leases) so that all nodes then start
+            # together and share the shards, as test_cluster.py does.
+            self._start_one(True)
+            rc = self._stop_one()
+            assert rc == 0, "cluster node 0 exited %s after its first start; log tail:\n%s" % (rc, self.log_tail(40))
+            self.peers = [_Peer(self, i) for i in range(1, self.cluster_size)]
+            for peer in self.peers:
+                for f in ("signing-key.pem", "secrets.key"):
+                    shutil.copy(os.path.join(self.data_dir, f), os.path.join(peer.data_dir, f))
+        errors = []
+
+        def one(node):
+            try:
+                node._start_one(wait)
+            except BaseException as e:  # noqa: BLE001 - reported below, with the node
+                errors.append((node, e))
+        threads = [threading.Thread(target=one, args=(n,)) for n in self._nodes()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            node, e = errors[0]
+            raise AssertionError("cluster node %d (port %d): %s" % (self._nodes().index(node), node.port, e))
+        if wait and self._dead_epochs is not None:
+            self._await_adoption()
+        return self
+
+    def _shard_epochs(self, live_only=False):
+        rows = psql("SELECT name, epoch FROM leases WHERE name LIKE 'shard:%%'%s"
+                    % (" AND expires_at > now()" if live_only else ""), self.pg_uri)
+        return {name: int(epoch) for name, epoch in rows}
+
+    def _await_adoption(self):
+        """After kill(), the dead nodes' shard leases hold their sessions (503) until they run out, even for a
+        node restarted with the same URL (docs/operations.md, "A node dies"); a test's next request must not fall
+        into that window, so this waits until every shard the dead nodes held is leased anew (a higher epoch)."""
+        dead, self._dead_epochs = self._dead_epochs, None
+        wait_until(lambda: (lambda now: all(now.get(k, 0) > e for k, e in dead.items()))(
+            self._shard_epochs(live_only=True)), timeout=CLUSTER_LEASE_S * 4, interval=0.1,
+            what="the restarted cluster to lease the killed nodes' shards again")
+
+    def _start_one(self, wait):
         for attempt in range(3):
             self._spawn()
             if not wait:
@@ -611,7 +728,7 @@ class Daemon:
                 raise _EarlyExit("qodd exited with code %s before answering /healthz; log tail:\n%s"
                                  % (rc, self.log_tail(40)), self.log_tail(40))
             try:
-                r = self.request("GET", "/healthz", timeout=1)
+                r = self._request_at(self.port, "GET", "/healthz", timeout=1)
                 if r.status == 200:
                     self._ever_healthy = True
                     return
@@ -628,14 +745,42 @@ class Daemon:
         return self.proc.pid if self.proc else None
 
     def running(self):
+        """True when qodd runs (in a cluster: every node)."""
+        return all(n._running_one() for n in self._nodes())
+
+    def _running_one(self):
         return self.proc is not None and self.proc.poll() is None
 
     def signal(self, sig):
-        self.proc.send_signal(sig)
+        for n in self._nodes():
+            if n.proc is not None:
+                n.proc.send_signal(sig)
 
     def stop(self, timeout=15):
         """SIGTERM, wait (scaled timeout) and return the exit code (negative = killed by that signal).
-        If qodd does not exit in time it is killed and AssertionError is raised."""
+        If qodd does not exit in time it is killed and AssertionError is raised. In a cluster all nodes stop
+        together; the code is node 0's, or the first other node's that is not 0."""
+        if not self.peers:
+            return self._stop_one(timeout)
+        results = {}
+
+        def one(node):
+            try:
+                results[node] = node._stop_one(timeout)
+            except BaseException as e:  # noqa: BLE001 - raised below
+                results[node] = e
+        threads = [threading.Thread(target=one, args=(n,)) for n in self._nodes()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for n in self._nodes():
+            if isinstance(results.get(n), BaseException):
+                raise results[n]
+        codes = [results.get(n) for n in self._nodes()]
+        return next((c for c in codes if c), codes[0])
+
+    def _stop_one(self, timeout=15):
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -650,11 +795,17 @@ class Daemon:
         return self.proc.returncode
 
     def kill(self):
-        """SIGKILL (a crash) and reap; returns the exit code (-9)."""
+        """SIGKILL (a crash) and reap; returns the exit code (-9). In a cluster every node is killed."""
+        if self.peers and self.pg_uri and self._running_one():
+            self._dead_epochs = self._shard_epochs()
+        for n in self._nodes():
+            if n.proc is not None and n.proc.poll() is None:
+                n.proc.kill()
+        for n in self.peers:
+            if n.proc is not None:
+                n.proc.wait()
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.kill()
         return self.proc.wait()
 
     def restart(self):
@@ -703,8 +854,11 @@ class Daemon:
     # -- logs --
 
     def log(self, harness_lines=False):
-        """All text qodd wrote to its log so far, over all its runs. The harness's own marker lines (one per start)
-        are left out unless harness_lines."""
+        """All text qodd wrote to its log so far, over all its runs (in a cluster: node 0's, then each other
+        node's). The harness's own marker lines (one per start) are left out unless harness_lines."""
+        return "".join(n._log_one(harness_lines) for n in self._nodes())
+
+    def _log_one(self, harness_lines):
         try:
             with open(self.log_path, "rb") as f:
                 text = f.read().decode("utf-8", errors="replace")
@@ -715,7 +869,12 @@ class Daemon:
         return "".join(l for l in text.splitlines(True) if not l.startswith(HARNESS_MARK))
 
     def log_tail(self, n=30):
-        return "\n".join(self.log(harness_lines=True).splitlines()[-n:])
+        """The last n lines of the log (in a cluster: of each node's, under a header line per node)."""
+        if not self.peers:
+            return "\n".join(self._log_one(True).splitlines()[-n:])
+        return "\n".join("%s node %d (port %d) ---\n%s" % (HARNESS_MARK, i, node.port,
+                                                          "\n".join(node._log_one(True).splitlines()[-n:]))
+                         for i, node in enumerate(self._nodes()))
 
     def stdout_text(self):
         if not self.stdout_path:
@@ -735,9 +894,36 @@ class Daemon:
                 timeout=10):
         """One request on a fresh connection. body: JSON-encoded (Content-Type application/json); form: dict sent
         form-encoded; raw: bytes sent as-is (set Content-Type in headers). auth=(user, password) sends HTTP Basic;
-        token sends `Authorization: Bearer`. headers override ours; a None value removes one of ours."""
+        token sends `Authorization: Bearer`. headers override ours; a None value removes one of ours.
+        In a cluster, the next node in turn answers (see _pick_port)."""
         data, h = _prepare(body, headers, token, form, raw, auth)
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=scaled(timeout))
+        return self._request_at(self._pick_port(path, data), method, path, data=data, h=h, timeout=timeout)
+
+    def _pick_port(self, path="", data=None):
+        """The port of the node that takes the next request: node 0 on one node and for CIBA (bc-authorize and its
+        token polls must meet on one node: sticky routing as docs/operations.md asks); else the next running node
+        in turn."""
+        if not self.peers:
+            return self.port
+        if path.startswith("/oauth2/bc-authorize") or (
+                path.startswith("/oauth2/token") and data and urllib.parse.quote(_CIBA_GRANT, safe="").encode()
+                in (data if isinstance(data, bytes) else data.encode())):
+            return self.port
+        nodes = self._nodes()
+        with self._rr_lock:
+            first = self._rr
+            self._rr += 1
+        for k in range(len(nodes)):
+            node = nodes[(first + k) % len(nodes)]
+            if node._running_one():
+                return node.port
+        return self.port
+
+    def _request_at(self, port, method, path, body=None, headers=None, token=None, form=None, raw=None, auth=None,
+                    timeout=10, data=None, h=None):
+        if h is None:
+            data, h = _prepare(body, headers, token, form, raw, auth)
+        conn = http.client.HTTPConnection(self.host, port, timeout=scaled(timeout))
         try:
             resp, _ = _exchange(conn, method, path, data, h)
             return resp
@@ -751,14 +937,17 @@ class Daemon:
         return self.request("POST", path, **kw)
 
     def session(self, timeout=10):
-        """A keep-alive connection (Session) to this daemon."""
+        """A keep-alive connection (Session) to this daemon. In a cluster, a _ClusterSession: one keep-alive
+        connection per node, each request on the next node's."""
+        if self.peers:
+            return _ClusterSession(self, scaled(timeout))
         return Session(self.host, self.port, scaled(timeout))
 
     def raw_exchange(self, data, timeout=5, read_until_close=True):
         """Sends raw bytes on a new TCP connection and returns whatever comes back until the server closes the
         connection or the (scaled) timeout passes. For malformed-HTTP tests."""
         chunks = []
-        with socket.create_connection((self.host, self.port), timeout=scaled(timeout)) as s:
+        with socket.create_connection((self.host, self._pick_port()), timeout=scaled(timeout)) as s:
             if data:
                 s.sendall(data)
             try:
@@ -794,7 +983,38 @@ class Daemon:
         if check and p.returncode != 0:
             raise AssertionError("%s exited %d\nstdout: %s\nstderr: %s"
                                  % (" ".join(argv), p.returncode, p.stdout, p.stderr))
+        if p.returncode == 0 and data and self.peers:
+            self._await_peers([str(a) for a in args])
         return p
+
+    def _await_peers(self, args):
+        """After an app or device change made through node 0, waits (bounded) until every running peer's admin
+        view equals node 0's: the change travels by NOTIFY, and a test's next request may reach another node.
+        Secret rotations change nothing the admin socket shows: a short pause stands in for the notification."""
+        verb = tuple(args[:2])
+        if verb in (("app", "rotate-secret"), ("app", "rotate-webhook-secret")):
+            time.sleep(0.3)
+            return
+        if verb in (("app", "create"), ("app", "delete"), ("app", "set-limits")):
+            what = ["app", "list", "--json"]
+        elif verb in (("device", "add"), ("device", "remove")):
+            what = ["device", "list", "--json"]
+        else:
+            return
+
+        def view(node):
+            p = subprocess.run([qodctl_path(), "--data", node.data_dir] + what, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, timeout=scaled(10), env=_base_env(self.env),
+                               cwd=self.base, stdin=subprocess.DEVNULL)
+            try:
+                return sorted(json.dumps(x, sort_keys=True) for x in json.loads(p.stdout))
+            except (ValueError, TypeError):
+                return None
+        want = view(self)
+        for i, peer in enumerate(self.peers, 1):
+            if peer._running_one():
+                wait_until(lambda: view(peer) == want, timeout=5, interval=0.01,
+                           what="cluster node %d to show `qodctl %s` as node 0 does" % (i, " ".join(args[:2])))
 
     def qodctl_json(self, *args):
         p = self.qodctl(*args)
@@ -802,6 +1022,82 @@ class Daemon:
             return json.loads(p.stdout)
         except ValueError:
             raise AssertionError("qodctl %s did not print JSON: %r" % (" ".join(map(str, args)), p.stdout)) from None
+
+
+class _Peer(Daemon):
+    """Node i (>= 1) of a cluster Daemon (root): its own port, data directory and log under root.base; root's args
+    (less --listen and --data) and env at each start. Started, stopped and logged only through root."""
+
+    def __init__(self, root, i):
+        self._root = root
+        self.base = os.path.join(root.base, "node%d" % i)
+        os.mkdir(self.base, 0o700)
+        self.own_data = True
+        self.data_dir = os.path.join(self.base, "data")
+        os.mkdir(self.data_dir, 0o700)
+        self.log_path = os.path.join(self.base, "qodd.log")
+        self.stdout_path = None
+        self.valgrind_log = os.path.join(self.base, "valgrind.%p.log")
+        self.cli_listen = self.cli_data = True
+        self.log_level = root.log_level
+        self.fixed_port = False
+        self.port = free_port()
+        self.host = root.host
+        self.proc = None
+        self.closed = False
+        self.pg_uri = root.pg_uri
+        self.peers = []
+        self.cluster_size = 1
+
+    @property
+    def args(self):
+        out, skip_next = [], False
+        for a in self._root.args:
+            a = str(a)
+            if skip_next:
+                skip_next = False
+            elif a in ("--listen", "--data"):
+                skip_next = True
+            elif not a.startswith(("--listen=", "--data=")):
+                out.append(a)
+        return out
+
+    @property
+    def env(self):
+        return self._root.env
+
+
+class _ClusterSession:
+    """Session's interface over a cluster: one keep-alive connection per node, each request on the next node's
+    (CIBA on node 0's). connects is the most TCP connections opened to any one node: 1 while every node kept its
+    connection open."""
+
+    def __init__(self, daemon, timeout):
+        self.daemon = daemon
+        self.timeout = timeout
+        self.by_port = {}
+
+    @property
+    def connects(self):
+        return max([s.connects for s in self.by_port.values()] or [0])
+
+    def request(self, method, path, body=None, headers=None, token=None, form=None, raw=None, auth=None):
+        data, _ = _prepare(body, headers, token, form, raw, auth)
+        port = self.daemon._pick_port(path, data)
+        s = self.by_port.get(port)
+        if s is None:
+            s = self.by_port[port] = Session(self.daemon.host, port, self.timeout)
+        return s.request(method, path, body=body, headers=headers, token=token, form=form, raw=raw, auth=auth)
+
+    def close(self):
+        for s in self.by_port.values():
+            s.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class _EarlyExit(Exception):

@@ -408,9 +408,10 @@ def test_410_gone_kills_the_event_and_every_later_delivery_to_that_url():
         assert all(e["url"] == gone for e in dead), dead
         assert [x.path for x in recv.requests] == ["/gone", "/ok"], recv.requests
         verify_all(app["webhook_secret"], recv.requests)
-        m = metrics(d)
-        assert m.get('qod_delivery_failures_total{reason="gone"}') == 1, m
-        assert m.get("qod_delivery_dead_total") == 3, m
+        if not CLUSTER:  # metrics are per node; the requests above reached every node
+            m = metrics(d)
+            assert m.get('qod_delivery_failures_total{reason="gone"}') == 1, m
+            assert m.get("qod_delivery_dead_total") == 3, m
 
 
 def test_410_gone_is_remembered_across_restart():
@@ -433,6 +434,7 @@ def test_410_gone_is_remembered_across_restart():
 
 
 def test_redirect_is_a_failure_and_is_not_followed():
+    cluster_skip("metrics are per node (docs/operations.md): the requests counted here reached several nodes")
     d, app, tok = start(schedule="0,0.2")
     with d, WebhookReceiver() as target, WebhookReceiver(
             default=(302, {"Location": target.url("/target")}, b"")) as recv:
@@ -449,6 +451,7 @@ def test_redirect_is_a_failure_and_is_not_followed():
 
 
 def test_slow_receiver_times_out_and_is_retried():
+    cluster_skip("metrics are per node (docs/operations.md): the requests counted here reached several nodes")
     d, app, tok = start(schedule="0,0.3", timeout=1)
     with d, WebhookReceiver() as recv:
         recv.respond(200, delay=3)
@@ -580,6 +583,7 @@ def test_receiver_down_then_up_gets_the_event():
 
 
 def test_delivery_metrics_count_attempts_outcomes_and_latency():
+    cluster_skip("metrics are per node (docs/operations.md): the requests counted here reached several nodes")
     d, app, tok = start(schedule="0,0.1")
     script = Script(fail=[(500, {})] * 2, bad=[(400, {})] * 2)
     with d, WebhookReceiver(responder=script) as recv:
@@ -739,6 +743,8 @@ def _netns_scenario():
 
 
 def test_callback_allow_and_connect_guard_in_netns():
+    cluster_skip("runs qodd inside a network namespace and reads one node's metrics (metrics are per node, "
+                 "docs/operations.md)")
     if shutil.which("ip") is None:
         skip("the ip command is not installed")
     if os.geteuid() != 0:

@@ -245,6 +245,7 @@ def test_metrics_exposition():
 
 
 def test_metrics_route_label_is_bounded():
+    cluster_skip("metrics are per node (docs/operations.md): the requests counted here reached several nodes")
     # Unknown paths must not become label values (one time series per scanner probe would exhaust memory).
     probe = "probe-%s" % uuid.uuid4().hex
     expect_status(D.request("GET", "/" + probe), 404)

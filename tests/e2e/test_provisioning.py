@@ -1043,6 +1043,7 @@ CAP = {}
 
 
 def test_sim_cell_capacity_enforced_for_assignments():
+    cluster_skip("the simulated network counts its cells per node (documented in operations.md)")
     cell = new_cell()
     p1, p2, p3 = new_phone(), new_phone(), new_phone()
     for p in (p1, p2, p3):

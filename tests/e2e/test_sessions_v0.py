@@ -791,6 +791,8 @@ def test_sessions_without_token_401():
 
 
 def test_idempotency_same_key_same_body_replays_original_201():
+    cluster_skip("idempotency keys are remembered by the node that served the create (docs/operations.md): the replay "
+                 "may reach another")
     key = "idem-" + uuid.uuid4().hex
     body = session_body()
     r1 = expect_status(post_session(D, TOKEN, body, headers={"Idempotency-Key": key}), 201)
@@ -804,6 +806,8 @@ def test_idempotency_same_key_same_body_replays_original_201():
 
 
 def test_idempotency_same_key_different_body_422():
+    cluster_skip("idempotency keys are remembered by the node that served the create (docs/operations.md): the replay "
+                 "may reach another")
     key = "idem-" + uuid.uuid4().hex
     expect_status(post_session(D, TOKEN, session_body(), headers={"Idempotency-Key": key}), 201)
     r = post_session(D, TOKEN, session_body(), headers={"Idempotency-Key": key})
@@ -1042,6 +1046,7 @@ def _final_status(d, tok, sid):
 
 
 def test_live_cell_capacity_refuses_session_beyond_it():
+    cluster_skip("the simulated network counts its cells per node (documented in operations.md)")
     d, tok = _capacity_daemon()
     with d:
         phones = [new_phone() for _ in range(4)]
@@ -1067,6 +1072,7 @@ def test_live_profile_above_cell_capacity_unavailable():
 
 
 def test_live_capacity_released_after_delete():
+    cluster_skip("the simulated network counts its cells per node (documented in operations.md)")
     d, tok = _capacity_daemon()
     with d:
         phones = [new_phone() for _ in range(3)]
@@ -1082,6 +1088,7 @@ def test_live_capacity_released_after_delete():
 
 
 def test_live_capacity_released_after_expiry():
+    cluster_skip("the simulated network counts its cells per node (documented in operations.md)")
     d, tok = _capacity_daemon()
     with d:
         phones = [new_phone() for _ in range(3)]
@@ -1177,6 +1184,8 @@ def test_device_conflict_survives_restart():
 
 
 def test_idempotent_replay_survives_restart():
+    cluster_skip("idempotency keys are remembered by the node that served the create (docs/operations.md): the replay "
+                 "may reach another")
     with Daemon(args=["--sandbox-delay-ms", "100"]) as d:
         app, tok = new_app(d)
         key = "idem-" + uuid.uuid4().hex
@@ -1277,6 +1286,8 @@ def test_sigkill_keeps_every_acknowledged_session():
 
 
 def test_sigkill_then_sessions_continue_their_lifecycle():
+    cluster_skip("after SIGKILL the dead nodes' sessions wait for their leases to run out (docs/operations.md), "
+                 "longer than this 2 s session lives")
     with Daemon(args=["--sandbox-delay-ms", "100"]) as d:
         app, tok = new_app(d)
         s = create_session(d, tok, session_body(duration=2))
@@ -1328,6 +1339,7 @@ def test_outbox_has_no_rows_for_rejected_create():
 
 
 def test_qodctl_session_list_json():
+    cluster_skip("qodctl session list/show sees only the sessions its node holds (docs/operations.md)")
     s = create_session(D, TOKEN)
     wait_status(D, TOKEN, s["sessionId"], "AVAILABLE")
     lst = D.qodctl_json("session", "list", "--json")
@@ -1341,6 +1353,7 @@ def test_qodctl_session_list_json():
 
 
 def test_qodctl_session_list_filtered_by_app():
+    cluster_skip("qodctl session list/show sees only the sessions its node holds (docs/operations.md)")
     app, tok = new_app(D, "listed")
     ids = {create_session(D, tok)["sessionId"] for _ in range(2)}
     create_session(D, TOKEN)
@@ -1353,6 +1366,7 @@ def test_qodctl_session_list_filtered_by_app():
 
 
 def test_qodctl_session_show_json():
+    cluster_skip("qodctl session list/show sees only the sessions its node holds (docs/operations.md)")
     s = create_session(D, TOKEN)
     expect_status(delete_session(D, TOKEN, s["sessionId"]), 204)
     shown = D.qodctl_json("session", "show", s["sessionId"], "--json")
@@ -1391,6 +1405,8 @@ def test_concurrent_creates_same_device_exactly_one_wins():
         if r.status == 409:
             expect_camara_error(r, 409, "CONFLICT")
     winner = [r for r in results if r.status == 201][0].json()
+    if CLUSTER:
+        return  # `qodctl session list` shows only the sessions its node holds (docs/operations.md)
     mine = [x for x in D.qodctl_json("session", "list", "--app", APP["client_id"], "--json")
             if x.get("device") == body["device"]]
     assert [x["sessionId"] for x in mine] == [winner["sessionId"]], mine

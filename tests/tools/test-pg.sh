@@ -6,7 +6,8 @@
 # Starts a throw-away PostgreSQL 15 cluster (pgtmp.sh) in a temporary directory on a free port below the kernel's
 # ephemeral range, runs tests/run.py on tests/e2e with QOD_TEST_PG set to its URI (the harness then gives each
 # daemon a database of its own), and stops and removes the cluster however the run ends. The last line is the
-# runner's "N passed, N failed"; the exit status is the runner's.
+# runner's "N passed, N failed"; the exit status is the runner's. QOD_TEST_CLUSTER=N in the environment (`make
+# test-cluster`) makes each daemon N nodes on its database.
 set -eu
 [ $# -ge 1 ] || { echo "usage: $0 BUILD [run.py options...]" >&2; exit 2; }
 build=$1
@@ -60,7 +61,11 @@ for attempt in 1 2 3 4; do
     echo "test-pg: no cluster on port $port (attempt $attempt)" >&2
 done
 [ -n "$uri" ] || { echo "test-pg: could not start PostgreSQL" >&2; exit 1; }
-echo "test-pg: PostgreSQL 15 on 127.0.0.1:$port (one database per daemon)"
+if [ "${QOD_TEST_CLUSTER:-0}" -ge 2 ] 2>/dev/null; then
+    echo "test-pg: PostgreSQL 15 on 127.0.0.1:$port (one database per daemon, $QOD_TEST_CLUSTER nodes on each)"
+else
+    echo "test-pg: PostgreSQL 15 on 127.0.0.1:$port (one database per daemon)"
+fi
 
 # Two hosts, tried in order: TCP with the password, as in production, then the unix socket in $dir. Daemons that a
 # test runs inside a network namespace (test_tc, the URL guard test of test_callbacks) have a loopback of their own,
