@@ -1003,17 +1003,33 @@ class Daemon:
             return
 
         def view(node):
+            """{key: entry as JSON} of a node's app or device list (key: client_id or phone)."""
             p = subprocess.run([qodctl_path(), "--data", node.data_dir] + what, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, timeout=scaled(10), env=_base_env(self.env),
                                cwd=self.base, stdin=subprocess.DEVNULL)
             try:
-                return sorted(json.dumps(x, sort_keys=True) for x in json.loads(p.stdout))
-            except (ValueError, TypeError):
+                return {x.get("client_id") or x.get("phone"): json.dumps(x, sort_keys=True)
+                        for x in json.loads(p.stdout)}
+            except (ValueError, TypeError, AttributeError):
                 return None
-        want = view(self)
+        # Only the item this command changed is compared: other tests may change other items meanwhile.
+        key = None
+        if verb in (("app", "delete"), ("app", "set-limits")) and len(args) > 2:
+            key = args[2]
+        elif verb in (("device", "add"), ("device", "remove")) and "--phone" in args:
+            key = args[args.index("--phone") + 1]
+        mine = view(self) or {}
+
+        def caught_up(peer):
+            theirs = view(peer)
+            if theirs is None:
+                return False
+            if key is None:  # app create: every app node 0 shows is shown by the peer too
+                return all(theirs.get(k) == v for k, v in mine.items())
+            return theirs.get(key) == mine.get(key)
         for i, peer in enumerate(self.peers, 1):
             if peer._running_one():
-                wait_until(lambda: view(peer) == want, timeout=5, interval=0.01,
+                wait_until(lambda: caught_up(peer), timeout=5, interval=0.01,
                            what="cluster node %d to show `qodctl %s` as node 0 does" % (i, " ".join(args[:2])))
 
     def qodctl_json(self, *args):
