@@ -287,25 +287,44 @@ static size_t on_body(char *buf, size_t size, size_t nmemb, void *arg)
     return 0;
 }
 
-/* Keeps one relayed header line. Returns false when the answer is malformed or over a limit. */
-static bool keep_header(fwd *w, const char *line, size_t len)
+int qod_forward_header_parse(const char *line, size_t len, qod_forward_header *out)
 {
+    *out = (qod_forward_header){QOD_FORWARD_HDR_IGNORED, -1, 0, 0};
     const char *colon = memchr(line, ':', len);
-    if (!colon || colon == line)
-        return false;
+    if (!colon || colon == line || line[0] == ' ' || line[0] == '\t')
+        return QOD_ERR_INVALID;
     size_t nl = (size_t)(colon - line), vs = nl + 1, ve = len;
     while (vs < ve && (line[vs] == ' ' || line[vs] == '\t'))
         vs++;
     while (ve > vs && (line[ve - 1] == ' ' || line[ve - 1] == '\t'))
         ve--;
-    bool ctype = nl == 12 && strncasecmp(line, "Content-Type", 12) == 0;
-    int which = -1;
-    for (int i = 0; i < NRESP && which < 0; i++)
-        if (strlen(resp_headers[i]) == nl && strncasecmp(line, resp_headers[i], nl) == 0)
-            which = i;
-    if (!ctype && which < 0)
+    out->value_at = vs;
+    out->value_len = ve - vs;
+    if (nl == 12 && strncasecmp(line, "Content-Type", 12) == 0)
+        out->kind = QOD_FORWARD_HDR_CONTENT_TYPE;
+    for (int i = 0; i < NRESP && out->kind == QOD_FORWARD_HDR_IGNORED; i++) {
+        if (strlen(resp_headers[i]) == nl && strncasecmp(line, resp_headers[i], nl) == 0) {
+            out->kind = QOD_FORWARD_HDR_RELAYED;
+            out->relayed = i;
+        }
+    }
+    if (out->kind != QOD_FORWARD_HDR_IGNORED)
+        return value_check(line + vs, ve - vs);
+    return QOD_OK;
+}
+
+/* Keeps one relayed header line. Returns false when the answer is malformed or over a limit. */
+static bool keep_header(fwd *w, const char *line, size_t len)
+{
+    qod_forward_header h;
+    if (qod_forward_header_parse(line, len, &h) != QOD_OK)
+        return false;
+    if (h.kind == QOD_FORWARD_HDR_IGNORED)
         return true;
-    if (value_check(line + vs, ve - vs) != QOD_OK || (which >= 0 && w->nkeep >= KEEP_MAX) || (ctype && w->ctype))
+    bool ctype = h.kind == QOD_FORWARD_HDR_CONTENT_TYPE;
+    int which = h.relayed;
+    size_t vs = h.value_at, ve = h.value_at + h.value_len;
+    if ((which >= 0 && w->nkeep >= KEEP_MAX) || (ctype && w->ctype))
         return false;
     char *v = strndup(line + vs, ve - vs);
     if (!v)
