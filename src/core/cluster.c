@@ -22,6 +22,7 @@
 struct qod_cluster {
     qod_cluster_opts o;
     char node[QOD_CLUSTER_URL_MAX];
+    char node_lease[QOD_CLUSTER_URL_MAX + 8]; /* "node:" + URL: the lease that announces the node */
     char instance[40]; /* this process: holds the node's own lease, so two live processes cannot share a URL */
     qod_pg_lease *pl;
     _Atomic uint64_t held;           /* bit s: this node holds shard s */
@@ -149,9 +150,7 @@ static int round_once(qod_cluster *c, bool *lost)
     char name[32];
     int64_t now = qod_time_mono_ms();
     /* The node's own lease announces it; then each held shard. */
-    char node_lease[QOD_CLUSTER_URL_MAX + 8];
-    snprintf(node_lease, sizeof node_lease, NODE_PREFIX "%s", c->node);
-    int nrc = qod_pg_lease_acquire(c->pl, node_lease, c->instance, c->o.lease_ms, NULL);
+    int nrc = qod_pg_lease_acquire(c->pl, c->node_lease, c->instance, c->o.lease_ms, NULL);
     if (nrc == QOD_ERR_BUSY) {
         QOD_ERROR("cluster", "node_taken", "node=%s detail=\"another process holds this node's lease\"", c->node);
         *lost = true;
@@ -263,6 +262,7 @@ int qod_cluster_start(const qod_cluster_opts *opts, qod_cluster **out, char *err
         return QOD_ERR_NOMEM;
     c->o = *opts;
     snprintf(c->node, sizeof c->node, "%s", opts->node);
+    snprintf(c->node_lease, sizeof c->node_lease, NODE_PREFIX "%s", c->node);
     char rnd[37];
     qod_uuid_v4(rnd);
     snprintf(c->instance, sizeof c->instance, "%s", rnd);
@@ -276,11 +276,9 @@ int qod_cluster_start(const qod_cluster_opts *opts, qod_cluster **out, char *err
         return rc;
     }
     /* Announce, let nodes starting together announce too, then take a fair share. */
-    char node_lease[QOD_CLUSTER_URL_MAX + 8];
-    snprintf(node_lease, sizeof node_lease, NODE_PREFIX "%s", c->node);
     /* A lease under this URL may be left by this node's previous, crashed process: it lapses within a lease. */
     int64_t give_up = qod_time_mono_ms() + c->o.lease_ms + 500;
-    while ((rc = qod_pg_lease_acquire(c->pl, node_lease, c->instance, c->o.lease_ms, NULL)) == QOD_ERR_BUSY &&
+    while ((rc = qod_pg_lease_acquire(c->pl, c->node_lease, c->instance, c->o.lease_ms, NULL)) == QOD_ERR_BUSY &&
            qod_time_mono_ms() < give_up)
         wait_stop(c, 200);
     if (rc == QOD_ERR_BUSY)
@@ -317,7 +315,7 @@ void qod_cluster_stop(qod_cluster *c)
     if (c->started)
         pthread_join(c->thread, NULL);
     if (c->pl) {
-        char name[QOD_CLUSTER_URL_MAX + 8];
+        char name[32];
         uint64_t held = atomic_exchange(&c->held, 0);
         for (int s = 0; s < QOD_CLUSTER_SHARDS; s++) {
             if ((held >> s) & 1) {
@@ -325,8 +323,7 @@ void qod_cluster_stop(qod_cluster *c)
                 qod_pg_lease_release(c->pl, name, c->node);
             }
         }
-        snprintf(name, sizeof name, NODE_PREFIX "%s", c->node);
-        qod_pg_lease_release(c->pl, name, c->instance);
+        qod_pg_lease_release(c->pl, c->node_lease, c->instance);
         qod_pg_lease_close(c->pl);
     }
     pthread_mutex_destroy(&c->mu);

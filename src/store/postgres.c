@@ -482,14 +482,20 @@ static int check_sizes(const qod_store_op *op)
     return QOD_OK;
 }
 
+/* Takes the events' transaction lock once per transaction (events and caps both need it). */
+static int lock_events(pg *p)
+{
+    if (p->events_locked)
+        return QOD_OK;
+    int rc = exec_stmt(&p->w, "ev_lock", 0, NULL);
+    p->events_locked = rc == QOD_OK;
+    return rc;
+}
+
 static int add_event(pg *p, const qod_store_op *op)
 {
     char created[NUM_LEN];
-    int rc = QOD_OK;
-    if (!p->events_locked) {
-        rc = exec_stmt(&p->w, "ev_lock", 0, NULL);
-        p->events_locked = rc == QOD_OK;
-    }
+    int rc = lock_events(p);
     /* For events: key = webhook-id, idx = session, num = created time (see store.c). */
     const char *v[] = {op->key, op->idx, op->owner, i64(created, op->num), op->doc};
     return rc == QOD_OK ? exec_stmt(&p->w, "ev_add", 5, v) : rc;
@@ -516,10 +522,9 @@ static int apply_row(pg *p, const qod_store_op *op)
         return exec_stmt(&p->w, row_stmt_name(name, sizeof name, "del", op->table), 1, v);
     }
     case QOD_OP_CAP: {
-        int lrc = p->events_locked ? QOD_OK : exec_stmt(&p->w, "ev_lock", 0, NULL);
+        int lrc = lock_events(p);
         if (lrc != QOD_OK)
             return lrc;
-        p->events_locked = true;
         const char *v[] = {op->owner, i64(state, op->state)};
         const char *stmt = row_stmt_name(name, sizeof name, "cap", op->table);
         PGresult *r = PQexecPrepared(p->w.c, stmt, 2, v, NULL, NULL, 0);
