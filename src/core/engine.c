@@ -1418,7 +1418,11 @@ int qod_engine_start(qod_engine *e)
     pthread_mutex_lock(&e->mu);
     qod_hmap_each(&e->by_id, reprovision, e);
     pthread_mutex_unlock(&e->mu);
-    /* Sessions whose expiry passed while the daemon was down end on the first tick, with their events. */
+    /* Sessions whose expiry passed while the daemon was down end now, with their events, before the API opens:
+     * left to the loop's first tick, a read right after the start could still see them AVAILABLE. */
+    int64_t now = qod_time_mono_ms();
+    for (int i = 0; i < 256 && tick(e, now) <= now; i++) /* 4096 timers a tick: up to a million overdue here */
+        ;
     int rc = qod_loop_start(e->loop);
     pthread_mutex_lock(&e->mu);
     e->running = rc == QOD_OK;
