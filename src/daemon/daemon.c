@@ -340,6 +340,7 @@ static int start_servers(qod_daemon *d, const qod_options *o, char *err, size_t 
     }
     qod_metrics_add_writer(qod_api_metrics(d->api), qod_delivery_metrics, d->delivery);
     qod_metrics_add_writer(qod_api_metrics(d->api), qod_engine_metrics, d->engine);
+    qod_metrics_add_writer(qod_api_metrics(d->api), qod_store_metrics, d->store);
     if (d->cluster)
         qod_metrics_add_writer(qod_api_metrics(d->api), cluster_metrics, d);
     char path[4200];

@@ -33,6 +33,8 @@
 /* Advisory lock keys, fixed so that every process agrees on them. */
 #define PG_LOCK_MIGRATE "7100715001"
 #define PG_LOCK_EVENTS "7100715002"
+/* Statements sent before each sync point of a pipelined group (pg_apply_many). */
+#define PG_PIPE_SEGMENT 512
 /* Room for an int64 in decimal. */
 #define NUM_LEN 24
 /* The longest lease, so that a unit mistake (seconds for ms) cannot lock a name for years. */
@@ -492,86 +494,182 @@ static int lock_events(pg *p)
     return rc;
 }
 
-static int add_event(pg *p, const qod_store_op *op)
-{
-    char created[NUM_LEN];
-    int rc = lock_events(p);
-    /* For events: key = webhook-id, idx = session, num = created time (see store.c). */
-    const char *v[] = {op->key, op->idx, op->owner, i64(created, op->num), op->doc};
-    return rc == QOD_OK ? exec_stmt(&p->w, "ev_add", 5, v) : rc;
-}
+/* The prepared statement and text parameters that apply one op (vals point into bufs or the op). A cap's
+ * statement only counts; the caller compares the count with op->num. */
+typedef struct {
+    char name[32];
+    const char *vals[6];
+    int n;
+    char bufs[4][NUM_LEN];
+} pg_call;
 
-static int apply_row(pg *p, const qod_store_op *op)
+static int op_call(const qod_store_op *op, pg_call *c)
 {
-    char name[32], state[NUM_LEN], num[NUM_LEN];
-    if (op->table >= QOD_TBL_COUNT)
+    bool row = op->kind == QOD_OP_PUT || op->kind == QOD_OP_INSERT || op->kind == QOD_OP_UPDATE ||
+               op->kind == QOD_OP_DEL || op->kind == QOD_OP_CAP;
+    if (row && op->table >= QOD_TBL_COUNT)
         return QOD_ERR_INVALID;
+    const char **v = c->vals;
     switch (op->kind) {
     case QOD_OP_PUT:
-    case QOD_OP_INSERT: {
-        const char *v[] = {op->key, op->owner, op->idx, i64(state, op->state), i64(num, op->num), op->doc};
-        const char *kind = op->kind == QOD_OP_PUT ? "put" : "ins";
-        return exec_stmt(&p->w, row_stmt_name(name, sizeof name, kind, op->table), 6, v);
+    case QOD_OP_INSERT:
+        row_stmt_name(c->name, sizeof c->name, op->kind == QOD_OP_PUT ? "put" : "ins", op->table);
+        v[0] = op->key, v[1] = op->owner, v[2] = op->idx, v[3] = i64(c->bufs[0], op->state);
+        v[4] = i64(c->bufs[1], op->num), v[5] = op->doc, c->n = 6;
+        return QOD_OK;
+    case QOD_OP_UPDATE:
+        row_stmt_name(c->name, sizeof c->name, "upd", op->table);
+        v[0] = op->key, v[1] = i64(c->bufs[0], op->state), v[2] = i64(c->bufs[1], op->num), v[3] = op->doc, c->n = 4;
+        return QOD_OK;
+    case QOD_OP_DEL:
+        row_stmt_name(c->name, sizeof c->name, "del", op->table);
+        v[0] = op->key, c->n = 1;
+        return QOD_OK;
+    case QOD_OP_CAP:
+        row_stmt_name(c->name, sizeof c->name, "cap", op->table);
+        v[0] = op->owner, v[1] = i64(c->bufs[0], op->state), c->n = 2;
+        return QOD_OK;
+    case QOD_OP_EVENT:
+        /* For events: key = webhook-id, idx = session, num = created time (see store.c). */
+        snprintf(c->name, sizeof c->name, "ev_add");
+        v[0] = op->key, v[1] = op->idx, v[2] = op->owner, v[3] = i64(c->bufs[0], op->num), v[4] = op->doc, c->n = 5;
+        return QOD_OK;
+    case QOD_OP_EVENT_STATE:
+        snprintf(c->name, sizeof c->name, "ev_state");
+        v[0] = i64(c->bufs[0], op->seq), v[1] = i64(c->bufs[1], op->state), v[2] = i64(c->bufs[2], op->attempts);
+        v[3] = i64(c->bufs[3], op->next_ms), c->n = 4;
+        return QOD_OK;
+    case QOD_OP_EVENT_DEL_SESSION:
+        snprintf(c->name, sizeof c->name, "ev_del");
+        v[0] = op->idx, c->n = 1;
+        return QOD_OK;
+    case QOD_OP_EVENT_REQUEUE:
+        snprintf(c->name, sizeof c->name, "ev_requeue");
+        v[0] = op->idx, v[1] = i64(c->bufs[0], op->seq), v[2] = i64(c->bufs[1], op->next_ms), c->n = 3;
+        return QOD_OK;
+    case QOD_OP_NOTIFY:
+        snprintf(c->name, sizeof c->name, "notify");
+        v[0] = op->key, v[1] = op->doc ? op->doc : "", c->n = 2;
+        return QOD_OK;
     }
-    case QOD_OP_UPDATE: {
-        const char *v[] = {op->key, i64(state, op->state), i64(num, op->num), op->doc};
-        return exec_stmt(&p->w, row_stmt_name(name, sizeof name, "upd", op->table), 4, v);
-    }
-    case QOD_OP_DEL: {
-        const char *v[] = {op->key};
-        return exec_stmt(&p->w, row_stmt_name(name, sizeof name, "del", op->table), 1, v);
-    }
-    case QOD_OP_CAP: {
-        int lrc = lock_events(p);
-        if (lrc != QOD_OK)
-            return lrc;
-        const char *v[] = {op->owner, i64(state, op->state)};
-        const char *stmt = row_stmt_name(name, sizeof name, "cap", op->table);
-        PGresult *r = PQexecPrepared(p->w.c, stmt, 2, v, NULL, NULL, 0);
-        int rc = result_rc(&p->w, r, stmt);
-        int64_t n = rc == QOD_OK && PQntuples(r) == 1 ? col_i64(r, 0, 0) : 0;
-        PQclear(r);
-        return rc != QOD_OK ? rc : n >= op->num ? QOD_ERR_LIMIT : QOD_OK;
-    }
-    default:
-        return QOD_ERR_INVALID;
-    }
+    return QOD_ERR_INVALID;
+}
+
+/* Events and caps run under the events' transaction lock (see lock_events). */
+static bool needs_events_lock(const qod_store_op *op)
+{
+    return op->kind == QOD_OP_EVENT || op->kind == QOD_OP_CAP;
+}
+
+/* The outcome of an op's statement: a cap fails with QOD_ERR_LIMIT when its count has reached op->num. */
+static int op_result(const pg_conn *pc, const qod_store_op *op, const PGresult *r, const char *name)
+{
+    int rc = result_rc(pc, r, name);
+    if (rc != QOD_OK || op->kind != QOD_OP_CAP)
+        return rc;
+    int64_t n = PQntuples(r) == 1 ? col_i64(r, 0, 0) : 0;
+    return n >= op->num ? QOD_ERR_LIMIT : QOD_OK;
 }
 
 static int pg_apply(void *impl, const qod_store_op *op)
 {
     pg *p = impl;
-    char a[NUM_LEN], b[NUM_LEN], c[NUM_LEN], d[NUM_LEN];
+    pg_call c;
     int rc = check_sizes(op);
+    if (rc == QOD_OK)
+        rc = op_call(op, &c);
+    if (rc == QOD_OK && needs_events_lock(op))
+        rc = lock_events(p);
     if (rc != QOD_OK)
         return rc;
-    switch (op->kind) {
-    case QOD_OP_PUT:
-    case QOD_OP_INSERT:
-    case QOD_OP_UPDATE:
-    case QOD_OP_DEL:
-    case QOD_OP_CAP:
-        return apply_row(p, op);
-    case QOD_OP_EVENT:
-        return add_event(p, op);
-    case QOD_OP_EVENT_STATE: {
-        const char *v[] = {i64(a, op->seq), i64(b, op->state), i64(c, op->attempts), i64(d, op->next_ms)};
-        return exec_stmt(&p->w, "ev_state", 4, v);
+    PGresult *r = PQexecPrepared(p->w.c, c.name, c.n, c.vals, NULL, NULL, 0);
+    rc = op_result(&p->w, op, r, c.name);
+    PQclear(r);
+    return rc;
+}
+
+/* Reads the results of one pipeline segment of `sent` statements up to its sync point. Entry i of ops is the op of
+ * statement i, or NULL for the events lock. Returns the first failure (later statements are then aborted). */
+static int pipe_read(pg *p, const qod_store_op *const *ops, size_t sent)
+{
+    int rc = QOD_OK;
+    size_t got = 0, nulls = 0;
+    for (;;) {
+        PGresult *r = PQgetResult(p->w.c);
+        if (!r) {
+            /* One NULL ends each statement's results; more than that means the connection gave up. */
+            if (++nulls > sent + 1 || PQstatus(p->w.c) != CONNECTION_OK)
+                return rc != QOD_OK ? rc : QOD_ERR_STORE;
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            return got == sent || rc != QOD_OK ? rc : QOD_ERR_STORE;
+        }
+        if (got < sent && rc == QOD_OK && st != PGRES_PIPELINE_ABORTED) {
+            const qod_store_op *op = ops[got];
+            rc = op ? op_result(&p->w, op, r, "pipelined op") : result_rc(&p->w, r, "ev_lock");
+            if (!op && rc == QOD_OK)
+                p->events_locked = true;
+        } else if (rc == QOD_OK && st == PGRES_PIPELINE_ABORTED) {
+            rc = QOD_ERR_STORE;
+        }
+        got++;
+        PQclear(r);
     }
-    case QOD_OP_EVENT_DEL_SESSION: {
-        const char *v[] = {op->idx};
-        return exec_stmt(&p->w, "ev_del", 1, v);
+}
+
+/* Applies a whole group's ops in pipeline mode: statements go out in segments of PG_PIPE_SEGMENT, each ended by a
+ * sync point (which neither commits nor ends the transaction that begin opened), so a group costs a round trip per
+ * segment instead of one per statement. The first failure fails the call; the store then rolls the transaction
+ * back and applies the batches one by one (pg_apply) to find which failed. */
+static int pg_apply_many(void *impl, const qod_store_op *const *ops, size_t n)
+{
+    pg *p = impl;
+    for (size_t i = 0; i < n; i++) {
+        pg_call c;
+        int rc = check_sizes(ops[i]);
+        if (rc == QOD_OK)
+            rc = op_call(ops[i], &c);
+        if (rc != QOD_OK)
+            return rc;
     }
-    case QOD_OP_EVENT_REQUEUE: {
-        const char *v[] = {op->idx, i64(a, op->seq), i64(b, op->next_ms)};
-        return exec_stmt(&p->w, "ev_requeue", 3, v);
+    const qod_store_op *seg[PG_PIPE_SEGMENT + 1];
+    if (!PQenterPipelineMode(p->w.c))
+        return result_rc(&p->w, NULL, "pipeline");
+    int rc = QOD_OK;
+    bool locked = p->events_locked;
+    for (size_t i = 0; i < n && rc == QOD_OK;) {
+        size_t sent = 0;
+        for (; i < n && sent < PG_PIPE_SEGMENT && rc == QOD_OK; i++) {
+            pg_call c;
+            op_call(ops[i], &c);
+            if (needs_events_lock(ops[i]) && !locked) {
+                locked = true;
+                seg[sent++] = NULL;
+                if (!PQsendQueryPrepared(p->w.c, "ev_lock", 0, NULL, NULL, NULL, 0))
+                    rc = QOD_ERR_STORE;
+            }
+            seg[sent++] = ops[i];
+            if (rc == QOD_OK && !PQsendQueryPrepared(p->w.c, c.name, c.n, c.vals, NULL, NULL, 0))
+                rc = QOD_ERR_STORE;
+        }
+        if (rc != QOD_OK || !PQpipelineSync(p->w.c)) {
+            rc = result_rc(&p->w, NULL, "pipeline send");
+            break;
+        }
+        rc = pipe_read(p, seg, sent);
     }
-    case QOD_OP_NOTIFY: {
-        const char *v[] = {op->key, op->doc ? op->doc : ""};
-        return exec_stmt(&p->w, "notify", 2, v);
+    if (!PQexitPipelineMode(p->w.c)) {
+        /* Results left unread (a broken connection): start over on a fresh session. */
+        QOD_WARN("store", "pg_pipeline_stuck", "err=\"%.*s\"", line_len(PQerrorMessage(p->w.c)),
+                 PQerrorMessage(p->w.c));
+        p->w.ready = false;
+        PQreset(p->w.c);
+        return rc != QOD_OK ? rc : QOD_ERR_STORE;
     }
-    }
-    return QOD_ERR_INVALID;
+    return rc;
 }
 
 /* Opens the group's transaction, reconnecting first when the writer's connection broke. */
@@ -744,6 +842,7 @@ const qod_store_impl qod_store_postgres = {
     .close = pg_close,
     .begin = pg_begin,
     .apply = pg_apply,
+    .apply_many = pg_apply_many,
     .savepoint = pg_savepoint,
     .commit = pg_commit,
     .rollback = pg_rollback,

@@ -7,6 +7,8 @@
 #ifndef QOD_STORE_STORE_H
 #define QOD_STORE_STORE_H
 
+#include "util/buf.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -107,6 +109,8 @@ size_t qod_store_batch_len(const qod_store_batch *b);
 /* Queues a batch for the next group commit and takes ownership of it. done runs once on the store thread.
  * Fails (and frees the batch, without calling done) only when the store is closing. */
 int qod_store_submit(qod_store *st, qod_store_batch *b, qod_store_done_fn done, void *arg);
+/* Writes the writer's Prometheus metrics (commits, batches, time in commits, queue) to out. */
+void qod_store_metrics(void *st, qod_buf *out);
 /* Submits and waits for the commit; returns its rc. Not for HTTP threads. */
 int qod_store_commit(qod_store *st, qod_store_batch *b);
 
@@ -146,6 +150,9 @@ typedef struct {
     void (*close)(void *impl);
     int (*begin)(void *impl);
     int (*apply)(void *impl, const qod_store_op *op);
+    /* Optional: applies n ops in order inside the open transaction, all of them or (on the first failure, whose rc
+     * it returns) leaving the transaction to be rolled back; for a server a round trip away (pipelining). */
+    int (*apply_many)(void *impl, const qod_store_op *const *ops, size_t n);
     int (*savepoint)(void *impl, int release); /* 0: set, 1: release, -1: roll back to it */
     int (*commit)(void *impl);
     void (*rollback)(void *impl);

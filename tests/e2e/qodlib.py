@@ -1165,6 +1165,23 @@ def get_token(d, app, scope=None):
 __all__ += ["token_response"]
 
 
+def metrics(d):
+    """GET /metrics as {"name{labels}": float} (lines whose value is not a number are left out)."""
+    r = expect_status(d.request("GET", "/metrics"), 200)
+    out = {}
+    for line in r.text.splitlines():
+        m = re.match(r"^([^#\s]\S*)\s+(\S+)$", line)
+        if m:
+            try:
+                out[m.group(1)] = float(m.group(2))
+            except ValueError:
+                pass
+    return out
+
+
+__all__ += ["metrics"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Assertions with useful messages
 

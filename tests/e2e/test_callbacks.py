@@ -135,22 +135,6 @@ def wait_deliveries(d, pred, state="dead", timeout=10, what="deliveries"):
     return box["l"]
 
 
-def metrics(d):
-    """GET /metrics as {"name{labels}": float}."""
-    r = expect_status(d.request("GET", "/metrics"), 200)
-    out = {}
-    for line in r.text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r"^(\S+)\s+(\S+)$", line)
-        if m:
-            try:
-                out[m.group(1)] = float(m.group(2))
-            except ValueError:
-                pass
-    return out
-
-
 class Script:
     """A responder: per URL path, a list of answers (status, headers[, body[, delay]]) used in order, then 200."""
 

@@ -132,19 +132,6 @@ def v0_status(state, reason):
     return {"expired": "EXPIRED", "deleted": "DELETED"}.get(reason, "UNAVAILABLE")
 
 
-def metrics(d):
-    r = expect_status(d.request("GET", "/metrics"), 200)
-    out = {}
-    for line in r.text.splitlines():
-        m = re.match(r"^([^#\s]\S*)\s+(\S+)$", line)
-        if m:
-            try:
-                out[m.group(1)] = float(m.group(2))
-            except ValueError:
-                pass
-    return out
-
-
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:

@@ -244,6 +244,19 @@ def test_metrics_exposition():
     assert re.search(r"^qod_http_request_duration_seconds_count(\{[^}]*\})? [0-9]+$", text, re.M), text[:3000]
 
 
+def test_metrics_count_the_store_writers_group_commits():
+    before = metrics(D)
+    for k in ("qod_store_commits_total", "qod_store_batches_total", "qod_store_commit_seconds_total", "qod_store_queue"):
+        assert k in before, sorted(before)
+    create_app(D, name="store-metrics")  # one committed batch at least
+    after = metrics(D)
+    assert after["qod_store_commits_total"] > before["qod_store_commits_total"], (before, after)
+    assert after["qod_store_batches_total"] > before["qod_store_batches_total"], (before, after)
+    assert after["qod_store_batches_total"] >= after["qod_store_commits_total"], after
+    assert after["qod_store_commit_seconds_total"] > before["qod_store_commit_seconds_total"], (before, after)
+    assert after["qod_store_queue"] >= 0
+
+
 def test_metrics_route_label_is_bounded():
     cluster_skip("metrics are per node (docs/operations.md): the requests counted here reached several nodes")
     # Unknown paths must not become label values (one time series per scanner probe would exhaust memory).

@@ -146,16 +146,6 @@ def hooks_of(recv, sid):
     return out
 
 
-def metrics(d):
-    r = expect_status(d.request("GET", "/metrics"), 200)
-    out = {}
-    for line in r.text.splitlines():
-        m = re.match(r"^([^#\s]\S*)\s+(\S+)$", line)
-        if m:
-            out[m.group(1)] = float(m.group(2))
-    return out
-
-
 # --------------------------------------------------------------------------------------------------------------
 # One emulator and one daemon for the mapping tests
 

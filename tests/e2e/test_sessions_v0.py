@@ -1423,9 +1423,7 @@ def test_concurrent_idempotent_creates_one_session():
 
 
 def _delivery_metric(d, name):
-    text = d.request("GET", "/metrics").text
-    m = re.search(r"^%s ([0-9.e+]+)$" % re.escape(name), text, re.M)
-    return float(m.group(1)) if m else 0.0
+    return metrics(d).get(name, 0.0)
 
 
 def test_many_sessions_with_unresolvable_callback_host_keep_daemon_up():

@@ -498,6 +498,65 @@ QTEST(failed_batch_does_not_take_down_its_group)
     QT_EQ_STR(e.ids, "won-0 won-1 won-2 won-3 won-4 won-5 won-6 won-7");
 }
 
+/* Event ids in seq order must be w-00000, w-00001, … without gaps other than `skip`. */
+typedef struct {
+    int next, skip, bad;
+} id_order;
+
+static int check_order(void *arg, const qod_store_event *e)
+{
+    id_order *o = arg;
+    if (o->next == o->skip)
+        o->next++;
+    char want[16];
+    snprintf(want, sizeof want, "w-%05d", o->next++);
+    o->bad += strcmp(e->id, want) != 0;
+    return 0;
+}
+
+QTEST(large_group_with_a_late_failure_keeps_the_rest_in_order)
+{
+    /* Thousands of statements, so that a PostgreSQL group spans several pipeline segments, with one failing batch
+     * near the end: only it fails, and the events of the others keep submission order. */
+    enum { N = 1500, LOSER = 1300 };
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(put1(&f, QOD_TBL_SESSIONS, "taken", "app-1", "{}"), QOD_OK);
+    tracker t = {.done = 0};
+    pthread_mutex_init(&t.mu, NULL);
+    pthread_cond_init(&t.cv, NULL);
+    static slot slots[N];
+    for (int i = 0; i < N; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "w-%05d", i);
+        slots[i] = (slot){.t = &t, .rc = 1};
+        qod_store_batch *b = qod_store_batch_new();
+        qod_store_batch_insert(b, QOD_TBL_SESSIONS, i == LOSER ? "taken" : key, "app-2", "", 0, 0, "{}");
+        qod_store_batch_event(b, key, key, "app-2", i, "{}");
+        QT_EQ_INT(qod_store_submit(f.st, b, on_done, &slots[i]), QOD_OK);
+    }
+    QT_EQ_INT(tracker_wait(&t, N), N);
+    key_list won = {.stop_after = 0};
+    id_order order = {.next = 0, .skip = LOSER, .bad = 0};
+    QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, "app-2", 0, &won), QOD_OK);
+    QT_EQ_INT(qod_store_scan_events(f.st, 0, 0, 0, check_order, &order), QOD_OK);
+    fixture_close(&f);
+    pthread_mutex_destroy(&t.mu);
+    pthread_cond_destroy(&t.cv);
+    int ok = 0, lost = 0;
+    for (int i = 0; i < N; i++) {
+        ok += slots[i].rc == QOD_OK;
+        lost += slots[i].rc == QOD_ERR_EXISTS;
+        QT_EQ_INT(atomic_load(&slots[i].calls), 1);
+    }
+    QT_EQ_INT(slots[LOSER].rc, QOD_ERR_EXISTS);
+    QT_EQ_INT(ok, N - 1);
+    QT_EQ_INT(lost, 1);
+    QT_EQ_INT(won.n, N - 1);
+    QT_EQ_INT(order.next, N);
+    QT_EQ_INT(order.bad, 0);
+}
+
 QTEST(delete_removes_row_and_absent_is_ok)
 {
     fixture f;
@@ -1657,6 +1716,7 @@ static const qtest_case both[] = {
     QT_CASE(scan_with_owner_filter), QT_CASE(scan_stops_when_callback_says_so_and_reads_go_on),
     QT_CASE(insert_new_key_ok), QT_CASE(insert_existing_key_fails_whole_batch),
     QT_CASE(insert_twice_in_one_batch_fails), QT_CASE(failed_batch_does_not_take_down_its_group),
+    QT_CASE(large_group_with_a_late_failure_keeps_the_rest_in_order),
     QT_CASE(delete_removes_row_and_absent_is_ok), QT_CASE(delete_then_insert_in_one_batch),
     QT_CASE(commit_empty_batch_ok), QT_CASE(events_scan_in_seq_order_with_every_field),
     QT_CASE(events_scan_limit_and_after_seq), QT_CASE(event_with_a_stored_id_is_left_alone),
