@@ -36,6 +36,7 @@ typedef struct unsaved {
     char event_id[QOD_UUID_LEN + 1];
     int64_t created_ms;
     char *event_doc;
+    bool unsent; /* the session has no callback URL: stored delivered */
     struct unsaved *next;
 } unsaved;
 
@@ -248,7 +249,10 @@ static int add_event_row(qod_engine *e, qod_store_batch *b, sess *x, unsaved *u)
     put_sealed_or_null(e, &doc, "token", x->s.token);
     put_json_or_null(&doc, "extra", x->s.extra);
     qod_buf_puts(&doc, "}");
-    int rc = qod_store_batch_event(b, id, x->s.id, x->s.app_id, now, doc.data);
+    /* Without a callback URL there is nothing to deliver: the event is stored delivered, never loaded. */
+    u->unsent = !x->s.url || !x->s.url[0];
+    int rc = (u->unsent ? qod_store_batch_event_unsent : qod_store_batch_event)(b, id, x->s.id, x->s.app_id, now,
+                                                                               doc.data);
     snprintf(u->session, sizeof u->session, "%s", x->s.id);
     snprintf(u->owner, sizeof u->owner, "%s", x->s.app_id);
     memcpy(u->event_id, id, sizeof id);
@@ -424,7 +428,10 @@ static void retry_unsaved(qod_engine *e, int64_t now)
         sess *x = qod_hmap_get(&e->by_id, u->session);
         if (x)
             rc = add_session_row(e, b, x, false);
-        rc = rc ? rc : qod_store_batch_event(b, u->event_id, u->session, u->owner, u->created_ms, u->event_doc);
+        rc = rc ? rc
+                : (u->unsent ? qod_store_batch_event_unsent : qod_store_batch_event)(b, u->event_id, u->session,
+                                                                                     u->owner, u->created_ms,
+                                                                                     u->event_doc);
     }
     if (rc == QOD_OK && qod_store_submit(e->o.store, b, retried, e) == QOD_OK) {
         e->retry_inflight = true;

@@ -86,7 +86,7 @@ static const pg_stmt writer_row_stmts[] = {
 };
 static const pg_stmt writer_stmts[] = {
     {"ev_lock", "SELECT pg_advisory_xact_lock(" PG_LOCK_EVENTS ")"},
-    {"ev_add", "INSERT INTO events(id,session,owner,created_ms,next_ms,doc) VALUES($1,$2,$3,$4,$4,$5)"
+    {"ev_add", "INSERT INTO events(id,session,owner,created_ms,next_ms,doc,state) VALUES($1,$2,$3,$4,$4,$5,$6)"
                " ON CONFLICT(id) DO NOTHING"},
     {"ev_state", "UPDATE events SET state=$2, attempts=$3, next_ms=$4 WHERE seq=$1"},
     {"ev_del", "DELETE FROM events WHERE session=$1 AND state=1"},
@@ -532,7 +532,8 @@ static int op_call(const qod_store_op *op, pg_call *c)
     case QOD_OP_EVENT:
         /* For events: key = webhook-id, idx = session, num = created time (see store.c). */
         snprintf(c->name, sizeof c->name, "ev_add");
-        v[0] = op->key, v[1] = op->idx, v[2] = op->owner, v[3] = i64(c->bufs[0], op->num), v[4] = op->doc, c->n = 5;
+        v[0] = op->key, v[1] = op->idx, v[2] = op->owner, v[3] = i64(c->bufs[0], op->num), v[4] = op->doc;
+        v[5] = i64(c->bufs[1], op->state), c->n = 6;
         return QOD_OK;
     case QOD_OP_EVENT_STATE:
         snprintf(c->name, sizeof c->name, "ev_state");

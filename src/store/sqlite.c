@@ -161,7 +161,7 @@ static int prepare_all(sq *q)
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v3(q->w,
-                                "INSERT INTO events(id,session,owner,created_ms,next_ms,doc) VALUES(?1,?2,?3,?4,?4,?5)"
+                                "INSERT INTO events(id,session,owner,created_ms,next_ms,doc,state) VALUES(?1,?2,?3,?4,?4,?5,?6)"
                                 " ON CONFLICT(id) DO NOTHING",
                                 -1, SQLITE_PREPARE_PERSISTENT, &q->ev_add, NULL);
     if (rc == SQLITE_OK)
@@ -295,6 +295,7 @@ static int sq_apply(void *impl, const qod_store_op *op)
         bind_text(s, 3, op->owner);
         sqlite3_bind_int64(s, 4, op->num);
         bind_text(s, 5, op->doc);
+        sqlite3_bind_int64(s, 6, op->state);
         return step_done(s);
     case QOD_OP_EVENT_STATE:
         s = q->ev_state;
@@ -443,9 +444,13 @@ static int sq_scan_events(void *impl, int64_t state, int64_t after_seq, size_t l
     sq *q = impl;
     pthread_mutex_lock(&q->r_mu);
     sqlite3_stmt *s = NULL;
+    /* Two statements rather than `(?1 < 0 OR state=?1)`, which SQLite can only answer by walking every event
+     * after ?3 in seq order: the delivery's look for new pending events would then read all the delivered ones. */
     int rc = map_rc(sqlite3_prepare_v2(q->r,
-                                       "SELECT seq,id,session,owner,created_ms,state,attempts,next_ms,doc FROM events"
-                                       " WHERE (?1 < 0 OR state=?1) AND seq>?3 ORDER BY seq LIMIT ?2",
+                                       state < 0 ? "SELECT seq,id,session,owner,created_ms,state,attempts,next_ms,doc"
+                                                   " FROM events WHERE seq>?3 ORDER BY seq LIMIT ?2"
+                                                 : "SELECT seq,id,session,owner,created_ms,state,attempts,next_ms,doc"
+                                                   " FROM events WHERE state=?1 AND seq>?3 ORDER BY seq LIMIT ?2",
                                        -1, &s, NULL));
     if (rc == QOD_OK) {
         sqlite3_bind_int64(s, 1, state);

@@ -145,6 +145,12 @@ int qod_store_batch_event(qod_store_batch *b, const char *id, const char *sessio
     return add_row_op(b, QOD_OP_EVENT, QOD_TBL_COUNT, id, owner, session, 0, created_ms, doc);
 }
 
+int qod_store_batch_event_unsent(qod_store_batch *b, const char *id, const char *session, const char *owner,
+                                 int64_t created_ms, const char *doc)
+{
+    return add_row_op(b, QOD_OP_EVENT, QOD_TBL_COUNT, id, owner, session, 1, created_ms, doc);
+}
+
 int qod_store_batch_event_state(qod_store_batch *b, int64_t seq, int64_t state, int64_t attempts, int64_t next_ms)
 {
     int rc = add_row_op(b, QOD_OP_EVENT_STATE, QOD_TBL_COUNT, NULL, NULL, NULL, state, 0, NULL);

@@ -90,6 +90,10 @@ int qod_store_batch_del(qod_store_batch *b, qod_store_table t, const char *key);
 /* Appends an outbox event; an event whose id is already stored is left as it is (retries are idempotent). */
 int qod_store_batch_event(qod_store_batch *b, const char *id, const char *session, const char *owner,
                           int64_t created_ms, const char *doc);
+/* The same for an event with nowhere to go (its session has no callback URL): stored already delivered, so that
+ * the delivery never loads it; listed and purged like the others. */
+int qod_store_batch_event_unsent(qod_store_batch *b, const char *id, const char *session, const char *owner,
+                                 int64_t created_ms, const char *doc);
 /* Updates an event's delivery state. */
 int qod_store_batch_event_state(qod_store_batch *b, int64_t seq, int64_t state, int64_t attempts, int64_t next_ms);
 /* Deletes the delivered events of a session (purge); pending and dead ones stay. */
@@ -171,7 +175,7 @@ typedef enum {
     QOD_OP_PUT,
     QOD_OP_INSERT,
     QOD_OP_DEL,
-    QOD_OP_EVENT,
+    QOD_OP_EVENT, /* state: 0 pending, 1 delivered (nothing to send) */
     QOD_OP_EVENT_STATE,
     QOD_OP_EVENT_DEL_SESSION,
     QOD_OP_EVENT_REQUEUE,

@@ -12,7 +12,8 @@ int qod_rand_bytes(void *buf, size_t n);
 /* Writes a random RFC 4122 version-4 UUID, lower case, into out (>= 37 bytes). */
 int qod_uuid_v4(char out[QOD_UUID_LEN + 1]);
 /* Writes a time-ordered RFC 9562 version-7 UUID (48-bit unix ms, then 74 random bits): keys that follow creation
- * order keep the store's B-trees writing at their end instead of all over. */
+ * order keep the store's B-trees writing at their end instead of all over. The random bits come from a per-thread
+ * pool of RAND_bytes output (identifiers, not secrets). */
 int qod_uuid_v7(char out[QOD_UUID_LEN + 1]);
 /* Writes a version-4-shaped id from the fast non-cryptographic generator (correlation ids, never secrets). */
 void qod_uuid_fast(char out[QOD_UUID_LEN + 1]);

@@ -681,6 +681,27 @@ QTEST(event_state_moves_event)
     QT_EQ_INT(delivered.ev[0].next_ms, 5000);
 }
 
+QTEST(unsent_event_is_stored_delivered_in_seq_order)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    QT_EQ_INT(add_events(&f), QOD_OK);
+    qod_store_batch *b = qod_store_batch_new();
+    QT_EQ_INT(qod_store_batch_event_unsent(b, "wh-4", "s3", "app-1", 4000, "{\"n\":4}"), QOD_OK);
+    QT_EQ_INT(qod_store_commit(f.st, b), QOD_OK);
+    event_list pending, delivered, all;
+    QT_EQ_INT(events(&f, 0, 0, 0, &pending), QOD_OK);
+    QT_EQ_INT(events(&f, 1, 0, 0, &delivered), QOD_OK);
+    QT_EQ_INT(events(&f, -1, 0, 0, &all), QOD_OK);
+    fixture_close(&f);
+    QT_EQ_STR(pending.ids, "wh-1 wh-2 wh-3");
+    QT_EQ_STR(delivered.ids, "wh-4");
+    QT_EQ_STR(all.ids, "wh-1 wh-2 wh-3 wh-4");
+    QT_EQ_INT(delivered.ev[0].attempts, 0);
+    QT_EQ_INT(delivered.ev[0].created_ms, 4000);
+    QT_EQ_STR(delivered.session[0], "s3");
+}
+
 QTEST(event_del_session_removes_only_delivered_events)
 {
     fixture f;
@@ -1720,7 +1741,8 @@ static const qtest_case both[] = {
     QT_CASE(delete_removes_row_and_absent_is_ok), QT_CASE(delete_then_insert_in_one_batch),
     QT_CASE(commit_empty_batch_ok), QT_CASE(events_scan_in_seq_order_with_every_field),
     QT_CASE(events_scan_limit_and_after_seq), QT_CASE(event_with_a_stored_id_is_left_alone),
-    QT_CASE(event_state_moves_event), QT_CASE(event_del_session_removes_only_delivered_events),
+    QT_CASE(event_state_moves_event),
+    QT_CASE(unsent_event_is_stored_delivered_in_seq_order), QT_CASE(event_del_session_removes_only_delivered_events),
     QT_CASE(event_requeue_replays_the_session_from_seq), QT_CASE(event_seq_keeps_increasing_after_delete),
     QT_CASE(savepoint_rollback_undoes_only_its_batch), QT_CASE(rollback_discards_the_transaction),
     QT_CASE(many_async_submits_complete_exactly_once),

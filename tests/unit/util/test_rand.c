@@ -4,7 +4,10 @@
 #include "util/b64.h"
 #include "util/err.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* True when c is a lower-case hex digit. */
 static bool lower_hex(char c)
@@ -72,6 +75,77 @@ QTEST(uuid_v4_passes_own_validator)
     char u[QOD_UUID_LEN + 1];
     QT_EQ_INT(qod_uuid_v4(u), QOD_OK);
     QT_TRUE(qod_uuid_valid(u));
+}
+
+/* Enough ids to drain the per-thread pool many times over. */
+#define V7_MANY 3000
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp((const char *)a, (const char *)b);
+}
+
+QTEST(uuid_v7_version_variant_and_time_prefix)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long before = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    char u[QOD_UUID_LEN + 1];
+    QT_EQ_INT(qod_uuid_v7(u), QOD_OK);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long after = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    QT_TRUE(qod_uuid_valid(u));
+    QT_EQ_INT(u[14], '7');
+    QT_TRUE(u[19] == '8' || u[19] == '9' || u[19] == 'a' || u[19] == 'b');
+    char hex[13];
+    memcpy(hex, u, 8);
+    memcpy(hex + 8, u + 9, 4);
+    hex[12] = '\0';
+    long long ms = strtoll(hex, NULL, 16);
+    QT_TRUE(ms >= before && ms <= after);
+}
+
+/* Many ids from one thread: all distinct (the pool never hands out the same bytes twice), none all-zero in their
+ * random part, and in time order at millisecond grain. */
+QTEST(uuid_v7_distinct_across_pool_refills_and_time_ordered)
+{
+    static char ids[V7_MANY][QOD_UUID_LEN + 1];
+    for (int i = 0; i < V7_MANY; i++) {
+        QT_EQ_INT(qod_uuid_v7(ids[i]), QOD_OK);
+        QT_TRUE(strcmp(ids[i] + 24, "000000000000") != 0);
+        if (i)
+            QT_TRUE(strncmp(ids[i - 1], ids[i], 13) <= 0);
+    }
+    qsort(ids, V7_MANY, sizeof ids[0], cmp_str);
+    for (int i = 1; i < V7_MANY; i++)
+        QT_TRUE(strcmp(ids[i - 1], ids[i]) != 0);
+}
+
+static char thread_ids[2][V7_MANY][QOD_UUID_LEN + 1];
+
+static void *make_ids(void *arg)
+{
+    char (*out)[QOD_UUID_LEN + 1] = arg;
+    for (int i = 0; i < V7_MANY; i++)
+        if (qod_uuid_v7(out[i]) != QOD_OK)
+            out[i][0] = '\0';
+    return NULL;
+}
+
+/* Two threads have pools of their own: no id is produced twice. */
+QTEST(uuid_v7_distinct_across_threads)
+{
+    pthread_t t[2];
+    for (int k = 0; k < 2; k++)
+        QT_EQ_INT(pthread_create(&t[k], NULL, make_ids, thread_ids[k]), 0);
+    for (int k = 0; k < 2; k++)
+        pthread_join(t[k], NULL);
+    static char all[2 * V7_MANY][QOD_UUID_LEN + 1];
+    memcpy(all, thread_ids, sizeof all);
+    qsort(all, 2 * V7_MANY, sizeof all[0], cmp_str);
+    QT_TRUE(all[0][0] != '\0');
+    for (int i = 1; i < 2 * V7_MANY; i++)
+        QT_TRUE(strcmp(all[i - 1], all[i]) != 0);
 }
 
 QTEST(uuid_valid_accepts_lower_and_upper)
@@ -176,6 +250,8 @@ QTEST(rand_unit_spreads_over_interval)
 
 QTEST_MAIN(QT_CASE(rand_bytes_fills_buffer), QT_CASE(uuid_v4_format), QT_CASE(uuid_v4_version_nibble_is_4),
            QT_CASE(uuid_v4_variant_is_rfc4122), QT_CASE(uuid_v4_distinct), QT_CASE(uuid_v4_passes_own_validator),
+           QT_CASE(uuid_v7_version_variant_and_time_prefix),
+           QT_CASE(uuid_v7_distinct_across_pool_refills_and_time_ordered), QT_CASE(uuid_v7_distinct_across_threads),
            QT_CASE(uuid_valid_accepts_lower_and_upper), QT_CASE(uuid_valid_rejects_wrong_length),
            QT_CASE(uuid_valid_rejects_misplaced_dashes), QT_CASE(uuid_valid_rejects_non_hex),
            QT_CASE(rand_token_length), QT_CASE(rand_token_32_bytes_is_43_url_chars), QT_CASE(rand_token_distinct),
