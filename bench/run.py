@@ -1820,7 +1820,7 @@ def main():
             try:
                 _, tok = d.app()
                 r = scenario_create(ctx, d, tok, "20", "create_sync_normal")
-                return wrk_result(ctx, r, 0.30, 20.0)
+                return wrk_result(ctx, r)  # reported; the targets are for --sync full
             finally:
                 d.stop()
 

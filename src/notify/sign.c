@@ -25,13 +25,43 @@ static long secret_key(const char *secret, unsigned char *key, size_t cap)
 }
 
 static EVP_MAC *hmac_alg;
+static pthread_key_t hmac_key;
 static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+
+static void free_ctx(void *ctx)
+{
+    EVP_MAC_CTX_free(ctx);
+}
 
 /* The HMAC implementation is fetched once: a fetch takes a lock and searches the provider store, which cost as
  * much as the MAC itself for a callback. It stays for the life of the process. */
 static void fetch_hmac(void)
 {
     hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (pthread_key_create(&hmac_key, free_ctx) != 0) {
+        EVP_MAC_free(hmac_alg);
+        hmac_alg = NULL;
+    }
+}
+
+/* This thread's HMAC-SHA256 context. Setting the digest fetches SHA-256 from the provider store, so it is done
+ * once per thread; each message then only sets its key (EVP_MAC_init without parameters keeps the digest). Freed
+ * when the thread ends. */
+static EVP_MAC_CTX *thread_ctx(void)
+{
+    pthread_once(&hmac_once, fetch_hmac);
+    if (!hmac_alg)
+        return NULL;
+    EVP_MAC_CTX *ctx = pthread_getspecific(hmac_key);
+    if (ctx)
+        return ctx;
+    ctx = EVP_MAC_CTX_new(hmac_alg);
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0), OSSL_PARAM_END};
+    if (!ctx || !EVP_MAC_CTX_set_params(ctx, params) || pthread_setspecific(hmac_key, ctx) != 0) {
+        EVP_MAC_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
 }
 
 /* Raw HMAC-SHA256 of "id.ts.body". */
@@ -42,13 +72,11 @@ static int mac(const unsigned char *key, size_t klen, const char *msg_id, int64_
     int pl = snprintf(prefix, sizeof prefix, "%s.%lld.", msg_id, (long long)ts);
     if (pl < 0 || (size_t)pl >= sizeof prefix)
         return QOD_ERR_INVALID;
-    pthread_once(&hmac_once, fetch_hmac);
-    EVP_MAC_CTX *ctx = hmac_alg ? EVP_MAC_CTX_new(hmac_alg) : NULL;
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0), OSSL_PARAM_END};
+    EVP_MAC_CTX *ctx = thread_ctx();
     size_t olen = 0;
-    int ok = ctx && EVP_MAC_init(ctx, key, klen, params) && EVP_MAC_update(ctx, (const unsigned char *)prefix, (size_t)pl) &&
+    int ok = ctx && EVP_MAC_init(ctx, key, klen, NULL) &&
+             EVP_MAC_update(ctx, (const unsigned char *)prefix, (size_t)pl) &&
              EVP_MAC_update(ctx, (const unsigned char *)body, len) && EVP_MAC_final(ctx, out, &olen, 32) && olen == 32;
-    EVP_MAC_CTX_free(ctx);
     return ok ? QOD_OK : QOD_ERR_CRYPTO;
 }
 

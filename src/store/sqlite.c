@@ -44,6 +44,7 @@ typedef struct {
     sqlite3_stmt *row[QOD_TBL_COUNT][S_COUNT_ROW];
     sqlite3_stmt *ev_add, *ev_state, *ev_del_session, *ev_requeue;
     sqlite3_stmt *sp_set, *sp_release, *sp_rollback; /* one savepoint per batch: prepared, not parsed each time */
+    sqlite3_stmt *ev_scan[2]; /* reader: events by state, and all events (prepared on first use, under r_mu) */
     int version;
 } sq;
 
@@ -199,6 +200,8 @@ static void sq_close(void *impl)
     sqlite3_finalize(q->sp_set);
     sqlite3_finalize(q->sp_release);
     sqlite3_finalize(q->sp_rollback);
+    sqlite3_finalize(q->ev_scan[0]);
+    sqlite3_finalize(q->ev_scan[1]);
     sqlite3_close(q->r);
     sqlite3_close(q->w);
     pthread_mutex_destroy(&q->r_mu);
@@ -443,15 +446,19 @@ static int sq_scan_events(void *impl, int64_t state, int64_t after_seq, size_t l
 {
     sq *q = impl;
     pthread_mutex_lock(&q->r_mu);
-    sqlite3_stmt *s = NULL;
     /* Two statements rather than `(?1 < 0 OR state=?1)`, which SQLite can only answer by walking every event
-     * after ?3 in seq order: the delivery's look for new pending events would then read all the delivered ones. */
-    int rc = map_rc(sqlite3_prepare_v2(q->r,
-                                       state < 0 ? "SELECT seq,id,session,owner,created_ms,state,attempts,next_ms,doc"
-                                                   " FROM events WHERE seq>?3 ORDER BY seq LIMIT ?2"
-                                                 : "SELECT seq,id,session,owner,created_ms,state,attempts,next_ms,doc"
-                                                   " FROM events WHERE state=?1 AND seq>?3 ORDER BY seq LIMIT ?2",
-                                       -1, &s, NULL));
+     * after ?3 in seq order: the delivery's look for new pending events would then read all the delivered ones.
+     * Kept prepared: the delivery scans after every commit that adds events. */
+    sqlite3_stmt **slot = &q->ev_scan[state < 0];
+    int rc = *slot ? QOD_OK
+                   : map_rc(sqlite3_prepare_v3(q->r,
+                                               state < 0 ? "SELECT seq,id,session,owner,created_ms,state,attempts,"
+                                                           "next_ms,doc FROM events WHERE seq>?3 ORDER BY seq LIMIT ?2"
+                                                         : "SELECT seq,id,session,owner,created_ms,state,attempts,"
+                                                           "next_ms,doc FROM events WHERE state=?1 AND seq>?3"
+                                                           " ORDER BY seq LIMIT ?2",
+                                               -1, SQLITE_PREPARE_PERSISTENT, slot, NULL));
+    sqlite3_stmt *s = *slot;
     if (rc == QOD_OK) {
         sqlite3_bind_int64(s, 1, state);
         sqlite3_bind_int64(s, 2, limit ? (sqlite3_int64)limit : -1);
@@ -475,7 +482,10 @@ static int sq_scan_events(void *impl, int64_t state, int64_t after_seq, size_t l
     }
     if (rc == QOD_OK && src != SQLITE_ROW && src != SQLITE_DONE)
         rc = map_rc(src);
-    sqlite3_finalize(s);
+    if (s) {
+        sqlite3_reset(s); /* ends the read transaction */
+        sqlite3_clear_bindings(s);
+    }
     pthread_mutex_unlock(&q->r_mu);
     return rc;
 }

@@ -197,6 +197,35 @@ QTEST(sign_and_verify_round_trip_empty_body)
     QT_EQ_INT(qod_webhook_verify(OTHER_SECRET, "msg_2", "1700000000", sig, "", 0, 1700000000, 300), QOD_ERR_DENIED);
 }
 
+/* Each thread keeps one HMAC context and only changes its key per message: signing with another secret, a long
+ * body and an empty one in between must not leak into the next signature. */
+QTEST(sign_reused_context_changes_key_and_message_cleanly)
+{
+    static char big[70000];
+    memset(big, 'x', sizeof big - 1);
+    const char *bodies[] = {big, "", VEC_BODY};
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+            qod_buf o;
+            qod_buf_init(&o, 0);
+            QT_EQ_INT(qod_webhook_sign(OTHER_SECRET, "msg_other", 1700000000, bodies[i], strlen(bodies[i]), &o),
+                      QOD_OK);
+            QT_EQ_INT(qod_webhook_verify(OTHER_SECRET, "msg_other", "1700000000", o.data, bodies[i],
+                                         strlen(bodies[i]), 1700000000, 300),
+                      QOD_OK);
+            qod_buf_dispose(&o);
+        }
+        qod_buf b;
+        qod_buf_init(&b, 0);
+        int rc = qod_webhook_sign(VEC_SECRET, VEC_ID, VEC_TS, VEC_BODY, strlen(VEC_BODY), &b);
+        char got[128];
+        snprintf(got, sizeof got, "%s", b.data ? b.data : "");
+        qod_buf_dispose(&b);
+        QT_EQ_INT(rc, QOD_OK);
+        QT_EQ_STR(got, VEC_SIG);
+    }
+}
+
 /* The HMAC implementation is fetched once and shared: threads signing at the same time get the vector. */
 static void *sign_vec_many(void *arg)
 {
@@ -232,5 +261,5 @@ QTEST_MAIN(QT_CASE(sign_matches_published_vector), QT_CASE(sign_accepts_secret_w
            QT_CASE(verify_rejects_malformed_secret), QT_CASE(verify_rejects_malformed_timestamp),
            QT_CASE(verify_accepts_when_second_of_several_signatures_matches),
            QT_CASE(verify_rejects_when_no_signature_matches), QT_CASE(sign_and_verify_cover_the_exact_body_bytes),
-           QT_CASE(sign_and_verify_round_trip_empty_body),
+           QT_CASE(sign_and_verify_round_trip_empty_body), QT_CASE(sign_reused_context_changes_key_and_message_cleanly),
            QT_CASE(sign_from_several_threads_matches_published_vector))
