@@ -26,6 +26,7 @@ struct qod_cluster {
     char instance[40]; /* this process: holds the node's own lease, so two live processes cannot share a URL */
     qod_pg_lease *pl;
     _Atomic uint64_t held;           /* bit s: this node holds shard s */
+    _Atomic int64_t epoch[QOD_CLUSTER_SHARDS]; /* the fencing epoch of each held shard's lease */
     atomic_int nodes;
     pthread_mutex_t mu;              /* guards holders */
     char holders[QOD_CLUSTER_SHARDS][QOD_CLUSTER_URL_MAX]; /* "" when free at the last round */
@@ -61,6 +62,22 @@ bool qod_cluster_owns(const qod_cluster *c, const char *id)
 int qod_cluster_held(const qod_cluster *c)
 {
     return __builtin_popcountll(atomic_load(&((qod_cluster *)c)->held));
+}
+
+bool qod_cluster_lease_of(const qod_cluster *c, const char *id, char *name, size_t cap, int64_t *epoch)
+{
+    qod_cluster *m = (qod_cluster *)c;
+    int s = qod_cluster_shard_of(id);
+    if (!((atomic_load(&m->held) >> s) & 1))
+        return false;
+    shard_name(name, cap, s);
+    *epoch = atomic_load(&m->epoch[s]);
+    return true;
+}
+
+const char *qod_cluster_node(const qod_cluster *c)
+{
+    return c->node;
 }
 
 int qod_cluster_nodes(const qod_cluster *c)
@@ -162,7 +179,23 @@ static int round_once(qod_cluster *c, bool *lost)
         if (!((held >> s) & 1))
             continue;
         shard_name(name, sizeof name, s);
-        int rc = qod_pg_lease_acquire(c->pl, name, c->node, c->o.lease_ms, NULL);
+        int64_t epoch = 0;
+        int rc = qod_pg_lease_acquire(c->pl, name, c->node, c->o.lease_ms, &epoch);
+        int64_t had = atomic_load(&c->epoch[s]);
+        if (rc == QOD_OK && epoch != had) {
+            /* The lease lapsed since the last round (this node was paused, or the database unreachable): writes
+             * fenced with the old epoch have failed since. The epoch grows by one per change of hands or lapse,
+             * so one more means nobody else held the shard meanwhile and what this node holds is still true;
+             * more means another node may have worked on it. */
+            if (epoch != had + 1) {
+                QOD_ERROR("cluster", "shard_held_meanwhile", "shard=%d node=%s epoch=%lld was=%lld", s, c->node,
+                          (long long)epoch, (long long)had);
+                *lost = true;
+                return 0;
+            }
+            QOD_WARN("cluster", "shard_lapsed", "shard=%d node=%s epoch=%lld", s, c->node, (long long)epoch);
+            atomic_store(&c->epoch[s], epoch);
+        }
         if (rc == QOD_ERR_BUSY) {
             QOD_ERROR("cluster", "shard_taken", "shard=%d node=%s", s, c->node);
             *lost = true;
@@ -195,7 +228,9 @@ static int round_once(qod_cluster *c, bool *lost)
         bool is_free = !l->holders[s][0];
         if (is_free && (mine < fair || c->free_before[s])) {
             shard_name(name, sizeof name, s);
-            if (qod_pg_lease_acquire(c->pl, name, c->node, c->o.lease_ms, NULL) == QOD_OK) {
+            int64_t epoch = 0;
+            if (qod_pg_lease_acquire(c->pl, name, c->node, c->o.lease_ms, &epoch) == QOD_OK) {
+                atomic_store(&c->epoch[s], epoch);
                 atomic_fetch_or(&c->held, (uint64_t)1 << s);
                 snprintf(l->holders[s], sizeof l->holders[s], "%s", c->node);
                 mine++;

@@ -51,6 +51,11 @@ int qod_cluster_owner(qod_cluster *c, const char *id, char *url, size_t cap);
 /* A node that holds shards, for creates arriving at a node that holds none: QOD_OK with its URL, or
  * QOD_ERR_NOTFOUND. */
 int qod_cluster_any_owner(qod_cluster *c, char *url, size_t cap);
+/* The lease that makes this node the holder of id's shard: its name ("shard:NN") and fencing epoch, for
+ * qod_store_batch_fence with holder qod_cluster_node(c). False when this node does not hold the shard. */
+bool qod_cluster_lease_of(const qod_cluster *c, const char *id, char *name, size_t cap, int64_t *epoch);
+/* This node's URL, the holder name of its shard leases. */
+const char *qod_cluster_node(const qod_cluster *c);
 /* Live nodes seen at the last round (at least 1). */
 int qod_cluster_nodes(const qod_cluster *c);
 

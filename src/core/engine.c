@@ -218,15 +218,24 @@ static void session_doc(const qod_engine *e, const sess *x, qod_buf *b)
     qod_buf_puts(b, "}");
 }
 
+/* With several nodes, every write of a session is fenced by the lease of its shard. */
+static int add_fence(const qod_engine *e, qod_store_batch *b, const char *session_id)
+{
+    return e->o.fence ? e->o.fence(e->o.cluster_ctx, b, session_id) : QOD_OK;
+}
+
 static int add_session_row(const qod_engine *e, qod_store_batch *b, const sess *x, bool insert)
 {
+    int rc = add_fence(e, b, x->s.id);
+    if (rc != QOD_OK)
+        return rc;
     qod_buf doc;
     qod_buf_init(&doc, 0);
     session_doc(e, x, &doc);
     int64_t state = (int64_t)x->s.st.state * 10 + x->s.st.reason;
-    int rc = insert ? qod_store_batch_insert(b, QOD_TBL_SESSIONS, x->s.id, x->s.app_id, x->s.device_key, state,
-                                             x->s.expires_ms, doc.data)
-                    : qod_store_batch_update(b, QOD_TBL_SESSIONS, x->s.id, state, x->s.expires_ms, doc.data);
+    rc = insert ? qod_store_batch_insert(b, QOD_TBL_SESSIONS, x->s.id, x->s.app_id, x->s.device_key, state,
+                                         x->s.expires_ms, doc.data)
+                : qod_store_batch_update(b, QOD_TBL_SESSIONS, x->s.id, state, x->s.expires_ms, doc.data);
     qod_buf_dispose(&doc);
     return rc;
 }
@@ -449,7 +458,7 @@ static void purge(qod_engine *e, sess *x)
     qod_hmap_del(&e->by_id, x->s.id);
     qod_store_batch *b = qod_store_batch_new();
     /* Delivered events go with the session; pending and dead ones stay until delivered or replayed. */
-    if (b && qod_store_batch_del(b, QOD_TBL_SESSIONS, x->s.id) == QOD_OK &&
+    if (b && add_fence(e, b, x->s.id) == QOD_OK && qod_store_batch_del(b, QOD_TBL_SESSIONS, x->s.id) == QOD_OK &&
         qod_store_batch_event_del_session(b, x->s.id) == QOD_OK)
         qod_store_submit(e->o.store, b, after_change_commit, e);
     else
@@ -608,6 +617,8 @@ static void create_committed(int rc, void *arg)
 {
     create_ctx *c = arg;
     qod_engine *e = c->e;
+    if (rc == QOD_ERR_BUSY)
+        rc = QOD_ERR_STORE; /* a transient store refusal (a lost fence, a PostgreSQL serialization failure): 503 */
     char id[37];
     snprintf(id, sizeof id, "%s", c->x->s.id);
     pthread_mutex_lock(&e->mu);

@@ -63,6 +63,9 @@ typedef struct {
      * with `new_id` (one it owns), and caps quotas in the store. All NULL for one node. */
     bool (*owns)(void *ctx, const char *session_id);
     void (*new_id)(void *ctx, char id[37]);
+    /* Adds to b the fence (store.h) of the lease that makes this node the session's holder, so that a node that
+     * lost the session's shard (paused past its lease) never writes it. */
+    int (*fence)(void *ctx, qod_store_batch *b, const char *session_id);
     void *cluster_ctx;
 } qod_engine_opts;
 

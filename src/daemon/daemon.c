@@ -144,6 +144,16 @@ static void cluster_new_id(void *ctx, char id[37])
     qod_cluster_new_id(ctx, id);
 }
 
+/* A session this node does not hold cannot be written here (a store error: 503, retry later). */
+static int cluster_fence(void *ctx, qod_store_batch *b, const char *id)
+{
+    char name[32];
+    int64_t epoch = 0;
+    if (!qod_cluster_lease_of(ctx, id, name, sizeof name, &epoch))
+        return QOD_ERR_STORE;
+    return qod_store_batch_fence(b, name, qod_cluster_node(ctx), epoch);
+}
+
 /* Shards of a node that died are ours now: their sessions, timers and pending callbacks too. */
 static void on_shards_taken(void *ctx)
 {
@@ -260,6 +270,7 @@ static int open_engine(qod_daemon *d, const qod_options *o, char *err, size_t er
     if (d->cluster) {
         eo.owns = cluster_owns;
         eo.new_id = cluster_new_id;
+        eo.fence = cluster_fence;
         eo.cluster_ctx = d->cluster;
     }
     rc = qod_engine_create(&eo, &d->engine, err, errcap);

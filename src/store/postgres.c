@@ -91,6 +91,8 @@ static const pg_stmt writer_stmts[] = {
     {"ev_state", "UPDATE events SET state=$2, attempts=$3, next_ms=$4 WHERE seq=$1"},
     {"ev_del", "DELETE FROM events WHERE session=$1 AND state=1"},
     {"ev_requeue", "UPDATE events SET state=0, attempts=0, next_ms=$3 WHERE session=$1 AND seq>=$2"},
+    /* A fence (store.h): the lease row is share-locked, so no node can take it over before this transaction ends. */
+    {"fence", "SELECT 1 FROM leases WHERE name=$1 AND holder=$2 AND epoch=$3 AND expires_at > now() FOR SHARE"},
     /* Delivered to the listeners at commit, and not at all if the transaction rolls back. */
     {"notify", "SELECT pg_notify('qod_' || $1, $2)"},
 };
@@ -552,6 +554,10 @@ static int op_call(const qod_store_op *op, pg_call *c)
         snprintf(c->name, sizeof c->name, "notify");
         v[0] = op->key, v[1] = op->doc ? op->doc : "", c->n = 2;
         return QOD_OK;
+    case QOD_OP_FENCE:
+        snprintf(c->name, sizeof c->name, "fence");
+        v[0] = op->key, v[1] = op->owner, v[2] = i64(c->bufs[0], op->num), c->n = 3;
+        return QOD_OK;
     }
     return QOD_ERR_INVALID;
 }
@@ -562,12 +568,19 @@ static bool needs_events_lock(const qod_store_op *op)
     return op->kind == QOD_OP_EVENT || op->kind == QOD_OP_CAP;
 }
 
-/* The outcome of an op's statement: a cap fails with QOD_ERR_LIMIT when its count has reached op->num. */
+/* The outcome of an op's statement: a cap fails with QOD_ERR_LIMIT when its count has reached op->num, a fence
+ * with QOD_ERR_BUSY when the lease is no longer the holder's at that epoch. */
 static int op_result(const pg_conn *pc, const qod_store_op *op, const PGresult *r, const char *name)
 {
     int rc = result_rc(pc, r, name);
-    if (rc != QOD_OK || op->kind != QOD_OP_CAP)
+    if (rc != QOD_OK)
         return rc;
+    if (op->kind == QOD_OP_FENCE && PQntuples(r) != 1) {
+        QOD_WARN("store", "pg_fenced", "lease=%s holder=%s epoch=%lld", op->key, op->owner, (long long)op->num);
+        return QOD_ERR_BUSY;
+    }
+    if (op->kind != QOD_OP_CAP)
+        return QOD_OK;
     int64_t n = PQntuples(r) == 1 ? col_i64(r, 0, 0) : 0;
     return n >= op->num ? QOD_ERR_LIMIT : QOD_OK;
 }
@@ -641,9 +654,22 @@ static int pg_apply_many(void *impl, const qod_store_op *const *ops, size_t n)
         return result_rc(&p->w, NULL, "pipeline");
     int rc = QOD_OK;
     bool locked = p->events_locked;
+    /* One fence per lease and epoch is enough for the whole transaction: its lock lasts until the end. */
+    const qod_store_op *fences[64];
+    size_t nfences = 0;
     for (size_t i = 0; i < n && rc == QOD_OK;) {
         size_t sent = 0;
         for (; i < n && sent < PG_PIPE_SEGMENT && rc == QOD_OK; i++) {
+            if (ops[i]->kind == QOD_OP_FENCE) {
+                bool seen = false;
+                for (size_t k = 0; k < nfences && !seen; k++)
+                    seen = fences[k]->num == ops[i]->num && strcmp(fences[k]->key, ops[i]->key) == 0 &&
+                           strcmp(fences[k]->owner, ops[i]->owner) == 0;
+                if (seen)
+                    continue;
+                if (nfences < sizeof fences / sizeof fences[0])
+                    fences[nfences++] = ops[i];
+            }
             pg_call c;
             op_call(ops[i], &c);
             if (needs_events_lock(ops[i]) && !locked) {

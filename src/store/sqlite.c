@@ -271,6 +271,8 @@ static int sq_apply(void *impl, const qod_store_op *op)
         return step_done(s);
     case QOD_OP_NOTIFY:
         return QOD_OK; /* one node: nobody to tell */
+    case QOD_OP_FENCE:
+        return QOD_OK; /* one node: no leases to lose */
     case QOD_OP_CAP: {
         if (op->table >= QOD_TBL_COUNT)
             return QOD_ERR_INVALID;

@@ -145,6 +145,11 @@ int qod_store_batch_event(qod_store_batch *b, const char *id, const char *sessio
     return add_row_op(b, QOD_OP_EVENT, QOD_TBL_COUNT, id, owner, session, 0, created_ms, doc);
 }
 
+int qod_store_batch_fence(qod_store_batch *b, const char *name, const char *holder, int64_t epoch)
+{
+    return add_row_op(b, QOD_OP_FENCE, QOD_TBL_COUNT, name, holder, NULL, 0, epoch, NULL);
+}
+
 int qod_store_batch_event_unsent(qod_store_batch *b, const char *id, const char *session, const char *owner,
                                  int64_t created_ms, const char *doc)
 {

@@ -104,6 +104,11 @@ int qod_store_batch_event_requeue(qod_store_batch *b, const char *session, int64
  * state_below (e.g. the active sessions of an app). Put it before the insert it guards. With several nodes on one
  * database the count is taken under a per-owner lock, so the cap is exact across nodes. */
 int qod_store_batch_cap(qod_store_batch *b, qod_store_table t, const char *owner, int64_t state_below, int64_t max);
+/* Fails the whole batch with QOD_ERR_BUSY unless lease `name` (pg_lease.h) is still held by holder with this
+ * fencing epoch and has not run out, and keeps that lease from changing hands until the batch's transaction
+ * ends: work that only the lease holder may do is then never written by a node that lost it (paused past its
+ * lease, say). Put it first in the batch. No-op for SQLite (one node, no leases). */
+int qod_store_batch_fence(qod_store_batch *b, const char *name, const char *holder, int64_t epoch);
 /* Tells the other nodes sharing the store, once the batch commits, that a row changed (channel e.g. "apps",
  * payload its key), so they refresh their caches (qod_store_listen). No-op for SQLite (one node). */
 int qod_store_batch_notify(qod_store_batch *b, const char *channel, const char *payload);
@@ -181,7 +186,8 @@ typedef enum {
     QOD_OP_EVENT_REQUEUE,
     QOD_OP_UPDATE,
     QOD_OP_CAP,   /* owner, state = state_below, num = max */
-    QOD_OP_NOTIFY /* key = channel, doc = payload */
+    QOD_OP_NOTIFY, /* key = channel, doc = payload */
+    QOD_OP_FENCE   /* key = lease name, owner = holder, num = epoch */
 } qod_store_op_kind;
 
 struct qod_store_op {

@@ -10,7 +10,8 @@ the others at once); app changes made on one node reach the others' caches at on
 per device and the app's quota hold across nodes (exactly); each status change is delivered once in normal running,
 by the node that holds the session, in order; several nodes migrating a fresh database at once; and after a node is
 killed under load, its sessions are served, expired and notified by the others: no acknowledged session is lost and
-every state change is delivered at least once.
+every state change is delivered at least once; and a node paused past its lease writes nothing for the shards it
+lost once it wakes (its writes are fenced by the shard leases), then stops.
 """
 import json
 import os
@@ -359,6 +360,47 @@ def test_a_node_killed_under_load_loses_nothing():
         events = len([r for r in rows if r[1] in acked])
         print("CLUSTER sessions_acknowledged=%d lost=0 events=%d events_lost=0 duplicates=%d"
               % (len(acked), events, dups))
+
+
+def test_a_node_paused_past_its_lease_writes_nothing_after_it_wakes():
+    # A node stopped (SIGSTOP: a frozen VM, a long GC-like stall) for longer than its lease loses its shards to the
+    # other node, which expires their sessions. When it wakes, its own expiry timers for the same sessions are
+    # overdue: its writes are fenced by the shard leases it no longer holds, so each session ends exactly once,
+    # and the node stops itself.
+    with Cluster(2) as c, WebhookReceiver(default=(204, {}, b"")) as recv:
+        app, tok = c.app()
+        sleeper, other = c.nodes[1], c.nodes[0]
+        sids = []
+        for _ in range(8):
+            r = expect_status(sleeper.request("POST", V0, body=v0_body(recv, new_phone(), duration=3), token=tok),
+                              201)
+            sids.append(r.json()["sessionId"])
+        for sid in sids:
+            wait_until(lambda: sleeper.request("GET", V0 + "/" + sid, token=tok).json()["qosStatus"] == "AVAILABLE",
+                       timeout=10, what="session %s AVAILABLE" % sid)
+        sleeper.proc.send_signal(signal.SIGSTOP)
+        def status(sid):
+            # Until the shard is taken over the request is forwarded to the frozen node: 503 or a timeout.
+            try:
+                r = other.request("GET", V0 + "/" + sid, token=tok, timeout=3)
+            except OSError:
+                return None
+            return r.json().get("qosStatus") if r.status == 200 else None
+        try:
+            for sid in sids:
+                wait_until(lambda: status(sid) == "EXPIRED", timeout=LEASE_S * 3 + 10,
+                           what="session %s EXPIRED by the other node" % sid)
+        finally:
+            sleeper.proc.send_signal(signal.SIGCONT)
+        # The woken node notices it lost its shards and stops; meanwhile none of its overdue work is committed.
+        wait_until(lambda: sleeper.proc.poll() is not None, timeout=LEASE_S * 3 + 10, what="the woken node stopping")
+        ends = {}
+        for line in psql("SELECT session, count(*) FROM events WHERE doc::json->>'state' = 'ended'"
+                         " GROUP BY session", c.db).split():
+            sid, n = line.rsplit("|", 1)
+            ends[sid] = int(n)
+        assert {sid: ends.get(sid, 0) for sid in sids} == {sid: 1 for sid in sids}, ends
+        assert "fenced" in sleeper.log() or "shard_taken" in sleeper.log(), sleeper.log()[-3000:]
 
 
 if __name__ == "__main__":

@@ -355,6 +355,70 @@ QTEST(a_node_whose_shard_is_taken_reports_lost)
     QT_EQ_INT(left, 0);
 }
 
+/* Waits until the epoch of the lease that makes c hold id differs from `was` (bounded); returns the last seen. */
+static int64_t epoch_change(qod_cluster *c, const char *id, int64_t was, int ms)
+{
+    char name[32];
+    int64_t e = was;
+    for (int waited = 0; waited < ms && e == was; waited += 20) {
+        if (!qod_cluster_lease_of(c, id, name, sizeof name, &e))
+            return -1;
+        if (e == was)
+            nanosleep(&(struct timespec){.tv_nsec = 20 * 1000000}, NULL);
+    }
+    return e;
+}
+
+QTEST(a_shard_lease_that_lapsed_with_no_other_holder_is_kept_at_the_next_epoch)
+{
+    reports r;
+    qod_cluster *c;
+    int fill = fill_shard_ids();
+    int start_rc = start_one(&r, LEASE_MS, &c);
+    char name[32] = "";
+    int64_t e = 0, e2 = 0;
+    bool held = start_rc == QOD_OK && fill == 0 && qod_cluster_lease_of(c, shard_ids[5], name, sizeof name, &e);
+    if (held) {
+        pgfix_sql("UPDATE leases SET expires_at = now() WHERE name = 'shard:05'", NULL, 0);
+        e2 = epoch_change(c, shard_ids[5], e, 10 * LEASE_MS);
+    }
+    int lost = r.lost;
+    bool still = held && qod_cluster_owns(c, shard_ids[5]);
+    qod_cluster_stop(c);
+    reports_dispose(&r);
+    QT_EQ_INT(start_rc, QOD_OK);
+    QT_TRUE(held);
+    QT_EQ_STR(name, "shard:05");
+    QT_EQ_INT(e2, e + 1);
+    QT_TRUE(still);
+    QT_EQ_INT(lost, 0);
+}
+
+QTEST(a_shard_lease_another_node_held_meanwhile_reports_lost)
+{
+    reports r;
+    qod_cluster *c;
+    int fill = fill_shard_ids();
+    int start_rc = start_one(&r, LEASE_MS, &c);
+    qod_pg_lease *other = NULL;
+    int open_rc = qod_pg_lease_open(pgfix.uri, &other), taken = QOD_ERR_BUSY;
+    /* The intruder takes the lapsed lease and gives it back before the node's next round: the node then renews
+     * it, two epochs later, and must not trust what it holds. */
+    for (int i = 0; fill == 0 && start_rc == QOD_OK && open_rc == QOD_OK && i < 20 && taken == QOD_ERR_BUSY; i++) {
+        pgfix_sql("UPDATE leases SET expires_at = now() WHERE name = 'shard:05'", NULL, 0);
+        taken = qod_pg_lease_acquire(other, "shard:05", "intruder", 60000, NULL);
+    }
+    int released = taken == QOD_OK ? qod_pg_lease_release(other, "shard:05", "intruder") : -1;
+    int lost = released == QOD_OK ? reports_wait(&r, &r.lost, 10 * LEASE_MS) : 0;
+    qod_cluster_stop(c);
+    qod_pg_lease_close(other);
+    reports_dispose(&r);
+    QT_EQ_INT(start_rc, QOD_OK);
+    QT_EQ_INT(taken, QOD_OK);
+    QT_EQ_INT(released, QOD_OK);
+    QT_EQ_INT(lost, 1);
+}
+
 QTEST(a_second_live_process_cannot_take_a_running_nodes_url)
 {
     reports r, r2;
@@ -452,6 +516,8 @@ static const qtest_case on_server[] = {
     QT_CASE(two_nodes_started_together_share_the_shards),
     QT_CASE(a_stopped_nodes_shards_go_to_the_other),
     QT_CASE(a_node_whose_shard_is_taken_reports_lost),
+    QT_CASE(a_shard_lease_that_lapsed_with_no_other_holder_is_kept_at_the_next_epoch),
+    QT_CASE(a_shard_lease_another_node_held_meanwhile_reports_lost),
     QT_CASE(the_shortest_lease_is_accepted),
            QT_CASE(a_second_live_process_cannot_take_a_running_nodes_url),
 };

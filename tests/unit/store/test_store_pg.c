@@ -1064,6 +1064,24 @@ QTEST(failed_cap_undoes_its_batch_but_not_its_group)
     QT_EQ_INT(meta.n, N);
 }
 
+/* Commits a batch fenced by (name, holder, epoch) that puts key into sessions; returns the commit's rc. */
+static int fenced_put(fixture *f, const char *name, const char *holder, int64_t epoch, const char *key)
+{
+    qod_store_batch *b = qod_store_batch_new();
+    qod_store_batch_fence(b, name, holder, epoch);
+    qod_store_batch_put(b, QOD_TBL_SESSIONS, key, "app", "", 0, 0, "{}");
+    return qod_store_commit(f->st, b);
+}
+
+QTEST(fence_is_a_no_op_on_sqlite_and_needs_a_lease_on_postgres)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    int rc = fenced_put(&f, "shard:00", "http://nobody", 1, "k");
+    fixture_close(&f);
+    QT_EQ_INT(rc, under_test == BK_PG ? QOD_ERR_BUSY : QOD_OK);
+}
+
 QTEST(scan_idx_returns_the_rows_of_one_idx_in_key_order)
 {
     fixture f;
@@ -1354,6 +1372,82 @@ QTEST(lease_has_one_holder_until_released)
     QT_EQ_INT(rc[5], QOD_OK);
     QT_EQ_INT(rc[6], QOD_OK);
     QT_TRUE(eb > ea);
+}
+
+QTEST(fence_lets_only_the_lease_holder_at_its_epoch_write)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_pg_lease *l = NULL;
+    QT_EQ_INT(qod_pg_lease_open(pgfix.uri, &l), QOD_OK);
+    int64_t e = 0, e2 = 0;
+    int rc[8];
+    rc[0] = qod_pg_lease_acquire(l, "shard:07", "http://a", 60000, &e);
+    rc[1] = fenced_put(&f, "shard:07", "http://a", e, "held");
+    rc[2] = fenced_put(&f, "shard:07", "http://a", e + 1, "wrong-epoch");
+    rc[3] = fenced_put(&f, "shard:07", "http://b", e, "wrong-holder");
+    rc[4] = fenced_put(&f, "shard:08", "http://a", e, "no-lease");
+    rc[5] = qod_pg_lease_release(l, "shard:07", "http://a");
+    rc[6] = fenced_put(&f, "shard:07", "http://a", e, "after-release");
+    /* Taken again after it ran out: a new epoch, and only that one writes. */
+    rc[7] = qod_pg_lease_acquire(l, "shard:07", "http://a", 60000, &e2);
+    int old_epoch = fenced_put(&f, "shard:07", "http://a", e, "old-epoch");
+    int new_epoch = fenced_put(&f, "shard:07", "http://a", e2, "new-epoch");
+    key_list keys;
+    QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, NULL, 0, &keys), QOD_OK);
+    qod_pg_lease_close(l);
+    fixture_close(&f);
+    QT_EQ_INT(rc[0], QOD_OK);
+    QT_EQ_INT(rc[1], QOD_OK);
+    QT_EQ_INT(rc[2], QOD_ERR_BUSY);
+    QT_EQ_INT(rc[3], QOD_ERR_BUSY);
+    QT_EQ_INT(rc[4], QOD_ERR_BUSY);
+    QT_EQ_INT(rc[5], QOD_OK);
+    QT_EQ_INT(rc[6], QOD_ERR_BUSY);
+    QT_EQ_INT(rc[7], QOD_OK);
+    QT_TRUE(e2 > e);
+    QT_EQ_INT(old_epoch, QOD_ERR_BUSY);
+    QT_EQ_INT(new_epoch, QOD_OK);
+    QT_EQ_STR(keys.keys, "held new-epoch");
+}
+
+/* Fenced batches submitted back to back share group commits (and a pipeline): the ones whose fence fails fail
+ * alone. */
+QTEST(failed_fence_undoes_its_batch_but_not_its_group)
+{
+    enum { N = 40 };
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_pg_lease *l = NULL;
+    QT_EQ_INT(qod_pg_lease_open(pgfix.uri, &l), QOD_OK);
+    int64_t e = 0;
+    QT_EQ_INT(qod_pg_lease_acquire(l, "shard:01", "http://a", 60000, &e), QOD_OK);
+    tracker t = {.done = 0};
+    pthread_mutex_init(&t.mu, NULL);
+    pthread_cond_init(&t.cv, NULL);
+    static slot slots[N];
+    for (int i = 0; i < N; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k-%02d", i);
+        slots[i] = (slot){.t = &t, .rc = 1};
+        qod_store_batch *b = qod_store_batch_new();
+        qod_store_batch_fence(b, "shard:01", i % 4 == 3 ? "http://b" : "http://a", e);
+        qod_store_batch_put(b, QOD_TBL_SESSIONS, key, "app", "", 0, 0, "{}");
+        qod_store_batch_event(b, key, key, "app", i, "{}");
+        QT_EQ_INT(qod_store_submit(f.st, b, on_done, &slots[i]), QOD_OK);
+    }
+    QT_EQ_INT(tracker_wait(&t, N), N);
+    key_list keys;
+    event_list ev;
+    QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, NULL, 0, &keys), QOD_OK);
+    QT_EQ_INT(events(&f, 0, 0, 0, &ev), QOD_OK);
+    qod_pg_lease_close(l);
+    fixture_close(&f);
+    pthread_mutex_destroy(&t.mu);
+    pthread_cond_destroy(&t.cv);
+    for (int i = 0; i < N; i++)
+        QT_EQ_INT(slots[i].rc, i % 4 == 3 ? QOD_ERR_BUSY : QOD_OK);
+    QT_EQ_INT(keys.n, N - N / 4);
 }
 
 QTEST(lease_passes_on_when_it_expires)
@@ -1748,14 +1842,16 @@ static const qtest_case both[] = {
     QT_CASE(many_async_submits_complete_exactly_once),
     QT_CASE(close_drains_queued_batches_and_data_survives_reopen),
     QT_CASE(cap_counts_only_the_owners_rows_below_the_state), QT_CASE(failed_cap_undoes_its_batch_but_not_its_group),
-    QT_CASE(scan_idx_returns_the_rows_of_one_idx_in_key_order), QT_CASE(notify_commits_with_its_batch),
+    QT_CASE(scan_idx_returns_the_rows_of_one_idx_in_key_order),
+    QT_CASE(fence_is_a_no_op_on_sqlite_and_needs_a_lease_on_postgres), QT_CASE(notify_commits_with_its_batch),
 };
 static const qtest_case pg_only[] = {
     QT_CASE(postgresql_scheme_selects_postgres_too), QT_CASE(a_path_still_selects_sqlite),
     QT_CASE(schema_has_the_tables_and_one_version_row), QT_CASE(concurrent_opens_migrate_once),
     QT_CASE(unreachable_server_is_a_store_error), QT_CASE(wrong_password_is_a_store_error),
     QT_CASE(oversized_values_fail_their_batch), QT_CASE(lease_has_one_holder_until_released),
-    QT_CASE(lease_passes_on_when_it_expires), QT_CASE(lease_refuses_bad_arguments),
+    QT_CASE(lease_passes_on_when_it_expires),
+    QT_CASE(fence_lets_only_the_lease_holder_at_its_epoch_write), QT_CASE(failed_fence_undoes_its_batch_but_not_its_group), QT_CASE(lease_refuses_bad_arguments),
     QT_CASE(stopped_server_fails_with_store_error_then_store_recovers), QT_CASE(listen_needs_postgres),
     QT_CASE(notify_reaches_the_listener_at_commit_only), QT_CASE(notify_of_a_failed_batch_is_never_delivered),
     QT_CASE(listener_reconnects_after_a_server_restart), QT_CASE(one_active_session_per_device),
