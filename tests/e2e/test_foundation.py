@@ -245,6 +245,7 @@ def test_metrics_exposition():
 
 
 def test_metrics_count_the_store_writers_group_commits():
+    cluster_skip("metrics are per node (docs/operations.md): the commit and the scrapes may reach different nodes")
     before = metrics(D)
     for k in ("qod_store_commits_total", "qod_store_batches_total", "qod_store_commit_seconds_total", "qod_store_queue"):
         assert k in before, sorted(before)
