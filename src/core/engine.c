@@ -171,15 +171,44 @@ static bool release_async(qod_engine *e, sess *x)
 
 /* ---- persistence -------------------------------------------------------------------------------------------- */
 
+/* The store documents are built with appends, not printf: they are written for every change of every session. */
+static void put_key(qod_buf *b, const char *key)
+{
+    qod_buf_puts(b, ",\"");
+    qod_buf_puts(b, key);
+    qod_buf_puts(b, "\":");
+}
+
+static void put_i64(qod_buf *b, const char *key, int64_t v)
+{
+    put_key(b, key);
+    qod_buf_put_i64(b, v);
+}
+
+/* A value that is ours and needs no escaping (ids, engine words). */
+static void put_word(qod_buf *b, const char *key, const char *v)
+{
+    put_key(b, key);
+    qod_buf_puts(b, "\"");
+    qod_buf_puts(b, v);
+    qod_buf_puts(b, "\"");
+}
+
+static void put_bool(qod_buf *b, const char *key, bool v)
+{
+    put_key(b, key);
+    qod_buf_puts(b, v ? "true" : "false");
+}
+
 static void put_json_or_null(qod_buf *b, const char *key, const char *json)
 {
-    qod_buf_printf(b, ",\"%s\":", key);
+    put_key(b, key);
     qod_buf_puts(b, json && *json ? json : "null");
 }
 
 static void put_str_or_null(qod_buf *b, const char *key, const char *s)
 {
-    qod_buf_printf(b, ",\"%s\":", key);
+    put_key(b, key);
     if (s)
         qod_buf_json_str(b, s);
     else
@@ -201,14 +230,22 @@ static void put_sealed_or_null(const qod_engine *e, qod_buf *b, const char *key,
 static void session_doc(const qod_engine *e, const sess *x, qod_buf *b)
 {
     const qod_session *s = &x->s;
-    qod_buf_printf(b,
-                   "{\"id\":\"%s\",\"app\":\"%s\",\"state\":\"%s\",\"reason\":\"%s\",\"surface\":%d,\"sandbox\":%s,"
-                   "\"duration\":%lld,\"created_ms\":%lld,\"available_ms\":%lld,\"expires_ms\":%lld,"
-                   "\"ended_ms\":%lld,\"events\":%u,\"releasing\":%s,\"profile\":",
-                   s->id, s->app_id, qod_session_state_name(s->st.state), qod_end_reason_name(s->st.reason),
-                   (int)s->surface, s->sandbox ? "true" : "false", (long long)s->duration_s,
-                   (long long)s->created_ms, (long long)s->available_ms, (long long)s->expires_ms,
-                   (long long)s->ended_ms, x->nevents, s->releasing ? "true" : "false");
+    qod_buf_puts(b, "{\"id\":\"");
+    qod_buf_puts(b, s->id);
+    qod_buf_puts(b, "\"");
+    put_word(b, "app", s->app_id);
+    put_word(b, "state", qod_session_state_name(s->st.state));
+    put_word(b, "reason", qod_end_reason_name(s->st.reason));
+    put_i64(b, "surface", (int)s->surface);
+    put_bool(b, "sandbox", s->sandbox);
+    put_i64(b, "duration", s->duration_s);
+    put_i64(b, "created_ms", s->created_ms);
+    put_i64(b, "available_ms", s->available_ms);
+    put_i64(b, "expires_ms", s->expires_ms);
+    put_i64(b, "ended_ms", s->ended_ms);
+    put_i64(b, "events", x->nevents);
+    put_bool(b, "releasing", s->releasing);
+    put_key(b, "profile");
     qod_buf_json_str(b, s->profile->name);
     put_json_or_null(b, "device", s->device_json);
     put_str_or_null(b, "device_key", s->device_key);
@@ -249,11 +286,16 @@ static int add_event_row(qod_engine *e, qod_store_batch *b, sess *x, unsaved *u)
     int64_t now = qod_time_wall_ms();
     qod_buf doc;
     qod_buf_init(&doc, 0);
-    qod_buf_printf(&doc,
-                   "{\"session\":\"%s\",\"app\":\"%s\",\"state\":\"%s\",\"reason\":\"%s\",\"surface\":%d,"
-                   "\"at_ms\":%lld,\"seq\":%u,\"available_ms\":%lld",
-                   x->s.id, x->s.app_id, qod_session_state_name(x->s.st.state), qod_end_reason_name(x->s.st.reason),
-                   (int)x->s.surface, (long long)now, ++x->nevents, (long long)x->s.available_ms);
+    qod_buf_puts(&doc, "{\"session\":\"");
+    qod_buf_puts(&doc, x->s.id);
+    qod_buf_puts(&doc, "\"");
+    put_word(&doc, "app", x->s.app_id);
+    put_word(&doc, "state", qod_session_state_name(x->s.st.state));
+    put_word(&doc, "reason", qod_end_reason_name(x->s.st.reason));
+    put_i64(&doc, "surface", (int)x->s.surface);
+    put_i64(&doc, "at_ms", now);
+    put_i64(&doc, "seq", ++x->nevents);
+    put_i64(&doc, "available_ms", x->s.available_ms);
     put_str_or_null(&doc, "url", x->s.url);
     put_sealed_or_null(e, &doc, "token", x->s.token);
     put_json_or_null(&doc, "extra", x->s.extra);
