@@ -199,6 +199,19 @@ static void on_done(int rc, void *arg)
     pthread_mutex_unlock(&s->t->mu);
 }
 
+static void tracker_init(tracker *t)
+{
+    t->done = 0;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+}
+
+static void tracker_dispose(tracker *t)
+{
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
+}
+
 /* Waits until n callbacks ran or 60 s passed; returns the count seen. */
 static int tracker_wait(tracker *t, int n)
 {
@@ -459,9 +472,8 @@ QTEST(failed_batch_does_not_take_down_its_group)
     fixture f;
     QT_EQ_INT(fixture_open(&f), 0);
     QT_EQ_INT(put1(&f, QOD_TBL_SESSIONS, "taken", "app-1", "{}"), QOD_OK);
-    tracker t = {.done = 0};
-    pthread_mutex_init(&t.mu, NULL);
-    pthread_cond_init(&t.cv, NULL);
+    tracker t;
+    tracker_init(&t);
     static slot losers[PAIRS], winners[PAIRS];
     /* Submitted back to back, so that losers and winners share group commits. */
     for (int i = 0; i < PAIRS; i++) {
@@ -485,8 +497,7 @@ QTEST(failed_batch_does_not_take_down_its_group)
     QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, "app-3", 0, &won), QOD_OK);
     QT_EQ_INT(events(&f, 0, 0, 0, &e), QOD_OK);
     fixture_close(&f);
-    pthread_mutex_destroy(&t.mu);
-    pthread_cond_destroy(&t.cv);
+    tracker_dispose(&t);
     for (int i = 0; i < PAIRS; i++) {
         QT_EQ_INT(losers[i].rc, QOD_ERR_EXISTS);
         QT_EQ_INT(winners[i].rc, QOD_OK);
@@ -522,9 +533,8 @@ QTEST(large_group_with_a_late_failure_keeps_the_rest_in_order)
     fixture f;
     QT_EQ_INT(fixture_open(&f), 0);
     QT_EQ_INT(put1(&f, QOD_TBL_SESSIONS, "taken", "app-1", "{}"), QOD_OK);
-    tracker t = {.done = 0};
-    pthread_mutex_init(&t.mu, NULL);
-    pthread_cond_init(&t.cv, NULL);
+    tracker t;
+    tracker_init(&t);
     static slot slots[N];
     for (int i = 0; i < N; i++) {
         char key[16];
@@ -541,8 +551,7 @@ QTEST(large_group_with_a_late_failure_keeps_the_rest_in_order)
     QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, "app-2", 0, &won), QOD_OK);
     QT_EQ_INT(qod_store_scan_events(f.st, 0, 0, 0, check_order, &order), QOD_OK);
     fixture_close(&f);
-    pthread_mutex_destroy(&t.mu);
-    pthread_cond_destroy(&t.cv);
+    tracker_dispose(&t);
     int ok = 0, lost = 0;
     for (int i = 0; i < N; i++) {
         ok += slots[i].rc == QOD_OK;
@@ -893,9 +902,8 @@ QTEST(many_async_submits_complete_exactly_once)
 {
     fixture f;
     QT_EQ_INT(fixture_open(&f), 0);
-    tracker t = {.done = 0};
-    pthread_mutex_init(&t.mu, NULL);
-    pthread_cond_init(&t.cv, NULL);
+    tracker t;
+    tracker_init(&t);
     static slot slots[THREADS * PER_THREAD];
     for (int i = 0; i < THREADS * PER_THREAD; i++)
         slots[i] = (slot){.t = &t, .rc = 1};
@@ -920,8 +928,7 @@ QTEST(many_async_submits_complete_exactly_once)
     QT_EQ_INT(rows, THREADS * PER_THREAD);
     /* Closing runs no callback a second time. */
     QT_EQ_INT(t.done, THREADS * PER_THREAD);
-    pthread_mutex_destroy(&t.mu);
-    pthread_cond_destroy(&t.cv);
+    tracker_dispose(&t);
 }
 
 QTEST(close_drains_queued_batches_and_data_survives_reopen)
@@ -929,9 +936,8 @@ QTEST(close_drains_queued_batches_and_data_survives_reopen)
     enum { N = 100 };
     fixture f;
     QT_EQ_INT(fixture_open(&f), 0);
-    tracker t = {.done = 0};
-    pthread_mutex_init(&t.mu, NULL);
-    pthread_cond_init(&t.cv, NULL);
+    tracker t;
+    tracker_init(&t);
     static slot slots[N];
     for (int i = 0; i < N; i++) {
         char key[32];
@@ -956,8 +962,7 @@ QTEST(close_drains_queued_batches_and_data_survives_reopen)
     QT_EQ_INT(get(&f, QOD_TBL_DEVICES, "q099", &c), QOD_OK);
     QT_EQ_INT(events(&f, 0, 0, 0, &e), QOD_OK);
     fixture_close(&f);
-    pthread_mutex_destroy(&t.mu);
-    pthread_cond_destroy(&t.cv);
+    tracker_dispose(&t);
     QT_EQ_INT(done, N);
     QT_EQ_INT(bad, 0);
     QT_EQ_INT(l.n, N);
@@ -1022,9 +1027,8 @@ QTEST(failed_cap_undoes_its_batch_but_not_its_group)
     enum { N = 12, MAX = 8 };
     fixture f;
     QT_EQ_INT(fixture_open(&f), 0);
-    tracker t = {.done = 0};
-    pthread_mutex_init(&t.mu, NULL);
-    pthread_cond_init(&t.cv, NULL);
+    tracker t;
+    tracker_init(&t);
     static slot capped[N], plain[N];
     /* Submitted back to back, so that they share group commits: the capped batches count the rows the earlier
      * ones of the same transaction added, and the last N - MAX fail. */
@@ -1051,8 +1055,7 @@ QTEST(failed_cap_undoes_its_batch_but_not_its_group)
     QT_EQ_INT(scan(&f, QOD_TBL_META, NULL, 0, &meta), QOD_OK);
     QT_EQ_INT(events(&f, -1, 0, 0, &e), QOD_OK);
     fixture_close(&f);
-    pthread_mutex_destroy(&t.mu);
-    pthread_cond_destroy(&t.cv);
+    tracker_dispose(&t);
     for (int i = 0; i < N; i++) {
         QT_EQ_INT(capped[i].rc, i < MAX ? QOD_OK : QOD_ERR_LIMIT);
         QT_EQ_INT(plain[i].rc, QOD_OK);
@@ -1422,9 +1425,8 @@ QTEST(failed_fence_undoes_its_batch_but_not_its_group)
     QT_EQ_INT(qod_pg_lease_open(pgfix.uri, &l), QOD_OK);
     int64_t e = 0;
     QT_EQ_INT(qod_pg_lease_acquire(l, "shard:01", "http://a", 60000, &e), QOD_OK);
-    tracker t = {.done = 0};
-    pthread_mutex_init(&t.mu, NULL);
-    pthread_cond_init(&t.cv, NULL);
+    tracker t;
+    tracker_init(&t);
     static slot slots[N];
     for (int i = 0; i < N; i++) {
         char key[16];
@@ -1443,11 +1445,12 @@ QTEST(failed_fence_undoes_its_batch_but_not_its_group)
     QT_EQ_INT(events(&f, 0, 0, 0, &ev), QOD_OK);
     qod_pg_lease_close(l);
     fixture_close(&f);
-    pthread_mutex_destroy(&t.mu);
-    pthread_cond_destroy(&t.cv);
+    tracker_dispose(&t);
     for (int i = 0; i < N; i++)
         QT_EQ_INT(slots[i].rc, i % 4 == 3 ? QOD_ERR_BUSY : QOD_OK);
     QT_EQ_INT(keys.n, N - N / 4);
+    QT_EQ_INT(ev.n, N - N / 4);
+    QT_EQ_STR(ev.id[3], "k-04"); /* k-03 was fenced off */
 }
 
 QTEST(lease_passes_on_when_it_expires)
@@ -1573,9 +1576,8 @@ QTEST(notify_reaches_the_listener_at_commit_only)
     PGresult *r = PQexec(blocker, "BEGIN; SELECT 1 FROM apps WHERE key = 'app-1' FOR UPDATE");
     int locked = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
     PQclear(r);
-    tracker t = {.done = 0};
-    pthread_mutex_init(&t.mu, NULL);
-    pthread_cond_init(&t.cv, NULL);
+    tracker t;
+    tracker_init(&t);
     slot s = {.t = &t, .rc = 1};
     qod_store_batch *b = qod_store_batch_new();
     qod_store_batch_notify(b, "apps", "app-1 'quoted' \"too\"");
@@ -1591,8 +1593,7 @@ QTEST(notify_reaches_the_listener_at_commit_only)
     int both = heard_wait(&h, 2, 5000);
     qod_store_listen_stop(l);
     fixture_close(&f);
-    pthread_mutex_destroy(&t.mu);
-    pthread_cond_destroy(&t.cv);
+    tracker_dispose(&t);
     heard_dispose(&h);
     QT_EQ_INT(listen_rc, QOD_OK);
     QT_TRUE(locked);
