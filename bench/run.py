@@ -865,16 +865,15 @@ def scenario_scale(ctx):
         res["get_v0_p99_ms_held"] = g["latency_ms"]["p99"]
         res["get_command"] = g["command"]
         # The targets are for a million sessions. With fewer (--quick, --smoke) memory is projected linearly from
-        # the empty daemon's footprint, and the restart must be ready within 10 s per million (at least 1 s).
+        # the empty daemon's footprint, for information only: the growth also holds the SQLite page caches (up to
+        # 64 MiB per connection, bounded, not per session), so a small run overstates the cost of a session. The
+        # restart must be ready within 10 s per million (at least 1 s).
         per_m = n / 1e6
         res["empty_rss_mib"] = round(d.empty_rss_kb / 1024, 1)
         res["rss_projected_1m_mib"] = round((d.empty_rss_kb + (rss - d.empty_rss_kb) / per_m) / 1024, 1)
         res["targets"] = [target("sessions held", held, ">=", n)]
         if n >= 1_000_000:
             res["targets"].append(target("resident memory", res["rss_mib"], "<=", 1024, " MiB"))
-        else:
-            res["targets"].append(target("resident memory projected to 1,000,000 sessions",
-                                         res["rss_projected_1m_mib"], "<=", 1024, " MiB"))
         res["targets"].append(target("restart until ready", res["ready_s"], "<=", max(round(10 * per_m, 2), 1.0),
                                      " s"))
         t = time.monotonic()
@@ -1453,10 +1452,13 @@ def markdown(res, findings):
         names = ["%s sessions held" % fmt(s["sessions"]), "", ""]
         mem = "%s MiB resident (peak %s)" % (fmt(s["rss_mib"]), fmt(s["peak_rss_mib"]))
         if s["sessions"] < 1_000_000:
-            mem += ", %s MiB projected to 1,000,000" % fmt(s["rss_projected_1m_mib"])
+            mem += (", %s MiB projected linearly to 1,000,000 (not judged: the growth includes the bounded SQLite"
+                    " page caches; the target is judged by the full run)" % fmt(s["rss_projected_1m_mib"]))
         vals = ["%s held" % fmt(s["sessions_held"]), mem,
                 "ready %s s after start" % fmt(s["ready_s"], 2)]
-        for nm, v, tg in zip(names, vals, s["targets"]):
+        by_what = {t["what"]: t for t in s["targets"]}
+        tgs = [by_what.get("sessions held"), by_what.get("resident memory"), by_what.get("restart until ready")]
+        for nm, v, tg in zip(names, vals, tgs):
             row(nm or "", v, None, tg)
     elif s:
         L.append("| Scale | failed: %s | | | |" % s["error"][:120])
