@@ -1338,6 +1338,74 @@ QTEST(stopped_server_fails_with_store_error_then_store_recovers)
     QT_EQ_STR(l.keys, "after before");
 }
 
+typedef struct {
+    tracker *t;
+    int after; /* terminate the writer's server process once this many batches completed */
+    int killed;
+} killer;
+
+static void *kill_writer(void *arg)
+{
+    killer *k = arg;
+    struct timespec deadline = pgfix_deadline(30000);
+    pthread_mutex_lock(&k->t->mu);
+    while (k->t->done < k->after && pthread_cond_timedwait(&k->t->cv, &k->t->mu, &deadline) == 0)
+        ;
+    pthread_mutex_unlock(&k->t->mu);
+    k->killed = pgfix_sql_int("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                              " WHERE application_name = 'qodd-writer'");
+    return NULL;
+}
+
+/* The writer's connection is cut while groups are in flight (pipelined on PostgreSQL): each batch completes exactly
+ * once, with success or a store error (a group whose pipeline broke is applied again on a new connection, batch by
+ * batch, so usually none fails), everything acknowledged is there, and the store goes on working. */
+QTEST(writer_connection_cut_mid_stream_loses_nothing_acknowledged)
+{
+    enum { N = 4000 };
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    tracker t;
+    tracker_init(&t);
+    killer k = {.t = &t, .after = 200, .killed = -1};
+    pthread_t th;
+    QT_EQ_INT(pthread_create(&th, NULL, kill_writer, &k), 0);
+    static slot slots[N];
+    for (int i = 0; i < N; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "c-%05d", i);
+        slots[i] = (slot){.t = &t, .rc = 1};
+        qod_store_batch *b = qod_store_batch_new();
+        qod_store_batch_put(b, QOD_TBL_SESSIONS, key, "app", "", 0, 0, "{}");
+        qod_store_batch_event(b, key, key, "app", i, "{}");
+        QT_EQ_INT(qod_store_submit(f.st, b, on_done, &slots[i]), QOD_OK);
+    }
+    int done = tracker_wait(&t, N);
+    pthread_join(th, NULL);
+    int after = put1(&f, QOD_TBL_APPS, "after", "", "{}");
+    int ok = 0, failed = 0, missing = 0;
+    for (int i = 0; i < N; i++) {
+        ok += slots[i].rc == QOD_OK;
+        failed += slots[i].rc == QOD_ERR_STORE;
+        if (slots[i].rc == QOD_OK) {
+            char key[16];
+            row_copy c;
+            snprintf(key, sizeof key, "c-%05d", i);
+            missing += get(&f, QOD_TBL_SESSIONS, key, &c) != QOD_OK;
+        }
+    }
+    fixture_close(&f);
+    tracker_dispose(&t);
+    QT_EQ_INT(done, N);
+    QT_EQ_INT(k.killed, 1);
+    QT_EQ_INT(ok + failed, N);
+    QT_EQ_INT(missing, 0);
+    QT_TRUE(ok >= k.after);
+    QT_EQ_INT(after, QOD_OK);
+    for (int i = 0; i < N; i++)
+        QT_EQ_INT(atomic_load(&slots[i].calls), 1);
+}
+
 static int lease_fixture(qod_pg_lease **a, qod_pg_lease **b)
 {
     qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
@@ -1853,7 +1921,8 @@ static const qtest_case pg_only[] = {
     QT_CASE(oversized_values_fail_their_batch), QT_CASE(lease_has_one_holder_until_released),
     QT_CASE(lease_passes_on_when_it_expires),
     QT_CASE(fence_lets_only_the_lease_holder_at_its_epoch_write), QT_CASE(failed_fence_undoes_its_batch_but_not_its_group), QT_CASE(lease_refuses_bad_arguments),
-    QT_CASE(stopped_server_fails_with_store_error_then_store_recovers), QT_CASE(listen_needs_postgres),
+    QT_CASE(stopped_server_fails_with_store_error_then_store_recovers),
+    QT_CASE(writer_connection_cut_mid_stream_loses_nothing_acknowledged), QT_CASE(listen_needs_postgres),
     QT_CASE(notify_reaches_the_listener_at_commit_only), QT_CASE(notify_of_a_failed_batch_is_never_delivered),
     QT_CASE(listener_reconnects_after_a_server_restart), QT_CASE(one_active_session_per_device),
     QT_CASE(cap_is_exact_across_stores), QT_CASE(lease_list_by_prefix_in_name_order_without_expired),
