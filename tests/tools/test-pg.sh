@@ -26,7 +26,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A port below the ephemeral range (like tests/unit/store/test_store_pg.c), so that no outgoing connection of the
+# A port below the ephemeral range (like tests/unit/store/test_store.c), so that no outgoing connection of the
 # test run can take it from under the server; free now, which the start confirms.
 pick_port() {
     python3 -c '

@@ -1,4 +1,4 @@
-/* A throwaway PostgreSQL 15 server for the unit tests that need one (test_store_pg.c, core/test_cluster.c):
+/* A throwaway PostgreSQL 15 server for the unit tests that need one (test_store.c, core/test_cluster.c):
  * tests/tools/pgtmp.sh starts it on a free port below the ephemeral range in a temporary directory, and a guardian
  * process stops it and removes the directory when the test process ends, however it ends.
  *

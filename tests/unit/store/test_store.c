@@ -1,10 +1,11 @@
-/* The PostgreSQL store (postgres.c) against a throwaway PostgreSQL 15 cluster that tests/tools/pgtmp.sh starts on
- * a free port in a temporary directory.
+/* The store (store.c) on both implementations: SQLite, and PostgreSQL (postgres.c) against a throwaway PostgreSQL
+ * 15 cluster that tests/tools/pgtmp.sh starts on a free port in a temporary directory.
  *
  * The behaviour cases run twice, once on PostgreSQL ("pg.") and once on SQLite ("sqlite."), so that the two
  * implementations are held to the same expectations; the "pg." cases after them cover what only PostgreSQL has
- * (migration lock, connection failures and recovery, size limits, leases). Without the server binaries every
- * "pg." case prints "SKIP name: reason". The server comes from pgfix.h. */
+ * (migration lock, connection failures and recovery, size limits, leases, fences), and the last "sqlite." cases what
+ * only SQLite has (a data directory or a file path). Without the server binaries every "pg." case prints
+ * "SKIP name: reason". The server comes from pgfix.h. */
 #include "store/pg_lease.h"
 #include "store/store.h"
 
@@ -1892,6 +1893,55 @@ QTEST(lease_list_by_prefix_in_name_order_without_expired)
     QT_EQ_INT(none.n, 0);
 }
 
+/* ==== SQLite only, and no backend at all ==== */
+
+QTEST(open_accepts_a_db_file_path)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_store_close(f.st);
+    f.st = NULL;
+    char path[128];
+    snprintf(path, sizeof path, "%s/qod.db", f.dir);
+    qod_store_opts o = {.uri = path, .sync_full = true};
+    int rc = qod_store_open(&o, &f.st);
+    int version = rc == QOD_OK ? qod_store_schema_version(f.st) : -1;
+    fixture_close(&f);
+    QT_EQ_INT(rc, QOD_OK);
+    QT_TRUE(version >= 1);
+}
+
+QTEST(open_in_a_missing_directory_fails)
+{
+    qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
+    qod_store *st = (qod_store *)1;
+    qod_store_opts o = {.uri = "/nonexistent/qod-store-test", .sync_full = false};
+    int rc = qod_store_open(&o, &st);
+    QT_TRUE(rc != QOD_OK);
+    QT_TRUE(st == NULL);
+}
+
+QTEST(close_null_and_batch_free_null_are_noops)
+{
+    qod_store_close(NULL);
+    qod_store_batch_free(NULL);
+    QT_TRUE(1);
+}
+
+QTEST(batch_len_counts_ops)
+{
+    qod_store_batch *b = qod_store_batch_new();
+    QT_TRUE(b != NULL);
+    QT_EQ_INT(qod_store_batch_len(b), 0);
+    qod_store_batch_put(b, QOD_TBL_APPS, "a", "", "", 0, 0, "{}");
+    qod_store_batch_del(b, QOD_TBL_APPS, "b");
+    qod_store_batch_event(b, "e", "s", "o", 1, "{}");
+    qod_store_batch_fence(b, "shard:00", "http://a", 1);
+    size_t n = qod_store_batch_len(b);
+    qod_store_batch_free(b);
+    QT_EQ_INT(n, 4);
+}
+
 static const qtest_case both[] = {
     QT_CASE(open_reports_the_current_version_and_answers_ping), QT_CASE(reopen_keeps_the_current_version),
     QT_CASE(put_get_round_trip_every_table), QT_CASE(get_absent_is_notfound_and_tables_are_separate),
@@ -1928,6 +1978,11 @@ static const qtest_case pg_only[] = {
     QT_CASE(cap_is_exact_across_stores), QT_CASE(lease_list_by_prefix_in_name_order_without_expired),
 };
 
+static const qtest_case sqlite_only[] = {
+    QT_CASE(open_accepts_a_db_file_path), QT_CASE(open_in_a_missing_directory_fails),
+    QT_CASE(close_null_and_batch_free_null_are_noops), QT_CASE(batch_len_counts_ops),
+};
+
 int main(int argc, char **argv)
 {
     const char *only = argc > 1 ? argv[1] : NULL;
@@ -1947,6 +2002,9 @@ int main(int argc, char **argv)
     under_test = BK_PG;
     for (size_t i = 0; i < sizeof pg_only / sizeof pg_only[0]; i++)
         fails += pgfix_run_case(&pg_only[i], "pg", skip, only);
+    under_test = BK_SQLITE;
+    for (size_t i = 0; i < sizeof sqlite_only / sizeof sqlite_only[0]; i++)
+        fails += pgfix_run_case(&sqlite_only[i], "sqlite", NULL, only);
     pgfix_stop();
     return fails ? 1 : 0;
 }
