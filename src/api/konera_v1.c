@@ -140,17 +140,7 @@ bool qod_camara_device(qod_call *c, qod_req *r, const cJSON *device, qod_device 
 }
 
 /* A create request, owned by the handler's frame. */
-typedef struct {
-    cJSON *root;
-    qod_device device;
-    qod_device_kind kind;
-    bool from_token;
-    const qod_profile *profile;
-    int64_t duration;
-    qod_camara_sink sk;
-    qod_buf extra;
-    char err[512];
-} v1_create;
+typedef qod_camara_create v1_create;
 
 static bool parse_flows(qod_req *r, v1_create *v)
 {
@@ -257,47 +247,34 @@ static bool parse_create(qod_call *c, qod_req *r, v1_create *v)
         return fail(r, 400, "INVALID_ARGUMENT", v->err);
     }
     qod_buf_puts(&v->extra, "{");
-    if (!parse_flows(r, v) || !parse_profile_duration(c, r, v) || !qod_camara_sink_parse(c, r, v->root, &v->sk))
+    return parse_flows(r, v) && parse_profile_duration(c, r, v) &&
+           qod_camara_create_target(c, r, v, "QUALITY_ON_DEMAND.QOS_PROFILE_NOT_APPLICABLE",
+                                    "The requested QoS profile is not available for this device.");
+}
+
+bool qod_camara_create_target(qod_call *c, qod_req *r, qod_camara_create *v, const char *code, const char *text)
+{
+    if (!qod_camara_sink_parse(c, r, v->root, &v->sk))
         return false;
     const cJSON *dev = cJSON_GetObjectItemCaseSensitive(v->root, "device");
     if (!qod_camara_device(c, r, dev && !cJSON_IsNull(dev) ? dev : NULL, &v->device, &v->kind, &v->from_token))
         return false;
     if (!qod_profile_for_device(v->profile, v->device.present & QOD_DEV_PHONE ? v->device.phone : ""))
-        return fail(r, 422, "QUALITY_ON_DEMAND.QOS_PROFILE_NOT_APPLICABLE",
-                    "The requested QoS profile is not available for this device.");
+        return fail(r, 422, code, text);
     /* Internal members, never echoed: where notifications come from, and until when they may be sent. */
-    qod_buf_printf(&v->extra, ",\"_\":{\"threeLegged\":%s,\"sinkExpiresMs\":%lld,\"source\":",
+    qod_buf_puts(&v->extra, v->extra.len > 1 ? "," : "{");
+    qod_buf_printf(&v->extra, "\"_\":{\"threeLegged\":%s,\"sinkExpiresMs\":%lld,\"source\":",
                    v->from_token ? "true" : "false", (long long)v->sk.token_expires_ms);
     qod_buf_json_str(&v->extra, qod_api_deps_of(c->api)->public_url);
     qod_buf_puts(&v->extra, "}}");
     return true;
 }
 
-static void create_error(qod_req *r, int rc);
-
-static void created(void *arg, int rc, const char *id, const char *body)
-{
-    qod_req *r = arg;
-    if (rc == QOD_OK) {
-        char loc[96];
-        snprintf(loc, sizeof loc, V1_BASE "%s", id);
-        qod_req_add_header(r, "Location", loc);
-        qod_api_json(r, 201, body, strlen(body));
-    } else {
-        /* At commit: the device taken or the quota reached meanwhile (by another node sharing the store). */
-        if (rc == QOD_ERR_EXISTS || rc == QOD_ERR_LIMIT)
-            create_error(r, rc);
-        else
-            qod_api_error_from(r, rc);
-    }
-    qod_req_complete(r);
-}
-
-static void create_error(qod_req *r, int rc)
+static void create_error(qod_req *r, int rc, const qod_camara_answers *a)
 {
     switch (rc) {
     case QOD_ERR_EXISTS:
-        qod_api_error(r, 409, "CONFLICT", "Conflict with an existing session for the same device.");
+        qod_api_error(r, 409, "CONFLICT", a->conflict);
         break;
     case QOD_ERR_LIMIT:
         qod_api_error(r, 429, "QUOTA_EXCEEDED", "Out of resource quota.");
@@ -306,7 +283,7 @@ static void create_error(qod_req *r, int rc)
         qod_api_error(r, 404, "IDENTIFIER_NOT_FOUND", "Device identifier not found.");
         break;
     case QOD_ERR_UNSUPPORTED:
-        qod_api_error(r, 422, "SERVICE_NOT_APPLICABLE", "The service is not available for the provided identifier.");
+        qod_api_error(r, 422, "SERVICE_NOT_APPLICABLE", a->not_applicable);
         break;
     default:
         qod_api_error_from(r, rc);
@@ -314,34 +291,67 @@ static void create_error(qod_req *r, int rc)
     }
 }
 
+void qod_camara_created(qod_req *r, int rc, const char *id, const char *body, const qod_camara_answers *a)
+{
+    if (rc == QOD_OK) {
+        char loc[160];
+        snprintf(loc, sizeof loc, "%s%s", a->base, id);
+        qod_req_add_header(r, "Location", loc);
+        qod_api_json(r, 201, body, strlen(body));
+    } else if (rc == QOD_ERR_EXISTS || rc == QOD_ERR_LIMIT) {
+        /* At commit: the device taken or the quota reached meanwhile (by another node sharing the store). */
+        create_error(r, rc, a);
+    } else {
+        qod_api_error_from(r, rc);
+    }
+    qod_req_complete(r);
+}
+
+void qod_camara_create_submit(qod_call *c, qod_req *r, qod_camara_create *v, int surface,
+                              void (*render)(void *arg, const qod_session *s, qod_buf *out), qod_engine_done created,
+                              const qod_camara_answers *a)
+{
+    qod_create_spec spec = {
+        .app_id = c->app.client_id,
+        .sandbox = c->app.env == QOD_APP_SANDBOX,
+        .max_sessions = c->app.max_sessions,
+        .device = &v->device,
+        .kind = v->kind,
+        .profile = v->profile,
+        .duration_s = v->duration,
+        .url = v->sk.sink,
+        .token = v->sk.token,
+        .extra = v->extra.data,
+        .surface = surface,
+        .render = render,
+    };
+    qod_replay replay = {0};
+    int rc = qod_engine_create_session(qod_api_deps_of(c->api)->engine, &spec, created, r, &replay);
+    if (rc == QOD_OK)
+        qod_req_defer(r);
+    else
+        create_error(r, rc, a);
+    free(replay.body);
+}
+
+static const qod_camara_answers v1_answers = {
+    .base = V1_BASE,
+    .conflict = "Conflict with an existing session for the same device.",
+    .not_applicable = "The service is not available for the provided identifier.",
+};
+
+static void created(void *arg, int rc, const char *id, const char *body)
+{
+    qod_camara_created(arg, rc, id, body, &v1_answers);
+}
+
 void qod_v1_create(qod_call *c, qod_req *r)
 {
     v1_create v;
     memset(&v, 0, sizeof v);
     qod_buf_init(&v.extra, 16384);
-    if (parse_create(c, r, &v)) {
-        qod_create_spec spec = {
-            .app_id = c->app.client_id,
-            .sandbox = c->app.env == QOD_APP_SANDBOX,
-            .max_sessions = c->app.max_sessions,
-            .device = &v.device,
-            .kind = v.kind,
-            .profile = v.profile,
-            .duration_s = v.duration,
-            .url = v.sk.sink,
-            .token = v.sk.token,
-            .extra = v.extra.data,
-            .surface = QOD_SURFACE_V1,
-            .render = render_cb,
-        };
-        qod_replay replay = {0};
-        int rc = qod_engine_create_session(qod_api_deps_of(c->api)->engine, &spec, created, r, &replay);
-        if (rc == QOD_OK)
-            qod_req_defer(r);
-        else
-            create_error(r, rc);
-        free(replay.body);
-    }
+    if (parse_create(c, r, &v))
+        qod_camara_create_submit(c, r, &v, QOD_SURFACE_V1, render_cb, created, &v1_answers);
     cJSON_Delete(v.root);
     qod_buf_dispose(&v.extra);
 }

@@ -6,6 +6,8 @@
 
 #include "api/api.h"
 #include "core/device.h"
+#include "core/engine.h"
+#include "core/profiles.h"
 #include "notify/delivery.h"
 
 /* POST /quality-on-demand/v1/sessions */
@@ -42,6 +44,38 @@ void qod_camara_lookup_error(qod_req *r, int rc);
 void qod_camara_deleted(void *arg, int rc, const char *id, const char *body);
 /* Renders a v1 notification as a CloudEvent. */
 int qod_v1_render_event(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token);
+/* A CAMARA create (a QoD session, a QoS assignment) as it is parsed: its body, device, profile and sink, and the
+ * members kept with it (`extra`, a JSON object being built: "" or "{" and members so far). */
+typedef struct {
+    cJSON *root;
+    qod_device device;
+    qod_device_kind kind;
+    bool from_token;
+    const qod_profile *profile;
+    int64_t duration;          /* seconds (QoD sessions) */
+    qod_camara_sink sk;
+    qod_buf extra;
+    char err[512];             /* room for an error message */
+} qod_camara_create;
+/* The part of a CAMARA create that the APIs share, once its profile is known: the sink, the device (from the body
+ * or the token), that the profile is offered for that device (else 422 with `code` and `text`), then the internal
+ * member "_" (3-legged or not, the sink token's expiry, the notifications' source), which closes `extra`. Responds
+ * and returns false on error. */
+bool qod_camara_create_target(qod_call *c, qod_req *r, qod_camara_create *v, const char *code, const char *text);
+/* What an API answers to a create: where its resources live, and the texts of its errors. */
+typedef struct {
+    const char *base;           /* the Location header is base + id */
+    const char *conflict;       /* 409 CONFLICT: the device has an active session or assignment */
+    const char *not_applicable; /* 422 SERVICE_NOT_APPLICABLE */
+} qod_camara_answers;
+/* Hands a parsed create to the engine (the request is deferred until the commit) or answers its refusal; `created`
+ * completes it, with qod_camara_created. */
+void qod_camara_create_submit(qod_call *c, qod_req *r, qod_camara_create *v, int surface,
+                              void (*render)(void *arg, const qod_session *s, qod_buf *out), qod_engine_done created,
+                              const qod_camara_answers *a);
+/* Completes a deferred create: 201 with Location after the commit, or the error. */
+void qod_camara_created(qod_req *r, int rc, const char *id, const char *body, const qod_camara_answers *a);
+
 /* Resolves the device of a CAMARA request from the body's `device` (2-legged) or the token (3-legged), with
  * CAMARA's errors (MISSING_IDENTIFIER, UNNECESSARY_IDENTIFIER, UNSUPPORTED_IDENTIFIER, 400). Responds and
  * returns false on error. *from_token tells whether the device came from the token. */

@@ -70,15 +70,7 @@ static bool fail(qod_req *r, unsigned status, const char *code, const char *msg)
     return false;
 }
 
-typedef struct {
-    cJSON *root;
-    qod_device device;
-    qod_device_kind kind;
-    bool from_token;
-    const qod_profile *profile;
-    qod_camara_sink sk;
-    qod_buf extra;
-} prov_create;
+typedef qod_camara_create prov_create;
 
 static bool parse_create(qod_call *c, qod_req *r, prov_create *v)
 {
@@ -102,60 +94,19 @@ static bool parse_create(qod_call *c, qod_req *r, prov_create *v)
     if (v->profile->status != QOD_PROFILE_ACTIVE || !v->profile->provisionable)
         return fail(r, 422, "QOS_PROVISIONING.QOS_PROFILE_NOT_APPLICABLE",
                     "The requested QoS Profile is not compatible with the QoS Provisioning service.");
-    if (!qod_camara_sink_parse(c, r, v->root, &v->sk))
-        return false;
-    const cJSON *dev = cJSON_GetObjectItemCaseSensitive(v->root, "device");
-    if (!qod_camara_device(c, r, dev && !cJSON_IsNull(dev) ? dev : NULL, &v->device, &v->kind, &v->from_token))
-        return false;
-    if (!qod_profile_for_device(v->profile, v->device.present & QOD_DEV_PHONE ? v->device.phone : ""))
-        return fail(r, 422, "QOS_PROVISIONING.QOS_PROFILE_NOT_APPLICABLE",
-                    "The requested QoS Profile is not available for this device.");
-    qod_buf_printf(&v->extra, "{\"_\":{\"threeLegged\":%s,\"sinkExpiresMs\":%lld,\"source\":",
-                   v->from_token ? "true" : "false", (long long)v->sk.token_expires_ms);
-    qod_buf_json_str(&v->extra, qod_api_deps_of(c->api)->public_url);
-    qod_buf_puts(&v->extra, "}}");
-    return true;
+    return qod_camara_create_target(c, r, v, "QOS_PROVISIONING.QOS_PROFILE_NOT_APPLICABLE",
+                                    "The requested QoS Profile is not available for this device.");
 }
 
-static void create_error(qod_req *r, int rc);
+static const qod_camara_answers prov_answers = {
+    .base = PROV_BASE,
+    .conflict = "There is another existing provisioning (or QoD session) for the same device",
+    .not_applicable = "Service not applicable for the provided identifier",
+};
 
 static void created(void *arg, int rc, const char *id, const char *body)
 {
-    qod_req *r = arg;
-    if (rc == QOD_OK) {
-        char loc[96];
-        snprintf(loc, sizeof loc, PROV_BASE "%s", id);
-        qod_req_add_header(r, "Location", loc);
-        qod_api_json(r, 201, body, strlen(body));
-    } else {
-        /* At commit: the device taken or the quota reached meanwhile (by another node sharing the store). */
-        if (rc == QOD_ERR_EXISTS || rc == QOD_ERR_LIMIT)
-            create_error(r, rc);
-        else
-            qod_api_error_from(r, rc);
-    }
-    qod_req_complete(r);
-}
-
-static void create_error(qod_req *r, int rc)
-{
-    switch (rc) {
-    case QOD_ERR_EXISTS:
-        qod_api_error(r, 409, "CONFLICT", "There is another existing provisioning (or QoD session) for the same device");
-        break;
-    case QOD_ERR_LIMIT:
-        qod_api_error(r, 429, "QUOTA_EXCEEDED", "Out of resource quota.");
-        break;
-    case QOD_ERR_NOTFOUND:
-        qod_api_error(r, 404, "IDENTIFIER_NOT_FOUND", "Device identifier not found.");
-        break;
-    case QOD_ERR_UNSUPPORTED:
-        qod_api_error(r, 422, "SERVICE_NOT_APPLICABLE", "Service not applicable for the provided identifier");
-        break;
-    default:
-        qod_api_error_from(r, rc);
-        break;
-    }
+    qod_camara_created(arg, rc, id, body, &prov_answers);
 }
 
 void qod_prov_create(qod_call *c, qod_req *r)
@@ -163,29 +114,8 @@ void qod_prov_create(qod_call *c, qod_req *r)
     prov_create v;
     memset(&v, 0, sizeof v);
     qod_buf_init(&v.extra, 4096);
-    if (parse_create(c, r, &v)) {
-        qod_create_spec spec = {
-            .app_id = c->app.client_id,
-            .sandbox = c->app.env == QOD_APP_SANDBOX,
-            .max_sessions = c->app.max_sessions,
-            .device = &v.device,
-            .kind = v.kind,
-            .profile = v.profile,
-            .duration_s = 0,
-            .url = v.sk.sink,
-            .token = v.sk.token,
-            .extra = v.extra.data,
-            .surface = QOD_SURFACE_PROV,
-            .render = render_cb,
-        };
-        qod_replay replay = {0};
-        int rc = qod_engine_create_session(qod_api_deps_of(c->api)->engine, &spec, created, r, &replay);
-        if (rc == QOD_OK)
-            qod_req_defer(r);
-        else
-            create_error(r, rc);
-        free(replay.body);
-    }
+    if (parse_create(c, r, &v))
+        qod_camara_create_submit(c, r, &v, QOD_SURFACE_PROV, render_cb, created, &prov_answers);
     cJSON_Delete(v.root);
     qod_buf_dispose(&v.extra);
 }
