@@ -29,6 +29,7 @@ import http.server
 import io
 import json
 import os
+import random
 import re
 import secrets
 import shutil
@@ -1180,6 +1181,52 @@ def metrics(d):
 
 
 __all__ += ["metrics"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fresh device identifiers, never handed out twice in one test process
+
+_used = set()
+_used_lock = threading.Lock()
+_rng = random.SystemRandom()
+_cell = [100]
+
+
+def _unique(make):
+    with _used_lock:
+        while True:
+            v = make()
+            if v not in _used:
+                _used.add(v)
+                return v
+
+
+def new_phone():
+    """A fresh +1555xxxxxxx number (outside the sandbox table, so: happy path)."""
+    return _unique(lambda: "+1555%07d" % _rng.randrange(10 ** 7))
+
+
+def new_ipv4():
+    return _unique(lambda: "10.%d.%d.%d" % (_rng.randrange(256), _rng.randrange(256), _rng.randrange(1, 255)))
+
+
+def new_ipv6():
+    return _unique(lambda: "2001:db8:%x:%x::%x" % (_rng.randrange(65536), _rng.randrange(65536),
+                                                   _rng.randrange(1, 65536)))
+
+
+def new_nai():
+    return _unique(lambda: "user-%s@example.com" % uuid.uuid4().hex[:12])
+
+
+def new_cell():
+    """A fresh cell id for `qodctl device add --cell` (cells of the simulated network)."""
+    with _used_lock:
+        _cell[0] += 1
+        return _cell[0]
+
+
+__all__ += ["new_phone", "new_ipv4", "new_ipv6", "new_nai", "new_cell"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

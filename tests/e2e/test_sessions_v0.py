@@ -16,7 +16,6 @@ the numbers of the sandbox table are global per daemon (one active session per d
 """
 import ipaddress
 import os
-import random
 import shutil
 import sqlite3
 import sys
@@ -49,46 +48,6 @@ BG = {}        # background scenarios on D, started in setup_module
 
 # --------------------------------------------------------------------------------------------------------------
 # Helpers
-
-_used = set()
-_used_lock = threading.Lock()
-_rng = random.SystemRandom()
-
-
-def _unique(make):
-    with _used_lock:
-        while True:
-            v = make()
-            if v not in _used:
-                _used.add(v)
-                return v
-
-
-def new_phone():
-    """A fresh +1555xxxxxxx number (outside the sandbox table, so: happy path)."""
-    return _unique(lambda: "+1555%07d" % _rng.randrange(10 ** 7))
-
-
-def new_ipv4():
-    return _unique(lambda: "10.%d.%d.%d" % (_rng.randrange(256), _rng.randrange(256), _rng.randrange(1, 255)))
-
-
-def new_ipv6():
-    return _unique(lambda: "2001:db8:%x:%x::%x" % (_rng.randrange(65536), _rng.randrange(65536),
-                                                   _rng.randrange(1, 65536)))
-
-
-def new_nai():
-    return _unique(lambda: "user-%s@example.com" % uuid.uuid4().hex[:12])
-
-
-_cell = [100]
-
-
-def new_cell():
-    with _used_lock:
-        _cell[0] += 1
-        return _cell[0]
 
 
 def session_body(phone=None, device=None, profile="QOS_L", duration=60, url=None, **extra):
