@@ -21,6 +21,7 @@ Main pieces:
 import atexit
 import base64
 import csv
+import datetime
 import faulthandler
 import hashlib
 import hmac
@@ -1227,6 +1228,38 @@ def new_cell():
 
 
 __all__ += ["new_phone", "new_ipv4", "new_ipv6", "new_nai", "new_cell"]
+
+
+def new_app(d, name="app", env="sandbox", scopes=None, extra=()):
+    """An app without a rate limit (the tests poll a lot) and a token for it."""
+    a = create_app(d, env=env, name=name, scopes=scopes, extra=("--rate-limit", "0") + tuple(extra))
+    return a, get_token(d, a)
+
+
+def add_device(d, phone, *opts):
+    """Registers a live subscriber (`qodctl device add --phone PHONE OPTS…`)."""
+    d.qodctl("device", "add", "--phone", phone, *[str(o) for o in opts])
+
+
+def event_of(hook):
+    """The JSON object a callback carried, or None."""
+    try:
+        ev = json.loads(hook.body)
+    except ValueError:
+        return None
+    return ev if isinstance(ev, dict) else None
+
+
+RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def parse_time(s):
+    """Unix seconds of an RFC 3339 date-time with a time zone (asserts the format)."""
+    assert isinstance(s, str) and RFC3339_RE.match(s), "not an RFC 3339 date-time with time zone: %r" % (s,)
+    return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+__all__ += ["new_app", "add_device", "event_of", "RFC3339_RE", "parse_time"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

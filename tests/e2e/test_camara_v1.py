@@ -43,7 +43,6 @@ S_PROFILES = "qos-profiles:read"
 V1_SCOPES = [S_CREATE, S_READ, S_UPDATE, S_DELETE, S_RETRIEVE, S_PROFILES]
 CIBA_SCOPE = "openid " + " ".join(V1_SCOPES)
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 APP_SERVER = {"ipv4Address": "198.51.100.0/24"}
 UNRESOLVABLE_HTTPS = "https://callbacks.example.invalid/qod"  # RFC 2606: never resolves
 PROFILE_ATTRS = ("name", "description", "status", "targetMinUpstreamRate", "maxUpstreamRate",
@@ -161,11 +160,6 @@ def track(d, tok, sid, until, timeout, interval=0.03):
     return seen
 
 
-def parse_time(s):
-    assert isinstance(s, str) and RFC3339_RE.match(s), "not an RFC 3339 date-time with time zone: %r" % (s,)
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
-
-
 def expect_error_in(resp, status, codes):
     """A CAMARA error with this status and one of several acceptable codes."""
     b = expect_camara_error(resp, status)
@@ -188,25 +182,7 @@ def daemon_args(extra=()):
             "--callback-ca", os.path.join(TLS_DIR, "cert.pem"), "--callback-allow", "127.0.0.1/32"] + list(extra)
 
 
-def new_app(d, name="app", env="sandbox", scopes=None, extra=()):
-    """An app without a rate limit (the tests poll a lot) and a token for it."""
-    a = create_app(d, env=env, name=name, scopes=scopes, extra=("--rate-limit", "0") + tuple(extra))
-    return a, get_token(d, a)
-
-
-def add_device(d, phone, *opts):
-    d.qodctl("device", "add", "--phone", phone, *[str(o) for o in opts])
-
-
 # -- notifications --
-
-def event_of(hook):
-    try:
-        ev = json.loads(hook.body)
-    except ValueError:
-        return None
-    return ev if isinstance(ev, dict) else None
-
 
 def events_for(recv, sid):
     """[(hook, event)] of session sid, in arrival order."""

@@ -45,7 +45,6 @@ V1_SCOPES = ["quality-on-demand:sessions:create", "quality-on-demand:sessions:re
              "quality-on-demand:sessions:retrieve-by-device", "qos-profiles:read"]
 CIBA_SCOPE = "openid " + " ".join(P_SCOPES)
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 INFO_KEYS = {"assignmentId", "qosProfile", "device", "sink", "status", "startedAt", "statusInfo"}
 
 D = R = None
@@ -158,11 +157,6 @@ def track(d, tok, aid, until, timeout, interval=0.03):
     return seen
 
 
-def parse_time(s):
-    assert isinstance(s, str) and RFC3339_RE.match(s), "not an RFC 3339 date-time with time zone: %r" % (s,)
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
-
-
 def expect_error_in(resp, status, codes):
     b = expect_camara_error(resp, status)
     assert b.get("code") in codes, "code %r not in %r: %r" % (b.get("code"), codes, b)
@@ -212,24 +206,7 @@ def daemon_args(extra=()):
             "--callback-allow", "127.0.0.1/32"] + list(extra)
 
 
-def new_app(d, name="app", env="sandbox", scopes=None, extra=()):
-    a = create_app(d, env=env, name=name, scopes=scopes, extra=("--rate-limit", "0") + tuple(extra))
-    return a, get_token(d, a)
-
-
-def add_device(d, phone, *opts):
-    d.qodctl("device", "add", "--phone", phone, *[str(o) for o in opts])
-
-
 # -- notifications --
-
-def event_of(hook):
-    try:
-        ev = json.loads(hook.body)
-    except ValueError:
-        return None
-    return ev if isinstance(ev, dict) else None
-
 
 def events_for(recv, aid):
     """[(hook, event)] of assignment aid, in arrival order."""

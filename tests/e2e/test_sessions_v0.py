@@ -145,16 +145,6 @@ def live_args():
     return ["--callback-ca", os.path.join(TLS_DIR, "cert.pem"), "--callback-allow", "127.0.0.1/32"]
 
 
-def new_app(d, name="app", env="sandbox", extra=()):
-    """An app without a rate limit (the tests poll a lot) and a token for it."""
-    a = create_app(d, env=env, name=name, extra=("--rate-limit", "0") + tuple(extra))
-    return a, get_token(d, a)
-
-
-def add_device(d, phone, *opts):
-    d.qodctl("device", "add", "--phone", phone, *[str(o) for o in opts])
-
-
 def open_db(d):
     return sqlite3.connect("file:%s?mode=ro" % os.path.join(d.data_dir, "qod.db"), uri=True, timeout=5)
 
