@@ -162,8 +162,8 @@ static int prepare_all(sq *q)
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v3(q->w,
-                                "INSERT INTO events(id,session,owner,created_ms,next_ms,doc,state) VALUES(?1,?2,?3,?4,?4,?5,?6)"
-                                " ON CONFLICT(id) DO NOTHING",
+                                "INSERT INTO events(id,session,owner,created_ms,next_ms,doc,state)"
+                                " VALUES(?1,?2,?3,?4,?4,?5,?6) ON CONFLICT(id) DO NOTHING",
                                 -1, SQLITE_PREPARE_PERSISTENT, &q->ev_add, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v3(q->w, "UPDATE events SET state=?2, attempts=?3, next_ms=?4 WHERE seq=?1", -1,
