@@ -290,6 +290,7 @@ static int open_delivery(qod_daemon *d, const qod_options *o, char *err, size_t 
         .allow = &d->allow,
         .seal = d->seal,
         .owns = d->cluster ? cluster_owns : NULL,
+        .fence = d->cluster ? cluster_fence : NULL,
         .owns_ctx = d->cluster,
     };
     int rc = qod_cidrs_parse(o->callback_allow, &d->allow, err, errcap);

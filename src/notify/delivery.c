@@ -205,6 +205,7 @@ static host *host_for(qod_delivery *d, const char *url)
 /* One outcome to write: an event's state, attempts and next due time. */
 struct state_write {
     int64_t seq, state, attempts, next_ms;
+    char session[40]; /* for the fence of its shard (several nodes) */
     struct state_write *next;
 };
 
@@ -256,8 +257,11 @@ static void flush_outcomes(qod_delivery *d)
     outcome_group *g = calloc(1, sizeof *g);
     qod_store_batch *b = g ? qod_store_batch_new() : NULL;
     int rc = b ? QOD_OK : QOD_ERR_NOMEM;
-    for (state_write *w = d->outcomes; w && rc == QOD_OK; w = w->next)
-        rc = qod_store_batch_event_state(b, w->seq, w->state, w->attempts, w->next_ms);
+    for (state_write *w = d->outcomes; w && rc == QOD_OK; w = w->next) {
+        if (d->o.fence)
+            rc = d->o.fence(d->o.owns_ctx, b, w->session);
+        rc = rc ? rc : qod_store_batch_event_state(b, w->seq, w->state, w->attempts, w->next_ms);
+    }
     if (g) {
         *g = (outcome_group){d, d->outcomes};
         d->outcomes = NULL;
@@ -277,7 +281,8 @@ static void persist_state(qod_delivery *d, const item *it, int state, int64_t ne
     state_write *w = calloc(1, sizeof *w);
     if (!w)
         return;
-    *w = (state_write){it->seq, state, it->attempts, next_ms, NULL};
+    *w = (state_write){.seq = it->seq, .state = state, .attempts = it->attempts, .next_ms = next_ms};
+    snprintf(w->session, sizeof w->session, "%s", it->session ? it->session : "");
     *d->outcomes_tail = w;
     d->outcomes_tail = &w->next;
 }

@@ -37,6 +37,9 @@ typedef struct {
     const qod_seal *seal;    /* opens the sealed callback tokens of events */
     /* Several nodes (core/cluster.h): only the events of sessions this node holds are attempted here. NULL: all. */
     bool (*owns)(void *ctx, const char *session);
+    /* Adds to a batch of outcomes the fence of the lease that makes this node the session's holder (store.h), so a
+     * node that lost the session's shard does not overwrite the new holder's outcomes. NULL: none. */
+    int (*fence)(void *ctx, qod_store_batch *b, const char *session);
     void *owns_ctx;
 } qod_delivery_opts;
 

@@ -147,7 +147,22 @@ int qod_store_batch_event(qod_store_batch *b, const char *id, const char *sessio
 
 int qod_store_batch_fence(qod_store_batch *b, const char *name, const char *holder, int64_t epoch)
 {
-    return add_row_op(b, QOD_OP_FENCE, QOD_TBL_COUNT, name, holder, NULL, 0, epoch, NULL);
+    /* Fences go first, once each: a batch of many sessions' writes (callback outcomes) shares its shards' fences. */
+    for (qod_store_op *op = b->head; op && op->kind == QOD_OP_FENCE; op = op->next)
+        if (op->num == epoch && strcmp(op->key, name) == 0 && strcmp(op->owner, holder) == 0)
+            return QOD_OK;
+    qod_store_op *tail = b->tail;
+    size_t n = b->n;
+    int rc = add_row_op(b, QOD_OP_FENCE, QOD_TBL_COUNT, name, holder, NULL, 0, epoch, NULL);
+    if (rc != QOD_OK || !tail)
+        return rc;
+    qod_store_op *op = b->tail; /* appended: move it to the front */
+    tail->next = NULL;
+    b->tail = tail;
+    op->next = b->head;
+    b->head = op;
+    b->n = n + 1;
+    return QOD_OK;
 }
 
 int qod_store_batch_event_unsent(qod_store_batch *b, const char *id, const char *session, const char *owner,

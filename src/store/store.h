@@ -107,7 +107,8 @@ int qod_store_batch_cap(qod_store_batch *b, qod_store_table t, const char *owner
 /* Fails the whole batch with QOD_ERR_BUSY unless lease `name` (pg_lease.h) is still held by holder with this
  * fencing epoch and has not run out, and keeps that lease from changing hands until the batch's transaction
  * ends: work that only the lease holder may do is then never written by a node that lost it (paused past its
- * lease, say). Put it first in the batch. No-op for SQLite (one node, no leases). */
+ * lease, say). Fences go to the front of the batch, and the same fence is added once. No-op for SQLite (one node,
+ * no leases). */
 int qod_store_batch_fence(qod_store_batch *b, const char *name, const char *holder, int64_t epoch);
 /* Tells the other nodes sharing the store, once the batch commits, that a row changed (channel e.g. "apps",
  * payload its key), so they refresh their caches (qod_store_listen). No-op for SQLite (one node). */

@@ -1938,8 +1938,52 @@ QTEST(batch_len_counts_ops)
     qod_store_batch_event(b, "e", "s", "o", 1, "{}");
     qod_store_batch_fence(b, "shard:00", "http://a", 1);
     size_t n = qod_store_batch_len(b);
+    /* The same fence again is not added twice; another lease or epoch is. */
+    qod_store_batch_fence(b, "shard:00", "http://a", 1);
+    size_t again = qod_store_batch_len(b);
+    qod_store_batch_fence(b, "shard:01", "http://a", 1);
+    qod_store_batch_fence(b, "shard:00", "http://a", 2);
+    qod_store_batch_fence(b, "shard:01", "http://a", 1);
+    size_t more = qod_store_batch_len(b);
     qod_store_batch_free(b);
     QT_EQ_INT(n, 4);
+    QT_EQ_INT(again, 4);
+    QT_EQ_INT(more, 6);
+}
+
+/* A batch of many sessions' writes carries each fence once, ahead of its writes: it commits when every fence holds
+ * and fails whole when one does not. */
+QTEST(shared_fences_guard_a_whole_batch)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    qod_pg_lease *l = NULL;
+    int open_rc = under_test == BK_PG ? qod_pg_lease_open(pgfix.uri, &l) : QOD_OK;
+    int64_t e1 = 1, e2 = 1;
+    if (l) {
+        qod_pg_lease_acquire(l, "shard:01", "http://a", 60000, &e1);
+        qod_pg_lease_acquire(l, "shard:02", "http://a", 60000, &e2);
+    }
+    int rc[2];
+    for (int round = 0; round < 2; round++) {
+        qod_store_batch *b = qod_store_batch_new();
+        for (int i = 0; i < 6; i++) {
+            char key[16];
+            snprintf(key, sizeof key, "r%d-%d", round, i);
+            qod_store_batch_put(b, QOD_TBL_SESSIONS, key, "app", "", 0, 0, "{}");
+            /* Round 1 names an epoch of shard:02 that is not the lease's. */
+            qod_store_batch_fence(b, i % 2 ? "shard:01" : "shard:02", "http://a", i % 2 ? e1 : e2 + round);
+        }
+        rc[round] = qod_store_commit(f.st, b);
+    }
+    key_list keys;
+    QT_EQ_INT(scan(&f, QOD_TBL_SESSIONS, NULL, 0, &keys), QOD_OK);
+    qod_pg_lease_close(l);
+    fixture_close(&f);
+    QT_EQ_INT(open_rc, QOD_OK);
+    QT_EQ_INT(rc[0], QOD_OK);
+    QT_EQ_INT(rc[1], under_test == BK_PG ? QOD_ERR_BUSY : QOD_OK);
+    QT_EQ_INT(keys.n, under_test == BK_PG ? 6 : 12);
 }
 
 static const qtest_case both[] = {
@@ -1962,7 +2006,8 @@ static const qtest_case both[] = {
     QT_CASE(close_drains_queued_batches_and_data_survives_reopen),
     QT_CASE(cap_counts_only_the_owners_rows_below_the_state), QT_CASE(failed_cap_undoes_its_batch_but_not_its_group),
     QT_CASE(scan_idx_returns_the_rows_of_one_idx_in_key_order),
-    QT_CASE(fence_is_a_no_op_on_sqlite_and_needs_a_lease_on_postgres), QT_CASE(notify_commits_with_its_batch),
+    QT_CASE(fence_is_a_no_op_on_sqlite_and_needs_a_lease_on_postgres), QT_CASE(shared_fences_guard_a_whole_batch),
+    QT_CASE(notify_commits_with_its_batch),
 };
 static const qtest_case pg_only[] = {
     QT_CASE(postgresql_scheme_selects_postgres_too), QT_CASE(a_path_still_selects_sqlite),
