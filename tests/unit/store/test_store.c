@@ -1968,7 +1968,7 @@ QTEST(shared_fences_guard_a_whole_batch)
     for (int round = 0; round < 2; round++) {
         qod_store_batch *b = qod_store_batch_new();
         for (int i = 0; i < 6; i++) {
-            char key[16];
+            char key[32];
             snprintf(key, sizeof key, "r%d-%d", round, i);
             qod_store_batch_put(b, QOD_TBL_SESSIONS, key, "app", "", 0, 0, "{}");
             /* Round 1 names an epoch of shard:02 that is not the lease's. */
