@@ -78,13 +78,6 @@ struct qod_http {
     atomic_bool draining;  /* stop requested: new requests are refused so none can be suspended at the end */
 };
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void req_free(qod_req *r)
 {
     if (!r)
@@ -139,7 +132,7 @@ static enum MHD_Result queue_response(qod_req *r)
     /* Counted when queued, so that a client reading /metrics right after an answer sees it counted. */
     if (r->h->opts.done && r->dispatched && !r->observed) {
         r->observed = true;
-        r->h->opts.done(r->h->opts.ctx, r, r->status, now_ns() - r->start_ns);
+        r->h->opts.done(r->h->opts.ctx, r, r->status, (uint64_t)qod_time_mono_ns() - r->start_ns);
     }
     return ret;
 }
@@ -160,7 +153,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         pthread_mutex_init(&r->mu, NULL);
         r->method = method;
         r->path = strdup(url);
-        r->start_ns = now_ns();
+        r->start_ns = (uint64_t)qod_time_mono_ns();
         qod_buf_init(&r->body, h->opts.max_body ? h->opts.max_body : 65536);
         peer_text(conn, r->peer, sizeof r->peer);
         atomic_fetch_add(&h->inflight, 1);
@@ -212,7 +205,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r->suspended)
         atomic_fetch_sub(&h->suspended, 1);
     if (h->opts.done && r->dispatched && !r->observed)
-        h->opts.done(h->opts.ctx, r, r->status ? r->status : 500, now_ns() - r->start_ns);
+        h->opts.done(h->opts.ctx, r, r->status ? r->status : 500, (uint64_t)qod_time_mono_ns() - r->start_ns);
     conn_track *t = track_of(conn);
     if (t) {
         /* Waiting for the next request on a kept-alive connection: the header clock restarts. */

@@ -17,7 +17,6 @@
 
 #include <math.h>
 #include <stdio.h>
-#include <time.h>
 #include <string.h>
 #include <strings.h>
 
@@ -98,13 +97,6 @@ static void issue(qod_call *c, qod_req *r, const qod_app *app, const char *scope
     qod_buf_dispose(&body);
 }
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void retry_after(qod_req *r, double s)
 {
     char v[32];
@@ -121,7 +113,7 @@ static bool token_limited(qod_call *c, qod_req *r, const char *client_id)
     const char *key = client_id ? client_id : qod_req_peer(r);
     qod_ratelimit *rl = client_id ? qod_api_rl_token_client(c->api) : qod_api_rl_token_ip(c->api);
     double rate = client_id ? d->token_rate_client : d->token_rate_ip;
-    qod_ratelimit_take(rl, key, rate, 2 * rate, mono_ns(), &res);
+    qod_ratelimit_take(rl, key, rate, 2 * rate, qod_time_mono_ns(), &res);
     if (res.allowed)
         return false;
     retry_after(r, res.retry_after_s);
@@ -355,7 +347,7 @@ static bool rate_ok(qod_call *c, qod_req *r)
     const qod_cluster *cl = qod_api_deps_of(c->api)->cluster;
     double share = cl ? 1.0 / qod_cluster_nodes(cl) : 1.0, rate = c->app.rate_limit * share;
     double burst = c->app.burst * share >= 1 ? c->app.burst * share : 1;
-    qod_ratelimit_take(qod_api_rl_apps(c->api), c->app.client_id, rate, burst, mono_ns(), &res);
+    qod_ratelimit_take(qod_api_rl_apps(c->api), c->app.client_id, rate, burst, qod_time_mono_ns(), &res);
     /* The bucket holds `burst` requests and refills in burst/rate seconds: that is the quota and its window. */
     char v[96];
     snprintf(v, sizeof v, "\"app\";q=%.0f;w=%.0f", floor(burst), ceil(burst / rate));

@@ -309,9 +309,9 @@ static void *writer_main(void *arg)
             n++;
         st->queued -= n;
         pthread_mutex_unlock(&st->mu);
-        int64_t t0 = qod_time_mono_us();
+        int64_t t0 = qod_time_mono_ns();
         commit_group(st, group);
-        atomic_fetch_add(&st->group_us, (unsigned long long)(qod_time_mono_us() - t0));
+        atomic_fetch_add(&st->group_us, (unsigned long long)((qod_time_mono_ns() - t0) / 1000));
         atomic_fetch_add(&st->groups, 1);
         atomic_fetch_add(&st->batches, n);
         pthread_mutex_lock(&st->mu);

@@ -8,8 +8,8 @@
 
 /* Milliseconds on the monotonic clock (never jumps). */
 int64_t qod_time_mono_ms(void);
-/* Microseconds on the monotonic clock (durations for metrics). */
-int64_t qod_time_mono_us(void);
+/* Nanoseconds on the monotonic clock (durations, rate limiter buckets). */
+int64_t qod_time_mono_ns(void);
 /* Unix time in milliseconds on the wall clock, plus the test offset. */
 int64_t qod_time_wall_ms(void);
 /* Shifts qod_time_wall_ms by offset_ms (tests only). */
