@@ -298,15 +298,13 @@ static void *writer_main(void *arg)
         if (!st->qhead && st->closing)
             break;
         qod_store_batch *group = st->qhead, *last = group;
-        for (int n = 1; n < STORE_MAX_GROUP && last->next; n++)
+        size_t n = 1;
+        for (; n < STORE_MAX_GROUP && last->next; n++)
             last = last->next;
         st->qhead = last->next;
         if (!st->qhead)
             st->qtail = NULL;
         last->next = NULL;
-        size_t n = 0;
-        for (qod_store_batch *b = group; b; b = b->next)
-            n++;
         st->queued -= n;
         pthread_mutex_unlock(&st->mu);
         int64_t t0 = qod_time_mono_ns();
