@@ -505,12 +505,19 @@ typedef struct {
     char bufs[4][NUM_LEN];
 } pg_call;
 
-static int op_call(const qod_store_op *op, pg_call *c)
+/* An op this store can apply: a known kind, and a table for the row kinds; and values within the size limits. */
+static int op_check(const qod_store_op *op)
 {
     bool row = op->kind == QOD_OP_PUT || op->kind == QOD_OP_INSERT || op->kind == QOD_OP_UPDATE ||
                op->kind == QOD_OP_DEL || op->kind == QOD_OP_CAP;
-    if (row && op->table >= QOD_TBL_COUNT)
+    if ((row && op->table >= QOD_TBL_COUNT) || (unsigned)op->kind > QOD_OP_FENCE /* the last kind */)
         return QOD_ERR_INVALID;
+    return check_sizes(op);
+}
+
+/* Fills c for an op that passed op_check. */
+static int op_call(const qod_store_op *op, pg_call *c)
+{
     const char **v = c->vals;
     switch (op->kind) {
     case QOD_OP_PUT:
@@ -589,7 +596,7 @@ static int pg_apply(void *impl, const qod_store_op *op)
 {
     pg *p = impl;
     pg_call c;
-    int rc = check_sizes(op);
+    int rc = op_check(op);
     if (rc == QOD_OK)
         rc = op_call(op, &c);
     if (rc == QOD_OK && needs_events_lock(op))
@@ -642,10 +649,7 @@ static int pg_apply_many(void *impl, const qod_store_op *const *ops, size_t n)
 {
     pg *p = impl;
     for (size_t i = 0; i < n; i++) {
-        pg_call c;
-        int rc = check_sizes(ops[i]);
-        if (rc == QOD_OK)
-            rc = op_call(ops[i], &c);
+        int rc = op_check(ops[i]); /* nothing is sent for a group that cannot apply */
         if (rc != QOD_OK)
             return rc;
     }

@@ -188,7 +188,7 @@ typedef enum {
     QOD_OP_UPDATE,
     QOD_OP_CAP,   /* owner, state = state_below, num = max */
     QOD_OP_NOTIFY, /* key = channel, doc = payload */
-    QOD_OP_FENCE   /* key = lease name, owner = holder, num = epoch */
+    QOD_OP_FENCE   /* key = lease name, owner = holder, num = epoch (the last kind) */
 } qod_store_op_kind;
 
 struct qod_store_op {
