@@ -277,6 +277,13 @@ static int add_session_row(const qod_engine *e, qod_store_batch *b, const sess *
     return rc;
 }
 
+/* Appends the event kept in u to b (first try or retry). */
+static int add_unsaved_event(qod_store_batch *b, const unsaved *u)
+{
+    return (u->unsent ? qod_store_batch_event_unsent : qod_store_batch_event)(b, u->event_id, u->session, u->owner,
+                                                                             u->created_ms, u->event_doc);
+}
+
 /* Appends the outbox event for the session's current status (engine terms; the delivery renders it), and
  * keeps a copy in *u for a retry should the commit fail. */
 static int add_event_row(qod_engine *e, qod_store_batch *b, sess *x, unsaved *u)
@@ -302,8 +309,6 @@ static int add_event_row(qod_engine *e, qod_store_batch *b, sess *x, unsaved *u)
     qod_buf_puts(&doc, "}");
     /* Without a callback URL there is nothing to deliver: the event is stored delivered, never loaded. */
     u->unsent = !x->s.url || !x->s.url[0];
-    int rc = (u->unsent ? qod_store_batch_event_unsent : qod_store_batch_event)(b, id, x->s.id, x->s.app_id, now,
-                                                                               doc.data);
     snprintf(u->session, sizeof u->session, "%s", x->s.id);
     snprintf(u->owner, sizeof u->owner, "%s", x->s.app_id);
     memcpy(u->event_id, id, sizeof id);
@@ -311,7 +316,7 @@ static int add_event_row(qod_engine *e, qod_store_batch *b, sess *x, unsaved *u)
     u->event_doc = qod_buf_steal(&doc);
     qod_buf_dispose(&doc);
     e->events++;
-    return rc ? rc : u->event_doc ? QOD_OK : QOD_ERR_NOMEM;
+    return u->event_doc ? add_unsaved_event(b, u) : QOD_ERR_NOMEM;
 }
 
 static void after_change_commit(int rc, void *arg)
@@ -479,10 +484,7 @@ static void retry_unsaved(qod_engine *e, int64_t now)
         sess *x = qod_hmap_get(&e->by_id, u->session);
         if (x)
             rc = add_session_row(e, b, x, false);
-        rc = rc ? rc
-                : (u->unsent ? qod_store_batch_event_unsent : qod_store_batch_event)(b, u->event_id, u->session,
-                                                                                     u->owner, u->created_ms,
-                                                                                     u->event_doc);
+        rc = rc ? rc : add_unsaved_event(b, u);
     }
     if (rc == QOD_OK && qod_store_submit(e->o.store, b, retried, e) == QOD_OK) {
         e->retry_inflight = true;

@@ -282,7 +282,8 @@ static void persist_state(qod_delivery *d, const item *it, int state, int64_t ne
     if (!w)
         return;
     *w = (state_write){.seq = it->seq, .state = state, .attempts = it->attempts, .next_ms = next_ms};
-    snprintf(w->session, sizeof w->session, "%s", it->session ? it->session : "");
+    if (d->o.fence) /* only several nodes fence their outcomes */
+        snprintf(w->session, sizeof w->session, "%s", it->session ? it->session : "");
     *d->outcomes_tail = w;
     d->outcomes_tail = &w->next;
 }
