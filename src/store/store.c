@@ -79,11 +79,16 @@ static int push(qod_store_batch *b, qod_store_op *op)
         op_free(op);
         return QOD_ERR_NOMEM;
     }
-    if (b->tail)
-        b->tail->next = op;
-    else
+    if (op->kind == QOD_OP_FENCE && b->head) {
+        op->next = b->head; /* fences go first */
         b->head = op;
-    b->tail = op;
+    } else {
+        if (b->tail)
+            b->tail->next = op;
+        else
+            b->head = op;
+        b->tail = op;
+    }
     b->n++;
     return QOD_OK;
 }
@@ -151,18 +156,7 @@ int qod_store_batch_fence(qod_store_batch *b, const char *name, const char *hold
     for (qod_store_op *op = b->head; op && op->kind == QOD_OP_FENCE; op = op->next)
         if (op->num == epoch && strcmp(op->key, name) == 0 && strcmp(op->owner, holder) == 0)
             return QOD_OK;
-    qod_store_op *tail = b->tail;
-    size_t n = b->n;
-    int rc = add_row_op(b, QOD_OP_FENCE, QOD_TBL_COUNT, name, holder, NULL, 0, epoch, NULL);
-    if (rc != QOD_OK || !tail)
-        return rc;
-    qod_store_op *op = b->tail; /* appended: move it to the front */
-    tail->next = NULL;
-    b->tail = tail;
-    op->next = b->head;
-    b->head = op;
-    b->n = n + 1;
-    return QOD_OK;
+    return add_row_op(b, QOD_OP_FENCE, QOD_TBL_COUNT, name, holder, NULL, 0, epoch, NULL);
 }
 
 int qod_store_batch_event_unsent(qod_store_batch *b, const char *id, const char *session, const char *owner,
