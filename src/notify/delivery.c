@@ -77,6 +77,11 @@ struct host {
 #define HDR_TEXT_MAX 4608
 #define POOL_BODY_KEEP (64u << 10) /* a pooled attempt keeps a body buffer up to this size */
 #define HOST_CACHE_MAX 4096        /* URLs remembered with their host */
+/* Outcomes are gathered this long, or up to this many, before they go to the store as one batch: under a stream
+ * of callbacks an idle store would otherwise commit (and fsync) a few outcomes at a time, thousands of times a
+ * second. Nothing waits for these writes; a crash before one only means that event may be sent again. */
+#define OUTCOME_FLUSH_MS 10
+#define OUTCOME_FLUSH_MAX 2048
 
 /* An attempt owns its easy handle, set up once with the options every request shares, and its buffers; finished
  * attempts go back to a pool, so an attempt allocates nothing in the common case. */
@@ -113,6 +118,8 @@ struct qod_delivery {
     attempt *pool;      /* finished attempts, ready for reuse */
     state_write *outcomes; /* outcome writes not yet submitted, oldest first (loop thread) */
     state_write **outcomes_tail;
+    size_t outcomes_n;      /* how many */
+    int64_t outcomes_since; /* monotonic ms when the oldest was gathered */
     pthread_mutex_t retry_mu;
     state_write *retry_writes; /* outcome writes that failed, newest first */
     int64_t retry_writes_at;
@@ -248,8 +255,8 @@ static void outcomes_written(int rc, void *arg)
 }
 
 /* Submits the outcomes gathered since the last flush as one store batch: one savepoint and one completion for
- * many events instead of one each. Loop thread; called whenever the loop is about to sleep and before a replay's
- * own write. */
+ * many events instead of one each. Loop thread: from the tick through flush_outcomes_due, and at once before a
+ * replay's own write, before a rescan and at stop. */
 static void flush_outcomes(qod_delivery *d)
 {
     if (!d->outcomes)
@@ -266,6 +273,7 @@ static void flush_outcomes(qod_delivery *d)
         *g = (outcome_group){d, d->outcomes};
         d->outcomes = NULL;
         d->outcomes_tail = &d->outcomes;
+        d->outcomes_n = 0;
     }
     if (rc == QOD_OK && qod_store_submit(d->o.store, b, outcomes_written, g) == QOD_OK)
         return;
@@ -276,6 +284,18 @@ static void flush_outcomes(qod_delivery *d)
     /* Without even a group, the writes stay gathered for the next flush. */
 }
 
+/* Flushes the gathered outcomes once enough of them, or the oldest, waited long enough; otherwise returns the
+ * monotonic ms at which to come back (-1: nothing gathered). */
+static int64_t flush_outcomes_due(qod_delivery *d, int64_t now)
+{
+    if (!d->outcomes)
+        return -1;
+    if (d->outcomes_n < OUTCOME_FLUSH_MAX && now < d->outcomes_since + OUTCOME_FLUSH_MS)
+        return d->outcomes_since + OUTCOME_FLUSH_MS;
+    flush_outcomes(d);
+    return d->outcomes ? now + OUTCOME_FLUSH_MS : -1; /* still held: the store refused the batch */
+}
+
 static void persist_state(qod_delivery *d, const item *it, int state, int64_t next_ms)
 {
     state_write *w = calloc(1, sizeof *w);
@@ -284,8 +304,11 @@ static void persist_state(qod_delivery *d, const item *it, int state, int64_t ne
     *w = (state_write){.seq = it->seq, .state = state, .attempts = it->attempts, .next_ms = next_ms};
     if (d->o.fence) /* only several nodes fence their outcomes */
         snprintf(w->session, sizeof w->session, "%s", it->session ? it->session : "");
+    if (!d->outcomes)
+        d->outcomes_since = qod_time_mono_ms();
     *d->outcomes_tail = w;
     d->outcomes_tail = &w->next;
+    d->outcomes_n++;
 }
 
 /* Gathers failed outcome writes again, oldest first, at most once a second (loop thread). */
@@ -309,12 +332,16 @@ static void retry_state_writes(qod_delivery *d, int64_t now)
         return;
     /* Before the outcomes gathered since: within the batch, a later outcome of the same event wins. */
     state_write *last = rev;
-    while (last->next)
+    size_t n = 1;
+    for (; last->next; n++)
         last = last->next;
     last->next = d->outcomes;
-    if (!d->outcomes)
+    if (!d->outcomes) {
         d->outcomes_tail = &last->next;
+        d->outcomes_since = now;
+    }
     d->outcomes = rev;
+    d->outcomes_n += n;
 }
 
 /* ---- queueing --------------------------------------------------------------------------------------------------- */
@@ -842,7 +869,6 @@ static void check_done(qod_delivery *d)
         finish(d, at, cc);
     }
     pump(d);
-    flush_outcomes(d);
 }
 
 static void on_socket_event(void *arg, int fd, uint32_t events)
@@ -901,7 +927,9 @@ static int64_t tick(void *arg, int64_t now)
     pthread_mutex_unlock(&d->retry_mu);
     if (writes && (due < 0 || d->retry_writes_at < due))
         due = d->retry_writes_at;
-    flush_outcomes(d);
+    int64_t flush_at = flush_outcomes_due(d, now);
+    if (flush_at >= 0 && (due < 0 || flush_at < due))
+        due = flush_at;
     return due;
 }
 

@@ -13,7 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STORE_MAX_GROUP 1024
+/* The most batches one transaction takes. Under a backlog (a mass expiry, a restart's reprovisioning) larger groups
+ * spread the commit and its fsync over more batches: 1,024 → 4,096 raised the writer from ~27,000 to ~50,000
+ * batches/s in the bench's expiry run. Without a backlog groups are as small as what arrived meanwhile. */
+#define STORE_MAX_GROUP 4096
 
 struct qod_store_batch {
     qod_store_op *head, *tail;
