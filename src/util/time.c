@@ -35,11 +35,34 @@ void qod_time_set_wall_offset(int64_t offset_ms)
     atomic_store(&g_wall_offset, offset_ms);
 }
 
+/* The UTC calendar fields of a Unix time: civil from days (Howard Hinnant's algorithm, the inverse of the one in
+ * qod_time_parse). gmtime_r would do, but glibc takes its time-zone lock in it, on every HTTP thread. */
+static void utc_fields(int64_t t, struct tm *tm)
+{
+    int64_t days = t / 86400, secs = t % 86400;
+    if (secs < 0) {
+        secs += 86400;
+        days--;
+    }
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t m = mp < 10 ? mp + 3 : mp - 9;
+    *tm = (struct tm){.tm_year = (int)(yoe + era * 400 + (m <= 2) - 1900),
+                      .tm_mon = (int)m - 1,
+                      .tm_mday = (int)(doy - (153 * mp + 2) / 5 + 1),
+                      .tm_hour = (int)(secs / 3600),
+                      .tm_min = (int)(secs / 60 % 60),
+                      .tm_sec = (int)(secs % 60)};
+}
+
 void qod_time_fmt(int64_t unix_ms, char *out, size_t cap)
 {
-    time_t s = (time_t)(unix_ms / 1000);
     struct tm tm;
-    gmtime_r(&s, &tm);
+    utc_fields(unix_ms / 1000, &tm);
     int year = tm.tm_year + 1900;
     if (cap < 21 || year < 0 || year > 9999) {
         snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02dZ", year, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,

@@ -3,7 +3,10 @@
 #include "qtest.h"
 #include "util/err.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #define T_2026_06_02_0900 1780390800000LL
 
@@ -35,6 +38,36 @@ QTEST(fmt_leap_day)
     QT_EQ_INT(qod_time_parse("2028-02-29T23:59:59Z", &ms), QOD_OK);
     qod_time_fmt(ms, out, sizeof out);
     QT_EQ_STR(out, "2028-02-29T23:59:59Z");
+}
+
+/* The calendar is computed by hand: it must agree with the C library's gmtime_r everywhere it is used, from
+ * before 1970 to the end of year 9999, across month, year and century boundaries. */
+QTEST(fmt_agrees_with_gmtime_r)
+{
+    static const int64_t fixed[] = {-86400, -1, 0, 59, 86399, 86400, 951782400 /* 2000-02-29 */,
+                                    4107542399LL /* 2100-02-28T23:59:59 */, 4107542400LL, 253402300799LL};
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    for (int i = 0; i < 200000; i++) {
+        int64_t t;
+        if (i < (int)(sizeof fixed / sizeof fixed[0])) {
+            t = fixed[i];
+        } else {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            t = (int64_t)(x % 253402300800ULL); /* 1970-01-01 to 9999-12-31T23:59:59 */
+            if (i % 3 == 0)
+                t -= t % 86400 + (i % 2); /* a midnight, or the second before it */
+        }
+        time_t tt = (time_t)t;
+        struct tm tm;
+        gmtime_r(&tt, &tm);
+        char want[80], got[32];
+        snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec);
+        qod_time_fmt(t * 1000, got, sizeof got);
+        QT_EQ_STR(got, want);
+    }
 }
 
 QTEST(fmt_fits_in_21_bytes)
@@ -263,7 +296,8 @@ QTEST(wall_clock_is_near_system_time)
 }
 
 QTEST_MAIN(QT_CASE(fmt_epoch), QT_CASE(fmt_known_instant), QT_CASE(fmt_truncates_milliseconds), QT_CASE(fmt_leap_day),
-           QT_CASE(fmt_fits_in_21_bytes), QT_CASE(parse_utc_z), QT_CASE(parse_epoch), QT_CASE(parse_lower_case_t_and_z),
+           QT_CASE(fmt_agrees_with_gmtime_r), QT_CASE(fmt_fits_in_21_bytes), QT_CASE(parse_utc_z),
+           QT_CASE(parse_epoch), QT_CASE(parse_lower_case_t_and_z),
            QT_CASE(parse_positive_offset), QT_CASE(parse_negative_offset), QT_CASE(parse_offset_crossing_midnight),
            QT_CASE(parse_fraction_milliseconds), QT_CASE(parse_fraction_short_is_scaled),
            QT_CASE(parse_fraction_long_is_truncated), QT_CASE(parse_fraction_empty_invalid),
