@@ -54,8 +54,8 @@ int qod_req_query_each(const qod_req *r, int (*fn)(void *arg, const char *key, c
 const char *qod_req_body(const qod_req *r, size_t *len);
 /* True when the body was larger than max_body (the body is then empty). */
 bool qod_req_body_too_large(const qod_req *r);
-/* The client address as text. */
-const char *qod_req_peer(const qod_req *r);
+/* The client address as text ("" when unknown). */
+const char *qod_req_peer(qod_req *r);
 /* Monotonic start time in nanoseconds. */
 uint64_t qod_req_start_ns(const qod_req *r);
 

@@ -85,6 +85,40 @@ void qod_time_fmt(int64_t unix_ms, char *out, size_t cap)
     *p = '\0';
 }
 
+void qod_time_http_date(int64_t unix_s, char *out)
+{
+    static const char wday[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char mon[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct tm tm;
+    utc_fields(unix_s, &tm);
+    int64_t days = unix_s / 86400 - (unix_s % 86400 < 0);
+    int wd = (int)(((days % 7) + 7 + 4) % 7); /* 1970-01-01 was a Thursday */
+    int year = tm.tm_year + 1900;
+    if (year < 0 || year > 9999)
+        year = year < 0 ? 0 : 9999;
+    char *p = out;
+    memcpy(p, wday[wd], 3);
+    p += 3;
+    *p++ = ',';
+    *p++ = ' ';
+    *p++ = (char)('0' + tm.tm_mday / 10);
+    *p++ = (char)('0' + tm.tm_mday % 10);
+    *p++ = ' ';
+    memcpy(p, mon[tm.tm_mon], 3);
+    p += 3;
+    *p++ = ' ';
+    for (int d = 1000; d; d /= 10)
+        *p++ = (char)('0' + year / d % 10);
+    const int hms[3] = {tm.tm_hour, tm.tm_min, tm.tm_sec};
+    for (int k = 0; k < 3; k++) {
+        *p++ = k ? ':' : ' ';
+        *p++ = (char)('0' + hms[k] / 10);
+        *p++ = (char)('0' + hms[k] % 10);
+    }
+    memcpy(p, " GMT", 5);
+}
+
 static int digits(const char *s, int n, int *out)
 {
     int v = 0;

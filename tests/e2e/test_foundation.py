@@ -230,6 +230,22 @@ def test_readyz_ok():
     expect_status(D.request("GET", "/readyz"), 200)
 
 
+def test_every_answer_has_one_date_header_in_http_date_format():
+    # qodd writes the Date header itself (RFC 9110 IMF-fixdate), instead of libmicrohttpd: one, and current.
+    import email.utils
+    for method, path, status in (("GET", "/healthz", 200), ("GET", "/no/such/path", 404),
+                                 ("POST", "/camara/qod/v0/sessions", 401)):
+        before = time.time()
+        r = expect_status(D.request(method, path, body={} if method == "POST" else None), status)
+        after = time.time()
+        dates = [v for k, v in r.header_list if k.lower() == "date"]
+        assert len(dates) == 1, "%s %s: Date headers %r" % (method, path, dates)
+        assert re.fullmatch(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+                            r"\d{4} \d\d:\d\d:\d\d GMT", dates[0]), dates[0]
+        t = email.utils.parsedate_to_datetime(dates[0]).timestamp()
+        assert int(before) - 1 <= t <= after + 1, (dates[0], before, after)
+
+
 def test_metrics_exposition():
     expect_status(D.request("GET", "/healthz"), 200)
     r = expect_status(D.request("GET", "/metrics"), 200)

@@ -70,6 +70,28 @@ QTEST(fmt_agrees_with_gmtime_r)
     }
 }
 
+/* The HTTP date of the Date header, against strftime in the C locale over gmtime_r. */
+QTEST(http_date_agrees_with_strftime)
+{
+    char out[QOD_HTTP_DATE_LEN + 1];
+    qod_time_http_date(784111777, out);
+    QT_EQ_STR(out, "Sun, 06 Nov 1994 08:49:37 GMT"); /* RFC 9110's example */
+    uint64_t x = 0x2545f4914f6cdd1du;
+    for (int i = 0; i < 100000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        int64_t t = i < 3 ? (int64_t[]){-1, 0, 253402300799LL}[i] : (int64_t)(x % 253402300800ULL);
+        time_t tt = (time_t)t;
+        struct tm tm;
+        gmtime_r(&tt, &tm);
+        char want[64];
+        strftime(want, sizeof want, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        qod_time_http_date(t, out);
+        QT_EQ_STR(out, want);
+    }
+}
+
 QTEST(fmt_fits_in_21_bytes)
 {
     char out[21];
@@ -296,7 +318,8 @@ QTEST(wall_clock_is_near_system_time)
 }
 
 QTEST_MAIN(QT_CASE(fmt_epoch), QT_CASE(fmt_known_instant), QT_CASE(fmt_truncates_milliseconds), QT_CASE(fmt_leap_day),
-           QT_CASE(fmt_agrees_with_gmtime_r), QT_CASE(fmt_fits_in_21_bytes), QT_CASE(parse_utc_z),
+           QT_CASE(fmt_agrees_with_gmtime_r), QT_CASE(http_date_agrees_with_strftime),
+           QT_CASE(fmt_fits_in_21_bytes), QT_CASE(parse_utc_z),
            QT_CASE(parse_epoch), QT_CASE(parse_lower_case_t_and_z),
            QT_CASE(parse_positive_offset), QT_CASE(parse_negative_offset), QT_CASE(parse_offset_crossing_midnight),
            QT_CASE(parse_fraction_milliseconds), QT_CASE(parse_fraction_short_is_scaled),
