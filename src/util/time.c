@@ -56,7 +56,8 @@ static void utc_fields(int64_t t, struct tm *tm)
                       .tm_mday = (int)(doy - (153 * mp + 2) / 5 + 1),
                       .tm_hour = (int)(secs / 3600),
                       .tm_min = (int)(secs / 60 % 60),
-                      .tm_sec = (int)(secs % 60)};
+                      .tm_sec = (int)(secs % 60),
+                      .tm_wday = (int)((days % 7 + 11) % 7)}; /* 1970-01-01 was a Thursday */
 }
 
 void qod_time_fmt(int64_t unix_ms, char *out, size_t cap)
@@ -92,13 +93,11 @@ void qod_time_http_date(int64_t unix_s, char *out)
                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     struct tm tm;
     utc_fields(unix_s, &tm);
-    int64_t days = unix_s / 86400 - (unix_s % 86400 < 0);
-    int wd = (int)(((days % 7) + 7 + 4) % 7); /* 1970-01-01 was a Thursday */
     int year = tm.tm_year + 1900;
     if (year < 0 || year > 9999)
         year = year < 0 ? 0 : 9999;
     char *p = out;
-    memcpy(p, wday[wd], 3);
+    memcpy(p, wday[tm.tm_wday], 3);
     p += 3;
     *p++ = ',';
     *p++ = ' ';
