@@ -171,9 +171,7 @@ static void *loop_main(void *arg)
         int64_t now = qod_time_mono_ms();
         int64_t next = -1;
         for (int i = 0; i < l->nticks; i++) {
-            int64_t t = l->ticks[i](l->tick_args[i], now);
-            if (t >= 0 && (next < 0 || t < next))
-                next = t;
+            next = qod_loop_sooner(next, l->ticks[i](l->tick_args[i], now));
         }
         int timeout = -1;
         if (next >= 0) {

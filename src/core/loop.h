@@ -10,6 +10,11 @@ typedef struct qod_loop qod_loop;
 
 /* Runs due work at now (monotonic ms) and returns the next deadline (monotonic ms), or -1 for none. */
 typedef int64_t (*qod_loop_tick_fn)(void *arg, int64_t now);
+/* The earlier of two deadlines in a tick's terms (monotonic ms, -1 for none). */
+static inline int64_t qod_loop_sooner(int64_t a, int64_t b)
+{
+    return a < 0 ? b : b < 0 || a < b ? a : b;
+}
 typedef void (*qod_loop_fd_fn)(void *arg, int fd, uint32_t events);
 
 /* Creates the loop (no thread yet). */

@@ -21,6 +21,7 @@
  * to an embedded simulated network. */
 #include "net/backend.h"
 
+#include "core/loop.h"
 #include "core/timers.h"
 #include "net/nef_msg.h"
 #include "util/err.h"
@@ -710,10 +711,7 @@ static int64_t tick(void *arg, int64_t now)
             start_create(n, s);
     }
     qod_timer *next = qod_timers_peek(&n->timers);
-    int64_t due = next ? next->due : -1;
-    if (n->curl_due >= 0 && (due < 0 || n->curl_due < due))
-        due = n->curl_due;
-    return due;
+    return qod_loop_sooner(next ? next->due : -1, n->curl_due);
 }
 
 /* ---- jobs from the engine's calls --------------------------------------------------------------------------------- */

@@ -919,18 +919,13 @@ static int64_t tick(void *arg, int64_t now)
         try_start(d, (sq *)(void *)((char *)t - offsetof(sq, t)));
     }
     qod_timer *next = qod_timers_peek(&d->timers);
-    int64_t due = next ? next->due : -1;
-    if (d->curl_due >= 0 && (due < 0 || d->curl_due < due))
-        due = d->curl_due;
+    int64_t due = qod_loop_sooner(next ? next->due : -1, d->curl_due);
     pthread_mutex_lock(&d->retry_mu);
     bool writes = d->retry_writes != NULL;
     pthread_mutex_unlock(&d->retry_mu);
-    if (writes && (due < 0 || d->retry_writes_at < due))
-        due = d->retry_writes_at;
-    int64_t flush_at = flush_outcomes_due(d, now);
-    if (flush_at >= 0 && (due < 0 || flush_at < due))
-        due = flush_at;
-    return due;
+    if (writes)
+        due = qod_loop_sooner(due, d->retry_writes_at);
+    return qod_loop_sooner(due, flush_outcomes_due(d, now));
 }
 
 /* Appends a copy of s (or nothing for NULL) at *p in an item's strings. */

@@ -76,5 +76,16 @@ QTEST(stop_races_with_a_posting_thread)
     qod_loop_destroy(p.l);
 }
 
-QTEST_MAIN(QT_CASE(posted_jobs_run_on_the_loop), QT_CASE(post_after_stop_is_refused_until_destroy),
-           QT_CASE(stop_races_with_a_posting_thread))
+/* -1 is "no deadline": it never wins against a real one. */
+QTEST(sooner_picks_the_earlier_deadline_and_ignores_none)
+{
+    QT_EQ_INT(qod_loop_sooner(-1, -1), -1);
+    QT_EQ_INT(qod_loop_sooner(-1, 5), 5);
+    QT_EQ_INT(qod_loop_sooner(5, -1), 5);
+    QT_EQ_INT(qod_loop_sooner(0, 7), 0);
+    QT_EQ_INT(qod_loop_sooner(9, 7), 7);
+    QT_EQ_INT(qod_loop_sooner(7, 7), 7);
+}
+
+QTEST_MAIN(QT_CASE(sooner_picks_the_earlier_deadline_and_ignores_none), QT_CASE(posted_jobs_run_on_the_loop),
+           QT_CASE(post_after_stop_is_refused_until_destroy), QT_CASE(stop_races_with_a_posting_thread))
