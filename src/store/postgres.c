@@ -667,8 +667,7 @@ static int pg_apply_many(void *impl, const qod_store_op *const *ops, size_t n)
             if (ops[i]->kind == QOD_OP_FENCE) {
                 bool seen = false;
                 for (size_t k = 0; k < nfences && !seen; k++)
-                    seen = fences[k]->num == ops[i]->num && strcmp(fences[k]->key, ops[i]->key) == 0 &&
-                           strcmp(fences[k]->owner, ops[i]->owner) == 0;
+                    seen = qod_store_op_is_fence(fences[k], ops[i]->key, ops[i]->owner, ops[i]->num);
                 if (seen)
                     continue;
                 if (nfences < sizeof fences / sizeof fences[0])

@@ -153,11 +153,17 @@ int qod_store_batch_event(qod_store_batch *b, const char *id, const char *sessio
     return add_row_op(b, QOD_OP_EVENT, QOD_TBL_COUNT, id, owner, session, 0, created_ms, doc);
 }
 
+bool qod_store_op_is_fence(const qod_store_op *op, const char *name, const char *holder, int64_t epoch)
+{
+    return op->kind == QOD_OP_FENCE && op->num == epoch && strcmp(op->key, name) == 0 &&
+           strcmp(op->owner, holder) == 0;
+}
+
 int qod_store_batch_fence(qod_store_batch *b, const char *name, const char *holder, int64_t epoch)
 {
     /* Fences go first, once each: a batch of many sessions' writes (callback outcomes) shares its shards' fences. */
     for (qod_store_op *op = b->head; op && op->kind == QOD_OP_FENCE; op = op->next)
-        if (op->num == epoch && strcmp(op->key, name) == 0 && strcmp(op->owner, holder) == 0)
+        if (qod_store_op_is_fence(op, name, holder, epoch))
             return QOD_OK;
     return add_row_op(b, QOD_OP_FENCE, QOD_TBL_COUNT, name, holder, NULL, 0, epoch, NULL);
 }

@@ -199,6 +199,10 @@ struct qod_store_op {
     qod_store_op *next;
 };
 
+/* True when op is the fence of lease `name` held by holder at this epoch (a fence is needed once per batch, and
+ * once per transaction). */
+bool qod_store_op_is_fence(const qod_store_op *op, const char *name, const char *holder, int64_t epoch);
+
 /* The SQLite implementation. */
 extern const qod_store_impl qod_store_sqlite;
 /* The PostgreSQL implementation (libpq), for a database that several nodes share. */
