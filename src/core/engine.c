@@ -72,7 +72,23 @@ struct qod_engine {
     bool retry_inflight;
     int64_t retry_at;        /* monotonic ms of the next retry */
     uint64_t created, events;
+    size_t in_state[3]; /* sessions in by_id by state, kept as they change, so metrics never walk by_id */
 };
+
+/* by_id with its per-state counts (session ids are unique: a put never replaces). Caller holds the lock. */
+static int index_add(qod_engine *e, sess *x)
+{
+    int rc = qod_hmap_put(&e->by_id, x->s.id, x);
+    if (rc == QOD_OK)
+        e->in_state[x->s.st.state]++;
+    return rc;
+}
+
+static void index_del(qod_engine *e, sess *x)
+{
+    if (qod_hmap_del(&e->by_id, x->s.id))
+        e->in_state[x->s.st.state]--;
+}
 
 const char *qod_net_outcome_name(qod_net_outcome o)
 {
@@ -354,6 +370,8 @@ static int change(qod_engine *e, sess *x, qod_session_event ev, const char *why,
     if (rc != QOD_OK)
         return rc;
     int64_t now = qod_time_wall_ms();
+    e->in_state[x->s.st.state]--;
+    e->in_state[st.state]++;
     x->s.st = st;
     if (st.state == QOD_SS_AVAILABLE) {
         x->s.available_ms = now;
@@ -499,7 +517,7 @@ static void purge(qod_engine *e, sess *x)
 {
     qod_timers_cancel(&e->timers, &x->timers[SLOT_LIFE]);
     qod_timers_cancel(&e->timers, &x->timers[SLOT_NET]);
-    qod_hmap_del(&e->by_id, x->s.id);
+    index_del(e, x);
     qod_store_batch *b = qod_store_batch_new();
     /* Delivered events go with the session; pending and dead ones stay until delivered or replayed. */
     if (b && add_fence(e, b, x->s.id) == QOD_OK && qod_store_batch_del(b, QOD_TBL_SESSIONS, x->s.id) == QOD_OK &&
@@ -675,7 +693,7 @@ static void create_committed(int rc, void *arg)
     } else {
         /* Nothing was written: forget the session as if it had never been asked for. */
         qod_timers_cancel(&e->timers, &c->x->timers[SLOT_LIFE]);
-        qod_hmap_del(&e->by_id, c->x->s.id);
+        index_del(e, c->x);
         if (qod_hmap_get(&e->by_dev, c->x->s.device_key) == c->x)
             qod_hmap_del(&e->by_dev, c->x->s.device_key);
         app_count *cnt = count_of(e, c->x->s.app_id, false);
@@ -843,7 +861,7 @@ static int stage_create(qod_engine *e, const qod_create_spec *sp, char *idem_key
     sp->render(sp->render_arg, &x->s, &body);
     c->body = qod_buf_steal(&body);
     int rc = c->body ? QOD_OK : QOD_ERR_NOMEM;
-    rc = rc ? rc : qod_hmap_put(&e->by_id, x->s.id, x);
+    rc = rc ? rc : index_add(e, x);
     rc = rc ? rc : qod_hmap_put(&e->by_dev, x->s.device_key, x);
     if (rc == QOD_OK && idem_key && !(c->idem = idem_add(e, idem_key, sp, x, c->body)))
         rc = QOD_ERR_NOMEM;
@@ -859,7 +877,7 @@ static int stage_create(qod_engine *e, const qod_create_spec *sp, char *idem_key
     if (rc != QOD_OK) {
         if (c->idem)
             idem_unlink(e, c->idem);
-        qod_hmap_del(&e->by_id, x->s.id);
+        index_del(e, x);
         if (qod_hmap_get(&e->by_dev, x->s.device_key) == x)
             qod_hmap_del(&e->by_dev, x->s.device_key);
         free(idem_key);
@@ -1115,23 +1133,14 @@ void qod_engine_each(qod_engine *e, const char *app_id, int (*fn)(void *arg, con
     pthread_mutex_unlock(&e->mu);
 }
 
-static int count_one(void *arg, const char *key, void *val)
-{
-    (void)key;
-    qod_engine_stats *st = arg;
-    const sess *x = val;
-    st->requested += x->s.st.state == QOD_SS_REQUESTED;
-    st->available += x->s.st.state == QOD_SS_AVAILABLE;
-    st->ended += x->s.st.state == QOD_SS_ENDED;
-    return 0;
-}
-
 void qod_engine_stats_get(qod_engine *e, qod_engine_stats *out)
 {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&e->mu);
     out->sessions = qod_hmap_count(&e->by_id);
-    qod_hmap_each(&e->by_id, count_one, out);
+    out->requested = e->in_state[QOD_SS_REQUESTED];
+    out->available = e->in_state[QOD_SS_AVAILABLE];
+    out->ended = e->in_state[QOD_SS_ENDED];
     out->timers = qod_timers_count(&e->timers);
     out->created = e->created;
     out->events = e->events;
@@ -1247,7 +1256,7 @@ static sess *session_from_doc(qod_engine *e, const char *doc)
 /* Puts a loaded session back in the tables with its timers. Caller holds the lock (start-up). */
 static void restore(qod_engine *e, sess *x, int64_t now_wall, int64_t now_mono)
 {
-    if (qod_hmap_put(&e->by_id, x->s.id, x) != QOD_OK) {
+    if (index_add(e, x) != QOD_OK) {
         sess_free(x);
         return;
     }

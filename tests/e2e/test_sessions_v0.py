@@ -1098,6 +1098,32 @@ def test_retention_purge_is_durable():
         expect_camara_error(d.request("GET", session_path(s["sessionId"]), token=tok), 404, "NOT_FOUND")
 
 
+def test_metrics_count_sessions_by_state_through_changes_restart_and_purge():
+    cluster_skip("metrics are per node (docs/operations.md)")
+
+    def by_state(d):
+        mt = metrics(d)
+        return {k: mt.get('qod_sessions{state="%s"}' % k) for k in ("requested", "available", "ended")}
+
+    with Daemon(args=["--sandbox-delay-ms", "100", "--retention", "2"]) as d:
+        app, tok = new_app(d)
+        assert by_state(d) == {"requested": 0, "available": 0, "ended": 0}, by_state(d)
+        kept = create_session(d, tok)
+        gone = create_session(d, tok)
+        refused = create_session(d, tok, session_body(phone="+99999991001"))
+        expect_status(post_session(d, tok, session_body(phone=kept["device"]["phoneNumber"])), 409)
+        wait_status(d, tok, kept["sessionId"], "AVAILABLE")
+        wait_status(d, tok, gone["sessionId"], "AVAILABLE")
+        wait_status(d, tok, refused["sessionId"], "UNAVAILABLE")
+        expect_status(delete_session(d, tok, gone["sessionId"]), 204)
+        assert by_state(d) == {"requested": 0, "available": 1, "ended": 2}, by_state(d)
+        assert d.stop() == 0
+        d.start()
+        assert by_state(d) == {"requested": 0, "available": 1, "ended": 2}, by_state(d)
+        wait_until(lambda: by_state(d)["ended"] == 0, timeout=6, interval=0.05, what="the ended sessions purged")
+        assert by_state(d) == {"requested": 0, "available": 1, "ended": 0}, by_state(d)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Durability
 
