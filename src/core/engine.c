@@ -572,16 +572,23 @@ static void prune_idem(qod_engine *e, int64_t now_wall)
     }
 }
 
-static int64_t tick(void *arg, int64_t now)
+/* The lock time a loop tick may take for due timers. A mass expiry ends thousands of sessions at one instant,
+ * several microseconds each, all under the engine lock: in one go they would stall every API request for tens of
+ * milliseconds. In slices, requests get the lock between them, and the loop comes back at once for the rest. */
+#define TICK_BUDGET_NS 1000000
+
+/* Fires timers due by now, for at most budget_ns of lock time (0: all of them); returns the next deadline. */
+static int64_t run_due(qod_engine *e, int64_t now, int64_t budget_ns)
 {
-    qod_engine *e = arg;
     pthread_mutex_lock(&e->mu);
-    /* Bound the work per tick so the loop stays responsive under a mass expiry. */
-    for (int n = 0; n < 4096; n++) {
+    int64_t until = budget_ns ? qod_time_mono_ns() + budget_ns : 0;
+    for (unsigned n = 1;; n++) {
         qod_timer *t = qod_timers_pop_due(&e->timers, now);
         if (!t)
             break;
         fire(e, t);
+        if (until && n % 16 == 0 && qod_time_mono_ns() >= until)
+            break;
     }
     prune_idem(e, qod_time_wall_ms());
     retry_unsaved(e, now);
@@ -594,6 +601,11 @@ static int64_t tick(void *arg, int64_t now)
     atomic_store(&e->deadline, due);
     pthread_mutex_unlock(&e->mu);
     return due;
+}
+
+static int64_t tick(void *arg, int64_t now)
+{
+    return run_due(arg, now, TICK_BUDGET_NS);
 }
 
 /* ---- the backend's sink ------------------------------------------------------------------------------------ */
@@ -1492,7 +1504,7 @@ int qod_engine_start(qod_engine *e)
     /* Sessions whose expiry passed while the daemon was down end now, with their events, before the API opens:
      * left to the loop's first tick, a read right after the start could still see them AVAILABLE. */
     int64_t now = qod_time_mono_ms();
-    for (int i = 0; i < 256 && tick(e, now) <= now; i++) /* 4096 timers a tick: up to a million overdue here */
+    for (int i = 0; i < 256 && run_due(e, now, 0) <= now; i++) /* timers a firing armed for now, if any */
         ;
     int rc = qod_loop_start(e->loop);
     pthread_mutex_lock(&e->mu);

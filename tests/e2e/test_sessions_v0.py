@@ -1187,6 +1187,31 @@ def test_session_expired_while_down_is_expired_after_start():
         assert g["qosStatus"] == "EXPIRED", "session whose expiry passed while qodd was down: %r" % g
 
 
+def test_many_sessions_expired_while_down_are_all_expired_before_the_api_opens():
+    # Running, the engine ends due sessions in slices of about a millisecond of lock time, so that a mass expiry
+    # does not stall the API. At start-up, every session whose expiry passed while qodd was down must be ended
+    # before the first request is answered, however many there are.
+    cluster_skip("metrics are per node (docs/operations.md)")
+    n, threads = 1200, 8
+    with Daemon(args=["--sandbox-delay-ms", "0"]) as d:
+        app, tok = new_app(d)
+        made = run_threads(threads, lambda i: [create_session(d, tok, session_body(duration=2))
+                                               for _ in range(n // threads)])
+        ids = [s["sessionId"] for batch in made for s in batch]
+        assert len(set(ids)) == n, len(set(ids))
+        wait_until(lambda: metrics(d).get('qod_sessions{state="available"}') == n, timeout=scaled(10),
+                   interval=0.05, what="all sessions AVAILABLE")
+        assert d.stop() == 0
+        last = max(parse_ts(s["expiresAt"]) for batch in made for s in batch) + 1.2
+        wait_until(lambda: time.time() >= last, timeout=8, interval=0.05, what="every expiry to pass")
+        d.start()
+        mt = metrics(d)
+        assert mt.get('qod_sessions{state="ended"}') == n and mt.get('qod_sessions{state="available"}') == 0, \
+            {k: v for k, v in mt.items() if k.startswith("qod_sessions{")}
+        for sid in (ids[0], ids[n // 2], ids[-1]):
+            assert get_session(d, tok, sid)["qosStatus"] == "EXPIRED", sid
+
+
 def test_session_unexpired_while_down_expires_on_time_after_start():
     with Daemon(args=["--sandbox-delay-ms", "100"]) as d:
         app, tok = new_app(d)
