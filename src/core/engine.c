@@ -1462,11 +1462,15 @@ int qod_engine_adopt(qod_engine *e)
 {
     adopt_ctx a = {e, NULL, QOD_OK};
     int rc = qod_store_scan(e->o.store, QOD_TBL_SESSIONS, NULL, collect_adoptable, &a);
-    int n = 0;
+    int n = 0, seen = 0;
     pthread_mutex_lock(&e->mu);
-    int64_t wall = qod_time_wall_ms(), mono = qod_time_mono_ms();
     for (adopt_row *r = a.head, *next; r; r = next) {
         next = r->next;
+        if (++seen % 256 == 0) { /* a shard may hold many sessions: let API requests in between */
+            pthread_mutex_unlock(&e->mu);
+            pthread_mutex_lock(&e->mu);
+        }
+        int64_t wall = qod_time_wall_ms(), mono = qod_time_mono_ms();
         sess *x = rc == QOD_OK ? session_from_doc(e, r->doc) : NULL;
         if (x && qod_hmap_get(&e->by_id, x->s.id)) {
             sess_free(x); /* created here meanwhile */
