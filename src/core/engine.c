@@ -553,9 +553,17 @@ static void fire(qod_engine *e, qod_timer *t)
     }
 }
 
-static void prune_idem(qod_engine *e, int64_t now_wall)
+static bool idem_expired(const qod_engine *e, int64_t now_wall)
 {
-    while (e->idem_head && !e->idem_head->pending && now_wall - e->idem_head->created_ms > IDEM_TTL_MS) {
+    return e->idem_head && !e->idem_head->pending && now_wall - e->idem_head->created_ms > IDEM_TTL_MS;
+}
+
+/* Drops the idempotency records past their 24 h, oldest first, until the monotonic ns `until` (0: all). */
+static void prune_idem(qod_engine *e, int64_t now_wall, int64_t until)
+{
+    for (unsigned n = 1; idem_expired(e, now_wall); n++) {
+        if (until && n % 16 == 0 && qod_time_mono_ns() >= until)
+            break;
         idem_rec *r = e->idem_head;
         e->idem_head = r->next;
         if (!e->idem_head)
@@ -572,12 +580,14 @@ static void prune_idem(qod_engine *e, int64_t now_wall)
     }
 }
 
-/* The lock time a loop tick may take for due timers. A mass expiry ends thousands of sessions at one instant,
- * several microseconds each, all under the engine lock: in one go they would stall every API request for tens of
- * milliseconds. In slices, requests get the lock between them, and the loop comes back at once for the rest. */
+/* The lock time a loop tick may take for due timers and idempotency records. A mass expiry ends thousands of
+ * sessions at one instant, several microseconds each, all under the engine lock: in one go they would stall every
+ * API request for tens of milliseconds. In slices, requests get the lock between them, and the loop comes back at
+ * once for the rest. */
 #define TICK_BUDGET_NS 1000000
 
-/* Fires timers due by now, for at most budget_ns of lock time (0: all of them); returns the next deadline. */
+/* Fires timers due by now and drops expired idempotency records, for at most budget_ns of lock time (0: all of
+ * them); returns the next deadline. */
 static int64_t run_due(qod_engine *e, int64_t now, int64_t budget_ns)
 {
     pthread_mutex_lock(&e->mu);
@@ -590,10 +600,11 @@ static int64_t run_due(qod_engine *e, int64_t now, int64_t budget_ns)
         if (until && n % 16 == 0 && qod_time_mono_ns() >= until)
             break;
     }
-    prune_idem(e, qod_time_wall_ms());
+    int64_t wall = qod_time_wall_ms();
+    prune_idem(e, wall, until);
     retry_unsaved(e, now);
     qod_timer *next = qod_timers_peek(&e->timers);
-    int64_t due = next ? next->due : now + 60000;
+    int64_t due = idem_expired(e, wall) ? now : next ? next->due : now + 60000;
     if (e->uhead && !e->retry_inflight && e->retry_at < due)
         due = e->retry_at;
     if (e->idem_head && due > now + 60000)

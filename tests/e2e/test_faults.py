@@ -1079,6 +1079,41 @@ def test_clock_hook_is_refused_without_test_hooks():
         check_times(b, 5, time.time(), "a session after the refused clock command")
 
 
+def test_idempotency_keys_are_all_forgotten_promptly_once_24_hours_have_passed():
+    # docs/api.md: a replay within 24 h returns the first 201. Past that, the key is free again. The engine drops
+    # expired records in slices of about a millisecond of lock time, and its loop comes straight back for the rest:
+    # with many keys, the last is freed as promptly as the first.
+    n, threads = 1200, 8
+    d, app, tok = start_daemon(["--test-hooks"])
+    with d, quiet_receiver() as recv:
+        keys = ["k%d-%s" % (i, uuid.uuid4().hex) for i in range(n)]
+
+        def make(i):
+            for k in keys[i::threads]:
+                expect_status(d.request("POST", SESSIONS, body=session_body(recv.url("/k")), token=tok,
+                                        headers={"Idempotency-Key": k}), 201)
+        workers = [threading.Thread(target=make, args=(i,)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        probes = {k: session_body(recv.url("/again")) for k in (keys[0], keys[n // 2], keys[-1])}
+        for k, body in probes.items():
+            expect_camara_error(d.request("POST", SESSIONS, body=body, token=tok, headers={"Idempotency-Key": k}),
+                                422)
+        set_clock(d, 25 * 3600 * 1000)
+        tok = get_token(d, app)
+        # Any session's provisioning timer makes the engine tick; the records go from that tick on.
+        expect_status(d.request("POST", SESSIONS, body=session_body(recv.url("/tick")), token=tok), 201)
+        t0 = time.monotonic()
+        for k, body in probes.items():
+            wait_until(lambda: d.request("POST", SESSIONS, body=body, token=tok,
+                                         headers={"Idempotency-Key": k}).status == 201,
+                       timeout=scaled(5), interval=0.05, what="key %s forgotten after 24 h" % k)
+        assert time.monotonic() - t0 < scaled(5)
+        set_clock(d, 0)
+
+
 def test_restart_after_the_wall_clock_stepped_back_keeps_expiry_and_delivery_on_time():
     """A clock that ran an hour fast is corrected while qodd restarts (simulated: the test offset is not kept
     across a restart). A 3 s session must still end about 3 s after creation, and a pending callback must go out
