@@ -173,6 +173,8 @@ const qod_cfg_opt qod_option_table[] = {
      "Callback requests in flight per receiving host."},
     {"callback-max-inflight", QOD_CFG_INT, O(callback_max_inflight), 1, 100000, "512", NULL, NULL,
      "Callback requests in flight in all."},
+    {"callback-max-loaded", QOD_CFG_INT, O(callback_max_loaded), 16, 10000000, "200000", NULL, NULL,
+     "Callback events held in memory; the others wait in the store and are loaded as room frees up."},
 };
 
 const size_t qod_option_count = sizeof qod_option_table / sizeof qod_option_table[0];

@@ -36,6 +36,7 @@ typedef struct {
     char *callback_allow;
     long long callback_per_host;
     long long callback_max_inflight;
+    long long callback_max_loaded;
     char *tc_dev;
     char *tc_uplink_dev;
     char *tc_link_rate;

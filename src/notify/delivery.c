@@ -1026,17 +1026,27 @@ static bool outcome_unwritten(qod_delivery *d, int64_t seq)
     return found;
 }
 
+/* Past last_seq, the scan only ever looks at events after it: it moves over an event once that event is loaded or
+ * needs no loading, never over one left in the store for want of room. */
+static void seen(qod_delivery *d, int64_t seq)
+{
+    if (seq > d->last_seq)
+        d->last_seq = seq;
+}
+
 static int load_one(void *arg, const qod_store_event *e)
 {
     qod_delivery *d = arg;
-    if (e->seq > d->last_seq)
-        d->last_seq = e->seq;
-    if (qod_hmap_get(&d->ids, e->id))
+    if (qod_hmap_get(&d->ids, e->id) || (d->o.owns && !d->o.owns(d->o.owns_ctx, e->session))) {
+        /* Loaded already, or another node's session: that node delivers it (qod_delivery_rescan if it becomes
+         * ours). */
+        seen(d, e->seq);
         return 0;
-    if (d->o.owns && !d->o.owns(d->o.owns_ctx, e->session))
-        return 0; /* another node's session: that node delivers it (qod_delivery_rescan if it becomes ours) */
-    if (d->rescanning && outcome_unwritten(d, e->seq))
-        return 0; /* delivered (or dead) already: only its outcome waits for the store */
+    }
+    if (d->rescanning && outcome_unwritten(d, e->seq)) {
+        seen(d, e->seq); /* delivered (or dead) already: only its outcome waits for the store */
+        return 0;
+    }
     if (d->loaded >= d->o.max_loaded) {
         d->more = true;
         return 1;
@@ -1045,6 +1055,7 @@ static int load_one(void *arg, const qod_store_event *e)
     int rc = item_from_event(e, &it);
     if (rc == QOD_ERR_INVALID) {
         QOD_ERROR("delivery", "corrupt_event", "seq=%lld", (long long)e->seq);
+        seen(d, e->seq);
         return 0;
     }
     sq *q = it ? queue_for(d, e->session, it->url) : NULL;
@@ -1053,6 +1064,7 @@ static int load_one(void *arg, const qod_store_event *e)
         d->more = true;
         return 1;
     }
+    seen(d, e->seq);
     /* A due time is never further away than its schedule step: a wall clock stepped back must not park an
      * event (the stored time is wall-clock so that it survives restarts). */
     int64_t now_wall = qod_time_wall_ms();
@@ -1080,6 +1092,10 @@ static void load_job(void *arg)
     d->more = false;
     if (d->loaded < d->o.max_loaded)
         qod_store_scan_events(d->o.store, EV_PENDING, d->last_seq, d->o.max_loaded - d->loaded, load_one, d);
+    /* A scan stops at the room left: when it filled it, the store may hold more, loaded once half the room is
+     * free again (pop_head). Nothing else would ask: no commit may come. */
+    if (d->loaded >= d->o.max_loaded)
+        d->more = true;
     atomic_store(&d->backlog, d->loaded);
     tick(d, qod_time_mono_ms());
 }

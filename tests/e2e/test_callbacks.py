@@ -583,6 +583,26 @@ def test_receiver_down_then_up_gets_the_event():
             recv.expect_quiet(1, 0.3)
 
 
+def test_a_backlog_larger_than_memory_is_delivered_with_no_new_event_to_prompt_it():
+    # --callback-max-loaded bounds the events held in memory; the others wait in the store. They must be loaded as
+    # room frees up, even when no new event is committed meanwhile.
+    n, room = 100, 16
+    d, app, tok = start(schedule="0" + ",0.3" * 30, delay_ms=0, extra=("--callback-max-loaded", str(room)))
+    with d:
+        port = free_port()
+        sids = {create(d, tok, "http://127.0.0.1:%d/backlog" % port) for _ in range(n)}
+        wait_until(lambda: metrics(d).get('qod_delivery_failures_total{reason="connect"}', 0) >= 1, timeout=5,
+                   interval=0.05, what="a failed connect")
+        assert metrics(d)["qod_delivery_backlog"] <= room, metrics(d)["qod_delivery_backlog"]
+        with WebhookReceiver(port=port) as recv:
+            def all_there(hs):
+                got = {json.loads(h.body)["sessionId"] for h in of(hs, status="AVAILABLE")}
+                return got if got >= sids else None
+            recv.wait_until(all_there, timeout=scaled(15), what="the AVAILABLE callbacks of all %d sessions" % n)
+            verify_all(app["webhook_secret"], recv.requests)
+        wait_until(lambda: metrics(d)["qod_delivery_backlog"] == 0, timeout=5, interval=0.05, what="no backlog")
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Metrics
 
