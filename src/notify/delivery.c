@@ -125,6 +125,7 @@ struct qod_delivery {
     int64_t retry_writes_at;
     int inflight;
     size_t loaded;
+    size_t scanned; /* events the current outbox scan has passed to load_one */
     int64_t last_seq;
     bool rescanning; /* load_job reads the outbox from its start again (qod_delivery_rescan) */
     bool more;          /* the store holds pending events not loaded yet */
@@ -1037,6 +1038,7 @@ static void seen(qod_delivery *d, int64_t seq)
 static int load_one(void *arg, const qod_store_event *e)
 {
     qod_delivery *d = arg;
+    d->scanned++;
     if (qod_hmap_get(&d->ids, e->id) || (d->o.owns && !d->o.owns(d->o.owns_ctx, e->session))) {
         /* Loaded already, or another node's session: that node delivers it (qod_delivery_rescan if it becomes
          * ours). */
@@ -1090,10 +1092,17 @@ static void load_job(void *arg)
     qod_delivery *d = arg;
     atomic_store(&d->kick_posted, false);
     d->more = false;
-    if (d->loaded < d->o.max_loaded)
-        qod_store_scan_events(d->o.store, EV_PENDING, d->last_seq, d->o.max_loaded - d->loaded, load_one, d);
-    /* A scan stops at the room left: when it filled it, the store may hold more, loaded once half the room is
-     * free again (pop_head). Nothing else would ask: no commit may come. */
+    /* A scan reads as many events as there is room left, counting those it passes over (loaded already, another
+     * node's): while one comes back full with room still free, the next part is read. */
+    while (!d->more && d->loaded < d->o.max_loaded) {
+        size_t room = d->o.max_loaded - d->loaded;
+        d->scanned = 0;
+        if (qod_store_scan_events(d->o.store, EV_PENDING, d->last_seq, room, load_one, d) != QOD_OK ||
+            d->scanned < room)
+            break;
+    }
+    /* Room full: the store may hold more, loaded once half the room is free again (pop_head). Nothing else would
+     * ask: no commit may come. */
     if (d->loaded >= d->o.max_loaded)
         d->more = true;
     atomic_store(&d->backlog, d->loaded);
