@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define IDEM_TTL_MS (24LL * 3600 * 1000)
 #define SLOT_LIFE 0 /* expiry, then retention purge */
@@ -73,6 +74,8 @@ struct qod_engine {
     int64_t retry_at;        /* monotonic ms of the next retry */
     uint64_t created, events;
     size_t in_state[3]; /* sessions in by_id by state, kept as they change, so metrics never walk by_id */
+    uint64_t store_done;    /* the store writer's batch count when last seen moving (store_backlogged) */
+    int64_t store_moved_ms; /* monotonic ms when it was */
 };
 
 /* by_id with its per-state counts (session ids are unique: a put never replaces). Caller holds the lock. */
@@ -585,26 +588,54 @@ static void prune_idem(qod_engine *e, int64_t now_wall, int64_t until)
  * API request for tens of milliseconds. In slices, requests get the lock between them, and the loop comes back at
  * once for the rest. */
 #define TICK_BUDGET_NS 1000000
+/* Batches the store may hold queued before due timers wait for its writer (a session's end is about 2.5 KiB of
+ * batch): a million sessions ending at once must not queue gigabytes. Requests are never held back, and neither
+ * are timers once the writer has got through nothing for STORE_STALL_MS: sessions then end on time in memory and
+ * their writes queue, as they would without this. */
+#define STORE_QUEUE_HIGH 65536
+#define STORE_WAIT_MS 1
+#define STORE_STALL_MS 2000
 
-/* Fires timers due by now and drops expired idempotency records, for at most budget_ns of lock time (0: all of
- * them); returns the next deadline. */
-static int64_t run_due(qod_engine *e, int64_t now, int64_t budget_ns)
+/* Whether due timers wait for the store's writer: its queue is long and it is getting through it. Caller holds
+ * the lock. */
+static bool store_backlogged(qod_engine *e, int64_t now)
+{
+    uint64_t done = 0;
+    if (qod_store_queued(e->o.store, &done) < STORE_QUEUE_HIGH)
+        return false;
+    if (done != e->store_done) {
+        e->store_done = done;
+        e->store_moved_ms = now;
+    }
+    return now - e->store_moved_ms < STORE_STALL_MS;
+}
+
+/* Fires timers due by now and drops expired idempotency records, for at most budget_ns of lock time (0: no
+ * limit), while the store's queue is below STORE_QUEUE_HIGH; returns the next deadline, and in *held whether due
+ * timers wait for the store. */
+static int64_t run_due(qod_engine *e, int64_t now, int64_t budget_ns, bool *held)
 {
     pthread_mutex_lock(&e->mu);
     int64_t until = budget_ns ? qod_time_mono_ns() + budget_ns : 0;
-    for (unsigned n = 1;; n++) {
+    *held = false;
+    for (unsigned n = 0;; n++) {
+        if (n % 16 == 0 && n && until && qod_time_mono_ns() >= until)
+            break;
+        if (n % 256 == 0 && store_backlogged(e, qod_time_mono_ms())) {
+            *held = qod_timers_peek(&e->timers) && qod_timers_peek(&e->timers)->due <= now;
+            break;
+        }
         qod_timer *t = qod_timers_pop_due(&e->timers, now);
         if (!t)
             break;
         fire(e, t);
-        if (until && n % 16 == 0 && qod_time_mono_ns() >= until)
-            break;
     }
     int64_t wall = qod_time_wall_ms();
-    prune_idem(e, wall, until);
+    if (!*held)
+        prune_idem(e, wall, until); /* its deletions are store batches too */
     retry_unsaved(e, now);
     qod_timer *next = qod_timers_peek(&e->timers);
-    int64_t due = idem_expired(e, wall) ? now : next ? next->due : now + 60000;
+    int64_t due = *held ? now + STORE_WAIT_MS : idem_expired(e, wall) ? now : next ? next->due : now + 60000;
     if (e->uhead && !e->retry_inflight && e->retry_at < due)
         due = e->retry_at;
     if (e->idem_head && due > now + 60000)
@@ -616,7 +647,8 @@ static int64_t run_due(qod_engine *e, int64_t now, int64_t budget_ns)
 
 static int64_t tick(void *arg, int64_t now)
 {
-    return run_due(arg, now, TICK_BUDGET_NS);
+    bool held;
+    return run_due(arg, now, TICK_BUDGET_NS, &held);
 }
 
 /* ---- the backend's sink ------------------------------------------------------------------------------------ */
@@ -1519,8 +1551,14 @@ int qod_engine_start(qod_engine *e)
     /* Sessions whose expiry passed while the daemon was down end now, with their events, before the API opens:
      * left to the loop's first tick, a read right after the start could still see them AVAILABLE. */
     int64_t now = qod_time_mono_ms();
-    for (int i = 0; i < 256 && run_due(e, now, 0) <= now; i++) /* timers a firing armed for now, if any */
-        ;
+    bool held = false;
+    for (int i = 0; i < 256;) {
+        int64_t due = run_due(e, now, 0, &held);
+        if (held)
+            nanosleep(&(struct timespec){0, STORE_WAIT_MS * 1000000L}, NULL); /* the writer catches up */
+        else if (due > now || ++i == 256) /* i: timers a firing armed for now, if any */
+            break;
+    }
     int rc = qod_loop_start(e->loop);
     pthread_mutex_lock(&e->mu);
     e->running = rc == QOD_OK;

@@ -37,6 +37,7 @@ struct qod_store {
     bool started;
     pthread_t thread;
     size_t queued;                     /* batches waiting for the writer (under mu) */
+    size_t queued_max;                 /* the most there have been at once (under mu) */
     atomic_ullong groups, batches;     /* transactions committed (or tried) and the batches in them */
     atomic_ullong group_us;            /* time spent in them, fsync included */
 };
@@ -374,7 +375,8 @@ int qod_store_submit(qod_store *st, qod_store_batch *b, qod_store_done_fn done, 
         else
             st->qhead = b;
         st->qtail = b;
-        st->queued++;
+        if (++st->queued > st->queued_max)
+            st->queued_max = st->queued;
         pthread_cond_signal(&st->cv);
     }
     pthread_mutex_unlock(&st->mu);
@@ -454,11 +456,21 @@ int qod_store_scan_events(qod_store *st, int64_t state, int64_t after_seq, size_
     return st->impl->scan_events(st->h, state, after_seq, limit, fn, arg);
 }
 
+size_t qod_store_queued(qod_store *st, uint64_t *done)
+{
+    pthread_mutex_lock(&st->mu);
+    size_t queued = st->queued;
+    pthread_mutex_unlock(&st->mu);
+    if (done)
+        *done = atomic_load(&st->batches);
+    return queued;
+}
+
 void qod_store_metrics(void *arg, qod_buf *out)
 {
     qod_store *st = arg;
     pthread_mutex_lock(&st->mu);
-    size_t queued = st->queued;
+    size_t queued = st->queued, queued_max = st->queued_max;
     pthread_mutex_unlock(&st->mu);
     qod_buf_printf(out,
                    "# HELP qod_store_commits_total Group commits (transactions) of the store's writer.\n"
@@ -468,7 +480,9 @@ void qod_store_metrics(void *arg, qod_buf *out)
                    "# HELP qod_store_commit_seconds_total Time the writer spent in group commits, sync included.\n"
                    "# TYPE qod_store_commit_seconds_total counter\nqod_store_commit_seconds_total %.6f\n"
                    "# HELP qod_store_queue Batches waiting for the writer.\n"
-                   "# TYPE qod_store_queue gauge\nqod_store_queue %zu\n",
+                   "# TYPE qod_store_queue gauge\nqod_store_queue %zu\n"
+                   "# HELP qod_store_queue_max The most batches that have waited for the writer at once.\n"
+                   "# TYPE qod_store_queue_max gauge\nqod_store_queue_max %zu\n",
                    (unsigned long long)atomic_load(&st->groups), (unsigned long long)atomic_load(&st->batches),
-                   (double)atomic_load(&st->group_us) / 1e6, queued);
+                   (double)atomic_load(&st->group_us) / 1e6, queued, queued_max);
 }

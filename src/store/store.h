@@ -69,6 +69,8 @@ int qod_store_open(const qod_store_opts *opts, qod_store **out);
 void qod_store_close(qod_store *st);
 /* QOD_OK when the store answers a trivial query. */
 int qod_store_ping(qod_store *st);
+/* Batches submitted and not yet taken by the writer; *done (if not NULL): batches the writer has been through. */
+size_t qod_store_queued(qod_store *st, uint64_t *done);
 /* The schema version after migrations. */
 int qod_store_schema_version(qod_store *st);
 
