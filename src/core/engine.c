@@ -831,6 +831,12 @@ static int check_idem(qod_engine *e, const qod_create_spec *sp, char **key, qod_
         return QOD_ERR_NOMEM;
     snprintf(k, n, "%s:%s", sp->app_id, sp->idem_key);
     idem_rec *r = qod_hmap_get(&e->idem, k);
+    int64_t wall = qod_time_wall_ms();
+    if (r && !r->pending && wall - r->created_ms > IDEM_TTL_MS) {
+        /* Past its 24 h, not dropped yet (the loop's next tick would): the records before it are older still. */
+        prune_idem(e, wall, 0);
+        r = qod_hmap_get(&e->idem, k);
+    }
     if (!r) {
         *key = k;
         return QOD_OK;
