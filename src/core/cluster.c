@@ -61,7 +61,12 @@ bool qod_cluster_owns(const qod_cluster *c, const char *id)
 
 int qod_cluster_held(const qod_cluster *c)
 {
-    return __builtin_popcountll(atomic_load(&((qod_cluster *)c)->held));
+    return __builtin_popcountll(qod_cluster_held_mask(c));
+}
+
+uint64_t qod_cluster_held_mask(const qod_cluster *c)
+{
+    return atomic_load(&((qod_cluster *)c)->held);
 }
 
 bool qod_cluster_lease_of(const qod_cluster *c, const char *id, char *name, size_t cap, int64_t *epoch)

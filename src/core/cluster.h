@@ -43,6 +43,8 @@ int qod_cluster_shard_of(const char *id);
 bool qod_cluster_owns(const qod_cluster *c, const char *id);
 /* Number of shards this node holds. */
 int qod_cluster_held(const qod_cluster *c);
+/* The shards this node holds, bit s for shard s. Lock-free. */
+uint64_t qod_cluster_held_mask(const qod_cluster *c);
 /* A new UUIDv7 whose shard this node holds (any UUIDv7 when it holds none). */
 void qod_cluster_new_id(qod_cluster *c, char id[37]);
 /* Where id's session lives: QOD_OK with the other node's URL, QOD_ERR_STATE when it is this node's,

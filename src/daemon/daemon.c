@@ -57,6 +57,7 @@ struct qod_daemon {
     qod_forward *forward;
     qod_store_listener *listener; /* other nodes' changes to apps and devices */
     qod_engine *_Atomic adopter;  /* the engine, once it may adopt shards */
+    _Atomic uint64_t delivery_shards; /* the shards the delivery treats as ours (delivery_owns_refresh) */
 };
 
 /* Creates the data directory 0700 (tightening an existing one) and takes its lock. */
@@ -144,6 +145,21 @@ static void cluster_new_id(void *ctx, char id[37])
     qod_cluster_new_id(ctx, id);
 }
 
+/* The delivery's view of the holdings: a shard taken since its last read of the outbox from the start is not
+ * yet its own (the rescan that follows the adoption loads its sessions' events in order); a shard lost is not
+ * its own at once. */
+static bool delivery_owns(void *ctx, const char *id)
+{
+    qod_daemon *d = ctx;
+    return ((atomic_load(&d->delivery_shards) >> qod_cluster_shard_of(id)) & 1) && qod_cluster_owns(d->cluster, id);
+}
+
+static void delivery_owns_refresh(void *ctx)
+{
+    qod_daemon *d = ctx;
+    atomic_store(&d->delivery_shards, qod_cluster_held_mask(d->cluster));
+}
+
 /* A session this node does not hold cannot be written here (a store error: 503, retry later). */
 static int cluster_fence(void *ctx, qod_store_batch *b, const char *id)
 {
@@ -152,6 +168,11 @@ static int cluster_fence(void *ctx, qod_store_batch *b, const char *id)
     if (!qod_cluster_lease_of(ctx, id, name, sizeof name, &epoch))
         return QOD_ERR_STORE;
     return qod_store_batch_fence(b, name, qod_cluster_node(ctx), epoch);
+}
+
+static int delivery_fence(void *ctx, qod_store_batch *b, const char *id)
+{
+    return cluster_fence(((qod_daemon *)ctx)->cluster, b, id);
 }
 
 /* Shards of a node that died are ours now: their sessions, timers and pending callbacks too. */
@@ -290,9 +311,10 @@ static int open_delivery(qod_daemon *d, const qod_options *o, char *err, size_t 
         .ca_file = o->callback_ca[0] ? o->callback_ca : NULL,
         .allow = &d->allow,
         .seal = d->seal,
-        .owns = d->cluster ? cluster_owns : NULL,
-        .fence = d->cluster ? cluster_fence : NULL,
-        .owns_ctx = d->cluster,
+        .owns = d->cluster ? delivery_owns : NULL,
+        .owns_refresh = d->cluster ? delivery_owns_refresh : NULL,
+        .fence = d->cluster ? delivery_fence : NULL,
+        .owns_ctx = d,
     };
     int rc = qod_cidrs_parse(o->callback_allow, &d->allow, err, errcap);
     rc = rc ? rc : qod_retry_schedule_parse(o->retry_schedule, &dopt, err, errcap);

@@ -1216,6 +1216,8 @@ static void rescan_job(void *arg)
     qod_store_batch *barrier = qod_store_batch_new();
     if (barrier)
         qod_store_commit(d->o.store, barrier);
+    if (d->o.owns_refresh)
+        d->o.owns_refresh(d->o.owns_ctx);
     d->rescanning = true;
     d->last_seq = 0;
     load_job(d);
@@ -1295,6 +1297,8 @@ static int load_gone(void *arg, const qod_store_row *r)
 
 int qod_delivery_start(qod_delivery *d)
 {
+    if (d->o.owns_refresh)
+        d->o.owns_refresh(d->o.owns_ctx); /* the thread does not run yet */
     qod_store_scan(d->o.store, QOD_TBL_META, "gone", load_gone, d);
     int rc = qod_loop_add_tick(d->loop, tick, d);
     rc = rc ? rc : qod_loop_start(d->loop);

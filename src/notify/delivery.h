@@ -37,6 +37,11 @@ typedef struct {
     const qod_seal *seal;    /* opens the sealed callback tokens of events */
     /* Several nodes (core/cluster.h): only the events of sessions this node holds are attempted here. NULL: all. */
     bool (*owns)(void *ctx, const char *session);
+    /* Called on the delivery's thread before it reads the outbox from its start (at start, qod_delivery_rescan):
+     * owns must answer from the holdings as they were then, until the next call. A session that becomes this
+     * node's in between is then loaded by the rescan that follows, from its first pending event, never from the
+     * middle of its events (a later event sent before an earlier one). NULL: owns follows the holdings live. */
+    void (*owns_refresh)(void *ctx);
     /* Adds to a batch of outcomes the fence of the lease that makes this node the session's holder (store.h), so a
      * node that lost the session's shard does not overwrite the new holder's outcomes. NULL: none. */
     int (*fence)(void *ctx, qod_store_batch *b, const char *session);
