@@ -60,6 +60,14 @@ static void utc_fields(int64_t t, struct tm *tm)
                       .tm_wday = (int)((days % 7 + 11) % 7)}; /* 1970-01-01 was a Thursday */
 }
 
+/* Writes v (0 <= v < 10^n) as n decimal digits, with leading zeros; returns the end. */
+static char *put_digits(char *p, int v, int n)
+{
+    for (int i = n - 1; i >= 0; i--, v /= 10)
+        p[i] = (char)('0' + v % 10);
+    return p + n;
+}
+
 void qod_time_fmt(int64_t unix_ms, char *out, size_t cap)
 {
     struct tm tm;
@@ -75,12 +83,7 @@ void qod_time_fmt(int64_t unix_ms, char *out, size_t cap)
     static const char seps[6] = {'-', '-', 'T', ':', ':', 'Z'};
     char *p = out;
     for (int i = 0; i < 6; i++) {
-        if (i == 0) {
-            *p++ = (char)('0' + f[0] / 1000);
-            *p++ = (char)('0' + f[0] / 100 % 10);
-        }
-        *p++ = (char)('0' + f[i] / 10 % 10);
-        *p++ = (char)('0' + f[i] % 10);
+        p = put_digits(p, f[i], i ? 2 : 4);
         *p++ = seps[i];
     }
     *p = '\0';
@@ -101,19 +104,16 @@ void qod_time_http_date(int64_t unix_s, char *out)
     p += 3;
     *p++ = ',';
     *p++ = ' ';
-    *p++ = (char)('0' + tm.tm_mday / 10);
-    *p++ = (char)('0' + tm.tm_mday % 10);
+    p = put_digits(p, tm.tm_mday, 2);
     *p++ = ' ';
     memcpy(p, mon[tm.tm_mon], 3);
     p += 3;
     *p++ = ' ';
-    for (int d = 1000; d; d /= 10)
-        *p++ = (char)('0' + year / d % 10);
+    p = put_digits(p, year, 4);
     const int hms[3] = {tm.tm_hour, tm.tm_min, tm.tm_sec};
     for (int k = 0; k < 3; k++) {
         *p++ = k ? ':' : ' ';
-        *p++ = (char)('0' + hms[k] / 10);
-        *p++ = (char)('0' + hms[k] % 10);
+        p = put_digits(p, hms[k], 2);
     }
     memcpy(p, " GMT", 5);
 }
