@@ -151,7 +151,8 @@ static void cluster_new_id(void *ctx, char id[37])
 static bool delivery_owns(void *ctx, const char *id)
 {
     qod_daemon *d = ctx;
-    return ((atomic_load(&d->delivery_shards) >> qod_cluster_shard_of(id)) & 1) && qod_cluster_owns(d->cluster, id);
+    uint64_t both = atomic_load(&d->delivery_shards) & qod_cluster_held_mask(d->cluster);
+    return (both >> qod_cluster_shard_of(id)) & 1;
 }
 
 static void delivery_owns_refresh(void *ctx)
