@@ -35,7 +35,7 @@ void qod_admin_handle(const qod_admin_deps *d, const char *line, size_t len, qod
     const char *cmd = NULL;
     const cJSON *args = NULL;
     qod_buf res;
-    qod_buf_init(&res, 32u << 20);
+    qod_buf_init(&res, QOD_ADMIN_MAX_RESULT);
     int rc = qod_json_parse(line, len, 8, &req, err, sizeof err);
     if (rc == QOD_OK && (qod_json_str(req, "cmd", &cmd) != QOD_OK)) {
         snprintf(err, sizeof err, "request needs a \"cmd\" string");
@@ -92,7 +92,7 @@ static void serve_conn(qod_admin *a, int fd)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     qod_buf in, out;
     qod_buf_init(&in, ADMIN_MAX_REQUEST);
-    qod_buf_init(&out, 0);
+    qod_buf_init(&out, QOD_ADMIN_MAX_RESULT + 1024); /* the result and its envelope */
     char chunk[4096];
     for (;;) {
         char *nl = in.len ? memchr(in.data, '\n', in.len) : NULL;

@@ -11,6 +11,9 @@
 
 #include <cjson/cJSON.h>
 
+/* The largest result a command answers with; a list that would be longer fails with an error saying so. */
+#define QOD_ADMIN_MAX_RESULT (32u << 20)
+
 typedef struct qod_admin qod_admin;
 typedef struct qod_engine qod_engine;
 typedef struct qod_registry qod_registry;

@@ -88,29 +88,67 @@ static int app_create(const qod_admin_deps *d, const cJSON *args, qod_buf *out, 
     return rc;
 }
 
+/* The JSON array a list command answers with. Each entry is rendered on its own and then appended whole, so a list
+ * that would pass QOD_ADMIN_MAX_RESULT ends with a clear error, never with a cut or malformed answer. */
 typedef struct {
     qod_buf *out;
-    bool first;
-} list_ctx;
+    qod_buf item;
+    size_t n, limit;
+    int rc;
+    const char *client_id; /* the entries' owner to keep, or NULL for all */
+} entry_list;
 
-static void list_one(void *arg, const qod_app *app)
+static void list_open(entry_list *l, qod_buf *out, size_t limit, const char *client_id)
 {
-    list_ctx *l = arg;
-    if (!l->first)
-        qod_buf_puts(l->out, ",");
-    l->first = false;
-    qod_app_to_json(app, l->out);
+    *l = (entry_list){.out = out, .limit = limit, .client_id = client_id};
+    qod_buf_init(&l->item, 0);
+    l->rc = qod_buf_puts(out, "[");
+}
+
+/* The buffer to render the next entry in (separator included), or NULL once the list is full or has failed. */
+static qod_buf *list_item(entry_list *l)
+{
+    if (l->rc != QOD_OK || l->n >= l->limit)
+        return NULL;
+    qod_buf_reset(&l->item);
+    qod_buf_puts(&l->item, l->n ? "," : "");
+    return &l->item;
+}
+
+/* Appends the entry rendered in list_item's buffer; non-zero once the list is full or has failed. */
+static int list_add(entry_list *l)
+{
+    l->rc = qod_buf_append(l->out, l->item.data, l->item.len);
+    return l->rc != QOD_OK || ++l->n >= l->limit;
+}
+
+/* Closes the array; hint names the options that shorten the list, for the error of one too long. */
+static int list_close(entry_list *l, const char *hint, char *err, size_t errcap)
+{
+    qod_buf_dispose(&l->item);
+    int rc = l->rc != QOD_OK ? l->rc : qod_buf_puts(l->out, "]");
+    if (rc == QOD_ERR_LIMIT)
+        snprintf(err, errcap, "the list does not fit in one answer (at most %u MiB; the first %zu entries fit); %s",
+                 (unsigned)(QOD_ADMIN_MAX_RESULT >> 20), l->n, hint);
+    return rc;
+}
+
+static void list_app(void *arg, const qod_app *app)
+{
+    qod_buf *item = list_item(arg);
+    if (item) {
+        qod_app_to_json(app, item);
+        list_add(arg);
+    }
 }
 
 static int app_list(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
 {
     (void)args;
-    (void)err;
-    (void)errcap;
-    list_ctx l = {out, true};
-    qod_buf_puts(out, "[");
-    qod_apps_each(d->apps, list_one, &l);
-    return qod_buf_puts(out, "]");
+    entry_list l;
+    list_open(&l, out, SIZE_MAX, NULL);
+    qod_apps_each(d->apps, list_app, &l);
+    return list_close(&l, "remove apps no longer in use", err, errcap);
 }
 
 static int app_show(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
@@ -210,20 +248,13 @@ static void session_json(const qod_session *s, qod_buf *out)
     qod_buf_puts(out, "}");
 }
 
-typedef struct {
-    qod_buf *out;
-    bool first;
-    size_t n, limit;
-} sess_list;
-
 static int list_session(void *arg, const qod_session *s)
 {
-    sess_list *l = arg;
-    if (!l->first)
-        qod_buf_puts(l->out, ",");
-    l->first = false;
-    session_json(s, l->out);
-    return ++l->n >= l->limit;
+    qod_buf *item = list_item(arg);
+    if (!item)
+        return 1;
+    session_json(s, item);
+    return list_add(arg);
 }
 
 static int session_list(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
@@ -237,10 +268,10 @@ static int session_list(const qod_admin_deps *d, const cJSON *args, qod_buf *out
     int rc = opt_number(args, "limit", 1e7, &limit, err, errcap);
     if (rc != QOD_OK)
         return rc;
-    sess_list l = {out, true, 0, limit > 0 ? (size_t)limit : 10000};
-    qod_buf_puts(out, "[");
+    entry_list l;
+    list_open(&l, out, limit > 0 ? (size_t)limit : 10000, NULL);
     qod_engine_each(d->engine, app, list_session, &l);
-    return qod_buf_puts(out, "]");
+    return list_close(&l, "ask for fewer with --limit, or one app's with --app", err, errcap);
 }
 
 static void show_session(void *arg, const qod_session *s)
@@ -298,22 +329,20 @@ static int device_add(const qod_admin_deps *d, const cJSON *args, qod_buf *out, 
 
 static void list_device(void *arg, const qod_subscriber *s)
 {
-    list_ctx *l = arg;
-    if (!l->first)
-        qod_buf_puts(l->out, ",");
-    l->first = false;
-    qod_subscriber_to_json(s, l->out);
+    qod_buf *item = list_item(arg);
+    if (item) {
+        qod_subscriber_to_json(s, item);
+        list_add(arg);
+    }
 }
 
 static int device_list(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
 {
     (void)args;
-    (void)err;
-    (void)errcap;
-    list_ctx l = {out, true};
-    qod_buf_puts(out, "[");
+    entry_list l;
+    list_open(&l, out, SIZE_MAX, NULL);
     qod_registry_each(d->registry, list_device, &l);
-    return qod_buf_puts(out, "]");
+    return list_close(&l, "the registry is too large to list at once", err, errcap);
 }
 
 static int device_remove(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
@@ -329,19 +358,15 @@ static int device_remove(const qod_admin_deps *d, const cJSON *args, qod_buf *ou
     return rc ? rc : qod_buf_puts(out, "{\"removed\":true}");
 }
 
-typedef struct {
-    qod_buf *out;
-    bool first;
-    const char *client_id;
-    size_t n, limit;
-} ev_list;
-
 static int list_event(void *arg, const qod_store_event *e)
 {
     static const char *const states[] = {"pending", "delivered", "dead"};
-    ev_list *l = arg;
+    entry_list *l = arg;
     if (l->client_id && strcmp(l->client_id, e->owner) != 0)
         return 0;
+    qod_buf *item = list_item(l);
+    if (!item)
+        return 1;
     char created[32], next[32];
     qod_time_fmt(e->created_ms, created, sizeof created);
     qod_time_fmt(e->next_ms, next, sizeof next);
@@ -349,18 +374,17 @@ static int list_event(void *arg, const qod_store_event *e)
     const cJSON *url = cJSON_GetObjectItemCaseSensitive(doc, "url");
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(doc, "state");
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(doc, "reason");
-    qod_buf_printf(l->out,
-                   "%s{\"event_id\":\"%s\",\"seq\":%lld,\"session\":\"%s\",\"client_id\":\"%s\",\"delivery\":\"%s\","
+    qod_buf_printf(item,
+                   "{\"event_id\":\"%s\",\"seq\":%lld,\"session\":\"%s\",\"client_id\":\"%s\",\"delivery\":\"%s\","
                    "\"attempts\":%lld,\"created_at\":\"%s\",\"next_at\":\"%s\",\"status\":\"%s%s%s\",\"url\":",
-                   l->first ? "" : ",", e->id, (long long)e->seq, e->session, e->owner,
+                   e->id, (long long)e->seq, e->session, e->owner,
                    (unsigned)e->state < 3 ? states[e->state] : "?", (long long)e->attempts, created, next,
                    cJSON_IsString(st) ? st->valuestring : "", cJSON_IsString(rs) && *rs->valuestring ? "/" : "",
                    cJSON_IsString(rs) ? rs->valuestring : "");
-    qod_buf_json_str(l->out, cJSON_IsString(url) ? url->valuestring : "");
-    qod_buf_puts(l->out, "}");
+    qod_buf_json_str(item, cJSON_IsString(url) ? url->valuestring : "");
+    qod_buf_puts(item, "}");
     cJSON_Delete(doc);
-    l->first = false;
-    return ++l->n >= l->limit;
+    return list_add(l);
 }
 
 static int state_arg(const cJSON *args, int64_t *state, char *err, size_t errcap)
@@ -388,11 +412,11 @@ static int deliveries_list(const qod_admin_deps *d, const cJSON *args, qod_buf *
     if (rc != QOD_OK)
         return rc;
     qod_json_str(args, "client_id", &app);
-    ev_list l = {out, true, app, 0, limit > 0 ? (size_t)limit : 1000};
-    qod_buf_puts(out, "[");
+    entry_list l;
+    list_open(&l, out, limit > 0 ? (size_t)limit : 1000, app);
     rc = qod_store_scan_events(d->store, state, 0, 0, list_event, &l);
-    qod_buf_puts(out, "]");
-    return rc;
+    int lrc = list_close(&l, "ask for fewer with --limit, --state or --app", err, errcap);
+    return rc != QOD_OK ? rc : lrc;
 }
 
 typedef struct {

@@ -1170,6 +1170,11 @@ int qod_engine_network_event(qod_engine *e, const char *id, const char *app_id, 
     return rc;
 }
 
+/* Buckets of by_id (about as many sessions) that qod_engine_each walks per hold of the lock. */
+#define EACH_BUCKETS 256
+/* The pause between two holds, for the requests that waited to take the lock. */
+#define EACH_PAUSE_NS 10000L
+
 typedef struct {
     const char *app_id;
     int (*fn)(void *, const qod_session *);
@@ -1189,9 +1194,16 @@ static int each_one(void *arg, const char *key, void *val)
 void qod_engine_each(qod_engine *e, const char *app_id, int (*fn)(void *arg, const qod_session *s), void *arg)
 {
     each_ctx c = {app_id, fn, arg};
-    pthread_mutex_lock(&e->mu);
-    qod_hmap_each(&e->by_id, each_one, &c);
-    pthread_mutex_unlock(&e->mu);
+    size_t cursor = 0;
+    int stopped = 0;
+    do {
+        pthread_mutex_lock(&e->mu);
+        cursor = qod_hmap_scan(&e->by_id, cursor, EACH_BUCKETS, each_one, &c, &stopped);
+        pthread_mutex_unlock(&e->mu);
+        /* The mutex is not fair: locking again at once would win it back before a woken waiter runs. */
+        if (cursor && !stopped)
+            nanosleep(&(struct timespec){0, EACH_PAUSE_NS}, NULL);
+    } while (cursor && !stopped);
 }
 
 void qod_engine_stats_get(qod_engine *e, qod_engine_stats *out)

@@ -115,3 +115,34 @@ void qod_hmap_each(const qod_hmap *m, int (*fn)(void *arg, const char *key, void
             if (fn(arg, n->key, n->val))
                 return;
 }
+
+static uint64_t reverse_bits(uint64_t v)
+{
+    v = ((v >> 1) & 0x5555555555555555ull) | ((v & 0x5555555555555555ull) << 1);
+    v = ((v >> 2) & 0x3333333333333333ull) | ((v & 0x3333333333333333ull) << 2);
+    v = ((v >> 4) & 0x0f0f0f0f0f0f0f0full) | ((v & 0x0f0f0f0f0f0f0f0full) << 4);
+    v = ((v >> 8) & 0x00ff00ff00ff00ffull) | ((v & 0x00ff00ff00ff00ffull) << 8);
+    v = ((v >> 16) & 0x0000ffff0000ffffull) | ((v & 0x0000ffff0000ffffull) << 16);
+    return (v >> 32) | (v << 32);
+}
+
+size_t qod_hmap_scan(const qod_hmap *m, size_t cursor, size_t buckets, int (*fn)(void *arg, const char *key, void *val),
+                     void *arg, int *stopped)
+{
+    *stopped = 0;
+    if (!m->nb)
+        return 0;
+    uint64_t mask = m->nb - 1, v = cursor;
+    for (size_t k = 0; k < buckets; k++) {
+        for (qod_hmap_node *n = m->b[v & mask]; n; n = n->next)
+            if (fn(arg, n->key, n->val)) {
+                *stopped = 1;
+                return 0;
+            }
+        /* The next bucket in bit-reversed order: increment the reversed index within the mask's bits. */
+        v = reverse_bits(reverse_bits(v | ~mask) + 1);
+        if (!v)
+            return 0;
+    }
+    return (size_t)v;
+}

@@ -260,6 +260,70 @@ QTEST(each_on_empty_map_calls_nothing)
     QT_EQ_INT(c.visits, 0);
 }
 
+/* A scan in steps of a few buckets, with the map doubling several times and losing other entries between steps,
+ * visits every entry present throughout exactly once. */
+QTEST(scan_visits_every_lasting_entry_once_while_the_map_grows_and_loses_entries)
+{
+    key_set *k = key_set_new();
+    unsigned char *seen = calloc(MANY, 1);
+    QT_TRUE(k && seen);
+    qod_hmap m;
+    qod_hmap_init(&m);
+    const int lasting = 1000, removed = 1000;
+    for (int i = 0; i < lasting + removed; i++)
+        qod_hmap_put(&m, k->key[i], &k->val[i]);
+    visit_ctx c = {.seen = seen, .key_matches = true};
+    size_t cursor = 0, calls = 0, grew = 0, nb = m.nb;
+    int stopped = 0, added = lasting + removed, gone = lasting;
+    do {
+        cursor = qod_hmap_scan(&m, cursor, 3, visit, &c, &stopped);
+        calls++;
+        for (int j = 0; j < 40 && added < MANY; j++, added++)
+            qod_hmap_put(&m, k->key[added], &k->val[added]);
+        if (gone < lasting + removed)
+            qod_hmap_del(&m, k->key[gone++]);
+        grew += m.nb != nb;
+        nb = m.nb;
+    } while (cursor && calls < 1000000);
+    size_t missing = 0;
+    for (int i = 0; i < lasting; i++)
+        missing += !seen[i];
+    qod_hmap_dispose(&m);
+    free(seen);
+    free(k);
+    QT_EQ_INT(stopped, 0);
+    QT_EQ_INT(cursor, 0);
+    QT_TRUE(grew >= 3);
+    QT_EQ_INT(c.dupes, 0);
+    QT_EQ_INT(missing, 0);
+    QT_TRUE(c.key_matches);
+}
+
+QTEST(scan_stops_when_fn_returns_nonzero_and_ends_at_once_on_an_empty_map)
+{
+    key_set *k = key_set_new();
+    unsigned char *seen = calloc(MANY, 1);
+    QT_TRUE(k && seen);
+    qod_hmap m;
+    qod_hmap_init(&m);
+    int stopped = 1;
+    visit_ctx c = {.seen = seen, .stop_after = 10, .key_matches = true};
+    QT_EQ_INT(qod_hmap_scan(&m, 0, 100, visit, &c, &stopped), 0);
+    QT_EQ_INT(stopped, 0);
+    for (int i = 0; i < 100; i++)
+        qod_hmap_put(&m, k->key[i], &k->val[i]);
+    size_t cursor = 0, calls = 0;
+    do
+        cursor = qod_hmap_scan(&m, cursor, 1, visit, &c, &stopped);
+    while (cursor && !stopped && ++calls < 1000);
+    qod_hmap_dispose(&m);
+    free(seen);
+    free(k);
+    QT_EQ_INT(stopped, 1);
+    QT_EQ_INT(cursor, 0);
+    QT_EQ_INT(c.visits, 10);
+}
+
 QTEST(dispose_leaves_an_empty_reusable_map)
 {
     qod_hmap m;
@@ -287,4 +351,6 @@ QTEST_MAIN(QT_CASE(empty_map), QT_CASE(put_then_get), QT_CASE(get_compares_key_t
            QT_CASE(del_returns_value_and_removes), QT_CASE(del_absent_returns_null), QT_CASE(empty_string_is_a_key),
            QT_CASE(many_keys_with_growth), QT_CASE(many_keys_delete_half), QT_CASE(each_visits_every_entry_once),
            QT_CASE(each_stops_when_fn_returns_nonzero), QT_CASE(each_on_empty_map_calls_nothing),
+           QT_CASE(scan_visits_every_lasting_entry_once_while_the_map_grows_and_loses_entries),
+           QT_CASE(scan_stops_when_fn_returns_nonzero_and_ends_at_once_on_an_empty_map),
            QT_CASE(dispose_leaves_an_empty_reusable_map), QT_CASE(hash_is_stable_and_distinguishes))
