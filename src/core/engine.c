@@ -588,6 +588,10 @@ static void prune_idem(qod_engine *e, int64_t now_wall, int64_t until)
  * API request for tens of milliseconds. In slices, requests get the lock between them, and the loop comes back at
  * once for the rest. */
 #define TICK_BUDGET_NS 1000000
+/* The pause between two holds of the lock by one long walk (a tick past its budget, qod_engine_each, an adoption),
+ * for the requests that waited to take it: the mutex is not fair, and locking again at once would win it back
+ * before a woken waiter runs. */
+#define LOCK_PAUSE_NS 10000L
 /* Batches the store may hold queued before due timers wait for its writer (a session's end is about 2.5 KiB of
  * batch): a million sessions ending at once must not queue gigabytes. Requests are never held back, and neither
  * are timers once the writer has got through nothing for STORE_STALL_MS: sessions then end on time in memory and
@@ -645,10 +649,26 @@ static int64_t run_due(qod_engine *e, int64_t now, int64_t budget_ns, bool *held
     return due;
 }
 
+static void lock_pause(void)
+{
+    nanosleep(&(struct timespec){0, LOCK_PAUSE_NS}, NULL);
+}
+
+/* Lets go of the lock held by a long walk, for a moment. */
+static void let_waiters_in(qod_engine *e)
+{
+    pthread_mutex_unlock(&e->mu);
+    lock_pause();
+    pthread_mutex_lock(&e->mu);
+}
+
 static int64_t tick(void *arg, int64_t now)
 {
     bool held;
-    return run_due(arg, now, TICK_BUDGET_NS, &held);
+    int64_t due = run_due(arg, now, TICK_BUDGET_NS, &held);
+    if (due <= now)
+        lock_pause(); /* the budget ran out with timers still due */
+    return due;
 }
 
 /* ---- the backend's sink ------------------------------------------------------------------------------------ */
@@ -1172,8 +1192,6 @@ int qod_engine_network_event(qod_engine *e, const char *id, const char *app_id, 
 
 /* Buckets of by_id (about as many sessions) that qod_engine_each walks per hold of the lock. */
 #define EACH_BUCKETS 256
-/* The pause between two holds, for the requests that waited to take the lock. */
-#define EACH_PAUSE_NS 10000L
 
 typedef struct {
     const char *app_id;
@@ -1196,14 +1214,14 @@ void qod_engine_each(qod_engine *e, const char *app_id, int (*fn)(void *arg, con
     each_ctx c = {app_id, fn, arg};
     size_t cursor = 0;
     int stopped = 0;
-    do {
-        pthread_mutex_lock(&e->mu);
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
         cursor = qod_hmap_scan(&e->by_id, cursor, EACH_BUCKETS, each_one, &c, &stopped);
-        pthread_mutex_unlock(&e->mu);
-        /* The mutex is not fair: locking again at once would win it back before a woken waiter runs. */
-        if (cursor && !stopped)
-            nanosleep(&(struct timespec){0, EACH_PAUSE_NS}, NULL);
-    } while (cursor && !stopped);
+        if (!cursor || stopped)
+            break;
+        let_waiters_in(e);
+    }
+    pthread_mutex_unlock(&e->mu);
 }
 
 void qod_engine_stats_get(qod_engine *e, qod_engine_stats *out)
@@ -1527,10 +1545,8 @@ int qod_engine_adopt(qod_engine *e)
     pthread_mutex_lock(&e->mu);
     for (adopt_row *r = a.head, *next; r; r = next) {
         next = r->next;
-        if (++seen % 256 == 0) { /* a shard may hold many sessions: let API requests in between */
-            pthread_mutex_unlock(&e->mu);
-            pthread_mutex_lock(&e->mu);
-        }
+        if (++seen % 256 == 0) /* a shard may hold many sessions: let API requests in between */
+            let_waiters_in(e);
         int64_t wall = qod_time_wall_ms(), mono = qod_time_mono_ms();
         sess *x = rc == QOD_OK ? session_from_doc(e, r->doc) : NULL;
         if (x && qod_hmap_get(&e->by_id, x->s.id)) {
