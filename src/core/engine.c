@@ -74,8 +74,9 @@ struct qod_engine {
     int64_t retry_at;        /* monotonic ms of the next retry */
     uint64_t created, events;
     size_t in_state[3]; /* sessions in by_id by state, kept as they change, so metrics never walk by_id */
-    uint64_t store_done;    /* the store writer's batch count when last seen moving (store_backlogged) */
-    int64_t store_moved_ms; /* monotonic ms when it was */
+    bool store_backlog;     /* the store's queue was at STORE_QUEUE_HIGH when last asked (store_backlogged) */
+    uint64_t store_done;    /* the store writer's batch count when last seen moving in that backlog */
+    int64_t store_moved_ms; /* monotonic ms when it was, or when the backlog began */
 };
 
 /* by_id with its per-state counts (session ids are unique: a put never replaces). Caller holds the lock. */
@@ -606,8 +607,10 @@ static bool store_backlogged(qod_engine *e, int64_t now)
 {
     uint64_t done = 0;
     if (qod_store_queued(e->o.store, &done) < STORE_QUEUE_HIGH)
-        return false;
-    if (done != e->store_done) {
+        return e->store_backlog = false;
+    /* A stall is timed from the backlog's start at the earliest, never from the last progress of an earlier one. */
+    if (!e->store_backlog || done != e->store_done) {
+        e->store_backlog = true;
         e->store_done = done;
         e->store_moved_ms = now;
     }
