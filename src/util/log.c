@@ -1,6 +1,7 @@
 #include "util/log.h"
 
 #include "util/err.h"
+#include "util/time.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -116,11 +117,8 @@ void qod_log_write(qod_log_level level, const char *mod, const char *event, cons
 
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    char tbuf[64];
-    snprintf(tbuf, sizeof tbuf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000) % 1000);
+    char tbuf[32];
+    qod_time_fmt_ms((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, tbuf, sizeof tbuf);
     const char *lname = level_names[level <= QOD_LOG_OFF ? level : QOD_LOG_ERROR];
 
     size_t pos;

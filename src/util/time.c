@@ -3,6 +3,7 @@
 #include "util/err.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -68,25 +69,46 @@ static char *put_digits(char *p, int v, int n)
     return p + n;
 }
 
-void qod_time_fmt(int64_t unix_ms, char *out, size_t cap)
+/* RFC 3339 UTC, with a millisecond fraction when ms. */
+static void fmt_rfc3339(int64_t unix_ms, bool ms, char *out, size_t cap)
 {
+    int64_t secs = unix_ms / 1000 - (unix_ms % 1000 < 0);
+    int frac = (int)(unix_ms - secs * 1000);
     struct tm tm;
-    utc_fields(unix_ms / 1000, &tm);
+    utc_fields(secs, &tm);
     int year = tm.tm_year + 1900;
-    if (cap < 21 || year < 0 || year > 9999) {
-        snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02dZ", year, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                 tm.tm_sec);
+    if (cap < (ms ? 25u : 21u) || year < 0 || year > 9999) {
+        if (ms)
+            snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", year, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                     tm.tm_min, tm.tm_sec, frac);
+        else
+            snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02dZ", year, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                     tm.tm_min, tm.tm_sec);
         return;
     }
     /* Written by hand: this runs twice for every session rendered, and snprintf was a visible share of a GET. */
     int f[6] = {year, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec};
-    static const char seps[6] = {'-', '-', 'T', ':', ':', 'Z'};
+    static const char seps[6] = {'-', '-', 'T', ':', ':', '.'};
     char *p = out;
     for (int i = 0; i < 6; i++) {
         p = put_digits(p, f[i], i ? 2 : 4);
-        *p++ = seps[i];
+        if (i < 5 || ms)
+            *p++ = seps[i];
     }
+    if (ms)
+        p = put_digits(p, frac, 3);
+    *p++ = 'Z';
     *p = '\0';
+}
+
+void qod_time_fmt(int64_t unix_ms, char *out, size_t cap)
+{
+    fmt_rfc3339(unix_ms, false, out, cap);
+}
+
+void qod_time_fmt_ms(int64_t unix_ms, char *out, size_t cap)
+{
+    fmt_rfc3339(unix_ms, true, out, cap);
 }
 
 void qod_time_http_date(int64_t unix_s, char *out)

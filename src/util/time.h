@@ -16,6 +16,8 @@ int64_t qod_time_wall_ms(void);
 void qod_time_set_wall_offset(int64_t offset_ms);
 /* Formats unix ms as RFC 3339 UTC with second precision: "2026-06-02T09:00:00Z". Needs cap >= 21. */
 void qod_time_fmt(int64_t unix_ms, char *out, size_t cap);
+/* The same with milliseconds: "2026-06-02T09:00:00.123Z" (log lines). Needs cap >= 25. */
+void qod_time_fmt_ms(int64_t unix_ms, char *out, size_t cap);
 /* Writes unix_s as an HTTP date (IMF-fixdate, RFC 9110 5.6.7: "Sun, 06 Nov 1994 08:49:37 GMT") into out, which
  * holds QOD_HTTP_DATE_LEN + 1 bytes. */
 #define QOD_HTTP_DATE_LEN 29

@@ -67,7 +67,25 @@ QTEST(fmt_agrees_with_gmtime_r)
                  tm.tm_hour, tm.tm_min, tm.tm_sec);
         qod_time_fmt(t * 1000, got, sizeof got);
         QT_EQ_STR(got, want);
+        /* The millisecond form of the log lines: the same fields and the fraction, before 1970 too. */
+        int frac = (int)(x % 1000);
+        char want_ms[80], got_ms[32];
+        snprintf(want_ms, sizeof want_ms, "%.19s.%03dZ", want, frac);
+        qod_time_fmt_ms(t * 1000 + frac, got_ms, sizeof got_ms);
+        QT_EQ_STR(got_ms, want_ms);
     }
+}
+
+QTEST(fmt_ms_writes_the_fraction_and_needs_room_for_it)
+{
+    char out[32];
+    qod_time_fmt_ms(T_2026_06_02_0900 + 7, out, sizeof out);
+    QT_EQ_STR(out, "2026-06-02T09:00:00.007Z");
+    qod_time_fmt_ms(-1, out, sizeof out);
+    QT_EQ_STR(out, "1969-12-31T23:59:59.999Z");
+    char small[12];
+    qod_time_fmt_ms(T_2026_06_02_0900 + 999, small, sizeof small);
+    QT_EQ_STR(small, "2026-06-02T");
 }
 
 /* The HTTP date of the Date header, against strftime in the C locale over gmtime_r. */
@@ -318,7 +336,8 @@ QTEST(wall_clock_is_near_system_time)
 }
 
 QTEST_MAIN(QT_CASE(fmt_epoch), QT_CASE(fmt_known_instant), QT_CASE(fmt_truncates_milliseconds), QT_CASE(fmt_leap_day),
-           QT_CASE(fmt_agrees_with_gmtime_r), QT_CASE(http_date_agrees_with_strftime),
+           QT_CASE(fmt_agrees_with_gmtime_r), QT_CASE(fmt_ms_writes_the_fraction_and_needs_room_for_it),
+           QT_CASE(http_date_agrees_with_strftime),
            QT_CASE(fmt_fits_in_21_bytes), QT_CASE(parse_utc_z),
            QT_CASE(parse_epoch), QT_CASE(parse_lower_case_t_and_z),
            QT_CASE(parse_positive_offset), QT_CASE(parse_negative_offset), QT_CASE(parse_offset_crossing_midnight),
