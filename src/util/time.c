@@ -72,8 +72,9 @@ static char *put_digits(char *p, int v, int n)
 /* RFC 3339 UTC, with a millisecond fraction when ms. */
 static void fmt_rfc3339(int64_t unix_ms, bool ms, char *out, size_t cap)
 {
-    int64_t secs = unix_ms / 1000 - (unix_ms % 1000 < 0);
-    int frac = (int)(unix_ms - secs * 1000);
+    int frac = (int)(unix_ms % 1000);
+    int64_t secs = unix_ms / 1000 - (frac < 0); /* floored, without a product that could overflow */
+    frac += frac < 0 ? 1000 : 0;
     struct tm tm;
     utc_fields(secs, &tm);
     int year = tm.tm_year + 1900;

@@ -3,7 +3,7 @@
  * - parse -> fmt -> parse gives the same second, for every instant fmt can write in the form parse reads (years
  *   1970 to 9999; see README.md for the instants just outside that parse accepts);
  * - an accepted text lies within a day (the largest offset) of that range;
- * - fmt of any 64-bit millisecond value stays inside its buffer.
+ * - fmt (and fmt_ms, of the log lines) of any 64-bit millisecond value stays inside its buffer.
  * The first 8 bytes of the input are also read as a millisecond value for fmt. */
 #include "fuzz.h"
 
@@ -32,6 +32,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memset(out, 'x', sizeof out);
         qod_time_fmt((int64_t)raw, out, 21);
         FUZZ_CHECK(strlen(out) <= 20 && out[21] == 'x');
+        /* The log lines' millisecond form: 25 bytes. */
+        memset(out, 'x', sizeof out);
+        qod_time_fmt_ms((int64_t)raw, out, 25);
+        FUZZ_CHECK(strlen(out) <= 24 && out[25] == 'x');
     }
     free(s);
     return 0;
