@@ -518,7 +518,8 @@ void qod_v1_extend(qod_call *c, qod_req *r)
         qod_camara_lookup_error(r, rc);
 }
 
-void qod_v1_retrieve(qod_call *c, qod_req *r)
+bool qod_camara_retrieve(qod_call *c, qod_req *r, qod_kind kind, void (*render)(void *arg, const qod_session *s),
+                         qod_buf *out, char *key, size_t keycap, int *n)
 {
     static const char *const keys[] = {"device", NULL};
     size_t len;
@@ -526,31 +527,41 @@ void qod_v1_retrieve(qod_call *c, qod_req *r)
     cJSON *o = NULL;
     char err[256];
     qod_device dev;
-    qod_device_kind kind;
-    bool from_token;
+    qod_device_kind dkind;
+    bool from_token, ok = false;
+    *key = '\0';
+    *n = 0;
     if (qod_json_parse(body, len, 0, &o, err, sizeof err) != QOD_OK || !cJSON_IsObject(o) ||
         !qod_json_only_keys(o, keys, &bad)) {
         qod_api_error(r, 400, "INVALID_ARGUMENT", "Body must be {\"device\": {...}} (device omitted with 3-legged tokens).");
-        cJSON_Delete(o);
-        return;
-    }
-    const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "device");
-    if (qod_camara_device(c, r, d && !cJSON_IsNull(d) ? d : NULL, &dev, &kind, &from_token)) {
-        char key[QOD_DEVICE_KEY_MAX];
-        qod_buf b;
-        qod_buf_init(&b, 0);
-        qod_buf_puts(&b, "[");
-        bool keyed = qod_engine_device_key(qod_api_deps_of(c->api)->engine, c->app.env == QOD_APP_SANDBOX, &dev, kind,
-                                           key, sizeof key) == QOD_OK;
-        int n = keyed ? qod_engine_find_by_device(qod_api_deps_of(c->api)->engine, key, c->app.client_id,
-                                                  QOD_KIND_SESSION, render_read, &b)
-                      : 0;
-        qod_buf_puts(&b, "]");
-        if (n || !keyed || !qod_peers_by_device(c, r, key, QOD_KIND_SESSION))
-            qod_api_json(r, 200, b.data, b.len);
-        qod_buf_dispose(&b);
+    } else {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "device");
+        ok = qod_camara_device(c, r, d && !cJSON_IsNull(d) ? d : NULL, &dev, &dkind, &from_token);
     }
     cJSON_Delete(o);
+    if (!ok)
+        return false;
+    qod_engine *e = qod_api_deps_of(c->api)->engine;
+    if (qod_engine_device_key(e, c->app.env == QOD_APP_SANDBOX, &dev, dkind, key, keycap) == QOD_OK)
+        *n = qod_engine_find_by_device(e, key, c->app.client_id, kind, render, out);
+    else
+        *key = '\0';
+    return true;
+}
+
+void qod_v1_retrieve(qod_call *c, qod_req *r)
+{
+    char key[QOD_DEVICE_KEY_MAX];
+    int n;
+    qod_buf b;
+    qod_buf_init(&b, 0);
+    qod_buf_puts(&b, "[");
+    if (qod_camara_retrieve(c, r, QOD_KIND_SESSION, render_read, &b, key, sizeof key, &n)) {
+        qod_buf_puts(&b, "]");
+        if (n || !*key || !qod_peers_by_device(c, r, key, QOD_KIND_SESSION))
+            qod_api_json(r, 200, b.data, b.len);
+    }
+    qod_buf_dispose(&b);
 }
 
 int qod_camara_cloudevent(const qod_event_view *ev, const char *type, const char *id_member, const char *status_member,

@@ -164,37 +164,17 @@ void qod_prov_delete(qod_call *c, qod_req *r)
 
 void qod_prov_retrieve(qod_call *c, qod_req *r)
 {
-    static const char *const keys[] = {"device", NULL};
-    size_t len;
-    const char *body = qod_req_body(r, &len), *bad = NULL;
-    cJSON *o = NULL;
-    char err[256];
-    qod_device dev;
-    qod_device_kind kind;
-    bool from_token;
-    if (qod_json_parse(body, len, 0, &o, err, sizeof err) != QOD_OK || !cJSON_IsObject(o) ||
-        !qod_json_only_keys(o, keys, &bad)) {
-        qod_api_error(r, 400, "INVALID_ARGUMENT", "Body must be {\"device\": {...}} (device omitted with 3-legged tokens).");
-        cJSON_Delete(o);
-        return;
-    }
-    const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "device");
-    if (qod_camara_device(c, r, d && !cJSON_IsNull(d) ? d : NULL, &dev, &kind, &from_token)) {
-        char key[QOD_DEVICE_KEY_MAX] = "";
-        qod_buf b;
-        qod_buf_init(&b, 0);
-        int n = qod_engine_device_key(qod_api_deps_of(c->api)->engine, c->app.env == QOD_APP_SANDBOX, &dev, kind, key,
-                                      sizeof key) == QOD_OK
-                    ? qod_engine_find_by_device(qod_api_deps_of(c->api)->engine, key, c->app.client_id,
-                                                QOD_KIND_ASSIGNMENT, render_read, &b)
-                    : 0;
+    char key[QOD_DEVICE_KEY_MAX];
+    int n;
+    qod_buf b;
+    qod_buf_init(&b, 0);
+    if (qod_camara_retrieve(c, r, QOD_KIND_ASSIGNMENT, render_read, &b, key, sizeof key, &n)) {
         if (n)
             qod_api_json(r, 200, b.data, b.len);
-        else if (!qod_peers_by_device(c, r, key, QOD_KIND_ASSIGNMENT))
+        else if (!*key || !qod_peers_by_device(c, r, key, QOD_KIND_ASSIGNMENT))
             qod_api_error(r, 404, "NOT_FOUND", "No QoS profile assignment for this device.");
-        qod_buf_dispose(&b);
     }
-    cJSON_Delete(o);
+    qod_buf_dispose(&b);
 }
 
 int qod_prov_render_event(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token)
