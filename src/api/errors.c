@@ -36,6 +36,18 @@ void qod_api_json(qod_req *r, unsigned status, const char *json, size_t len)
     qod_req_respond(r, status, "application/json", json, len);
 }
 
+void qod_api_deleted(void *arg, int rc, const char *id, const char *body)
+{
+    (void)id;
+    (void)body;
+    qod_req *r = arg;
+    if (rc == QOD_OK)
+        qod_req_respond(r, 204, NULL, NULL, 0);
+    else
+        qod_api_error_from(r, rc);
+    qod_req_complete(r);
+}
+
 void qod_api_error(qod_req *r, unsigned status, const char *code, const char *message)
 {
     qod_buf b;

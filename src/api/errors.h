@@ -16,5 +16,7 @@ void qod_oauth_error(qod_req *r, unsigned status, const char *error, const char 
 void qod_api_error_from(qod_req *r, int err);
 /* Responds with a JSON body (copied) and the given status. */
 void qod_api_json(qod_req *r, unsigned status, const char *json, size_t len);
+/* Completion of a deferred DELETE (arg = the request): 204 after the commit, else the error. */
+void qod_api_deleted(void *arg, int rc, const char *id, const char *body);
 
 #endif

@@ -394,24 +394,12 @@ void qod_v0_get(qod_call *c, qod_req *r)
     qod_buf_dispose(&b);
 }
 
-static void deleted(void *arg, int rc, const char *id, const char *body)
-{
-    (void)id;
-    (void)body;
-    qod_req *r = arg;
-    if (rc == QOD_OK)
-        qod_req_respond(r, 204, NULL, NULL, 0);
-    else
-        qod_api_error_from(r, rc);
-    qod_req_complete(r);
-}
-
 void qod_v0_delete(qod_call *c, qod_req *r)
 {
     if (!session_id_ok(c, r))
         return;
-    int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_SESSION, deleted,
-                                       r);
+    int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id,
+                                       QOD_KIND_SESSION, qod_api_deleted, r);
     if (rc == QOD_OK)
         qod_req_defer(r);
     else if (rc == QOD_ERR_STATE)

@@ -40,8 +40,6 @@ int qod_camara_cloudevent(const qod_event_view *ev, const char *type, const char
 bool qod_camara_id_ok(qod_call *c, qod_req *r, const char *what);
 /* Answers a failed lookup the CAMARA way: 403 PERMISSION_DENIED, 404 NOT_FOUND, or the generic mapping. */
 void qod_camara_lookup_error(qod_req *r, int rc);
-/* Completion of a deferred DELETE (arg = the request): 204 after the commit, else the error. */
-void qod_camara_deleted(void *arg, int rc, const char *id, const char *body);
 /* Renders a v1 notification as a CloudEvent. */
 int qod_v1_render_event(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token);
 /* A CAMARA create (a QoD session, a QoS assignment) as it is parsed: its body, device, profile and sink, and the

@@ -142,7 +142,7 @@ static void revoked(void *arg, int rc, const char *id, const char *body)
         qod_api_json(r, 202, body, strlen(body));
         qod_req_complete(r);
     } else {
-        qod_camara_deleted(arg, rc, id, body);
+        qod_api_deleted(arg, rc, id, body);
     }
 }
 
