@@ -387,6 +387,24 @@ static int list_event(void *arg, const qod_store_event *e)
     return list_add(l);
 }
 
+/* Outbox rows a deliveries list reads per scan. */
+#define EVENT_PAGE 512
+
+typedef struct {
+    entry_list *l;
+    int64_t last_seq;
+    size_t seen;
+    int stop;
+} event_page;
+
+static int page_event(void *arg, const qod_store_event *e)
+{
+    event_page *p = arg;
+    p->last_seq = e->seq;
+    p->seen++;
+    return p->stop = list_event(p->l, e);
+}
+
 static int state_arg(const cJSON *args, int64_t *state, char *err, size_t errcap)
 {
     static const char *const names[] = {"pending", "delivered", "dead", "all"};
@@ -414,7 +432,12 @@ static int deliveries_list(const qod_admin_deps *d, const cJSON *args, qod_buf *
     qod_json_str(args, "client_id", &app);
     entry_list l;
     list_open(&l, out, limit > 0 ? (size_t)limit : 1000, app);
-    rc = qod_store_scan_events(d->store, state, 0, 0, list_event, &l);
+    /* In pages: a scan holds the store's read connection, which delivery needs to load the outbox. */
+    event_page p = {&l, 0, 0, 0};
+    do {
+        p.seen = 0;
+        rc = qod_store_scan_events(d->store, state, p.last_seq, EVENT_PAGE, page_event, &p);
+    } while (rc == QOD_OK && !p.stop && p.seen == EVENT_PAGE);
     int lrc = list_close(&l, "ask for fewer with --limit, --state or --app", err, errcap);
     return rc != QOD_OK ? rc : lrc;
 }

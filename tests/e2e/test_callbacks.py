@@ -8,6 +8,7 @@ retry schedules, and a WebhookReceiver on 127.0.0.1. Every callback a test recei
 verify_standard_webhook under the app's webhook_secret. Nothing is ever sent to a non-loopback address outside a
 network namespace that has only loopback.
 """
+import concurrent.futures
 import os
 import random
 import shutil
@@ -601,6 +602,36 @@ def test_a_backlog_larger_than_memory_is_delivered_with_no_new_event_to_prompt_i
             recv.wait_until(all_there, timeout=scaled(15), what="the AVAILABLE callbacks of all %d sessions" % n)
             verify_all(app["webhook_secret"], recv.requests)
         wait_until(lambda: metrics(d)["qod_delivery_backlog"] == 0, timeout=5, interval=0.05, what="no backlog")
+
+
+def test_deliveries_list_reads_a_large_outbox_in_pages_and_shows_every_event_once():
+    # `deliveries list` reads the outbox 512 rows per scan, letting go of the store's read connection (which
+    # delivery needs) in between. The pages must join up: every event once, in seq order, a filter that matches
+    # nothing in the first pages, and a limit that ends inside a page.
+    n_a, n_b = 1100, 20
+    d, app, tok = start(schedule="0,600", delay_ms=0)
+    with d:
+        url = "http://127.0.0.1:%d/down" % free_port()
+        app_b = create_app(d, name="cb-b", extra=("--rate-limit", "0"))
+        tok_b = get_token(d, app_b)
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            sids_a = set(ex.map(lambda _: create(d, tok, url), range(n_a)))
+        sids_b = {create(d, tok_b, url) for _ in range(n_b)}
+        everyone = sids_a | sids_b
+        wait_until(lambda: len({e["session"] for e in d.qodctl_json(
+            "deliveries", "list", "--state", "all", "--limit", "100000", "--json")}) == len(everyone),
+            timeout=scaled(20), interval=0.2, what="an event of every session in the outbox")
+        listed = d.qodctl_json("deliveries", "list", "--state", "all", "--limit", "100000", "--json")
+        seqs = [e["seq"] for e in listed]
+        assert seqs == sorted(set(seqs)), "seqs not strictly increasing (a page listed twice or out of order)"
+        assert len({e["event_id"] for e in listed}) == len(listed)
+        assert {e["session"] for e in listed} == everyone
+        only_b = d.qodctl_json("deliveries", "list", "--state", "all", "--app", app_b["client_id"], "--limit",
+                               "100000", "--json")
+        assert {e["session"] for e in only_b} == sids_b and all(e["client_id"] == app_b["client_id"]
+                                                                for e in only_b), only_b[:3]
+        first = d.qodctl_json("deliveries", "list", "--state", "all", "--limit", "700", "--json")
+        assert [e["seq"] for e in first] == seqs[:700]
 
 
 # --------------------------------------------------------------------------------------------------------------
