@@ -237,7 +237,9 @@ void qod_api_dispatch(void *ctx, qod_req *r)
         /* Shed load early and cheaply instead of falling over (health probes still answer). */
         qod_req_add_header(r, "Retry-After", "1");
         qod_req_add_header(r, "Connection", "close");
-        qod_api_error(r, 503, "UNAVAILABLE", "The server is overloaded. Retry later.");
+        qod_api_error(r, 503, "UNAVAILABLE",
+                      qod_req_draining(r) ? "The server is shutting down. Retry later."
+                                          : "The server is overloaded. Retry later.");
         return;
     }
     if (rt->flags & QOD_ROUTE_NO_STORE)

@@ -40,6 +40,7 @@ struct qod_req {
     bool dispatched;
     bool observed;  /* counted in the metrics already */
     bool overloaded;
+    bool draining; /* the daemon was stopping when the request came (overloaded is then set too) */
     pthread_mutex_t mu; /* guards suspended/completed between the handler and the completing thread */
     bool suspended;
     bool completed;
@@ -173,7 +174,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         }
         /* inflight is counted before this check: qod_http_stop sets draining, then waits for inflight, so every
          * request either sees draining (and is refused with 503, never suspended) or is waited for. */
-        r->overloaded = atomic_load(&h->draining) || atomic_load(&h->conns) > (long)h->opts.busy_conns;
+        r->draining = atomic_load(&h->draining);
+        r->overloaded = r->draining || atomic_load(&h->conns) > (long)h->opts.busy_conns;
         *con_cls = r;
         return r->path ? MHD_YES : MHD_NO;
     }
@@ -570,6 +572,11 @@ void qod_req_complete(qod_req *r)
 bool qod_req_overloaded(const qod_req *r)
 {
     return r->overloaded;
+}
+
+bool qod_req_draining(const qod_req *r)
+{
+    return r->draining;
 }
 
 unsigned qod_req_status(const qod_req *r)

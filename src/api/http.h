@@ -76,8 +76,10 @@ void qod_req_defer(qod_req *r);
 /* Called by the asynchronous work after qod_req_respond (any thread): resumes the connection. Exactly once
  * per deferred request. */
 void qod_req_complete(qod_req *r);
-/* True when the server had more open connections than busy_conns when this request started. */
+/* True when the server had more open connections than busy_conns, or was stopping, when this request started. */
 bool qod_req_overloaded(const qod_req *r);
+/* True when the server was stopping (qod_http_stop) when this request started. */
+bool qod_req_draining(const qod_req *r);
 /* The status of the response set so far (0 when none). */
 unsigned qod_req_status(const qod_req *r);
 

@@ -1313,6 +1313,49 @@ def run_sigterm_trials(trials=10, load_s=(0.3, 0.8)):
         return totals
 
 
+def test_requests_during_the_drain_are_refused_saying_the_server_is_shutting_down():
+    # After SIGTERM qodd drains: requests in flight finish (up to 10 s), new ones on open connections are refused
+    # with 503 and a message that says why. A create held by another process's write lock on the database keeps
+    # the drain going long enough to ask.
+    cluster_skip("holds the SQLite write lock of one node")
+    if PG:
+        skip("holds the SQLite write lock")
+    d, app, tok = start_daemon()
+    with d, quiet_receiver() as recv:
+        url = recv.url("/cb")
+        sid = expect_status(d.request("POST", SESSIONS, body=session_body(url), token=tok), 201).json()["sessionId"]
+        late = d.session(timeout=15)
+        expect_status(late.request("GET", SESSIONS + "/" + sid, token=tok), 200)
+        con = sqlite3.connect(db_path(d), isolation_level=None, timeout=5)
+        answers, threads = [], []
+        try:
+            con.execute("BEGIN IMMEDIATE")
+
+            def create_held():
+                answers.append(d.request("POST", SESSIONS, body=session_body(url), token=tok, timeout=15).status)
+
+            def one_queued():
+                # The writer holds the first create, waiting for the lock; a later one waits in its queue. Once
+                # the queue is not empty, a create is surely in flight.
+                t = threading.Thread(target=create_held, daemon=True)
+                t.start()
+                threads.append(t)
+                return metrics(d).get("qod_store_queue", 0) >= 1
+            wait_until(one_queued, timeout=5, interval=0.05, what="a create held by the write lock")
+            d.signal(signal.SIGTERM)
+            r = late.request("GET", SESSIONS + "/" + sid, token=tok)
+            expect_camara_error(r, 503, "UNAVAILABLE")
+            assert r.json()["message"] == "The server is shutting down. Retry later.", r.json()
+            assert r.headers.get("retry-after") == "1", r.headers
+        finally:
+            con.rollback()
+            con.close()
+        for t in threads:
+            t.join(scaled(15))
+        assert answers and all(a == 201 for a in answers), "creates held over the drain: %r" % answers
+        assert d.proc.wait(timeout=scaled(15)) == 0
+
+
 def test_sigterm_under_load_exits_cleanly_and_keeps_every_201():
     run_sigterm_trials()
 

@@ -666,7 +666,10 @@ def test_many_connections_get_503_with_retry_after_then_recover():
             r = shed.get("resp")
             if r is not None:
                 expect_camara_error(r, 503, "UNAVAILABLE")
+                assert r.json()["message"] == "The server is overloaded. Retry later.", r.json()
                 retry_after_seconds(r)
+                # Probes and scrapes still answer while the API sheds load (docs/errors.md).
+                expect_status(d.request("GET", "/healthz", timeout=3), 200)
             assert d.running(), "qodd died under 38 idle connections"
         finally:
             for s in socks:
