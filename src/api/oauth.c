@@ -383,7 +383,9 @@ bool qod_oauth_check(qod_call *c, qod_req *r, const char *scope)
     if (!qod_tokcache_get(d->tokens, tok, len, now, &c->claims)) {
         int rc = qod_jwt_verify(d->key, tok, len, d->public_url, now, &c->claims);
         if (rc != QOD_OK) {
-            unauthenticated(r, rc == QOD_ERR_RANGE ? "The access token expired." : "The access token is invalid.");
+            unauthenticated(r, rc == QOD_ERR_RANGE   ? "The access token expired."
+                               : rc == QOD_ERR_STATE ? "The access token is not valid yet: it was issued in the future."
+                                                     : "The access token is invalid.");
             return false;
         }
         qod_tokcache_put(d->tokens, tok, len, &c->claims);

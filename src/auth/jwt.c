@@ -560,7 +560,7 @@ static int check_claims(const qod_jwt_claims *c, const char *expected_iss, int64
         rc = QOD_ERR_RANGE;
     /* iat is at most 2^53 (qod_json_int), so the subtraction cannot overflow. */
     else if (c->iat - QOD_JWT_IAT_LEEWAY_S > now_s)
-        rc = QOD_ERR_RANGE;
+        rc = QOD_ERR_STATE; /* not valid yet: issued in the future */
     return rc;
 }
 

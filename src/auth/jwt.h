@@ -41,7 +41,8 @@ int qod_jwt_key_jwks(const qod_jwt_key *key, qod_buf *out);
  * The device claim is emitted only when non-empty. Thread-safe. */
 int qod_jwt_sign(const qod_jwt_key *key, const qod_jwt_claims *claims, qod_buf *out);
 /* Verifies a compact token: QOD_OK and *out filled, or QOD_ERR_INVALID (malformed, bad alg/kid/signature,
- * wrong issuer, missing claim), QOD_ERR_RANGE (expired, or iat more than 60 s in the future). Thread-safe. */
+ * wrong issuer, missing claim), QOD_ERR_RANGE (expired) or QOD_ERR_STATE (not valid yet: iat more than 60 s in
+ * the future). Thread-safe. */
 int qod_jwt_verify(const qod_jwt_key *key, const char *token, size_t len, const char *expected_iss, int64_t now_s,
                    qod_jwt_claims *out);
 

@@ -684,7 +684,18 @@ def test_protected_expired_token_401():
     mint_control(D)
     now = int(time.time())
     expired = mint(D, TOKEN, iat=now - 7200, exp=now - 3600)
-    expect_camara_error(D.request("GET", PROTECTED, token=expired), 401, "UNAUTHENTICATED")
+    r = expect_camara_error(D.request("GET", PROTECTED, token=expired), 401, "UNAUTHENTICATED")
+    assert r["message"] == "The access token expired.", r
+
+
+def test_protected_token_issued_in_the_future_401_not_valid_yet():
+    # A token whose iat is more than 60 s ahead (a node's clock ran fast, or went back here) is not valid yet,
+    # and the message says so rather than that it expired.
+    mint_control(D)
+    now = int(time.time())
+    early = mint(D, TOKEN, iat=now + 3600, exp=now + 7200)
+    r = expect_camara_error(D.request("GET", PROTECTED, token=early), 401, "UNAUTHENTICATED")
+    assert r["message"] == "The access token is not valid yet: it was issued in the future.", r
 
 
 def test_protected_wrong_issuer_401():
