@@ -56,7 +56,7 @@ static void shard_name(char *out, size_t cap, int s)
 
 bool qod_cluster_owns(const qod_cluster *c, const char *id)
 {
-    return (atomic_load(&((qod_cluster *)c)->held) >> qod_cluster_shard_of(id)) & 1;
+    return (qod_cluster_held_mask(c) >> qod_cluster_shard_of(id)) & 1;
 }
 
 int qod_cluster_held(const qod_cluster *c)

@@ -557,16 +557,29 @@ static void fire(qod_engine *e, qod_timer *t)
     }
 }
 
+/* Whether an idempotency record is past its 24 h (a pending one is kept until its create is decided). */
+static bool idem_past(const idem_rec *r, int64_t now_wall)
+{
+    return !r->pending && now_wall - r->created_ms > IDEM_TTL_MS;
+}
+
 static bool idem_expired(const qod_engine *e, int64_t now_wall)
 {
-    return e->idem_head && !e->idem_head->pending && now_wall - e->idem_head->created_ms > IDEM_TTL_MS;
+    return e->idem_head && idem_past(e->idem_head, now_wall);
+}
+
+/* Whether a loop of work under the lock, at its n-th step, has spent its budget (until: monotonic ns, 0: none);
+ * the clock is read every 16 steps. */
+static bool budget_spent(unsigned n, int64_t until)
+{
+    return until && n && n % 16 == 0 && qod_time_mono_ns() >= until;
 }
 
 /* Drops the idempotency records past their 24 h, oldest first, until the monotonic ns `until` (0: all). */
 static void prune_idem(qod_engine *e, int64_t now_wall, int64_t until)
 {
     for (unsigned n = 1; idem_expired(e, now_wall); n++) {
-        if (until && n % 16 == 0 && qod_time_mono_ns() >= until)
+        if (budget_spent(n, until))
             break;
         idem_rec *r = e->idem_head;
         e->idem_head = r->next;
@@ -626,7 +639,7 @@ static int64_t run_due(qod_engine *e, int64_t now, int64_t budget_ns, bool *held
     int64_t until = budget_ns ? qod_time_mono_ns() + budget_ns : 0;
     *held = false;
     for (unsigned n = 0;; n++) {
-        if (n % 16 == 0 && n && until && qod_time_mono_ns() >= until)
+        if (budget_spent(n, until))
             break;
         qod_timer *t = qod_timers_peek(&e->timers);
         if (!t || t->due > now)
@@ -855,7 +868,7 @@ static int check_idem(qod_engine *e, const qod_create_spec *sp, char **key, qod_
     snprintf(k, n, "%s:%s", sp->app_id, sp->idem_key);
     idem_rec *r = qod_hmap_get(&e->idem, k);
     int64_t wall = qod_time_wall_ms();
-    if (r && !r->pending && wall - r->created_ms > IDEM_TTL_MS) {
+    if (r && idem_past(r, wall)) {
         /* Past its 24 h, not dropped yet (the loop's next tick would): the records before it are older still. */
         prune_idem(e, wall, 0);
         r = qod_hmap_get(&e->idem, k);
