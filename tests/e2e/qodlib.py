@@ -20,6 +20,7 @@ Main pieces:
 """
 import atexit
 import base64
+import contextlib
 import csv
 import datetime
 import faulthandler
@@ -36,6 +37,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -54,7 +56,7 @@ __all__ = [
     "token_tamper_claims", "token_flip_signature", "EcKey", "es256_verify", "jwk_public_numbers",
     "jwk_thumbprint", "expect_status", "expect_camara_error", "expect_oauth_error", "scope_list",
     "wait_until", "CORRELATOR_RE", "json", "os", "re", "time", "uuid", "subprocess", "signal", "tempfile",
-    "PG", "store_kind", "psql", "CLUSTER", "cluster_skip",
+    "PG", "store_kind", "psql", "CLUSTER", "cluster_skip", "sqlite_write_lock",
 ]
 
 BUILD = os.environ.get("QOD_BUILD") or os.path.join(
@@ -263,6 +265,19 @@ def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
         if time.monotonic() >= deadline:
             raise AssertionError("timed out after %.1fs waiting for %s" % (scaled(timeout), what))
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def sqlite_write_lock(d):
+    """Holds the write lock of d's SQLite store from another connection while the block runs: qodd's writer waits
+    in SQLite's busy handler (5 s; then its batches fail and are retried). Let go when the block ends."""
+    con = sqlite3.connect(os.path.join(d.data_dir, "qod.db"), isolation_level=None, timeout=5)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        yield
+    finally:
+        con.rollback()
+        con.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1326,11 +1326,8 @@ def test_requests_during_the_drain_are_refused_saying_the_server_is_shutting_dow
         sid = expect_status(d.request("POST", SESSIONS, body=session_body(url), token=tok), 201).json()["sessionId"]
         late = d.session(timeout=15)
         expect_status(late.request("GET", SESSIONS + "/" + sid, token=tok), 200)
-        con = sqlite3.connect(db_path(d), isolation_level=None, timeout=5)
         answers, threads = [], []
-        try:
-            con.execute("BEGIN IMMEDIATE")
-
+        with sqlite_write_lock(d):
             def create_held():
                 answers.append(d.request("POST", SESSIONS, body=session_body(url), token=tok, timeout=15).status)
 
@@ -1347,9 +1344,6 @@ def test_requests_during_the_drain_are_refused_saying_the_server_is_shutting_dow
             expect_camara_error(r, 503, "UNAVAILABLE")
             assert r.json()["message"] == "The server is shutting down. Retry later.", r.json()
             assert r.headers.get("retry-after") == "1", r.headers
-        finally:
-            con.rollback()
-            con.close()
         for t in threads:
             t.join(scaled(15))
         assert answers and all(a == 201 for a in answers), "creates held over the drain: %r" % answers

@@ -12,7 +12,6 @@ The rows are written straight into the store with the benchmark's writer (bench/
 """
 import importlib.util
 import os
-import sqlite3
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -96,9 +95,7 @@ def test_sessions_end_on_time_while_the_store_writer_is_stalled_and_none_is_lost
         time.sleep(max(0.0, expires / 1000.0 - 0.5 - time.time()))
         # Another process takes the write lock: qodd's writer waits in SQLite's busy handler (5 s, then the
         # batches fail and the engine retries them every second), and its queue fills with the sessions' ends.
-        con = sqlite3.connect(os.path.join(d.data_dir, "qod.db"), isolation_level=None, timeout=5)
-        try:
-            con.execute("BEGIN IMMEDIATE")
+        with sqlite_write_lock(d):
             locked_at = time.time()
             seen = {}
 
@@ -116,9 +113,6 @@ def test_sessions_end_on_time_while_the_store_writer_is_stalled_and_none_is_lost
             for sid in (first, last):
                 r = expect_status(d.request("GET", "/camara/qod/v0/sessions/" + sid, token=tok), 200)
                 assert r.json()["qosStatus"] == "EXPIRED", r.json()
-        finally:
-            con.rollback()
-            con.close()
         print("ALL %d ENDED %.2f s after their end with the writer stalled (locked %.2f s before); queue %r" % (
             n, ended_after, expires / 1000.0 - locked_at, queued))
         assert ended_after >= stall_s - 0.2, "ended %.2f s after the instant: the engine did not wait" % ended_after
