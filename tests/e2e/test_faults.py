@@ -1340,7 +1340,13 @@ def test_requests_during_the_drain_are_refused_saying_the_server_is_shutting_dow
                 return metrics(d).get("qod_store_queue", 0) >= 1
             wait_until(one_queued, timeout=5, interval=0.05, what="a create held by the write lock")
             d.signal(signal.SIGTERM)
-            r = late.request("GET", SESSIONS + "/" + sid, token=tok)
+
+            def refused():
+                # The signal reaches qodd's signal thread, which then starts the drain: a GET that comes first is
+                # still answered. Once the drain has begun, every one is refused.
+                r = late.request("GET", SESSIONS + "/" + sid, token=tok)
+                return r if r.status != 200 else None
+            r = wait_until(refused, timeout=5, interval=0.01, what="a GET refused by the drain")
             expect_camara_error(r, 503, "UNAVAILABLE")
             assert r.json()["message"] == "The server is shutting down. Retry later.", r.json()
             assert r.headers.get("retry-after") == "1", r.headers
