@@ -500,14 +500,21 @@ static int consent_list(const qod_admin_deps *d, const cJSON *args, qod_buf *out
     return qod_ciba_list(d->ciba, qod_time_mono_ms(), out);
 }
 
+static int test_hooks_on(const qod_admin_deps *d, char *err, size_t errcap)
+{
+    if (d->test_hooks)
+        return QOD_OK;
+    snprintf(err, errcap, "test hooks are disabled (start qodd with --test-hooks)");
+    return QOD_ERR_DENIED;
+}
+
 /* Shifts the wall clock (fault tests of clock jumps): expiry must keep following the monotonic clock. */
 static int test_clock(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
 {
     int64_t off = 0;
-    if (!d->test_hooks) {
-        snprintf(err, errcap, "test hooks are disabled (start qodd with --test-hooks)");
-        return QOD_ERR_DENIED;
-    }
+    int rc = test_hooks_on(d, err, errcap);
+    if (rc != QOD_OK)
+        return rc;
     if (qod_json_int(args, "offset_ms", -(1LL << 40), 1LL << 40, &off) != QOD_OK) {
         snprintf(err, errcap, "offset_ms must be an integer");
         return QOD_ERR_INVALID;
@@ -516,8 +523,28 @@ static int test_clock(const qod_admin_deps *d, const cJSON *args, qod_buf *out, 
     return qod_buf_printf(out, "{\"offset_ms\":%lld}", (long long)off);
 }
 
+/* Holds the delivery's rescans, or releases them (fault tests of a shard's adoption in a cluster): the sessions
+ * of a shard taken over are this node's to deliver only from the rescan that follows. */
+static int test_hold_rescans(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
+{
+    bool release = false;
+    int rc = test_hooks_on(d, err, errcap);
+    if (rc != QOD_OK)
+        return rc;
+    if (qod_json_bool(args, "release", &release) == QOD_ERR_INVALID) {
+        snprintf(err, errcap, "release must be true or false");
+        return QOD_ERR_INVALID;
+    }
+    rc = qod_delivery_hold_rescans(d->delivery, !release);
+    if (rc != QOD_OK) {
+        snprintf(err, errcap, "the delivery is stopping");
+        return rc;
+    }
+    return qod_buf_printf(out, "{\"held\":%s}", release ? "false" : "true");
+}
+
 static const qod_admin_cmd cmds[] = {
-    {"test.clock", test_clock},
+    {"test.clock", test_clock}, {"test.hold-rescans", test_hold_rescans},
     {"consent.approve", consent_approve}, {"consent.list", consent_list},
     {"deliveries.list", deliveries_list}, {"deliveries.retry", deliveries_retry},
     {"session.list", session_list}, {"session.show", session_show}, {"device.add", device_add},

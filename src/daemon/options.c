@@ -144,8 +144,7 @@ const qod_cfg_opt qod_option_table[] = {
     {"ciba-auto-approve", QOD_CFG_BOOL, O(ciba_auto_approve), 0, 0, "false", NULL, NULL,
      "Approve live apps' 3-legged (CIBA) requests for registered devices without `qodctl consent approve`."},
     {"test-hooks", QOD_CFG_BOOL, O(test_hooks), 0, 0, "false", NULL, NULL,
-     "Enables admin commands for fault tests (qodctl test clock --offset-ms N shifts the wall clock). Never in "
-     "production."},
+     "Enables admin commands for fault tests (qodctl test clock, qodctl test hold-rescans). Never in production."},
     {"tls-cert", QOD_CFG_STR, O(tls_cert), 0, 4096, "", NULL, NULL,
      "PEM certificate (chain) to serve HTTPS on --listen; needs --tls-key."},
     {"tls-key", QOD_CFG_STR, O(tls_key), 0, 4096, "", NULL, NULL, "PEM private key of --tls-cert."},

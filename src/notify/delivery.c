@@ -128,6 +128,8 @@ struct qod_delivery {
     size_t scanned; /* events the current outbox scan has passed to load_one */
     int64_t last_seq;
     bool rescanning; /* load_job reads the outbox from its start again (qod_delivery_rescan) */
+    bool rescan_held;   /* test hook: rescans wait for qod_delivery_hold_rescans(d, false) */
+    bool rescan_waiting; /* one was asked for while held */
     bool more;          /* the store holds pending events not loaded yet */
     int64_t curl_due;   /* monotonic ms of curl's next timeout, -1 none */
     atomic_bool kick_posted;
@@ -1209,6 +1211,10 @@ int qod_delivery_gone(qod_delivery *d, const char *url)
 static void rescan_job(void *arg)
 {
     qod_delivery *d = arg;
+    if (d->rescan_held) {
+        d->rescan_waiting = true;
+        return;
+    }
     /* The outcomes of attempts made so far must be in the store before it is read from the start again:
      * otherwise an event delivered a moment ago reads as pending and goes out again, after its session's later
      * events (an empty commit is the barrier: batches commit in order). */
@@ -1227,6 +1233,26 @@ static void rescan_job(void *arg)
 int qod_delivery_rescan(qod_delivery *d)
 {
     return qod_loop_post(d->loop, rescan_job, d);
+}
+
+static void hold_rescans_job(void *arg)
+{
+    ((qod_delivery *)arg)->rescan_held = true;
+}
+
+static void release_rescans_job(void *arg)
+{
+    qod_delivery *d = arg;
+    d->rescan_held = false;
+    if (d->rescan_waiting) {
+        d->rescan_waiting = false;
+        rescan_job(d);
+    }
+}
+
+int qod_delivery_hold_rescans(qod_delivery *d, bool hold)
+{
+    return qod_loop_post(d->loop, hold ? hold_rescans_job : release_rescans_job, d);
 }
 
 void qod_delivery_kick(void *arg)

@@ -17,6 +17,7 @@
 #include "util/buf.h"
 #include "util/seal.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define QOD_RETRY_MAX 32
@@ -90,6 +91,9 @@ int qod_delivery_gone(qod_delivery *d, const char *url);
 /* Loads the pending events again from the start of the outbox (after this node took over sessions whose events
  * it skipped so far). Any thread. */
 int qod_delivery_rescan(qod_delivery *d);
+/* Test hook (qodd --test-hooks): while held, rescans wait, and the last one asked for runs at the release. It
+ * widens the window between a shard's adoption and the rescan that makes its sessions this node's to deliver. */
+int qod_delivery_hold_rescans(qod_delivery *d, bool hold);
 /* Stops (when not yet stopped) and frees everything. NULL is a no-op. */
 void qod_delivery_destroy(qod_delivery *d);
 /* Appends the delivery metrics (Prometheus text). */
