@@ -1074,6 +1074,9 @@ def test_clock_hook_is_refused_without_test_hooks():
     with d, quiet_receiver() as recv:
         p = d.qodctl("test", "clock", "--offset-ms", "3600000", check=False)
         assert p.returncode != 0, "qodctl test clock worked on a daemon without --test-hooks: %r" % (p,)
+        assert "test hooks are disabled" in p.stderr, p
+        p = d.qodctl("test", "hold-rescans", check=False)
+        assert p.returncode == 1 and "test hooks are disabled" in p.stderr, p
         b = expect_status(d.request("POST", SESSIONS, body=session_body(recv.url(), duration=5), token=tok),
                           201).json()
         check_times(b, 5, time.time(), "a session after the refused clock command")
