@@ -393,8 +393,8 @@ def test_an_adopted_session_s_callbacks_wait_for_the_rescan_and_go_out_in_order(
         time.sleep(0.5)
         assert hooks_by_session(recv)[sid] == before, hooks_by_session(recv)[sid]
         keeper.qodctl("test", "hold-rescans", "--release")
-        hooks = recv.wait_until(lambda _: (lambda h: h if len(h) >= 3 else None)(hooks_by_session(recv)[sid]),
-                                timeout=10, what="AVAILABLE and EXPIRED after the rescan")
+        recv.wait_until(lambda _: len(hooks_by_session(recv)[sid]) >= 3, timeout=10,
+                        what="AVAILABLE and EXPIRED after the rescan")
         time.sleep(0.3)
         hooks = hooks_by_session(recv)[sid]
         assert [st for _, st in hooks] == ["AVAILABLE", "AVAILABLE", "EXPIRED"], hooks
