@@ -602,10 +602,6 @@ static void prune_idem(qod_engine *e, int64_t now_wall, int64_t until)
  * API request for tens of milliseconds. In slices, requests get the lock between them, and the loop comes back at
  * once for the rest. */
 #define TICK_BUDGET_NS 1000000
-/* The pause between two holds of the lock by one long walk (a tick past its budget, qod_engine_each, an adoption),
- * for the requests that waited to take it: the mutex is not fair, and locking again at once would win it back
- * before a woken waiter runs. */
-#define LOCK_PAUSE_NS 10000L
 /* Batches the store may hold queued before due timers wait for its writer (a session's end is about 2.5 KiB of
  * batch): a million sessions ending at once must not queue gigabytes. Requests are never held back, and neither
  * are timers once the writer has got through nothing for STORE_STALL_MS: sessions then end on time in memory and
@@ -665,16 +661,11 @@ static int64_t run_due(qod_engine *e, int64_t now, int64_t budget_ns, bool *held
     return due;
 }
 
-static void lock_pause(void)
-{
-    nanosleep(&(struct timespec){0, LOCK_PAUSE_NS}, NULL);
-}
-
 /* Lets go of the lock held by a long walk, for a moment. */
 static void let_waiters_in(qod_engine *e)
 {
     pthread_mutex_unlock(&e->mu);
-    lock_pause();
+    qod_time_lock_pause();
     pthread_mutex_lock(&e->mu);
 }
 
@@ -683,7 +674,7 @@ static int64_t tick(void *arg, int64_t now)
     bool held;
     int64_t due = run_due(arg, now, TICK_BUDGET_NS, &held);
     if (due <= now)
-        lock_pause(); /* the budget ran out with timers still due */
+        qod_time_lock_pause(); /* the budget ran out with timers still due */
     return due;
 }
 

@@ -24,6 +24,11 @@ int64_t qod_time_mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+void qod_time_lock_pause(void)
+{
+    nanosleep(&(struct timespec){0, 10000}, NULL);
+}
+
 int64_t qod_time_wall_ms(void)
 {
     struct timespec ts;

@@ -10,6 +10,10 @@
 int64_t qod_time_mono_ms(void);
 /* Nanoseconds on the monotonic clock (durations, rate limiter buckets). */
 int64_t qod_time_mono_ns(void);
+/* The pause (10 µs) between two holds of a lock by one long walk (an engine tick past its budget, a list, a shard's
+ * adoption), for the threads that waited to take it: the lock is not fair, and taking it again at once would win
+ * it back before a woken waiter runs. */
+void qod_time_lock_pause(void);
 /* Unix time in milliseconds on the wall clock, plus the test offset. */
 int64_t qod_time_wall_ms(void);
 /* Shifts qod_time_wall_ms by offset_ms (tests only). */
