@@ -327,13 +327,13 @@ static int device_add(const qod_admin_deps *d, const cJSON *args, qod_buf *out, 
     return rc ? rc : qod_subscriber_to_json(&s, out);
 }
 
-static void list_device(void *arg, const qod_subscriber *s)
+static int list_device(void *arg, const qod_subscriber *s)
 {
     qod_buf *item = list_item(arg);
-    if (item) {
-        qod_subscriber_to_json(s, item);
-        list_add(arg);
-    }
+    if (!item)
+        return 1;
+    qod_subscriber_to_json(s, item);
+    return list_add(arg);
 }
 
 static int device_list(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)

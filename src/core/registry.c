@@ -4,6 +4,7 @@
 #include "util/hmap.h"
 #include "util/json.h"
 #include "util/log.h"
+#include "util/time.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -267,8 +268,11 @@ int qod_registry_find(qod_registry *r, const qod_device *d, qod_device_kind k, q
     return s ? QOD_OK : QOD_ERR_NOTFOUND;
 }
 
+/* Buckets of by_phone (about as many subscribers) that qod_registry_each walks per hold of the read lock. */
+#define EACH_BUCKETS 256
+
 typedef struct {
-    void (*fn)(void *, const qod_subscriber *);
+    int (*fn)(void *, const qod_subscriber *);
     void *arg;
 } each_ctx;
 
@@ -276,14 +280,20 @@ static int each_one(void *arg, const char *key, void *val)
 {
     (void)key;
     each_ctx *e = arg;
-    e->fn(e->arg, val);
-    return 0;
+    return e->fn(e->arg, val);
 }
 
-void qod_registry_each(qod_registry *r, void (*fn)(void *arg, const qod_subscriber *s), void *arg)
+void qod_registry_each(qod_registry *r, int (*fn)(void *arg, const qod_subscriber *s), void *arg)
 {
     each_ctx e = {fn, arg};
-    pthread_rwlock_rdlock(&r->lock);
-    qod_hmap_each(&r->by_phone, each_one, &e);
-    pthread_rwlock_unlock(&r->lock);
+    size_t cursor = 0;
+    int stopped = 0;
+    for (;;) {
+        pthread_rwlock_rdlock(&r->lock);
+        cursor = qod_hmap_scan(&r->by_phone, cursor, EACH_BUCKETS, each_one, &e, &stopped);
+        pthread_rwlock_unlock(&r->lock);
+        if (!cursor || stopped)
+            break;
+        qod_time_lock_pause();
+    }
 }

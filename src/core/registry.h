@@ -35,8 +35,10 @@ int qod_registry_remove(qod_registry *r, const char *phone);
 int qod_registry_refresh(qod_registry *r, const char *phone);
 /* Finds the subscriber of one device identifier; QOD_ERR_NOTFOUND when unknown. */
 int qod_registry_find(qod_registry *r, const qod_device *d, qod_device_kind k, qod_subscriber *out);
-/* Calls fn for every subscriber (read-locked; fn must not call back into the registry). */
-void qod_registry_each(qod_registry *r, void (*fn)(void *arg, const qod_subscriber *s), void *arg);
+/* Calls fn for every subscriber until it returns non-zero. The read lock is taken for a slice of the registry at a
+ * time, so that changes are not held up by a long walk: a subscriber present throughout is seen exactly once, one
+ * added or removed meanwhile may or may not be. fn must not call back into the registry. */
+void qod_registry_each(qod_registry *r, int (*fn)(void *arg, const qod_subscriber *s), void *arg);
 /* Appends a subscriber as JSON. */
 int qod_subscriber_to_json(const qod_subscriber *s, qod_buf *out);
 

@@ -107,10 +107,11 @@ static int find_v6(fixture *f, const char *v6, qod_subscriber *out)
     return qod_registry_find(f->reg, &d, QOD_DEV_IPV6, out);
 }
 
-static void count_one(void *arg, const qod_subscriber *s)
+static int count_one(void *arg, const qod_subscriber *s)
 {
     (void)s;
     (*(int *)arg)++;
+    return 0;
 }
 
 QTEST(put_then_find_by_phone)
@@ -437,6 +438,62 @@ QTEST(each_visits_all)
     QT_EQ_INT(n, 3);
 }
 
+#define MANY 3000
+
+typedef struct {
+    int seen[MANY];
+    int calls, stop_after;
+} tally;
+
+static int tally_one(void *arg, const qod_subscriber *s)
+{
+    tally *t = arg;
+    int i = atoi(s->phone + 8); /* +1415555NNNN */
+    if (i >= 0 && i < MANY)
+        t->seen[i]++;
+    return ++t->calls == t->stop_after;
+}
+
+/* The walk takes the read lock for a slice at a time (256 buckets): thousands of subscribers, each seen once. */
+QTEST(each_visits_every_one_of_many_once_in_slices)
+{
+    fixture f;
+    static tally t;
+    int failed = 0, once = 0;
+    memset(&t, 0, sizeof t);
+    QT_EQ_INT(fixture_open(&f), QOD_OK);
+    for (int i = 0; i < MANY; i++) {
+        char phone[32];
+        snprintf(phone, sizeof phone, "+1415555%04d", i);
+        failed += put(&f, sub(phone, "", "", 0, true)) != QOD_OK;
+    }
+    qod_registry_each(f.reg, tally_one, &t);
+    fixture_close(&f);
+    for (int i = 0; i < MANY; i++)
+        once += t.seen[i] == 1;
+    QT_EQ_INT(failed, 0);
+    QT_EQ_INT(t.calls, MANY);
+    QT_EQ_INT(once, MANY);
+}
+
+/* fn returning non-zero ends the walk at once, in whichever slice it is. */
+QTEST(each_stops_when_fn_says_so)
+{
+    fixture f;
+    static tally t;
+    memset(&t, 0, sizeof t);
+    t.stop_after = 700;
+    QT_EQ_INT(fixture_open(&f), QOD_OK);
+    for (int i = 0; i < 1000; i++) {
+        char phone[32];
+        snprintf(phone, sizeof phone, "+1415555%04d", i);
+        put(&f, sub(phone, "", "", 0, true));
+    }
+    qod_registry_each(f.reg, tally_one, &t);
+    fixture_close(&f);
+    QT_EQ_INT(t.calls, 700);
+}
+
 QTEST(subscriber_to_json)
 {
     qod_subscriber s = sub("+14155550101", "10.0.0.1", "", 12, false);
@@ -465,4 +522,5 @@ QTEST_MAIN(QT_CASE(put_then_find_by_phone), QT_CASE(unknown_phone_not_found), QT
            QT_CASE(persists_across_restart), QT_CASE(replace_and_remove_persist_across_restart),
            QT_CASE(large_cell_id_survives_restart), QT_CASE(shared_ip_resolves_the_same_after_restart),
            QT_CASE(shared_ip_still_found_after_other_holder_removed), QT_CASE(each_visits_all),
+           QT_CASE(each_visits_every_one_of_many_once_in_slices), QT_CASE(each_stops_when_fn_says_so),
            QT_CASE(subscriber_to_json), QT_CASE(destroy_null_is_noop))
