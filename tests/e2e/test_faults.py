@@ -1329,14 +1329,19 @@ def test_requests_during_the_drain_are_refused_saying_the_server_is_shutting_dow
         sid = expect_status(d.request("POST", SESSIONS, body=session_body(url), token=tok), 201).json()["sessionId"]
         late = d.session(timeout=15)
         expect_status(late.request("GET", SESSIONS + "/" + sid, token=tok), 200)
+        # Its AVAILABLE is committed once its callback comes: from then on the one batch to write besides the
+        # creates below is, at most, that callback's outcome.
+        recv.wait_until(lambda hooks: any(sid.encode() in h.body for h in hooks), what="the first AVAILABLE")
         answers, threads = [], []
         with sqlite_write_lock(d):
             def create_held():
-                answers.append(d.request("POST", SESSIONS, body=session_body(url), token=tok, timeout=15).status)
+                r = d.request("POST", SESSIONS, body=session_body(url), token=tok, timeout=15)
+                answers.append((r.status, r.json().get("message") if r.status == 503 else None))
 
             def one_queued():
-                # The writer holds the first create, waiting for the lock; a later one waits in its queue. Once
-                # the queue is not empty, a create is surely in flight.
+                # The writer holds what it took first, waiting for the lock; later batches wait in its queue. Once
+                # the queue is not empty, two batches are in flight, so one at least is a create. A create started
+                # in the last round may come after the signal, and is then refused like the GET.
                 t = threading.Thread(target=create_held, daemon=True)
                 t.start()
                 threads.append(t)
@@ -1355,7 +1360,10 @@ def test_requests_during_the_drain_are_refused_saying_the_server_is_shutting_dow
             assert r.headers.get("retry-after") == "1", r.headers
         for t in threads:
             t.join(scaled(15))
-        assert answers and all(a == 201 for a in answers), "creates held over the drain: %r" % answers
+        held = [a for a in answers if a[0] == 201]
+        refused_late = [a for a in answers if a[0] != 201]
+        assert held and all(a == (503, "The server is shutting down. Retry later.") for a in refused_late), \
+            "creates held over the drain: %r" % answers
         assert d.proc.wait(timeout=scaled(15)) == 0
 
 
