@@ -536,10 +536,10 @@ static int test_hold_rescans(const qod_admin_deps *d, const cJSON *args, qod_buf
         return QOD_ERR_INVALID;
     }
     rc = qod_delivery_hold_rescans(d->delivery, !release);
-    if (rc != QOD_OK) {
+    if (rc == QOD_ERR_CLOSED)
         snprintf(err, errcap, "the delivery is stopping");
-        return rc;
-    }
+    if (rc != QOD_OK)
+        return rc; /* other errors (out of memory) are named by qod_admin_handle */
     return qod_buf_printf(out, "{\"held\":%s}", release ? "false" : "true");
 }
 
