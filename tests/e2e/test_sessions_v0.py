@@ -1195,12 +1195,18 @@ def test_many_sessions_expired_while_down_are_all_expired_before_the_api_opens()
     n, threads = 1200, 8
     with Daemon(args=["--sandbox-delay-ms", "0"]) as d:
         app, tok = new_app(d)
-        made = run_threads(threads, lambda i: [create_session(d, tok, session_body(duration=2))
+        made = run_threads(threads, lambda i: [create_session(d, tok, session_body(duration=4))
                                                for _ in range(n // threads)])
         ids = [s["sessionId"] for batch in made for s in batch]
         assert len(set(ids)) == n, len(set(ids))
-        wait_until(lambda: metrics(d).get('qod_sessions{state="available"}') == n, timeout=scaled(10),
-                   interval=0.05, what="all sessions AVAILABLE")
+
+        def settled():
+            # Every session past REQUESTED. On a slow machine the first ones may end before the last is made.
+            mt = metrics(d)
+            a = mt.get('qod_sessions{state="available"}', 0)
+            return a if a + mt.get('qod_sessions{state="ended"}', 0) == n else None
+        available = wait_until(settled, timeout=scaled(10), interval=0.05, what="all sessions AVAILABLE or ended")
+        assert available >= n // 2, "only %d of %d sessions still AVAILABLE at the stop" % (available, n)
         assert d.stop() == 0
         last = max(parse_ts(s["expiresAt"]) for batch in made for s in batch) + 1.2
         wait_until(lambda: time.time() >= last, timeout=8, interval=0.05, what="every expiry to pass")
