@@ -348,7 +348,7 @@ def test_one_apps_limit_does_not_affect_another_app():
     b = create_app(D, name="rl-b", extra=("--rate-limit", "5", "--burst", "5"))
     ta, tb = get_token(D, a), get_token(D, b)
     with D.session() as s:
-        statuses = [s.request("GET", V0_PROFILES, token=ta).status for _ in range(4)]
+        statuses = [s.request("GET", V0_PROFILES, token=ta).status for _ in range(8)]
         assert 429 in statuses, "app a (2/s, burst 2) was never limited: %r" % statuses
         rb = s.request("GET", V0_PROFILES, token=tb)
     expect_status(rb, 200)
@@ -388,7 +388,7 @@ def test_set_limits_changes_the_limit_live():
     assert "RateLimit" not in r.headers, r
     D.qodctl("app", "set-limits", cid, "--rate-limit", "2", "--burst", "2")
     with D.session() as s:
-        rs = [s.request("GET", V0_PROFILES, token=tok) for _ in range(4)]
+        rs = [s.request("GET", V0_PROFILES, token=tok) for _ in range(8)]
     assert rs[0].status == 200 and rs[0].headers.get("RateLimit-Policy") == '"app";q=2;w=1', \
         "set-limits --rate-limit 2 not applied to the next request: %r" % rs[0]
     assert 429 in [x.status for x in rs], "never limited after set-limits 2/s burst 2: %r" % rs
@@ -407,9 +407,10 @@ def test_token_endpoint_limited_per_client_with_slow_down_and_retry_after():
                  "nodes multiplies them")
     with Daemon(args=["--token-rate-client", "2", "--token-rate-ip", "1000"]) as d:
         a, b = create_app(d, name="tok-a"), create_app(d, name="tok-b")
-        rs = [token_response(d, a) for _ in range(5)]
+        # Twelve requests: only if they took over 4 s in all could the bucket (burst 4, 2/s) refill for every one.
+        rs = [token_response(d, a) for _ in range(12)]
         limited = [r for r in rs if r.status == 429]
-        assert limited, "5 quick token requests at 2/s (burst 4) were never limited: %r" % [x.status for x in rs]
+        assert limited, "12 quick token requests at 2/s (burst 4) were never limited: %r" % [x.status for x in rs]
         assert all(r.status in (200, 429) for r in rs), rs
         assert [r.status for r in rs[:4]] == [200] * 4, "the burst of 4 should pass: %r" % [x.status for x in rs]
         r = limited[0]
@@ -429,7 +430,7 @@ def test_token_endpoint_limits_wrong_secret_attempts():
     with Daemon(args=["--token-rate-client", "2", "--token-rate-ip", "1000"]) as d:
         a = create_app(d, name="guess")
         bad = dict(a, client_secret="not-the-secret")
-        rs = [token_response(d, bad) for _ in range(6)]
+        rs = [token_response(d, bad) for _ in range(12)]
         statuses = [r.status for r in rs]
         assert set(statuses) <= {401, 429} and 429 in statuses, \
             "wrong-secret attempts were not limited: %r" % statuses
@@ -449,10 +450,11 @@ def test_token_endpoint_limited_per_source_address():
     cluster_skip("token-endpoint buckets are per qodd process (docs/operations.md, Limits): round-robin over the "
                  "nodes multiplies them")
     with Daemon(args=["--token-rate-client", "0", "--token-rate-ip", "2"]) as d:
-        apps = [create_app(d, name="ip%d" % i) for i in range(6)]
+        # Ten requests: only if they took over 3 s in all could the bucket (burst 4, 2/s) refill for every one.
+        apps = [create_app(d, name="ip%d" % i) for i in range(10)]
         rs = [token_response(d, a) for a in apps]
         statuses = [r.status for r in rs]
-        assert 429 in statuses, "6 clients from one address at 2/s (burst 4) were never limited: %r" % statuses
+        assert 429 in statuses, "10 clients from one address at 2/s (burst 4) were never limited: %r" % statuses
         r = [x for x in rs if x.status == 429][0]
         expect_oauth_error(r, 429, "slow_down")
         retry_after_seconds(r)
