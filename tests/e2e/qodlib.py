@@ -1184,7 +1184,19 @@ __all__ += ["token_response"]
 
 def metrics(d):
     """GET /metrics as {"name{labels}": float} (lines whose value is not a number are left out)."""
-    r = expect_status(d.request("GET", "/metrics"), 200)
+    return _parse_metrics(expect_status(d.request("GET", "/metrics"), 200))
+
+
+def metric_sum(d, name):
+    """A counter summed over d's running nodes (one node outside a cluster run): metrics are per node."""
+    total = 0.0
+    for node in d._nodes():
+        if node._running_one():
+            total += _parse_metrics(expect_status(d._request_at(node.port, "GET", "/metrics"), 200)).get(name, 0.0)
+    return total
+
+
+def _parse_metrics(r):
     out = {}
     for line in r.text.splitlines():
         m = re.match(r"^([^#\s]\S*)\s+(\S+)$", line)
@@ -1196,7 +1208,7 @@ def metrics(d):
     return out
 
 
-__all__ += ["metrics"]
+__all__ += ["metrics", "metric_sum"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -863,6 +863,7 @@ def run_bad_receivers(bad_events=1000, storm_s=None, good_every=0.1, per_host=8,
 
         pending = {}
         plock = threading.Lock()
+        good_created = [0]
 
         def on_good(hook):
             try:
@@ -885,6 +886,7 @@ def run_bad_receivers(bad_events=1000, storm_s=None, good_every=0.1, per_host=8,
                     if r.status == 201:
                         with plock:
                             pending[r.json()["sessionId"]] = t
+                            good_created[0] += 1
                     else:
                         errors.append("good app create: %r" % r)
                 except CONN_ERRORS as e:
@@ -938,10 +940,15 @@ def run_bad_receivers(bad_events=1000, storm_s=None, good_every=0.1, per_host=8,
             assert n > 0, "the %s receiver was never called: %r" % (name, report)
         assert report["failures"].get("timeout", 0) > 0 and report["failures"].get("connect", 0) > 0 and \
             report["failures"].get("http_5xx", 0) > 0, report
-        expected_good = storm / (good_every + 0.01) * 0.5
-        assert len(lat) >= expected_good, "the healthy app got only %d callbacks in %.0fs: %r" % (
-            len(lat), storm, report)
-        assert p95 < scaled(1.0) and lat[-1] < scaled(2.5), (
+        # The healthy app kept creating (one every good_every at most, however slow its creates were) and got the
+        # callbacks of all but the last few: those made within about a second of the stop may still be on the way.
+        assert good_created[0] >= storm / (good_every + 0.01) * 0.25, "the healthy app made only %d sessions in " \
+            "%.0fs: %r" % (good_created[0], storm, report)
+        assert len(lat) >= good_created[0] - (1 + 1.0 / good_every), \
+            "the healthy app got only %d of its %d sessions' callbacks: %r" % (len(lat), good_created[0], report)
+        # ASan makes every step of a callback about twice as slow; the plain build keeps the bounds as they are.
+        slow = 2 if SANITIZED else 1
+        assert p95 < scaled(1.0) * slow and lat[-1] < scaled(2.5) * slow, (
             "the healthy app's callbacks slowed down behind the broken receivers (sandbox delay 0.1s): %r" % report)
         # Under valgrind RSS is valgrind's; under ASan freed memory sits in its quarantine (up to 256 MB), so the
         # bound is only meaningful for the plain build.
@@ -1005,11 +1012,12 @@ def test_wall_clock_jumps_do_not_move_expiry_and_timestamps_follow_the_clock():
             return (500, {}, b"")
         return None
     with d, quiet_receiver(responder=responder) as recv:
-        # A: 3 s, created on the true clock.
+        # A: 5 s, created on the true clock (time enough for the steps before its check at 1.2 s on a loaded
+        # machine).
         ta = time.monotonic()
-        ra = expect_status(d.request("POST", SESSIONS, body=session_body(recv.url("/a"), duration=3), token=tok), 201)
+        ra = expect_status(d.request("POST", SESSIONS, body=session_body(recv.url("/a"), duration=5), token=tok), 201)
         a = ra.json()
-        check_times(a, 3, time.time(), "A at creation")
+        check_times(a, 5, time.time(), "A at creation")
         wait_hook(recv, a["sessionId"], "AVAILABLE")
         # The wall clock jumps forward by an hour: A must not expire early.
         set_clock(d, H * 1000)
@@ -1018,14 +1026,15 @@ def test_wall_clock_jumps_do_not_move_expiry_and_timestamps_follow_the_clock():
         g = expect_status(d.request("GET", SESSIONS + "/" + a["sessionId"], token=tok), 200).json()
         assert g["qosStatus"] == "AVAILABLE", "A expired early after the clock jumped forward 1h: %r" % g
         assert (g["startedAt"], g["expiresAt"]) == (a["startedAt"], a["expiresAt"]), (g, a)
-        # B: 4 s, created an hour "later": its timestamps follow the shifted clock.
+        # B: 8 s, created an hour "later": its timestamps follow the shifted clock. It must still be running at
+        # the jump back below, which comes after A's end.
         tb = time.monotonic()
-        b = expect_status(d.request("POST", SESSIONS, body=session_body(recv.url("/b"), duration=4), token=tok),
+        b = expect_status(d.request("POST", SESSIONS, body=session_body(recv.url("/b"), duration=8), token=tok),
                           201).json()
-        check_times(b, 4, time.time() + H, "B created after +1h")
-        ha = wait_hook(recv, a["sessionId"], "EXPIRED", timeout=6)
+        check_times(b, 8, time.time() + H, "B created after +1h")
+        ha = wait_hook(recv, a["sessionId"], "EXPIRED", timeout=8)
         exp_a = ha.time - (time.time() - (time.monotonic() - ta))
-        assert 2.8 <= exp_a <= 3 + scaled(1.0), "A (3s) expired %.2fs after creation across a +1h clock jump" % exp_a
+        assert 4.8 <= exp_a <= 5 + scaled(1.0), "A (5s) expired %.2fs after creation across a +1h clock jump" % exp_a
         ts = int(ha.headers["webhook-timestamp"])
         assert abs(ts - (ha.time + H)) <= 5, "webhook-timestamp %d does not follow the shifted clock (%.0f)" % (
             ts, ha.time + H)
@@ -1036,11 +1045,11 @@ def test_wall_clock_jumps_do_not_move_expiry_and_timestamps_follow_the_clock():
         c = expect_status(d.request("POST", SESSIONS, body=session_body(recv.url("/c"), duration=2), token=tok),
                           201).json()
         check_times(c, 2, time.time() - H, "C created after -1h")
-        hb = wait_hook(recv, b["sessionId"], "EXPIRED", timeout=8)
+        hb = wait_hook(recv, b["sessionId"], "EXPIRED", timeout=10)
         hc = wait_hook(recv, c["sessionId"], "EXPIRED", timeout=6)
         mono_at = lambda h: time.monotonic() - (time.time() - h.time)
         exp_b, exp_c = mono_at(hb) - tb, mono_at(hc) - tc
-        assert 3.8 <= exp_b <= 4 + scaled(1.0), "B (4s) expired %.2fs after creation across a -2h jump" % exp_b
+        assert 7.8 <= exp_b <= 8 + scaled(1.0), "B (8s) expired %.2fs after creation across a -2h jump" % exp_b
         assert 1.8 <= exp_c <= 2 + scaled(1.0), "C (2s, created after the jump back) expired after %.2fs" % exp_c
         # Retries are timed on the monotonic clock too: a 1s retry stays 1s whichever way the clock jumps.
         for name, offset in (("fwd", 2 * H * 1000), ("back", -2 * H * 1000)):
