@@ -439,6 +439,36 @@ void qod_nef_notification(qod_call *c, qod_req *r)
         qod_api_error(r, 404, "NOT_FOUND", "Unknown notification destination.");
 }
 
+/* A forced network event, answered once its change is committed (as a delete is): by then a create for the same
+ * device through any node no longer meets the ended session in the store. */
+typedef struct {
+    qod_req *r;
+    qod_engine *engine;
+    char id[40];
+    char app_id[QOD_APP_ID_LEN + 1];
+} event_ctx;
+
+/* Never called with the engine's lock held when rc is QOD_OK (the store's writer reports commits). */
+static void network_event_committed(void *arg, int rc, const char *session_id, const char *body)
+{
+    (void)session_id;
+    (void)body;
+    event_ctx *ec = arg;
+    qod_req *r = ec->r;
+    qod_buf b;
+    qod_buf_init(&b, 0);
+    if (rc != QOD_OK)
+        qod_api_error_from(r, rc);
+    /* Sessions answer with their state now; assignments (QoS Provisioning) with 204. */
+    else if (qod_engine_read(ec->engine, ec->id, ec->app_id, QOD_KIND_SESSION, render_read, &b) == QOD_OK)
+        qod_api_json(r, 200, b.data, b.len);
+    else
+        qod_req_respond(r, 204, NULL, NULL, 0);
+    qod_buf_dispose(&b);
+    free(ec);
+    qod_req_complete(r);
+}
+
 void qod_sandbox_network_event(qod_call *c, qod_req *r)
 {
     static const char *const keys[] = {"qosStatus", NULL};
@@ -462,22 +492,22 @@ void qod_sandbox_network_event(qod_call *c, qod_req *r)
     }
     qod_net_outcome out = strcmp(st, "AVAILABLE") == 0 ? QOD_NET_AVAILABLE : QOD_NET_TERMINATED;
     cJSON_Delete(o);
-    rc = qod_engine_network_event(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, out);
-    if (rc == QOD_ERR_STATE) {
+    event_ctx *ec = malloc(sizeof *ec);
+    if (!ec) {
+        qod_api_error_from(r, QOD_ERR_NOMEM);
+        return;
+    }
+    *ec = (event_ctx){r, qod_api_deps_of(c->api)->engine, "", ""};
+    snprintf(ec->id, sizeof ec->id, "%s", c->params[0]);
+    snprintf(ec->app_id, sizeof ec->app_id, "%s", c->app.client_id);
+    rc = qod_engine_network_event(ec->engine, ec->id, ec->app_id, out, network_event_committed, ec);
+    if (rc == QOD_OK) {
+        qod_req_defer(r);
+        return;
+    }
+    free(ec);
+    if (rc == QOD_ERR_STATE)
         qod_api_error(r, 409, "CONFLICT", "The session cannot make that transition now.");
-        return;
-    }
-    if (rc != QOD_OK) {
-        lookup_error(r, rc);
-        return;
-    }
-    qod_buf b;
-    qod_buf_init(&b, 0);
-    /* Sessions answer with their new state; assignments (QoS Provisioning) with 204. */
-    if (qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_SESSION, render_read,
-                        &b) == QOD_OK)
-        qod_api_json(r, 200, b.data, b.len);
     else
-        qod_req_respond(r, 204, NULL, NULL, 0);
-    qod_buf_dispose(&b);
+        lookup_error(r, rc);
 }

@@ -1183,7 +1183,8 @@ int qod_engine_find_by_device(qod_engine *e, const char *device_key, const char 
     return n;
 }
 
-int qod_engine_network_event(qod_engine *e, const char *id, const char *app_id, qod_net_outcome o)
+int qod_engine_network_event(qod_engine *e, const char *id, const char *app_id, qod_net_outcome o, qod_engine_done done,
+                             void *arg)
 {
     static const qod_session_event evs[] = {QOD_EV_PROVISIONED, QOD_EV_REFUSED, QOD_EV_TERMINATED};
     sess *x = NULL;
@@ -1191,7 +1192,7 @@ int qod_engine_network_event(qod_engine *e, const char *id, const char *app_id, 
     int rc = find_owned(e, id, app_id, QOD_KIND_ANY, &x);
     if (rc == QOD_OK) {
         qod_timers_cancel(&e->timers, &x->timers[SLOT_NET]);
-        rc = change(e, x, evs[o], "forced network event", NULL, NULL);
+        rc = change(e, x, evs[o], "forced network event", done, arg);
     }
     pthread_mutex_unlock(&e->mu);
     return rc;
@@ -1636,6 +1637,15 @@ void qod_engine_stop(qod_engine *e)
     /* Joined outside the lock: the loop's last tick may be waiting for it. The memory is freed only by
      * qod_engine_destroy: the store thread, still draining, may post to it (posts then fail cleanly). */
     qod_loop_stop(l);
+    if (!l)
+        return; /* stopped before (qod_engine_destroy stops again): the store may be closed by now */
+    /* Changes the store refused earlier (a full disk, a lock held too long) get one more try now rather than at
+     * the next second's retry, which will not come: the store drains it before it closes. What still fails is
+     * logged as lost by qod_engine_destroy. */
+    pthread_mutex_lock(&e->mu);
+    e->retry_at = 0;
+    retry_unsaved(e, qod_time_mono_ms());
+    pthread_mutex_unlock(&e->mu);
 }
 
 void qod_engine_destroy(qod_engine *e)

@@ -155,8 +155,10 @@ int qod_engine_find_by_device(qod_engine *e, const char *device_key, const char 
                               void (*fn)(void *arg, const qod_session *s), void *arg);
 /* Hands a notification the network POSTed to us to the backend (no engine lock held). */
 int qod_engine_network_notify(qod_engine *e, const char *token, const char *body, size_t len);
-/* Forces a network-side outcome (sandbox). QOD_ERR_STATE when the transition is not legal now. */
-int qod_engine_network_event(qod_engine *e, const char *id, const char *app_id, qod_net_outcome o);
+/* Forces a network-side outcome (sandbox). QOD_ERR_STATE when the transition is not legal now. On QOD_OK, done is
+ * called once the change is committed (or could not be), as for a delete. */
+int qod_engine_network_event(qod_engine *e, const char *id, const char *app_id, qod_net_outcome o, qod_engine_done done,
+                             void *arg);
 /* Calls fn for each session (of app_id when non-NULL); fn returns non-zero to stop. The lock is held for a few
  * hundred sessions at a time and let go in between, so a walk of a million sessions never holds up the API. A
  * session held throughout is seen exactly once; one created or removed meanwhile may or may not be. fn sees each

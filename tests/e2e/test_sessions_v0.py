@@ -496,6 +496,40 @@ def test_create_allowed_again_after_unavailable():
     assert s2["sessionId"] != s["sessionId"]
 
 
+def test_network_event_is_answered_once_its_change_is_committed():
+    # As a delete is: in a cluster, a create for the same device through another node would otherwise still meet
+    # the ended session in the store, and get 409.
+    cluster_skip("holds the SQLite write lock of one node")
+    if PG:
+        skip("holds the SQLite write lock")
+    with Daemon(args=["--sandbox-delay-ms", "100"]) as d:
+        app, tok = new_app(d)
+        body = session_body()
+        s = create_session(d, tok, body)
+        wait_status(d, tok, s["sessionId"], "AVAILABLE")
+        answers = []
+        t = threading.Thread(target=lambda: answers.append(network_event(d, tok, s["sessionId"], "UNAVAILABLE")),
+                             daemon=True)
+        with sqlite_write_lock(d):
+            t.start()
+            t.join(0.5)
+            assert not answers, "answered while the change could not be committed: %r" % answers
+        t.join(scaled(10))
+        assert answers and answers[0].status == 200 and answers[0].json()["qosStatus"] == "UNAVAILABLE", answers
+        create_session(d, tok, body)
+        # Held past the store's 5 s wait for its lock: 503, and the change is kept and written later, as a delete's.
+        s2 = create_session(d, tok, session_body())
+        wait_status(d, tok, s2["sessionId"], "AVAILABLE")
+        with sqlite_write_lock(d):
+            r = network_event(d, tok, s2["sessionId"], "UNAVAILABLE")
+        expect_camara_error(r, 503, "UNAVAILABLE")
+        assert r.headers.get("retry-after") == "1", r.headers
+        assert get_session(d, tok, s2["sessionId"])["qosStatus"] == "UNAVAILABLE"
+        assert d.stop() == 0
+        d.start()
+        assert get_session(d, tok, s2["sessionId"])["qosStatus"] == "UNAVAILABLE"
+
+
 # --------------------------------------------------------------------------------------------------------------
 # QoS profiles and the OpenAPI document
 
