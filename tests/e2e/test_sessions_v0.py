@@ -88,8 +88,9 @@ def delete_session(d, tok, sid):
     return d.request("DELETE", session_path(sid), token=tok)
 
 
-def network_event(d, tok, sid, status):
-    return d.request("POST", "/sandbox/v0/sessions/%s/network-events" % sid, body={"qosStatus": status}, token=tok)
+def network_event(d, tok, sid, status, timeout=10):
+    return d.request("POST", "/sandbox/v0/sessions/%s/network-events" % sid, body={"qosStatus": status}, token=tok,
+                     timeout=timeout)
 
 
 def wait_status(d, tok, sid, want, timeout=3):
@@ -510,9 +511,8 @@ def test_network_event_is_answered_once_its_change_is_committed():
         answers = []
         # Each batch ahead of the change in the writer's queue (a callback's outcome, say) may wait out the store's
         # 5 s for the lock as well: the requests allow for a few.
-        t = threading.Thread(target=lambda: answers.append(d.request(
-            "POST", "/sandbox/v0/sessions/%s/network-events" % s["sessionId"], body={"qosStatus": "UNAVAILABLE"},
-            token=tok, timeout=30)), daemon=True)
+        t = threading.Thread(target=lambda: answers.append(network_event(d, tok, s["sessionId"], "UNAVAILABLE",
+                                                                         timeout=30)), daemon=True)
         with sqlite_write_lock(d):
             t.start()
             t.join(0.5)
@@ -524,8 +524,7 @@ def test_network_event_is_answered_once_its_change_is_committed():
         s2 = create_session(d, tok, session_body())
         wait_status(d, tok, s2["sessionId"], "AVAILABLE")
         with sqlite_write_lock(d):
-            r = d.request("POST", "/sandbox/v0/sessions/%s/network-events" % s2["sessionId"],
-                          body={"qosStatus": "UNAVAILABLE"}, token=tok, timeout=30)
+            r = network_event(d, tok, s2["sessionId"], "UNAVAILABLE", timeout=30)
         expect_camara_error(r, 503, "UNAVAILABLE")
         assert r.headers.get("retry-after") == "1", r.headers
         assert get_session(d, tok, s2["sessionId"])["qosStatus"] == "UNAVAILABLE"
