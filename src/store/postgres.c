@@ -89,7 +89,9 @@ static const pg_stmt writer_stmts[] = {
     {"ev_add", "INSERT INTO events(id,session,owner,created_ms,next_ms,doc,state) VALUES($1,$2,$3,$4,$4,$5,$6)"
                " ON CONFLICT(id) DO NOTHING"},
     {"ev_state", "UPDATE events SET state=$2, attempts=$3, next_ms=$4 WHERE seq=$1"},
-    {"ev_del", "DELETE FROM events WHERE session=$1 AND state=1"},
+    /* `state+0`: the purge must find the session's events through events_session. Without statistics (a young
+     * table) the planner may take events_state instead and walk every delivered event of every session. */
+    {"ev_del", "DELETE FROM events WHERE session=$1 AND state+0=1"},
     {"ev_requeue", "UPDATE events SET state=0, attempts=0, next_ms=$3 WHERE session=$1 AND seq>=$2"},
     /* A fence (store.h): the lease row is share-locked, so no node can take it over before this transaction ends. */
     {"fence", "SELECT 1 FROM leases WHERE name=$1 AND holder=$2 AND epoch=$3 AND expires_at > now() FOR SHARE"},

@@ -169,7 +169,9 @@ static int prepare_all(sq *q)
         rc = sqlite3_prepare_v3(q->w, "UPDATE events SET state=?2, attempts=?3, next_ms=?4 WHERE seq=?1", -1,
                                 SQLITE_PREPARE_PERSISTENT, &q->ev_state, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v3(q->w, "DELETE FROM events WHERE session=?1 AND state=1", -1,
+        /* INDEXED BY: for `session=? AND state=1` the planner takes events_state, and a purge then walks every
+         * delivered event of every session still kept (the writer stalled for tens of seconds under load). */
+        rc = sqlite3_prepare_v3(q->w, "DELETE FROM events INDEXED BY events_session WHERE session=?1 AND state=1", -1,
                                 SQLITE_PREPARE_PERSISTENT, &q->ev_del_session, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v3(q->w, "UPDATE events SET state=0, attempts=0, next_ms=?3 WHERE session=?1 AND seq>=?2",

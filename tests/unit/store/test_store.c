@@ -785,6 +785,73 @@ QTEST(event_seq_keeps_increasing_after_delete)
     QT_TRUE(e.ev[2].seq > last);
 }
 
+static int count_event(void *arg, const qod_store_event *e)
+{
+    (void)e;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* Stores `others + n` delivered events, one per session, then in one batch purges the last n sessions' delivered
+ * events, or requeues them (requeue). Returns the seconds that commit took, or -1 when a step failed or the wrong
+ * events were touched. */
+static double session_ops_seconds(int others, int n, bool requeue)
+{
+    fixture f;
+    if (fixture_open(&f) != 0)
+        return -1;
+    char id[32], sess[32];
+    qod_store_batch *b = qod_store_batch_new();
+    for (int i = 0; i < others + n; i++) {
+        snprintf(id, sizeof id, "wh-%d", i);
+        snprintf(sess, sizeof sess, "s-%d", i);
+        qod_store_batch_event_unsent(b, id, sess, "app-1", 1000 + i, "{}");
+    }
+    int rc = qod_store_commit(f.st, b);
+    b = qod_store_batch_new();
+    for (int i = others; i < others + n; i++) {
+        snprintf(sess, sizeof sess, "s-%d", i);
+        if (requeue)
+            qod_store_batch_event_requeue(b, sess, 0, 5000);
+        else
+            qod_store_batch_event_del_session(b, sess);
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = rc ? rc : qod_store_commit(f.st, b);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int delivered = 0, pending = 0;
+    rc = rc ? rc : qod_store_scan_events(f.st, 1, 0, 0, count_event, &delivered);
+    rc = rc ? rc : qod_store_scan_events(f.st, 0, 0, 0, count_event, &pending);
+    fixture_close(&f);
+    if (rc != QOD_OK || delivered != others || pending != (requeue ? n : 0))
+        return -1;
+    return (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+}
+
+/* A purge finds the session's delivered events through the session index. SQLite's planner chose the state index for
+ * `session=? AND state=1`, so every purge walked every delivered event of every session still kept: with a
+ * few hundred thousand of them the writer stalled for tens of seconds, and every create and delete waited. The same
+ * purge is timed alone and beside 100 times as many other sessions' delivered events: walking them all takes about
+ * 100 times as long, finding them by session hardly longer. */
+QTEST(session_purge_does_not_walk_other_sessions_events)
+{
+    double small = session_ops_seconds(0, 500, false);
+    double big = session_ops_seconds(50000, 500, false);
+    if (small < 0 || big < 0 || big > 10 * small + 0.1)
+        QT_FAIL_("purge of 500 sessions: %.3f s beside 50,000 other delivered events, %.3f s alone", big, small);
+}
+
+/* The same for a requeue (`qodctl deliveries retry`, a session that comes back to this node): found by session, not
+ * by walking the events after a sequence number. */
+QTEST(session_requeue_does_not_walk_other_sessions_events)
+{
+    double small = session_ops_seconds(0, 500, true);
+    double big = session_ops_seconds(50000, 500, true);
+    if (small < 0 || big < 0 || big > 10 * small + 0.1)
+        QT_FAIL_("requeue of 500 sessions: %.3f s beside 50,000 other delivered events, %.3f s alone", big, small);
+}
+
 /* The implementation's savepoints, driven directly as store.c drives them around each batch. */
 QTEST(savepoint_rollback_undoes_only_its_batch)
 {
@@ -2000,6 +2067,8 @@ static const qtest_case both[] = {
     QT_CASE(events_scan_limit_and_after_seq), QT_CASE(event_with_a_stored_id_is_left_alone),
     QT_CASE(event_state_moves_event),
     QT_CASE(unsent_event_is_stored_delivered_in_seq_order), QT_CASE(event_del_session_removes_only_delivered_events),
+    QT_CASE(session_purge_does_not_walk_other_sessions_events),
+    QT_CASE(session_requeue_does_not_walk_other_sessions_events),
     QT_CASE(event_requeue_replays_the_session_from_seq), QT_CASE(event_seq_keeps_increasing_after_delete),
     QT_CASE(savepoint_rollback_undoes_only_its_batch), QT_CASE(rollback_discards_the_transaction),
     QT_CASE(many_async_submits_complete_exactly_once),
