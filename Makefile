@@ -123,8 +123,10 @@ bench: deps
 clean:
 	rm -rf build
 
+# The style is the committed .clang-format; every C file of the project follows it.
 format:
-	clang-format -i $(LIB_SRC) src/*.c $(UNIT_SRC) src/*/*.h
+	clang-format -i $(LIB_SRC) src/*.c src/*/*.h $(UNIT_SRC) tests/unit/*.h tests/unit/*/*.h $(FUZZ_SRC) \
+	    tests/fuzz/*.h $(TOOL_SRC)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

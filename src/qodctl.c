@@ -1,9 +1,9 @@
 /* qodctl: the operator's and developer's command line. Talks to a running qodd over its admin socket
  * (never the HTTP port): `qodctl [--data DIR | --socket PATH] NOUN VERB [ARGS] [--json]`. */
+#include "notify/receiver.h"
 #include "util/buf.h"
 #include "util/err.h"
 #include "util/json.h"
-#include "notify/receiver.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -47,7 +47,9 @@ static void print_consents(const cJSON *r);
 static void print_device(const cJSON *r);
 
 static const cmd_spec commands[] = {
-    {"app", "create", NULL,
+    {"app",
+     "create",
+     NULL,
      "app create --name N [--env sandbox|live] [--scopes \"S ...\"] [--rate-limit R/s] [--burst B] "
      "[--max-sessions N] [--json]",
      {{"name", "name", F_STR},
@@ -61,18 +63,28 @@ static const cmd_spec commands[] = {
     {"app", "show", "client_id", "app show CLIENT_ID [--json]", {{0}}, print_app},
     {"app", "delete", "client_id", "app delete CLIENT_ID", {{0}}, print_ok},
     {"app", "rotate-secret", "client_id", "app rotate-secret CLIENT_ID [--json]", {{0}}, print_app},
-    {"app", "set-limits", "client_id",
+    {"app",
+     "set-limits",
+     "client_id",
      "app set-limits CLIENT_ID [--rate-limit R/s] [--burst B] [--max-sessions N] [--json]",
      {{"rate-limit", "rate_limit", F_RATE}, {"burst", "burst", F_NUM}, {"max-sessions", "max_sessions", F_NUM}},
      print_app},
-    {"app", "rotate-webhook-secret", "client_id", "app rotate-webhook-secret CLIENT_ID [--grace SECONDS] [--json]",
+    {"app",
+     "rotate-webhook-secret",
+     "client_id",
+     "app rotate-webhook-secret CLIENT_ID [--grace SECONDS] [--json]",
      {{"grace", "grace_s", F_NUM}},
      print_app},
-    {"session", "list", NULL, "session list [--app CLIENT_ID] [--limit N] [--json]",
+    {"session",
+     "list",
+     NULL,
+     "session list [--app CLIENT_ID] [--limit N] [--json]",
      {{"app", "client_id", F_STR}, {"limit", "limit", F_NUM}},
      print_sessions},
     {"session", "show", "session_id", "session show SESSION_ID [--json]", {{0}}, print_session},
-    {"device", "add", NULL,
+    {"device",
+     "add",
+     NULL,
      "device add --phone +E164 [--ipv4 A.B.C.D] [--ipv6 ADDR] [--cell N] [--ineligible] [--json]",
      {{"phone", "phone", F_STR},
       {"ipv4", "ipv4", F_STR},
@@ -80,26 +92,39 @@ static const cmd_spec commands[] = {
       {"cell", "cell", F_NUM},
       {"ineligible", "ineligible", F_BOOL}},
      print_device},
-    {"deliveries", "list", NULL,
+    {"deliveries",
+     "list",
+     NULL,
      "deliveries list [--state dead|pending|delivered|all] [--app CLIENT_ID] [--limit N] [--json]",
      {{"state", "state", F_STR}, {"app", "client_id", F_STR}, {"limit", "limit", F_NUM}},
      print_deliveries},
     {"deliveries", "retry", "event_id", "deliveries retry EVENT_ID | --all", {{"all", "all", F_BOOL}}, print_requeued},
     {"device", "list", NULL, "device list [--json]", {{0}}, print_devices},
-    {"test", "clock", NULL, "test clock --offset-ms N   (qodd --test-hooks only: shift the wall clock)",
+    {"test",
+     "clock",
+     NULL,
+     "test clock --offset-ms N   (qodd --test-hooks only: shift the wall clock)",
      {{"offset-ms", "offset_ms", F_SNUM}},
      print_ok},
-    {"test", "hold-rescans", NULL,
+    {"test",
+     "hold-rescans",
+     NULL,
      "test hold-rescans [--release]   (qodd --test-hooks only: hold the delivery's outbox rescans, or let them run)",
      {{"release", "release", F_BOOL}},
      print_ok},
     {"consent", "approve", "auth_req_id", "consent approve AUTH_REQ_ID", {{0}}, print_ok},
     {"consent", "list", NULL, "consent list [--json]", {{0}}, print_consents},
-    {"webhook", "listen", NULL, "webhook listen --port P --secret whsec_... [--save DIR] [--tolerance SECONDS]",
+    {"webhook",
+     "listen",
+     NULL,
+     "webhook listen --port P --secret whsec_... [--save DIR] [--tolerance SECONDS]",
      {{"port", "port", F_NUM}, {"secret", "secret", F_STR}, {"save", "save", F_STR}, {"tolerance", "tolerance", F_NUM}},
      NULL,
      webhook_listen},
-    {"webhook", "verify", NULL, "webhook verify --secret whsec_... --file SAVED.json [--tolerance SECONDS]",
+    {"webhook",
+     "verify",
+     NULL,
+     "webhook verify --secret whsec_... --file SAVED.json [--tolerance SECONDS]",
      {{"secret", "secret", F_STR}, {"file", "file", F_STR}, {"tolerance", "tolerance", F_NUM}},
      NULL,
      webhook_verify},
@@ -145,8 +170,8 @@ static void print_app_list(const cJSON *r)
     const cJSON *a;
     cJSON_ArrayForEach(a, r)
     {
-        printf("%-32s  %-7s  %-10g  %-12.0f  %s\n", str_of(a, "client_id"), str_of(a, "env"),
-               num_of(a, "rate_limit"), num_of(a, "max_sessions"), str_of(a, "name"));
+        printf("%-32s  %-7s  %-10g  %-12.0f  %s\n", str_of(a, "client_id"), str_of(a, "env"), num_of(a, "rate_limit"),
+               num_of(a, "max_sessions"), str_of(a, "name"));
     }
 }
 
@@ -158,8 +183,8 @@ static void print_ok(const cJSON *r)
 
 static void print_session(const cJSON *r)
 {
-    static const char *const keys[] = {"sessionId", "client_id", "state", "reason", "api", "qosProfile",
-                                       "createdAt", "expiresAt", "endedAt", "notificationUrl"};
+    static const char *const keys[] = {"sessionId",  "client_id", "state",     "reason",  "api",
+                                       "qosProfile", "createdAt", "expiresAt", "endedAt", "notificationUrl"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (*str_of(r, keys[i]))
             printf("%-16s %s\n", keys[i], str_of(r, keys[i]));
@@ -175,8 +200,8 @@ static void print_sessions(const cJSON *r)
     const cJSON *s;
     cJSON_ArrayForEach(s, r)
     {
-        printf("%-36s  %-9s  %-18s  %-8s  %-20s  %s\n", str_of(s, "sessionId"), str_of(s, "state"),
-               str_of(s, "reason"), str_of(s, "qosProfile"), str_of(s, "expiresAt"), str_of(s, "client_id"));
+        printf("%-36s  %-9s  %-18s  %-8s  %-20s  %s\n", str_of(s, "sessionId"), str_of(s, "state"), str_of(s, "reason"),
+               str_of(s, "qosProfile"), str_of(s, "expiresAt"), str_of(s, "client_id"));
     }
 }
 
@@ -233,8 +258,7 @@ static int webhook_listen(const cJSON *args)
         fprintf(stderr, "qodctl: webhook listen needs --port 1..65535 and --secret whsec_...\n");
         return 2;
     }
-    return qod_receiver_run((unsigned)port, secret, *save ? save : NULL, tol ? (int64_t)tol->valuedouble : 300,
-                            stdout);
+    return qod_receiver_run((unsigned)port, secret, *save ? save : NULL, tol ? (int64_t)tol->valuedouble : 300, stdout);
 }
 
 static int webhook_verify(const cJSON *args)
@@ -302,8 +326,8 @@ static cJSON *parse_args(const cmd_spec *c, int argc, char **argv, bool *json)
             continue;
         }
         if (!f || i + 1 >= argc) {
-            fprintf(stderr, "qodctl: %s '%s'\nusage: qodctl %s\n", f ? "missing value for" : "unknown option",
-                    argv[i], c->usage);
+            fprintf(stderr, "qodctl: %s '%s'\nusage: qodctl %s\n", f ? "missing value for" : "unknown option", argv[i],
+                    c->usage);
             goto fail;
         }
         if (!add_flag(args, f, argv[++i]))

@@ -238,7 +238,10 @@ static void session_json(const qod_session *s, qod_buf *out)
                    "{\"sessionId\":\"%s\",\"client_id\":\"%s\",\"state\":\"%s\",\"reason\":\"%s\",\"api\":\"%s\","
                    "\"sandbox\":%s,\"qosProfile\":",
                    s->id, s->app_id, qod_session_state_name(s->st.state), qod_end_reason_name(s->st.reason),
-                   s->surface == QOD_SURFACE_V1 ? "v1" : s->surface == QOD_SURFACE_PROV ? "provisioning" : "v0", s->sandbox ? "true" : "false");
+                   s->surface == QOD_SURFACE_V1     ? "v1"
+                   : s->surface == QOD_SURFACE_PROV ? "provisioning"
+                                                    : "v0",
+                   s->sandbox ? "true" : "false");
     qod_buf_json_str(out, s->profile->name);
     qod_buf_printf(out, ",\"duration\":%lld,\"createdAt\":\"%s\",\"expiresAt\":\"%s\",\"endedAt\":\"%s\",\"device\":",
                    (long long)s->duration_s, created, expires, ended);
@@ -377,10 +380,9 @@ static int list_event(void *arg, const qod_store_event *e)
     qod_buf_printf(item,
                    "{\"event_id\":\"%s\",\"seq\":%lld,\"session\":\"%s\",\"client_id\":\"%s\",\"delivery\":\"%s\","
                    "\"attempts\":%lld,\"created_at\":\"%s\",\"next_at\":\"%s\",\"status\":\"%s%s%s\",\"url\":",
-                   e->id, (long long)e->seq, e->session, e->owner,
-                   (unsigned)e->state < 3 ? states[e->state] : "?", (long long)e->attempts, created, next,
-                   cJSON_IsString(st) ? st->valuestring : "", cJSON_IsString(rs) && *rs->valuestring ? "/" : "",
-                   cJSON_IsString(rs) ? rs->valuestring : "");
+                   e->id, (long long)e->seq, e->session, e->owner, (unsigned)e->state < 3 ? states[e->state] : "?",
+                   (long long)e->attempts, created, next, cJSON_IsString(st) ? st->valuestring : "",
+                   cJSON_IsString(rs) && *rs->valuestring ? "/" : "", cJSON_IsString(rs) ? rs->valuestring : "");
     qod_buf_json_str(item, cJSON_IsString(url) ? url->valuestring : "");
     qod_buf_puts(item, "}");
     cJSON_Delete(doc);
@@ -544,13 +546,23 @@ static int test_hold_rescans(const qod_admin_deps *d, const cJSON *args, qod_buf
 }
 
 static const qod_admin_cmd cmds[] = {
-    {"test.clock", test_clock}, {"test.hold-rescans", test_hold_rescans},
-    {"consent.approve", consent_approve}, {"consent.list", consent_list},
-    {"deliveries.list", deliveries_list}, {"deliveries.retry", deliveries_retry},
-    {"session.list", session_list}, {"session.show", session_show}, {"device.add", device_add},
-    {"device.list", device_list},   {"device.remove", device_remove},
-    {"app.create", app_create},   {"app.list", app_list},           {"app.show", app_show},
-    {"app.delete", app_delete},   {"app.rotate-secret", app_rotate}, {"app.set-limits", app_set_limits},
+    {"test.clock", test_clock},
+    {"test.hold-rescans", test_hold_rescans},
+    {"consent.approve", consent_approve},
+    {"consent.list", consent_list},
+    {"deliveries.list", deliveries_list},
+    {"deliveries.retry", deliveries_retry},
+    {"session.list", session_list},
+    {"session.show", session_show},
+    {"device.add", device_add},
+    {"device.list", device_list},
+    {"device.remove", device_remove},
+    {"app.create", app_create},
+    {"app.list", app_list},
+    {"app.show", app_show},
+    {"app.delete", app_delete},
+    {"app.rotate-secret", app_rotate},
+    {"app.set-limits", app_set_limits},
     {"app.rotate-webhook-secret", app_rotate_webhook},
 };
 

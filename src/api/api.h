@@ -23,7 +23,7 @@ typedef struct qod_forward qod_forward;
 
 /* What the API layer needs from the daemon; all borrowed, all outlive the API. */
 typedef struct {
-    const char *public_url;  /* issuer and link base, without trailing slash */
+    const char *public_url; /* issuer and link base, without trailing slash */
     int64_t token_ttl_s;
     qod_apps *apps;
     qod_jwt_key *key;
@@ -54,8 +54,8 @@ typedef struct {
     int route;
     const char *params[QOD_MAX_PATH_PARAMS]; /* path parameters, in pattern order */
     char param_buf[1024];
-    qod_app app;               /* the authenticated app (when the route needs a token) */
-    qod_jwt_claims claims;     /* the token's claims */
+    qod_app app;           /* the authenticated app (when the route needs a token) */
+    qod_jwt_claims claims; /* the token's claims */
     bool authenticated;
     char correlator[QOD_CORRELATOR_MAX + 1];
 } qod_call;

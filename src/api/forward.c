@@ -37,47 +37,47 @@ static const struct {
     const char *name;
     bool always;
 } req_headers[] = {
-    {"Authorization", false}, {"Content-Type", true}, {"Idempotency-Key", false}, {"x-correlator", false},
-    {"Accept", true},
+    {"Authorization", false}, {"Content-Type", true}, {"Idempotency-Key", false},
+    {"x-correlator", false},  {"Accept", true},
 };
 #define NREQ ((int)(sizeof req_headers / sizeof req_headers[0]))
 
 /* The response headers relayed, Content-Type apart (it goes with the body). */
-static const char *const resp_headers[] = {"x-correlator", "Retry-After", "Location", "RateLimit",
-                                           "RateLimit-Policy", "Idempotent-Replayed", "Cache-Control",
-                                           "WWW-Authenticate"};
+static const char *const resp_headers[] = {"x-correlator",  "Retry-After",      "Location",
+                                           "RateLimit",     "RateLimit-Policy", "Idempotent-Replayed",
+                                           "Cache-Control", "WWW-Authenticate"};
 #define NRESP ((int)(sizeof resp_headers / sizeof resp_headers[0]))
 
 typedef struct fwd {
     qod_forward *f;
-    qod_req *r;                 /* borrowed until completed */
+    qod_req *r; /* borrowed until completed */
     char *method;
     char *url;
-    char *body;                 /* NULL when the request has none */
+    char *body; /* NULL when the request has none */
     size_t body_len;
     struct curl_slist *hdrs;
     CURL *easy;
     qod_buf resp;
-    char *ctype;                /* the peer's Content-Type */
+    char *ctype; /* the peer's Content-Type */
     struct {
-        int name;               /* index in resp_headers */
+        int name; /* index in resp_headers */
         char *value;
     } keep[KEEP_MAX];
     int nkeep;
-    const char *bad;            /* why the peer's answer is unusable, NULL while it is fine */
-    struct fwd *prev, *next;    /* running list */
+    const char *bad;         /* why the peer's answer is unusable, NULL while it is fine */
+    struct fwd *prev, *next; /* running list */
 } fwd;
 
 struct qod_forward {
     qod_loop *loop;
     CURLM *multi;
     int64_t timeout_ms;
-    int64_t curl_due;           /* loop thread: when libcurl wants its timeout action, -1 for never */
-    fwd *running;               /* loop thread */
-    CURL *pool[POOL_MAX];       /* loop thread: idle easy handles */
+    int64_t curl_due;     /* loop thread: when libcurl wants its timeout action, -1 for never */
+    fwd *running;         /* loop thread */
+    CURL *pool[POOL_MAX]; /* loop thread: idle easy handles */
     int npool;
     atomic_bool closing;
-    atomic_int inflight;        /* accepted and not completed yet */
+    atomic_int inflight; /* accepted and not completed yet */
     atomic_ullong forwarded, failed;
 };
 
@@ -283,7 +283,8 @@ static size_t on_body(char *buf, size_t size, size_t nmemb, void *arg)
     fwd *w = arg;
     if (qod_buf_append(&w->resp, buf, size * nmemb) == QOD_OK)
         return size * nmemb;
-    w->bad = w->resp.len + size * nmemb > QOD_FORWARD_MAX_BODY ? "the answer's body is over the limit" : "out of memory";
+    w->bad =
+        w->resp.len + size * nmemb > QOD_FORWARD_MAX_BODY ? "the answer's body is over the limit" : "out of memory";
     return 0;
 }
 

@@ -45,11 +45,15 @@ void qod_forward_destroy(qod_forward *f);
  * the URL or the body over its limit), QOD_ERR_BUSY (too many in flight), QOD_ERR_CLOSED, QOD_ERR_NOMEM. */
 int qod_forward_request(qod_forward *f, qod_req *r, const char *base_url, const char *from_node);
 /* One header line of a peer's answer, as the forwarder reads it (exposed for tests and fuzzing). */
-typedef enum { QOD_FORWARD_HDR_IGNORED = 0, QOD_FORWARD_HDR_CONTENT_TYPE, QOD_FORWARD_HDR_RELAYED } qod_forward_hdr_kind;
+typedef enum {
+    QOD_FORWARD_HDR_IGNORED = 0,
+    QOD_FORWARD_HDR_CONTENT_TYPE,
+    QOD_FORWARD_HDR_RELAYED
+} qod_forward_hdr_kind;
 typedef struct {
     qod_forward_hdr_kind kind;
-    int relayed;       /* index in the relayed list (QOD_FORWARD_HDR_RELAYED), else -1 */
-    size_t value_at;   /* the value, trimmed, within the line */
+    int relayed;     /* index in the relayed list (QOD_FORWARD_HDR_RELAYED), else -1 */
+    size_t value_at; /* the value, trimmed, within the line */
     size_t value_len;
 } qod_forward_header;
 /* Parses "Name: value" (len bytes, no CR LF): QOD_OK, QOD_ERR_INVALID (no name, a folded line, or a control

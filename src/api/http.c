@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_RESP_HEADERS 24
@@ -38,9 +38,9 @@ struct qod_req {
     qod_buf body;
     bool too_large;
     bool dispatched;
-    bool observed;  /* counted in the metrics already */
+    bool observed; /* counted in the metrics already */
     bool overloaded;
-    bool draining; /* the daemon was stopping when the request came (overloaded is then set too) */
+    bool draining;      /* the daemon was stopping when the request came (overloaded is then set too) */
     pthread_mutex_t mu; /* guards suspended/completed between the handler and the completing thread */
     bool suspended;
     bool completed;
@@ -59,8 +59,8 @@ struct qod_req {
 /* One open connection, for the slow-client sweeper. */
 typedef struct conn_track {
     int fd;
-    _Atomic int64_t since_ms;   /* when the current request (or idle wait for one) began, monotonic */
-    atomic_bool in_request;     /* headers complete, response not yet sent */
+    _Atomic int64_t since_ms; /* when the current request (or idle wait for one) began, monotonic */
+    atomic_bool in_request;   /* headers complete, response not yet sent */
     struct conn_track *prev, *next;
 } conn_track;
 
@@ -76,7 +76,7 @@ struct qod_http {
     pthread_t sweeper;
     bool sweeper_started;
     atomic_bool stopping;
-    atomic_bool draining;  /* stop requested: new requests are refused so none can be suspended at the end */
+    atomic_bool draining; /* stop requested: new requests are refused so none can be suspended at the end */
 };
 
 static void req_free(qod_req *r)
@@ -228,7 +228,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_sub(&h->inflight, 1);
 }
 
-static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx, enum MHD_ConnectionNotificationCode tc)
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode tc)
 {
     qod_http *h = cls;
     atomic_fetch_add(&h->conns, tc == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
@@ -355,14 +356,14 @@ int qod_http_start(const qod_http_opts *opts, qod_http **out, char *err, size_t 
         {opts->tls_cert_pem ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)opts->tls_key_pem},
         {MHD_OPTION_END, 0, NULL},
     };
-    h->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_THREAD_POOL_SIZE, threads,
-        MHD_OPTION_CONNECTION_TIMEOUT, opts->conn_timeout_s ? opts->conn_timeout_s : 30u,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, opts->per_ip_limit, MHD_OPTION_CONNECTION_LIMIT,
-        h->opts.conn_limit, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        opts->max_header_bytes ? opts->max_header_bytes : (size_t)QOD_HTTP_POOL_BYTES, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-        h, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+                            (unsigned)1, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT,
+                            opts->conn_timeout_s ? opts->conn_timeout_s : 30u, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                            opts->per_ip_limit, MHD_OPTION_CONNECTION_LIMIT, h->opts.conn_limit,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                            opts->max_header_bytes ? opts->max_header_bytes : (size_t)QOD_HTTP_POOL_BYTES,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errcap, "cannot listen on %s (address in use, or bad TLS files)", opts->listen);
         pthread_mutex_destroy(&h->track_mu);

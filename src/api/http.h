@@ -15,15 +15,15 @@ typedef struct qod_http qod_http;
 typedef struct qod_req qod_req;
 
 typedef struct {
-    const char *listen;        /* "HOST:PORT" or "[V6]:PORT" */
-    unsigned threads;          /* 0 = number of cores */
-    unsigned conn_timeout_s;   /* idle / slow-client timeout */
-    unsigned per_ip_limit;     /* connections per client address; 0 = none */
-    unsigned conn_limit;       /* total connections (beyond it connections are not accepted) */
-    unsigned busy_conns;       /* above this many open connections, requests get 503 + Retry-After; 0 = 90% */
-    size_t max_body;           /* bytes; larger bodies get 413 */
-    size_t max_header_bytes;   /* per-connection memory for headers */
-    const char *tls_cert_pem;  /* owned by the caller, NULL without TLS */
+    const char *listen;       /* "HOST:PORT" or "[V6]:PORT" */
+    unsigned threads;         /* 0 = number of cores */
+    unsigned conn_timeout_s;  /* idle / slow-client timeout */
+    unsigned per_ip_limit;    /* connections per client address; 0 = none */
+    unsigned conn_limit;      /* total connections (beyond it connections are not accepted) */
+    unsigned busy_conns;      /* above this many open connections, requests get 503 + Retry-After; 0 = 90% */
+    size_t max_body;          /* bytes; larger bodies get 413 */
+    size_t max_header_bytes;  /* per-connection memory for headers */
+    const char *tls_cert_pem; /* owned by the caller, NULL without TLS */
     const char *tls_key_pem;
     void (*dispatch)(void *ctx, qod_req *req); /* called once per request, body complete */
     void (*done)(void *ctx, qod_req *req, unsigned status, uint64_t dur_ns); /* after the response; may be NULL */

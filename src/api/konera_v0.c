@@ -77,7 +77,8 @@ int qod_v0_render_event(const qod_event_view *ev, qod_buf *body, const char **co
 {
     (void)token;
     qod_session_status st = {QOD_SS_REQUESTED, QOD_END_NONE};
-    if (qod_session_state_parse(ev->state, &st.state) != QOD_OK || qod_end_reason_parse(ev->reason, &st.reason) != QOD_OK)
+    if (qod_session_state_parse(ev->state, &st.state) != QOD_OK ||
+        qod_end_reason_parse(ev->reason, &st.reason) != QOD_OK)
         return QOD_ERR_STATE;
     *content_type = "application/json";
     qod_buf_puts(body, "{\"sessionId\":");
@@ -127,7 +128,8 @@ static bool parse_webhook(qod_call *c, qod_req *r, v0_create *v)
         return fail(r, 400, "INVALID_ARGUMENT", v->err);
     rc = qod_json_str(wh, "notificationAuthToken", &v->token);
     if (rc == QOD_ERR_INVALID || (rc == QOD_OK && (strlen(v->token) < TOKEN_MIN || strlen(v->token) > TOKEN_MAX)))
-        return fail(r, 400, "INVALID_ARGUMENT", "webhook.notificationAuthToken must be a string of 20 to 256 characters");
+        return fail(r, 400, "INVALID_ARGUMENT",
+                    "webhook.notificationAuthToken must be a string of 20 to 256 characters");
     for (const char *p = rc == QOD_OK ? v->token : ""; *p; p++)
         if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e)
             return fail(r, 400, "INVALID_ARGUMENT", "webhook.notificationAuthToken must be printable ASCII");
@@ -205,8 +207,9 @@ static bool same_device_as_token(qod_call *c, const qod_device *d)
 
 static bool parse_create(qod_call *c, qod_req *r, v0_create *v)
 {
-    static const char *const keys[] = {"device", "qosProfile", "duration", "webhook", "applicationServer",
-                                       "devicePorts", "applicationServerPorts", NULL};
+    static const char *const keys[] = {
+        "device", "qosProfile", "duration", "webhook", "applicationServer", "devicePorts", "applicationServerPorts",
+        NULL};
     size_t len;
     const char *body = qod_req_body(r, &len);
     const char *bad = NULL;
@@ -386,7 +389,8 @@ void qod_v0_get(qod_call *c, qod_req *r)
         return;
     qod_buf b;
     qod_buf_init(&b, 0);
-    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_SESSION, render_read, &b);
+    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_SESSION,
+                             render_read, &b);
     if (rc == QOD_OK)
         qod_api_json(r, 200, b.data, b.len);
     else

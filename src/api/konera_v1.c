@@ -121,8 +121,7 @@ bool qod_camara_device(qod_call *c, qod_req *r, const cJSON *device, qod_device 
     char err[256];
     *from_token = c->claims.device[0] != '\0';
     if (*from_token && device)
-        return fail(r, 422, "UNNECESSARY_IDENTIFIER",
-                    "The device is already identified by the access token.");
+        return fail(r, 422, "UNNECESSARY_IDENTIFIER", "The device is already identified by the access token.");
     if (!*from_token && !device)
         return fail(r, 422, "MISSING_IDENTIFIER", "The device cannot be identified.");
     cJSON *tok = NULL;
@@ -218,7 +217,8 @@ static bool parse_profile_duration(qod_call *c, qod_req *r, v1_create *v)
         return fail(r, 400, "INVALID_ARGUMENT", "qosProfile is required and must be a string");
     v->profile = qod_profiles_find(qod_api_deps_of(c->api)->profiles, name);
     if (!v->profile)
-        return fail(r, 400, "INVALID_ARGUMENT", "qosProfile is not a profile of the catalogue (POST /qos-profiles/v1/retrieve-qos-profiles)");
+        return fail(r, 400, "INVALID_ARGUMENT",
+                    "qosProfile is not a profile of the catalogue (POST /qos-profiles/v1/retrieve-qos-profiles)");
     if (v->profile->status != QOD_PROFILE_ACTIVE)
         return fail(r, 422, "QUALITY_ON_DEMAND.QOS_PROFILE_NOT_APPLICABLE",
                     "The requested QoS profile is currently not available for session creation.");
@@ -233,8 +233,9 @@ static bool parse_profile_duration(qod_call *c, qod_req *r, v1_create *v)
 
 static bool parse_create(qod_call *c, qod_req *r, v1_create *v)
 {
-    static const char *const keys[] = {"device", "applicationServer", "devicePorts", "applicationServerPorts",
-                                       "qosProfile", "duration", "sink", "sinkCredential", NULL};
+    static const char *const keys[] = {"device",     "applicationServer", "devicePorts", "applicationServerPorts",
+                                       "qosProfile", "duration",          "sink",        "sinkCredential",
+                                       NULL};
     size_t len;
     const char *body = qod_req_body(r, &len);
     const char *bad = NULL;
@@ -263,8 +264,9 @@ bool qod_camara_create_target(qod_call *c, qod_req *r, qod_camara_create *v, con
         return fail(r, 422, code, text);
     /* Internal members, never echoed: where notifications come from, and until when they may be sent. */
     qod_buf_puts(&v->extra, v->extra.len > 1 ? "," : "{");
-    qod_buf_printf(&v->extra, "\"_\":{\"threeLegged\":%s,\"sinkExpiresMs\":%lld,\"source\":",
-                   v->from_token ? "true" : "false", (long long)v->sk.token_expires_ms);
+    qod_buf_printf(&v->extra,
+                   "\"_\":{\"threeLegged\":%s,\"sinkExpiresMs\":%lld,\"source\":", v->from_token ? "true" : "false",
+                   (long long)v->sk.token_expires_ms);
     qod_buf_json_str(&v->extra, qod_api_deps_of(c->api)->public_url);
     qod_buf_puts(&v->extra, "}}");
     return true;
@@ -382,7 +384,8 @@ static bool token_device_ok(qod_call *c, qod_req *r)
                               sizeof key) != QOD_OK)
         return fail(r, 403, "PERMISSION_DENIED", "The access token does not identify the session's device.");
     device_match m = {key, false};
-    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_ANY, match_device, &m);
+    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_ANY,
+                             match_device, &m);
     if (rc == QOD_OK && !m.match)
         return fail(r, 403, "PERMISSION_DENIED", "Client does not have sufficient permissions to perform this action.");
     return true;
@@ -407,7 +410,8 @@ static bool session_id_ok(qod_call *c, qod_req *r)
 void qod_camara_lookup_error(qod_req *r, int rc)
 {
     if (rc == QOD_ERR_DENIED)
-        qod_api_error(r, 403, "PERMISSION_DENIED", "Client does not have sufficient permissions to perform this action.");
+        qod_api_error(r, 403, "PERMISSION_DENIED",
+                      "Client does not have sufficient permissions to perform this action.");
     else if (rc == QOD_ERR_NOTFOUND)
         qod_api_error(r, 404, "NOT_FOUND", "The specified resource is not found.");
     else
@@ -521,7 +525,8 @@ bool qod_camara_retrieve(qod_call *c, qod_req *r, qod_kind kind, void (*render)(
     *n = 0;
     if (qod_json_parse(body, len, 0, &o, err, sizeof err) != QOD_OK || !cJSON_IsObject(o) ||
         !qod_json_only_keys(o, keys, &bad)) {
-        qod_api_error(r, 400, "INVALID_ARGUMENT", "Body must be {\"device\": {...}} (device omitted with 3-legged tokens).");
+        qod_api_error(r, 400, "INVALID_ARGUMENT",
+                      "Body must be {\"device\": {...}} (device omitted with 3-legged tokens).");
     } else {
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "device");
         ok = qod_camara_device(c, r, d && !cJSON_IsNull(d) ? d : NULL, &dev, &dkind, &from_token);
@@ -585,7 +590,8 @@ int qod_camara_cloudevent(const qod_event_view *ev, const char *type, const char
 int qod_v1_render_event(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token)
 {
     qod_session_status st = {QOD_SS_REQUESTED, QOD_END_NONE};
-    if (qod_session_state_parse(ev->state, &st.state) != QOD_OK || qod_end_reason_parse(ev->reason, &st.reason) != QOD_OK)
+    if (qod_session_state_parse(ev->state, &st.state) != QOD_OK ||
+        qod_end_reason_parse(ev->reason, &st.reason) != QOD_OK)
         return QOD_ERR_STATE;
     /* CAMARA notifies AVAILABLE and UNAVAILABLE; a session deleted before it was ever available sends nothing. */
     if (st.state == QOD_SS_REQUESTED || (st.reason == QOD_END_DELETED && !ev->available_ms))

@@ -22,9 +22,9 @@ void qod_v1_extend(qod_call *c, qod_req *r);
 void qod_v1_retrieve(qod_call *c, qod_req *r);
 /* A CAMARA sink and its credential (borrowed from the request's JSON). */
 typedef struct {
-    const char *sink;          /* NULL when none */
-    const char *token;         /* sinkCredential.accessToken, or NULL */
-    int64_t token_expires_ms;  /* accessTokenExpiresUtc, 0 when no credential */
+    const char *sink;         /* NULL when none */
+    const char *token;        /* sinkCredential.accessToken, or NULL */
+    int64_t token_expires_ms; /* accessTokenExpiresUtc, 0 when no credential */
 } qod_camara_sink;
 
 /* Parses and checks `sink` and `sinkCredential` of a CAMARA request (INVALID_SINK, INVALID_CREDENTIAL,
@@ -50,10 +50,10 @@ typedef struct {
     qod_device_kind kind;
     bool from_token;
     const qod_profile *profile;
-    int64_t duration;          /* seconds (QoD sessions) */
+    int64_t duration; /* seconds (QoD sessions) */
     qod_camara_sink sk;
     qod_buf extra;
-    char err[512];             /* room for an error message */
+    char err[512]; /* room for an error message */
 } qod_camara_create;
 /* The part of a CAMARA create that the APIs share, once its profile is known: the sink, the device (from the body
  * or the token), that the profile is offered for that device (else 422 with `code` and `text`), then the internal

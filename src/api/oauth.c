@@ -6,6 +6,7 @@
 #include "auth/ciba.h"
 #include "auth/scope.h"
 #include "core/cluster.h"
+#include "core/device.h"
 #include "core/registry.h"
 #include "util/b64.h"
 #include "util/buf.h"
@@ -13,7 +14,6 @@
 #include "util/log.h"
 #include "util/rand.h"
 #include "util/time.h"
-#include "core/device.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -152,8 +152,8 @@ void qod_prov_delete(qod_call *c, qod_req *r)
         return;
     /* The sim and tc backends release at once: 204 after the commit. The NEF releases a live device
      * asynchronously: 202 with the assignment still AVAILABLE and DELETE_REQUESTED, the event when released. */
-    int rc = qod_engine_revoke(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, render_cb, NULL,
-                               revoked, r);
+    int rc =
+        qod_engine_revoke(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, render_cb, NULL, revoked, r);
     if (rc == QOD_OK)
         qod_req_defer(r);
     else if (rc == QOD_ERR_STATE)
@@ -180,7 +180,8 @@ void qod_prov_retrieve(qod_call *c, qod_req *r)
 int qod_prov_render_event(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token)
 {
     qod_session_status st = {QOD_SS_REQUESTED, QOD_END_NONE};
-    if (qod_session_state_parse(ev->state, &st.state) != QOD_OK || qod_end_reason_parse(ev->reason, &st.reason) != QOD_OK)
+    if (qod_session_state_parse(ev->state, &st.state) != QOD_OK ||
+        qod_end_reason_parse(ev->reason, &st.reason) != QOD_OK)
         return QOD_ERR_STATE;
     if (st.state == QOD_SS_REQUESTED || (st.reason == QOD_END_DELETED && !ev->available_ms))
         return QOD_RENDER_SKIP;

@@ -9,8 +9,8 @@
 #define PROBES 16
 
 typedef struct {
-    _Atomic uint64_t key;  /* hash of the key; 0 = never used */
-    _Atomic int64_t tat;   /* theoretical arrival time, ns: the bucket is full when tat <= now */
+    _Atomic uint64_t key; /* hash of the key; 0 = never used */
+    _Atomic int64_t tat;  /* theoretical arrival time, ns: the bucket is full when tat <= now */
 } slot;
 
 struct qod_ratelimit {
@@ -65,8 +65,7 @@ static slot *find(qod_ratelimit *rl, uint64_t h, int64_t now)
     return NULL;
 }
 
-void qod_ratelimit_take(qod_ratelimit *rl, const char *key, double rate, double burst, int64_t now,
-                        qod_rl_result *out)
+void qod_ratelimit_take(qod_ratelimit *rl, const char *key, double rate, double burst, int64_t now, qod_rl_result *out)
 {
     *out = (qod_rl_result){true, 0, 0, 0};
     if (rate <= 0)
@@ -79,7 +78,7 @@ void qod_ratelimit_take(qod_ratelimit *rl, const char *key, double rate, double 
         atomic_fetch_add(&rl->overflows, 1);
         return;
     }
-    int64_t T = (int64_t)(1e9 / rate);             /* one token every T ns */
+    int64_t T = (int64_t)(1e9 / rate);                 /* one token every T ns */
     int64_t tau = (int64_t)((burst - 1) * 1e9 / rate); /* how far ahead of now the bucket may run */
     int64_t tat = atomic_load_explicit(&s->tat, memory_order_relaxed);
     for (;;) {
@@ -91,8 +90,7 @@ void qod_ratelimit_take(qod_ratelimit *rl, const char *key, double rate, double 
             out->reset_s = (double)(tat - now) / 1e9;
             return;
         }
-        if (atomic_compare_exchange_weak_explicit(&s->tat, &tat, next, memory_order_relaxed,
-                                                  memory_order_relaxed)) {
+        if (atomic_compare_exchange_weak_explicit(&s->tat, &tat, next, memory_order_relaxed, memory_order_relaxed)) {
             out->remaining = (int64_t)floor((double)(tau + T - (next - now)) / (double)T);
             out->reset_s = (double)(next - now) / 1e9;
             return;

@@ -13,9 +13,9 @@ typedef struct qod_ratelimit qod_ratelimit;
 
 typedef struct {
     bool allowed;
-    int64_t remaining;     /* whole requests left in the bucket after this one */
-    double retry_after_s;  /* when refused: seconds until one request is allowed */
-    double reset_s;        /* seconds until the bucket is full again */
+    int64_t remaining;    /* whole requests left in the bucket after this one */
+    double retry_after_s; /* when refused: seconds until one request is allowed */
+    double reset_s;       /* seconds until the bucket is full again */
 } qod_rl_result;
 
 /* A table of at least `slots` entries (rounded up to a power of two). NULL on allocation failure. */

@@ -3,9 +3,9 @@
 #include "api/health.h"
 #include "api/konera_v0.h"
 #include "api/konera_v1.h"
+#include "api/oauth.h"
 #include "api/provisioning.h"
 #include "api/qos_profiles.h"
-#include "api/oauth.h"
 
 #include <stddef.h>
 
@@ -29,8 +29,8 @@ const qod_route qod_routes[] = {
     {"POST", "/nef/v1/notifications/{token}", qod_nef_notification, NULL, QOD_BODY_JSON, 0},
     {"POST", "/quality-on-demand/v1/sessions", qod_v1_create, "quality-on-demand:sessions:create", QOD_BODY_JSON,
      QOD_ROUTE_NO_STORE | QOD_ROUTE_CREATE},
-    {"GET", "/quality-on-demand/v1/sessions/{sessionId}", qod_v1_get, "quality-on-demand:sessions:read",
-     QOD_BODY_NONE, QOD_ROUTE_NO_STORE | QOD_ROUTE_SESSION},
+    {"GET", "/quality-on-demand/v1/sessions/{sessionId}", qod_v1_get, "quality-on-demand:sessions:read", QOD_BODY_NONE,
+     QOD_ROUTE_NO_STORE | QOD_ROUTE_SESSION},
     {"DELETE", "/quality-on-demand/v1/sessions/{sessionId}", qod_v1_delete, "quality-on-demand:sessions:delete",
      QOD_BODY_NONE, QOD_ROUTE_NO_STORE | QOD_ROUTE_SESSION},
     {"POST", "/quality-on-demand/v1/sessions/{sessionId}/extend", qod_v1_extend, "quality-on-demand:sessions:update",

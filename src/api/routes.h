@@ -16,8 +16,8 @@ typedef struct {
     const char *method;
     const char *pattern; /* "{name}" captures one path segment; also the metrics label */
     qod_handler fn;
-    const char *scope;   /* required scope, or NULL for public routes */
-    int body;            /* QOD_BODY_* */
+    const char *scope; /* required scope, or NULL for public routes */
+    int body;          /* QOD_BODY_* */
     unsigned flags;
 } qod_route;
 

@@ -64,9 +64,9 @@ static int app_json(const qod_app *app, const qod_seal *seal, qod_buf *out)
     rc = rc ? rc : qod_buf_json_str(out, app->name);
     rc = rc ? rc : qod_buf_printf(out, ",\"env\":\"%s\",\"scopes\":", qod_app_env_name(app->env));
     rc = rc ? rc : qod_buf_json_str(out, app->scopes);
-    rc = rc ? rc : qod_buf_printf(out, ",\"rate_limit\":%.15g,\"burst\":%.15g,\"max_sessions\":%lld,\"created_ms\":%lld",
-                                  app->rate_limit, app->burst, (long long)app->max_sessions,
-                                  (long long)app->created_ms);
+    rc = rc ? rc
+            : qod_buf_printf(out, ",\"rate_limit\":%.15g,\"burst\":%.15g,\"max_sessions\":%lld,\"created_ms\":%lld",
+                             app->rate_limit, app->burst, (long long)app->max_sessions, (long long)app->created_ms);
     if (seal) {
         /* The stored form: the secret hash, and the webhook secrets sealed. */
         qod_buf sealed;
@@ -420,8 +420,8 @@ int qod_apps_get(qod_apps *a, const char *client_id, qod_app *out)
     int rc = get_cached(a, client_id, out);
     /* Made on another node a moment ago, before its notification reached us: the store knows. Only well-formed
      * ids are looked up, so garbage cannot turn into database reads. */
-    if (rc == QOD_ERR_NOTFOUND && a->shared && strlen(client_id) == 32 &&
-        strspn(client_id, "0123456789abcdef") == 32 && qod_apps_refresh(a, client_id) == QOD_OK)
+    if (rc == QOD_ERR_NOTFOUND && a->shared && strlen(client_id) == 32 && strspn(client_id, "0123456789abcdef") == 32 &&
+        qod_apps_refresh(a, client_id) == QOD_OK)
         rc = get_cached(a, client_id, out);
     return rc;
 }

@@ -6,8 +6,8 @@
 #define QOD_AUTH_APPS_H
 
 #include "store/store.h"
-#include "util/seal.h"
 #include "util/buf.h"
+#include "util/seal.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -25,25 +25,25 @@ typedef struct {
     char name[QOD_APP_NAME_MAX + 1];
     qod_app_env env;
     char scopes[QOD_SCOPES_MAX];
-    double rate_limit;       /* requests per second; 0 = unlimited */
-    double burst;            /* bucket size */
-    int64_t max_sessions;    /* active sessions; 0 = unlimited */
-    char secret_hash[65];    /* hex SHA-256 of the client secret */
+    double rate_limit;                      /* requests per second; 0 = unlimited */
+    double burst;                           /* bucket size */
+    int64_t max_sessions;                   /* active sessions; 0 = unlimited */
+    char secret_hash[65];                   /* hex SHA-256 of the client secret */
     char webhook_secret[QOD_WHSEC_MAX];     /* "whsec_" + base64 key */
     char webhook_secret_old[QOD_WHSEC_MAX]; /* previous key during a rotation grace period, or "" */
     int64_t webhook_old_until_ms;           /* end of the grace period (unix ms) */
     int64_t created_ms;
-    uint64_t generation;     /* bumped on every change: caches compare it */
+    uint64_t generation; /* bumped on every change: caches compare it */
 } qod_app;
 
 /* Parameters of a new app. */
 typedef struct {
     const char *name;
     qod_app_env env;
-    const char *scopes;      /* NULL: every scope of the product */
-    double rate_limit;       /* < 0: default */
-    double burst;            /* < 0: default (2 x rate) */
-    int64_t max_sessions;    /* < 0: default */
+    const char *scopes;   /* NULL: every scope of the product */
+    double rate_limit;    /* < 0: default */
+    double burst;         /* < 0: default (2 x rate) */
+    int64_t max_sessions; /* < 0: default */
 } qod_app_params;
 
 typedef struct qod_apps qod_apps;

@@ -21,15 +21,15 @@ typedef enum {
     QOD_CIBA_PENDING,
     QOD_CIBA_SLOW_DOWN,
     QOD_CIBA_EXPIRED,
-    QOD_CIBA_INVALID  /* unknown id, another client's, or already used */
+    QOD_CIBA_INVALID /* unknown id, another client's, or already used */
 } qod_ciba_poll;
 
 /* A request as granted (strings copied into the struct). */
 typedef struct {
     char client_id[64];
     char scope[512];
-    char subject[128];  /* "tel:+…", "ipv4:…", "ipv6:…" */
-    char device[160];   /* the device as a compact JSON object */
+    char subject[128]; /* "tel:+…", "ipv4:…", "ipv6:…" */
+    char device[160];  /* the device as a compact JSON object */
 } qod_ciba_grant;
 
 qod_ciba *qod_ciba_create(void);

@@ -52,7 +52,10 @@ typedef struct {
     size_t cap;
 } str_claim;
 
-#define QOD_JWT_STR_CLAIM(f) {#f, offsetof(qod_jwt_claims, f), sizeof(((qod_jwt_claims *)0)->f)}
+#define QOD_JWT_STR_CLAIM(f)                                                                                           \
+    {                                                                                                                  \
+#f, offsetof(qod_jwt_claims, f), sizeof(((qod_jwt_claims *)0)->f)                                              \
+    }
 static const str_claim str_claims[] = {
     QOD_JWT_STR_CLAIM(iss),   QOD_JWT_STR_CLAIM(sub), QOD_JWT_STR_CLAIM(client_id),
     QOD_JWT_STR_CLAIM(scope), QOD_JWT_STR_CLAIM(jti),

@@ -17,14 +17,14 @@ typedef struct qod_jwt_key qod_jwt_key;
 
 /* Claims of our access tokens. Strings are NUL-terminated and truncated never: over-long values are errors. */
 typedef struct {
-    char iss[256];       /* issuer: the daemon's public URL */
-    char sub[128];       /* subject: client_id (2-legged) or "tel:+…"/"ipv4:…" device (3-legged) */
-    char client_id[64];  /* the app */
-    char scope[512];     /* space-separated scopes */
-    char jti[48];        /* unique token id */
-    char device[160];    /* 3-legged device, as a compact JSON object text; empty for 2-legged */
-    int64_t iat;         /* issued at, unix seconds */
-    int64_t exp;         /* expiry, unix seconds */
+    char iss[256];      /* issuer: the daemon's public URL */
+    char sub[128];      /* subject: client_id (2-legged) or "tel:+…"/"ipv4:…" device (3-legged) */
+    char client_id[64]; /* the app */
+    char scope[512];    /* space-separated scopes */
+    char jti[48];       /* unique token id */
+    char device[160];   /* 3-legged device, as a compact JSON object text; empty for 2-legged */
+    int64_t iat;        /* issued at, unix seconds */
+    int64_t exp;        /* expiry, unix seconds */
 } qod_jwt_claims;
 
 /* Loads the PEM P-256 private key at path, or creates it (mode 0600, written atomically) when the file does

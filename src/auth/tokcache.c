@@ -16,7 +16,10 @@
 #define QOD_TOKCACHE_NSTR 6
 
 /* The claim strings kept per entry. client_id comes first so that forget_client finds it without a walk. */
-#define QOD_TOKCACHE_FIELD(f) {offsetof(qod_jwt_claims, f), sizeof(((qod_jwt_claims *)0)->f)}
+#define QOD_TOKCACHE_FIELD(f)                                                                                          \
+    {                                                                                                                  \
+        offsetof(qod_jwt_claims, f), sizeof(((qod_jwt_claims *)0)->f)                                                  \
+    }
 static const struct {
     size_t off;
     size_t cap;

@@ -25,13 +25,13 @@ struct qod_cluster {
     char node_lease[QOD_CLUSTER_URL_MAX + 8]; /* "node:" + URL: the lease that announces the node */
     char instance[40]; /* this process: holds the node's own lease, so two live processes cannot share a URL */
     qod_pg_lease *pl;
-    _Atomic uint64_t held;           /* bit s: this node holds shard s */
+    _Atomic uint64_t held;                     /* bit s: this node holds shard s */
     _Atomic int64_t epoch[QOD_CLUSTER_SHARDS]; /* the fencing epoch of each held shard's lease */
     atomic_int nodes;
-    pthread_mutex_t mu;              /* guards holders */
+    pthread_mutex_t mu;                                    /* guards holders */
     char holders[QOD_CLUSTER_SHARDS][QOD_CLUSTER_URL_MAX]; /* "" when free at the last round */
-    bool free_before[QOD_CLUSTER_SHARDS]; /* free at the previous round too (cluster thread only) */
-    int64_t last_renewed_ms;         /* monotonic time of the last round that renewed every lease */
+    bool free_before[QOD_CLUSTER_SHARDS];                  /* free at the previous round too (cluster thread only) */
+    int64_t last_renewed_ms; /* monotonic time of the last round that renewed every lease */
     pthread_t thread;
     bool started;
     pthread_mutex_t stop_mu;
@@ -212,8 +212,7 @@ static int round_once(qod_cluster *c, bool *lost)
     if (renewed)
         c->last_renewed_ms = now;
     else if (held && now - c->last_renewed_ms >= c->o.lease_ms * 4 / 5) {
-        QOD_ERROR("cluster", "lease_expiring", "node=%s since_ms=%lld", c->node,
-                  (long long)(now - c->last_renewed_ms));
+        QOD_ERROR("cluster", "lease_expiring", "node=%s since_ms=%lld", c->node, (long long)(now - c->last_renewed_ms));
         *lost = true;
         return 0;
     }

@@ -22,9 +22,9 @@
 typedef struct qod_cluster qod_cluster;
 
 typedef struct {
-    const char *uri;      /* the PostgreSQL store's URI */
-    const char *node;     /* this node's base URL as the other nodes reach it (http://host:port): its identity */
-    int64_t lease_ms;     /* lease time; renewed every third of it */
+    const char *uri;             /* the PostgreSQL store's URI */
+    const char *node;            /* this node's base URL as the other nodes reach it (http://host:port): its identity */
+    int64_t lease_ms;            /* lease time; renewed every third of it */
     void (*acquired)(void *ctx); /* shards were taken over after the start (cluster thread): adopt them */
     void (*lost)(void *ctx);     /* a lease was lost (cluster thread): the node must stop */
     void *ctx;

@@ -10,13 +10,19 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-typedef enum { QOD_DEV_NONE = 0, QOD_DEV_PHONE = 1, QOD_DEV_IPV4 = 2, QOD_DEV_IPV6 = 4, QOD_DEV_NAI = 8 } qod_device_kind;
+typedef enum {
+    QOD_DEV_NONE = 0,
+    QOD_DEV_PHONE = 1,
+    QOD_DEV_IPV4 = 2,
+    QOD_DEV_IPV6 = 4,
+    QOD_DEV_NAI = 8
+} qod_device_kind;
 
 #define QOD_NAI_MAX 253
 #define QOD_DEVICE_KEY_MAX 320
 
 typedef struct {
-    unsigned present;      /* bitmask of qod_device_kind given */
+    unsigned present; /* bitmask of qod_device_kind given */
     char phone[17];
     char nai[QOD_NAI_MAX + 1];
     char ipv4_public[16];

@@ -24,7 +24,7 @@ enum { TK_EXPIRE = 1, TK_PURGE, TK_NET_AVAILABLE, TK_NET_REFUSED, TK_NET_TERMINA
 typedef struct {
     qod_session s; /* first: a sess* is a qod_session* */
     qod_timer timers[2];
-    bool pending;  /* created in memory, not yet committed */
+    bool pending; /* created in memory, not yet committed */
     uint32_t nevents;
     uint32_t unsaved; /* status changes whose commit failed and waits in the retry list */
 } sess;
@@ -66,14 +66,14 @@ struct qod_engine {
     qod_loop *loop;
     qod_loop *stopped_loop; /* after qod_engine_stop, until destroy */
     void *be;
-    atomic_llong deadline; /* the loop's current wake-up time (monotonic ms) */
-    bool running;          /* the loop thread runs */
-    unsaved *uhead, *utail;  /* failed status commits, oldest first */
-    atomic_ullong notices;   /* network notices (e.g. QoS not guaranteed) */
+    atomic_llong deadline;  /* the loop's current wake-up time (monotonic ms) */
+    bool running;           /* the loop thread runs */
+    unsaved *uhead, *utail; /* failed status commits, oldest first */
+    atomic_ullong notices;  /* network notices (e.g. QoS not guaranteed) */
     bool retry_inflight;
-    int64_t retry_at;        /* monotonic ms of the next retry */
+    int64_t retry_at; /* monotonic ms of the next retry */
     uint64_t created, events;
-    size_t in_state[3]; /* sessions in by_id by state, kept as they change, so metrics never walk by_id */
+    size_t in_state[3];     /* sessions in by_id by state, kept as they change, so metrics never walk by_id */
     bool store_backlog;     /* the store's queue was at STORE_QUEUE_HIGH when last asked (store_backlogged) */
     uint64_t store_done;    /* the store writer's batch count when last seen moving in that backlog */
     int64_t store_moved_ms; /* monotonic ms when it was, or when the backlog began */
@@ -301,7 +301,7 @@ static int add_session_row(const qod_engine *e, qod_store_batch *b, const sess *
 static int add_unsaved_event(qod_store_batch *b, const unsaved *u)
 {
     return (u->unsent ? qod_store_batch_event_unsent : qod_store_batch_event)(b, u->event_id, u->session, u->owner,
-                                                                             u->created_ms, u->event_doc);
+                                                                              u->created_ms, u->event_doc);
 }
 
 /* Appends the outbox event for the session's current status (engine terms; the delivery renders it), and
@@ -793,8 +793,7 @@ static void create_committed(int rc, void *arg)
 
 /* The key of "one active item per device": a live device is the registered subscriber whichever identifier
  * names it (phone, IPv4 or IPv6); a sandbox device is its identifier. */
-int qod_engine_device_key(qod_engine *e, bool sandbox, const qod_device *d, qod_device_kind kind, char *key,
-                          size_t cap)
+int qod_engine_device_key(qod_engine *e, bool sandbox, const qod_device *d, qod_device_kind kind, char *key, size_t cap)
 {
     qod_subscriber sub;
     if (!sandbox && qod_registry_find(e->o.registry, d, kind, &sub) == QOD_OK) {
@@ -1060,7 +1059,7 @@ typedef struct {
     qod_engine_done done;
     void *arg;
     char id[37];
-    char *body;     /* the answer (revoke), or NULL */
+    char *body; /* the answer (revoke), or NULL */
     bool revoking;
 } extend_ctx;
 

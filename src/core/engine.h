@@ -37,16 +37,16 @@ typedef struct {
     bool sandbox;
     const qod_profile *profile;
     int64_t duration_s;
-    int64_t created_ms;    /* unix ms */
-    int64_t available_ms;  /* 0 until available */
-    int64_t expires_ms;    /* 0 while unknown */
-    int64_t ended_ms;      /* 0 until ended */
-    char *device_json;     /* the identifier acted on, e.g. {"phoneNumber":"+…"} */
+    int64_t created_ms;   /* unix ms */
+    int64_t available_ms; /* 0 until available */
+    int64_t expires_ms;   /* 0 while unknown */
+    int64_t ended_ms;     /* 0 until ended */
+    char *device_json;    /* the identifier acted on, e.g. {"phoneNumber":"+…"} */
     char *device_key;
-    char *url;             /* callback URL, may be "" */
-    char *token;           /* callback bearer token, may be NULL */
-    char *extra;           /* surface-specific JSON object (application server, ports, sink…), may be NULL */
-    bool releasing;        /* revoked, still AVAILABLE until the network confirms the release (async backends) */
+    char *url;      /* callback URL, may be "" */
+    char *token;    /* callback bearer token, may be NULL */
+    char *extra;    /* surface-specific JSON object (application server, ports, sink…), may be NULL */
+    bool releasing; /* revoked, still AVAILABLE until the network confirms the release (async backends) */
 } qod_session;
 
 typedef struct {
@@ -55,8 +55,8 @@ typedef struct {
     qod_registry *registry;
     const qod_net_backend *backend;
     qod_net_config net;
-    int64_t retention_ms;        /* how long ended sessions stay readable */
-    const qod_seal *seal;        /* callback tokens are stored sealed */
+    int64_t retention_ms;                /* how long ended sessions stay readable */
+    const qod_seal *seal;                /* callback tokens are stored sealed */
     void (*events_committed)(void *ctx); /* new outbox rows are durable (delivery wakes up); may be NULL */
     void *events_ctx;
     /* Several nodes share the store (cluster.h): this node holds only the sessions `owns` accepts, makes new ids
@@ -73,17 +73,17 @@ typedef struct {
 typedef struct {
     const char *app_id;
     bool sandbox;
-    int64_t max_sessions;        /* the app's quota of active sessions, 0 = none */
+    int64_t max_sessions; /* the app's quota of active sessions, 0 = none */
     const qod_device *device;
     qod_device_kind kind;
     const qod_profile *profile;
     int64_t duration_s;
     const char *url;
-    const char *token;           /* may be NULL */
-    const char *extra;           /* compact JSON object or NULL */
+    const char *token; /* may be NULL */
+    const char *extra; /* compact JSON object or NULL */
     qod_surface surface;
-    const char *idem_key;        /* Idempotency-Key, or NULL */
-    const char *idem_hash;       /* hex SHA-256 of the request body when idem_key is set */
+    const char *idem_key;  /* Idempotency-Key, or NULL */
+    const char *idem_hash; /* hex SHA-256 of the request body when idem_key is set */
     /* Renders the response body of the new session (kept for idempotent replays). Runs under the lock. */
     void (*render)(void *arg, const qod_session *s, qod_buf *out);
     void *render_arg;

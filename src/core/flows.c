@@ -34,8 +34,7 @@ static int parse_prefixed(const char *s, bool v6, char *addr, int *prefix)
     return QOD_OK;
 }
 
-int qod_app_server_parse(const cJSON *o, const char *what, qod_app_server *out, qod_buf *json, char *err,
-                         size_t errcap)
+int qod_app_server_parse(const cJSON *o, const char *what, qod_app_server *out, qod_buf *json, char *err, size_t errcap)
 {
     static const char *const keys[] = {"ipv4Address", "ipv6Address", NULL};
     const char *bad = NULL, *v4 = NULL, *v6 = NULL;

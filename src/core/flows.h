@@ -15,9 +15,9 @@
 
 typedef struct {
     char ipv4[16];
-    int ipv4_prefix;   /* 0..32, -1 when no IPv4 */
+    int ipv4_prefix; /* 0..32, -1 when no IPv4 */
     char ipv6[46];
-    int ipv6_prefix;   /* 0..128, -1 when no IPv6 */
+    int ipv6_prefix; /* 0..128, -1 when no IPv6 */
 } qod_app_server;
 
 typedef struct {

@@ -23,7 +23,7 @@ typedef struct job {
 
 typedef struct watch {
     int fd;
-    bool dead;          /* removed; freed after the current batch of events */
+    bool dead; /* removed; freed after the current batch of events */
     qod_loop_fd_fn fn;
     void *arg;
     struct watch *next;
@@ -36,12 +36,12 @@ struct qod_loop {
     pthread_mutex_t mu;
     job *head, *tail;
     bool stopping;
-    watch *graveyard;   /* removed watches, freed once no event of the batch can point to them */
+    watch *graveyard; /* removed watches, freed once no event of the batch can point to them */
     qod_loop_tick_fn ticks[4];
     void *tick_args[4];
     int nticks;
     watch *watches;
-    char name[16];      /* the thread's name (top -H, perf), at most 15 characters */
+    char name[16]; /* the thread's name (top -H, perf), at most 15 characters */
 };
 
 int qod_loop_create(qod_loop **out)

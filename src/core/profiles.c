@@ -77,8 +77,8 @@ static int duration_us(const cJSON *p, const char *key, int64_t *out, char *err,
     static const struct {
         const char *unit;
         double us;
-    } units[] = {{"Days", 864e8},       {"Hours", 36e8},         {"Minutes", 6e7},     {"Seconds", 1e6},
-                 {"Milliseconds", 1e3}, {"Microseconds", 1},     {"Nanoseconds", 1e-3}};
+    } units[] = {{"Days", 864e8},       {"Hours", 36e8},     {"Minutes", 6e7},     {"Seconds", 1e6},
+                 {"Milliseconds", 1e3}, {"Microseconds", 1}, {"Nanoseconds", 1e-3}};
     const cJSON *d = NULL;
     int rc = qod_json_obj(p, key, &d);
     if (rc == QOD_ERR_NOTFOUND)
@@ -253,8 +253,8 @@ int qod_profiles_parse(const char *json, size_t len, qod_profiles **out, char *e
     *out = NULL;
     cJSON *root = NULL;
     int rc = qod_json_parse(json, len, 8, &root, err, errcap);
-    if (rc == QOD_OK && (!cJSON_IsArray(root) || cJSON_GetArraySize(root) < 1 ||
-                         cJSON_GetArraySize(root) > QOD_PROFILES_MAX)) {
+    if (rc == QOD_OK &&
+        (!cJSON_IsArray(root) || cJSON_GetArraySize(root) < 1 || cJSON_GetArraySize(root) > QOD_PROFILES_MAX)) {
         snprintf(err, errcap, "the catalogue must be a JSON array of 1 to %d QosProfile objects", QOD_PROFILES_MAX);
         rc = QOD_ERR_INVALID;
     }

@@ -18,18 +18,21 @@ typedef enum { QOD_PROFILE_ACTIVE = 0, QOD_PROFILE_INACTIVE, QOD_PROFILE_DEPRECA
 typedef struct {
     char name[QOD_PROFILE_NAME_MAX + 1];
     qod_profile_status status;
-    int64_t min_duration_s;      /* 1 when not given */
-    int64_t max_duration_s;      /* 86400 when not given */
-    int64_t min_down_kbps;       /* targetMinDownstreamRate */
-    int64_t max_down_kbps;       /* maxDownstreamRate (0 = none) */
-    int64_t min_up_kbps;         /* targetMinUpstreamRate */
+    int64_t min_duration_s; /* 1 when not given */
+    int64_t max_duration_s; /* 86400 when not given */
+    int64_t min_down_kbps;  /* targetMinDownstreamRate */
+    int64_t max_down_kbps;  /* maxDownstreamRate (0 = none) */
+    int64_t min_up_kbps;    /* targetMinUpstreamRate */
     int64_t max_up_kbps;
-    int priority;                /* 1 (highest) .. 100 */
-    int64_t delay_budget_us;     /* packetDelayBudget, 0 when not given */
-    char *json;                  /* the QosProfile object, compact JSON (without our extension fields) */
-    char **devices;              /* "x-devices": phone numbers the profile is restricted to; NULL = everyone */
+    int priority;            /* 1 (highest) .. 100 */
+    int64_t delay_budget_us; /* packetDelayBudget, 0 when not given */
+    char *json;              /* the QosProfile object, compact JSON (without our extension fields) */
+    char **devices;          /* "x-devices": phone numbers the profile is restricted to; NULL = everyone */
     char qos_reference[128];
-    bool provisionable;          /* "x-provisionable" (default true): may be assigned by QoS Provisioning */     /* "x-qosReference": the NEF's pre-defined QoS reference ("" = the name) */
+    bool provisionable;
+    /* "x-provisionable" (default true): may be assigned by QoS Provisioning */ /* "x-qosReference": the NEF's
+                                                                                   pre-defined QoS reference ("" =
+                                                                                   the name) */
     int ndevices;
 } qod_profile;
 

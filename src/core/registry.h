@@ -11,10 +11,10 @@
 
 typedef struct {
     char phone[17];
-    char ipv4[16];  /* "" when none */
-    char ipv6[46];  /* "" when none */
-    int cell;       /* serving cell id (capacity admission) */
-    bool eligible;  /* false: QoD not applicable to this subscriber */
+    char ipv4[16]; /* "" when none */
+    char ipv6[46]; /* "" when none */
+    int cell;      /* serving cell id (capacity admission) */
+    bool eligible; /* false: QoD not applicable to this subscriber */
 } qod_subscriber;
 
 typedef struct qod_registry qod_registry;

@@ -22,8 +22,8 @@ int qod_session_apply(qod_session_status *st, qod_session_event ev)
         next = (qod_session_status){QOD_SS_ENDED, QOD_END_REFUSED};
         break;
     case QOD_EV_TERMINATED:
-        next = (qod_session_status){QOD_SS_ENDED, st->state == QOD_SS_REQUESTED ? QOD_END_REFUSED
-                                                                                : QOD_END_NETWORK_TERMINATED};
+        next = (qod_session_status){QOD_SS_ENDED,
+                                    st->state == QOD_SS_REQUESTED ? QOD_END_REFUSED : QOD_END_NETWORK_TERMINATED};
         break;
     case QOD_EV_EXPIRED:
         next = (qod_session_status){QOD_SS_ENDED, QOD_END_EXPIRED};

@@ -11,10 +11,10 @@
 #define QOD_TIMER_IDLE UINT32_MAX
 
 typedef struct {
-    int64_t due;   /* monotonic ms */
-    uint32_t idx;  /* position in the heap, QOD_TIMER_IDLE when not armed */
-    uint8_t slot;  /* which timer of its owner this is */
-    uint8_t kind;  /* what to do when it fires (owner's enum) */
+    int64_t due;  /* monotonic ms */
+    uint32_t idx; /* position in the heap, QOD_TIMER_IDLE when not armed */
+    uint8_t slot; /* which timer of its owner this is */
+    uint8_t kind; /* what to do when it fires (owner's enum) */
 } qod_timer;
 
 typedef struct {

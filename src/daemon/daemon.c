@@ -2,19 +2,19 @@
 
 #include "api/admin.h"
 #include "api/api.h"
+#include "api/forward.h"
 #include "api/http.h"
+#include "api/konera_v0.h"
+#include "api/konera_v1.h"
+#include "api/provisioning.h"
 #include "auth/apps.h"
 #include "auth/ciba.h"
 #include "auth/jwt.h"
 #include "auth/tokcache.h"
-#include "api/forward.h"
 #include "core/cluster.h"
 #include "core/engine.h"
 #include "core/profiles.h"
 #include "core/registry.h"
-#include "api/konera_v0.h"
-#include "api/konera_v1.h"
-#include "api/provisioning.h"
 #include "notify/delivery.h"
 #include "notify/urlguard.h"
 #include "store/store.h"
@@ -53,10 +53,10 @@ struct qod_daemon {
     qod_api *api;
     qod_http *http;
     qod_admin *admin;
-    qod_cluster *cluster;         /* several nodes (--cluster-node), or NULL */
+    qod_cluster *cluster; /* several nodes (--cluster-node), or NULL */
     qod_forward *forward;
-    qod_store_listener *listener; /* other nodes' changes to apps and devices */
-    qod_engine *_Atomic adopter;  /* the engine, once it may adopt shards */
+    qod_store_listener *listener;     /* other nodes' changes to apps and devices */
+    qod_engine *_Atomic adopter;      /* the engine, once it may adopt shards */
     _Atomic uint64_t delivery_shards; /* the shards the delivery treats as ours (delivery_owns_refresh) */
 };
 
@@ -252,8 +252,8 @@ static int open_peers(qod_daemon *d, const qod_options *o, char *err, size_t err
 
 static int open_engine(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
 {
-    int rc = o->profiles[0] ? qod_profiles_load(o->profiles, &d->profiles, err, errcap)
-                            : qod_profiles_default(&d->profiles);
+    int rc =
+        o->profiles[0] ? qod_profiles_load(o->profiles, &d->profiles, err, errcap) : qod_profiles_default(&d->profiles);
     if (rc != QOD_OK)
         return rc;
     rc = qod_registry_create(d->store, &d->registry);

@@ -194,8 +194,9 @@ static int check_combinations(const qod_options *o, char *err, size_t errcap)
         return QOD_ERR_INVALID;
     }
     if (o->cluster_node[0] && strcmp(o->network, "tc") == 0) {
-        snprintf(err, errcap, "option 'cluster-node': the tc backend shapes the traffic of the machine it runs on; "
-                              "several nodes need --network sim or nef");
+        snprintf(err, errcap,
+                 "option 'cluster-node': the tc backend shapes the traffic of the machine it runs on; "
+                 "several nodes need --network sim or nef");
         return QOD_ERR_INVALID;
     }
     if (o->cluster_node[0] && !o->store[0]) {

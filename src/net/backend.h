@@ -24,11 +24,11 @@ typedef enum { QOD_NET_AVAILABLE = 0, QOD_NET_REFUSED, QOD_NET_TERMINATED, QOD_N
 typedef struct {
     const char *id;
     const qod_device *device;
-    qod_device_kind kind;         /* the identifier acted on */
+    qod_device_kind kind; /* the identifier acted on */
     const qod_profile *profile;
     bool sandbox;
-    const qod_subscriber *sub;    /* registry entry for live devices, NULL for sandbox ones */
-    const char *flows;            /* JSON object {applicationServer?, devicePorts?, applicationServerPorts?} or NULL */
+    const qod_subscriber *sub; /* registry entry for live devices, NULL for sandbox ones */
+    const char *flows;         /* JSON object {applicationServer?, devicePorts?, applicationServerPorts?} or NULL */
 } qod_net_session;
 
 /* The engine's side, given to the backend at creation. */
@@ -47,21 +47,21 @@ typedef struct {
 
 /* Backend settings from the daemon's options. */
 typedef struct {
-    int64_t sandbox_delay_ms;     /* provisioning delay of sandbox (and simulated) sessions */
-    int64_t cell_capacity_kbps;   /* simulated guaranteed capacity per cell */
-    const char *tc_dev;           /* tc: interface toward the devices (downstream) */
-    const char *tc_uplink_dev;    /* tc: optional interface for the other direction, or "" */
-    int64_t tc_link_kbps;         /* tc: link rate of tc_dev (and of the uplink) */
-    double tc_share;              /* tc: share of the link that guaranteed rates may use (admission) */
-    qod_loop *loop;               /* the engine loop, for backends doing network I/O (nef) */
-    const char *public_url;       /* our base URL, for callbacks the network sends us */
-    const char *nef_url;          /* nef: apiRoot of the NEF */
-    const char *nef_scs_as_id;    /* nef: our SCS/AS identifier */
-    const char *nef_token_url;    /* nef: OAuth2 token endpoint (client credentials), or "" */
+    int64_t sandbox_delay_ms;   /* provisioning delay of sandbox (and simulated) sessions */
+    int64_t cell_capacity_kbps; /* simulated guaranteed capacity per cell */
+    const char *tc_dev;         /* tc: interface toward the devices (downstream) */
+    const char *tc_uplink_dev;  /* tc: optional interface for the other direction, or "" */
+    int64_t tc_link_kbps;       /* tc: link rate of tc_dev (and of the uplink) */
+    double tc_share;            /* tc: share of the link that guaranteed rates may use (admission) */
+    qod_loop *loop;             /* the engine loop, for backends doing network I/O (nef) */
+    const char *public_url;     /* our base URL, for callbacks the network sends us */
+    const char *nef_url;        /* nef: apiRoot of the NEF */
+    const char *nef_scs_as_id;  /* nef: our SCS/AS identifier */
+    const char *nef_token_url;  /* nef: OAuth2 token endpoint (client credentials), or "" */
     const char *nef_client_id;
     const char *nef_client_secret;
-    const char *nef_bearer;       /* nef: a static bearer token, or "" */
-    int64_t nef_timeout_ms;       /* nef: per request */
+    const char *nef_bearer; /* nef: a static bearer token, or "" */
+    int64_t nef_timeout_ms; /* nef: per request */
 } qod_net_config;
 
 typedef struct {

@@ -61,15 +61,15 @@ static const char *const out_names[OUT_COUNT] = {"ok", "http_4xx", "http_5xx", "
 
 /* One subscription (or a session on its way to one). Loop thread only, except token/id read under mu. */
 typedef struct sub {
-    char id[ID_CAP];          /* the session id, or "orphan-N" */
-    char token[TOKEN_CAP];    /* our notification token, "" for orphans */
-    char key[256];            /* "ipv4:…|qosReference" for adoption at restart */
-    char *body;               /* the POST body */
-    char *location;           /* the subscription resource once known */
-    bool ended;               /* released: delete the subscription as soon as it is known */
-    bool activated;           /* the session is available: a failure terminates it instead of refusing it */
-    bool busy;                /* a request is in flight */
-    bool wait_list;           /* waiting for the start-up list */
+    char id[ID_CAP];       /* the session id, or "orphan-N" */
+    char token[TOKEN_CAP]; /* our notification token, "" for orphans */
+    char key[256];         /* "ipv4:…|qosReference" for adoption at restart */
+    char *body;            /* the POST body */
+    char *location;        /* the subscription resource once known */
+    bool ended;            /* released: delete the subscription as soon as it is known */
+    bool activated;        /* the session is available: a failure terminates it instead of refusing it */
+    bool busy;             /* a request is in flight */
+    bool wait_list;        /* waiting for the start-up list */
     int attempts;
     int64_t first_ms;
     qod_timer t;
@@ -79,7 +79,7 @@ typedef struct nef nef;
 
 typedef struct req {
     nef *n;
-    sub *s;                   /* NULL for the list and the token */
+    sub *s; /* NULL for the list and the token */
     int op;
     char *url;
     char *body;
@@ -87,34 +87,34 @@ typedef struct req {
     struct curl_slist *hdrs;
     qod_buf resp;
     char location[1024];
-    bool reauthed;            /* already retried after a 401 */
-    struct req *prev, *next;  /* running or waiting list */
+    bool reauthed;           /* already retried after a 401 */
+    struct req *prev, *next; /* running or waiting list */
 } req;
 
 struct nef {
     qod_net_config cfg;
     qod_net_sink sink;
     void *sim;
-    char base[1100];          /* {nef}/3gpp-as-session-with-qos/v1/{scsAsId}/subscriptions */
-    char notify_prefix[400];  /* {public_url}/nef/v1/notifications/ */
+    char base[1100];         /* {nef}/3gpp-as-session-with-qos/v1/{scsAsId}/subscriptions */
+    char notify_prefix[400]; /* {public_url}/nef/v1/notifications/ */
     bool oauth;
     CURLM *multi;
     int64_t curl_due;
     qod_timers timers;
-    qod_hmap subs;            /* session id → sub (loop thread) */
-    pthread_mutex_t mu;       /* guards tokens */
-    qod_hmap tokens;          /* token → sub */
-    req *running, *waiting;   /* requests in flight / waiting for an OAuth2 token */
+    qod_hmap subs;          /* session id → sub (loop thread) */
+    pthread_mutex_t mu;     /* guards tokens */
+    qod_hmap tokens;        /* token → sub */
+    req *running, *waiting; /* requests in flight / waiting for an OAuth2 token */
     char *access_token;
-    int64_t token_until;      /* monotonic ms */
+    int64_t token_until; /* monotonic ms */
     bool fetching;
-    bool listing;             /* the start-up list is in flight */
+    bool listing; /* the start-up list is in flight */
     bool closing;
     int orphans;
     atomic_ullong requests[OP_COUNT][OUT_COUNT];
     atomic_ullong notifications[QOD_NEF_EV_COUNT];
     atomic_ullong rejected_unknown, rejected_malformed, not_guaranteed;
-    atomic_llong held;        /* subscriptions known to exist at the NEF */
+    atomic_llong held; /* subscriptions known to exist at the NEF */
 };
 
 /* ---- subscriptions ---------------------------------------------------------------------------------------- */
@@ -434,8 +434,8 @@ static void token_done(nef *n, req *r, int outcome, const char *why)
     char err[128] = "";
     const char *tok = NULL;
     int64_t ttl = OAUTH_DEFAULT_TTL_S;
-    if (outcome == OUT_OK && qod_json_parse(r->resp.data ? r->resp.data : "", r->resp.len, 4, &o, err, sizeof err) ==
-                                 QOD_OK &&
+    if (outcome == OUT_OK &&
+        qod_json_parse(r->resp.data ? r->resp.data : "", r->resp.len, 4, &o, err, sizeof err) == QOD_OK &&
         qod_json_str(o, "access_token", &tok) == QOD_OK && *tok && strlen(tok) < 4000) {
         qod_json_int(o, "expires_in", 1, 86400 * 365, &ttl);
         free(n->access_token);
@@ -714,7 +714,8 @@ static int64_t tick(void *arg, int64_t now)
     return qod_loop_sooner(next ? next->due : -1, n->curl_due);
 }
 
-/* ---- jobs from the engine's calls --------------------------------------------------------------------------------- */
+/* ---- jobs from the engine's calls ---------------------------------------------------------------------------------
+ */
 
 enum { JOB_PROVISION, JOB_ACTIVATED, JOB_RELEASE };
 
@@ -803,15 +804,15 @@ static int post_job(nef *n, int what, const char *id, const char *token, const c
     return rc;
 }
 
-/* ---- the backend ---------------------------------------------------------------------------------------------------- */
+/* ---- the backend ----------------------------------------------------------------------------------------------------
+ */
 
 static void nef_destroy(void *self);
 
 static bool id_ok(const char *s)
 {
     size_t n = strlen(s);
-    return n > 0 && n <= 128 &&
-           strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~") == n;
+    return n > 0 && n <= 128 && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~") == n;
 }
 
 static int nef_create(const qod_net_config *cfg, const qod_net_sink *sink, void **self, char *err, size_t errcap)
@@ -848,8 +849,8 @@ static int nef_create(const qod_net_config *cfg, const qod_net_sink *sink, void 
     size_t ul = strlen(cfg->nef_url);
     while (ul && cfg->nef_url[ul - 1] == '/')
         ul--;
-    snprintf(n->base, sizeof n->base, "%.*s" API_PATH "%s/subscriptions", (int)(ul < 1024 ? ul : 1024),
-             cfg->nef_url, scs);
+    snprintf(n->base, sizeof n->base, "%.*s" API_PATH "%s/subscriptions", (int)(ul < 1024 ? ul : 1024), cfg->nef_url,
+             scs);
     snprintf(n->notify_prefix, sizeof n->notify_prefix, "%s" NOTIFY_PATH, cfg->public_url);
     pthread_mutex_init(&n->mu, NULL);
     qod_hmap_init(&n->subs);
@@ -874,7 +875,9 @@ static int nef_create(const qod_net_config *cfg, const qod_net_sink *sink, void 
         return rc;
     }
     QOD_INFO("nef", "started", "api=%s auth=%s timeout_ms=%lld", n->base,
-             oauth ? "oauth2" : cfg->nef_bearer && cfg->nef_bearer[0] ? "bearer" : "none",
+             oauth                                   ? "oauth2"
+             : cfg->nef_bearer && cfg->nef_bearer[0] ? "bearer"
+                                                     : "none",
              (long long)n->cfg.nef_timeout_ms);
     *self = n;
     return QOD_OK;
@@ -957,8 +960,8 @@ static int build(nef *n, const qod_net_session *ns, const char *token, qod_buf *
     char dest[512];
     const char *phone = ue_phone(ns);
     snprintf(dest, sizeof dest, "%s%s", n->notify_prefix, token);
-    qod_nef_sub_spec spec = {dest, ue_ipv4(ns), ue_ipv6(ns), phone[0] == '+' ? phone + 1 : phone, qos_ref(ns),
-                             ns->flows};
+    qod_nef_sub_spec spec = {dest,        ue_ipv4(ns), ue_ipv6(ns), phone[0] == '+' ? phone + 1 : phone,
+                             qos_ref(ns), ns->flows};
     int rc = qod_nef_subscription_body(&spec, body, err, errcap);
     char gpsi[40];
     snprintf(gpsi, sizeof gpsi, "msisdn-%s", spec.gpsi_msisdn);

@@ -9,9 +9,12 @@
 
 #define TOKEN_MAX 63
 
-static const char *const event_names[QOD_NEF_EV_COUNT] = {
-    "SUCCESSFUL_RESOURCES_ALLOCATION", "FAILED_RESOURCES_ALLOCATION", "SESSION_TERMINATION",
-    "QOS_GUARANTEED",                  "QOS_NOT_GUARANTEED",          "OTHER"};
+static const char *const event_names[QOD_NEF_EV_COUNT] = {"SUCCESSFUL_RESOURCES_ALLOCATION",
+                                                          "FAILED_RESOURCES_ALLOCATION",
+                                                          "SESSION_TERMINATION",
+                                                          "QOS_GUARANTEED",
+                                                          "QOS_NOT_GUARANTEED",
+                                                          "OTHER"};
 
 const char *qod_nef_event_name(qod_nef_event ev)
 {
@@ -77,15 +80,14 @@ int qod_nef_flow_descriptions(const char *ue_addr, const char *flows, char *dl, 
     qod_flows f;
     int rc = qod_flows_read(flows, &f, err, errcap);
     rc = rc ? rc : server_text(&f, ue_addr, as, sizeof as, err, errcap);
-    rc = rc ? rc : ports_text(f.has_server_ports, &f.server_ports, "applicationServerPorts", asp, sizeof asp, err,
-                              errcap);
+    rc = rc ? rc
+            : ports_text(f.has_server_ports, &f.server_ports, "applicationServerPorts", asp, sizeof asp, err, errcap);
     rc = rc ? rc : ports_text(f.has_device_ports, &f.device_ports, "devicePorts", uep, sizeof uep, err, errcap);
     if (rc != QOD_OK)
         return rc;
-    int a = snprintf(dl, cap, "permit out ip from %s%s%s to %s%s%s", as, *asp ? " " : "", asp, ue, *uep ? " " : "",
-                     uep);
-    int b = snprintf(ul, cap, "permit in ip from %s%s%s to %s%s%s", ue, *uep ? " " : "", uep, as, *asp ? " " : "",
-                     asp);
+    int a =
+        snprintf(dl, cap, "permit out ip from %s%s%s to %s%s%s", as, *asp ? " " : "", asp, ue, *uep ? " " : "", uep);
+    int b = snprintf(ul, cap, "permit in ip from %s%s%s to %s%s%s", ue, *uep ? " " : "", uep, as, *asp ? " " : "", asp);
     if (a < 0 || b < 0 || (size_t)a >= cap || (size_t)b >= cap) {
         snprintf(err, errcap, "the flow description is too long");
         return QOD_ERR_UNSUPPORTED;
@@ -210,7 +212,7 @@ int qod_nef_list_parse(const char *body, size_t len, void (*fn)(void *arg, const
     for (const cJSON *o = rc == QOD_OK ? root->child : NULL; o; o = o->next) {
         if (!cJSON_IsObject(o))
             continue;
-        qod_nef_listed s = {str_or_empty(o, "self"),      str_or_empty(o, "notificationDestination"),
+        qod_nef_listed s = {str_or_empty(o, "self"),       str_or_empty(o, "notificationDestination"),
                             str_or_empty(o, "ueIpv4Addr"), str_or_empty(o, "ueIpv6Addr"),
                             str_or_empty(o, "gpsi"),       str_or_empty(o, "qosReference")};
         fn(arg, &s);

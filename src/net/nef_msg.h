@@ -35,7 +35,7 @@ const char *qod_nef_event_name(qod_nef_event ev);
  * gpsi_msisdn (digits only, 5 to 15). flows is the session's flow JSON or NULL. */
 typedef struct {
     const char *notification_destination;
-    const char *ue_ipv4;      /* "" or NULL when unknown */
+    const char *ue_ipv4; /* "" or NULL when unknown */
     const char *ue_ipv6;
     const char *gpsi_msisdn;
     const char *qos_reference;

@@ -23,8 +23,8 @@ typedef struct {
 typedef struct {
     qod_net_config cfg;
     qod_net_sink sink;
-    qod_hmap grants;     /* session id → grant (live sessions holding capacity) */
-    qod_hmap cells;      /* cell id text → cell_use */
+    qod_hmap grants; /* session id → grant (live sessions holding capacity) */
+    qod_hmap cells;  /* cell id text → cell_use */
 } sim;
 
 typedef struct {

@@ -55,14 +55,14 @@ typedef struct {
 typedef struct {
     qod_net_config cfg;
     qod_net_sink sink;
-    void *sim;                 /* the simulated network for sandbox sessions */
-    pthread_mutex_t mu;        /* guards everything below */
+    void *sim;          /* the simulated network for sandbox sessions */
+    pthread_mutex_t mu; /* guards everything below */
     qod_tc_nl *nl;
-    side down, up;             /* up.ifindex is 0 without an uplink */
-    int64_t budget_kbps;       /* guaranteed rates allowed per direction */
-    qod_hmap grants;           /* session id → grant */
-    uint8_t used[NMINORS / 8]; /* handles held by a grant or stale */
-    uint8_t stale[NMINORS / 8];/* handles found at start, removed by the first tick */
+    side down, up;              /* up.ifindex is 0 without an uplink */
+    int64_t budget_kbps;        /* guaranteed rates allowed per direction */
+    qod_hmap grants;            /* session id → grant */
+    uint8_t used[NMINORS / 8];  /* handles held by a grant or stale */
+    uint8_t stale[NMINORS / 8]; /* handles found at start, removed by the first tick */
     uint32_t next_minor;
     bool swept;
     uint64_t refused, failures;
@@ -265,15 +265,13 @@ static int tc_check(void *self, const qod_net_session *ns)
 }
 
 /* Installs (or re-installs) one direction of a session: class, leaf, filters. */
-static int install_side(tc *t, const side *s, uint32_t minor, const qod_profile *p, const qod_tc_matches *m,
-                        char *err, size_t errcap)
+static int install_side(tc *t, const side *s, uint32_t minor, const qod_profile *p, const qod_tc_matches *m, char *err,
+                        size_t errcap)
 {
-    qod_tc_class_spec c =
-        s->upstream
-            ? qod_tc_plan_session_class(p->min_up_kbps, p->max_up_kbps, t->cfg.tc_link_kbps, p->priority,
-                                        p->delay_budget_us)
-            : qod_tc_plan_session_class(p->min_down_kbps, p->max_down_kbps, t->cfg.tc_link_kbps, p->priority,
-                                        p->delay_budget_us);
+    qod_tc_class_spec c = s->upstream ? qod_tc_plan_session_class(p->min_up_kbps, p->max_up_kbps, t->cfg.tc_link_kbps,
+                                                                  p->priority, p->delay_budget_us)
+                                      : qod_tc_plan_session_class(p->min_down_kbps, p->max_down_kbps,
+                                                                  t->cfg.tc_link_kbps, p->priority, p->delay_budget_us);
     int rc = qod_tc_nl_class_put(t->nl, s->ifindex, minor, QOD_TC_MINOR_LINK, &c, err, errcap);
     return rc ? rc : qod_tc_nl_filters_put(t->nl, s->ifindex, minor, minor, m, s->upstream, err, errcap);
 }
@@ -310,8 +308,7 @@ static grant *admit(tc *t, const qod_net_session *ns, char *err, size_t errcap)
     int64_t down = qod_tc_plan_reserved_kbps(ns->profile->min_down_kbps, t->cfg.tc_link_kbps);
     int64_t up = t->up.ifindex ? qod_tc_plan_reserved_kbps(ns->profile->min_up_kbps, t->cfg.tc_link_kbps) : 0;
     if (t->down.used_kbps + down > t->budget_kbps || t->up.used_kbps + up > t->budget_kbps) {
-        snprintf(err, errcap,
-                 "guaranteed capacity exhausted: needs %lld/%lld kbps down/up, %lld/%lld of %lld in use",
+        snprintf(err, errcap, "guaranteed capacity exhausted: needs %lld/%lld kbps down/up, %lld/%lld of %lld in use",
                  (long long)down, (long long)up, (long long)t->down.used_kbps, (long long)t->up.used_kbps,
                  (long long)t->budget_kbps);
         return NULL;
@@ -337,8 +334,7 @@ static grant *admit(tc *t, const qod_net_session *ns, char *err, size_t errcap)
 }
 
 /* Admits and installs a live session; QOD_OK, QOD_ERR_LIMIT (admission) or another error, why in err. */
-static int enforce(tc *t, const qod_net_session *ns, const qod_tc_matches *m, uint32_t *minor, char *err,
-                   size_t errcap)
+static int enforce(tc *t, const qod_net_session *ns, const qod_tc_matches *m, uint32_t *minor, char *err, size_t errcap)
 {
     pthread_mutex_lock(&t->mu);
     grant *g = admit(t, ns, err, errcap);

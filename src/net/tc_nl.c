@@ -116,8 +116,8 @@ static int leaf_put(qod_tc_nl *nl, int ifindex, uint32_t minor, uint32_t limit, 
     return e < 0 ? fail(e, "cannot install the leaf queue", err, errcap) : QOD_OK;
 }
 
-int qod_tc_nl_class_put(qod_tc_nl *nl, int ifindex, uint32_t minor, uint32_t parent_minor,
-                        const qod_tc_class_spec *c, char *err, size_t errcap)
+int qod_tc_nl_class_put(qod_tc_nl *nl, int ifindex, uint32_t minor, uint32_t parent_minor, const qod_tc_class_spec *c,
+                        char *err, size_t errcap)
 {
     struct rtnl_class *cl = rtnl_class_alloc();
     if (!cl)
@@ -259,8 +259,8 @@ static int probe_u32(qod_tc_nl *nl, int ifindex, char *err, size_t errcap)
     return rc;
 }
 
-int qod_tc_nl_setup(qod_tc_nl *nl, int ifindex, const qod_tc_class_spec *link, const qod_tc_class_spec *be,
-                    char *err, size_t errcap)
+int qod_tc_nl_setup(qod_tc_nl *nl, int ifindex, const qod_tc_class_spec *link, const qod_tc_class_spec *be, char *err,
+                    size_t errcap)
 {
     qod_tc_state st = {0};
     int rc = qod_tc_nl_dump(nl, ifindex, &st, err, errcap);

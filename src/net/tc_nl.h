@@ -26,11 +26,11 @@ int qod_tc_nl_ifindex(qod_tc_nl *nl, const char *dev, int *ifindex, char *err, s
 /* Makes the interface's root an HTB qdisc 1: with the link class 1:1 and the best-effort default class 1:fffe
  * and its leaf, then checks that the kernel has the u32 classifier. An HTB 1: defaulting to 1:fffe (ours, from
  * an earlier run) is kept with its classes; any other root qdisc is replaced. */
-int qod_tc_nl_setup(qod_tc_nl *nl, int ifindex, const qod_tc_class_spec *link, const qod_tc_class_spec *be,
-                    char *err, size_t errcap);
+int qod_tc_nl_setup(qod_tc_nl *nl, int ifindex, const qod_tc_class_spec *link, const qod_tc_class_spec *be, char *err,
+                    size_t errcap);
 /* Creates or changes class 1:minor under 1:parent_minor, with its bfifo leaf minor:. */
-int qod_tc_nl_class_put(qod_tc_nl *nl, int ifindex, uint32_t minor, uint32_t parent_minor,
-                        const qod_tc_class_spec *c, char *err, size_t errcap);
+int qod_tc_nl_class_put(qod_tc_nl *nl, int ifindex, uint32_t minor, uint32_t parent_minor, const qod_tc_class_spec *c,
+                        char *err, size_t errcap);
 /* Deletes class 1:minor (and its leaf). A class that does not exist is not an error. */
 int qod_tc_nl_class_del(qod_tc_nl *nl, int ifindex, uint32_t minor, char *err, size_t errcap);
 /* Replaces the u32 filters of filter priority pref (under 1:) by one filter per match, each sending to class
@@ -43,7 +43,7 @@ int qod_tc_nl_filters_del(qod_tc_nl *nl, int ifindex, uint32_t pref, char *err, 
 #define QOD_TC_DUMP_KEYS 8
 
 typedef struct {
-    uint32_t handle;     /* full handle, e.g. 0x10100 for 1:100 */
+    uint32_t handle; /* full handle, e.g. 0x10100 for 1:100 */
     uint32_t parent;
     char kind[16];
     uint64_t rate_bps, ceil_bps;
@@ -54,18 +54,18 @@ typedef struct {
 
 typedef struct {
     uint32_t pref;
-    uint16_t protocol;   /* host order ETH_P_* */
+    uint16_t protocol; /* host order ETH_P_* */
     uint32_t handle;
     char kind[16];
-    uint32_t classid;    /* 0 when none (e.g. a u32 hash table entry) */
+    uint32_t classid; /* 0 when none (e.g. a u32 hash table entry) */
     int nkeys;
     qod_tc_key keys[QOD_TC_DUMP_KEYS];
 } qod_tc_filter_info;
 
 typedef struct {
-    char root_kind[16];  /* "" when the interface has no root qdisc of its own */
+    char root_kind[16]; /* "" when the interface has no root qdisc of its own */
     uint32_t root_handle;
-    uint32_t defcls;     /* HTB default class minor, when the root is HTB */
+    uint32_t defcls; /* HTB default class minor, when the root is HTB */
     qod_tc_class_info *classes;
     size_t nclasses;
     qod_tc_filter_info *filters; /* filters attached to 1: */

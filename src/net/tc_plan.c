@@ -40,7 +40,7 @@ int qod_tc_plan_port_blocks(uint16_t from, uint16_t to, qod_tc_port_block *out, 
         if (n >= cap)
             return -1;
         out[n].value = (uint16_t)lo;
-        out[n].mask = (uint16_t)~(size - 1);
+        out[n].mask = (uint16_t) ~(size - 1);
         n++;
         lo += size;
     }
@@ -121,8 +121,8 @@ qod_tc_class_spec qod_tc_plan_best_effort_class(int64_t link_kbps, double share)
 
 /* ---- flows → matches ------------------------------------------------------------------------------------- */
 
-static int port_blocks_of(bool has, const qod_ports *ports, const char *key, qod_tc_port_block *out, int *n,
-                          char *err, size_t errcap)
+static int port_blocks_of(bool has, const qod_ports *ports, const char *key, qod_tc_port_block *out, int *n, char *err,
+                          size_t errcap)
 {
     *n = 0;
     if (!has) {
@@ -179,8 +179,8 @@ int qod_tc_plan_matches(const char *dev_ipv4, const char *flows, qod_tc_matches 
     rc = qod_flows_read(flows, &f, err, errcap);
     rc = rc ? rc : server_of(&f, &peer, &peer_mask, err, errcap);
     rc = rc ? rc : port_blocks_of(f.has_device_ports, &f.device_ports, "devicePorts", devp, &ndev, err, errcap);
-    rc = rc ? rc : port_blocks_of(f.has_server_ports, &f.server_ports, "applicationServerPorts", peerp, &npeer, err,
-                                  errcap);
+    rc = rc ? rc
+            : port_blocks_of(f.has_server_ports, &f.server_ports, "applicationServerPorts", peerp, &npeer, err, errcap);
     if (rc == QOD_OK && ndev * npeer > QOD_TC_MATCH_MAX) {
         snprintf(err, errcap, "the port ranges need %d filters, more than the %d enforced per session", ndev * npeer,
                  QOD_TC_MATCH_MAX);

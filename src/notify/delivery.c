@@ -11,10 +11,8 @@
 #include "util/time.h"
 
 #include <curl/curl.h>
-#include <openssl/crypto.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
 #include <math.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -22,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 
 #define RETRY_AFTER_MAX_S 86400
 #define MAX_RENDERERS 4
@@ -29,8 +29,8 @@
 
 enum { EV_PENDING = 0, EV_DELIVERED = 1, EV_DEAD = 2 };
 enum { R_TIMEOUT, R_CONNECT, R_TLS, R_HTTP_3XX, R_HTTP_4XX, R_HTTP_5XX, R_GONE, R_GUARD, R_OTHER, R_COUNT };
-static const char *const reason_names[R_COUNT] = {"timeout", "connect", "tls",   "redirect", "http_4xx",
-                                                  "http_5xx", "gone",   "guard", "other"};
+static const char *const reason_names[R_COUNT] = {"timeout",  "connect", "tls",   "redirect", "http_4xx",
+                                                  "http_5xx", "gone",    "guard", "other"};
 static const double lat_le[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600};
 #define N_LAT ((int)(sizeof lat_le / sizeof lat_le[0]))
 
@@ -43,11 +43,11 @@ typedef struct item {
     int attempts;
     int64_t due_wall;
     const char *url, *app, *state, *reason, *session;
-    const char *token;      /* sealed bearer token for the receiver, or NULL */
-    const char *extra;      /* the surface's extra JSON object as text, or NULL */
+    const char *token; /* sealed bearer token for the receiver, or NULL */
+    const char *extra; /* the surface's extra JSON object as text, or NULL */
     int surface;
     int64_t at_ms, available_ms;
-    bool unreadable;        /* a required field is missing: the event goes dead when its turn comes */
+    bool unreadable; /* a required field is missing: the event goes dead when its turn comes */
     struct item *next;
     char strs[];
 } item;
@@ -59,7 +59,7 @@ typedef struct sq {
     char *url;
     item *head, *tail;
     qod_timer t;
-    bool busy;          /* an attempt is in flight or the queue waits for a slot */
+    bool busy;            /* an attempt is in flight or the queue waits for a slot */
     int64_t requeue_from; /* an operator replay waiting for the queue to be idle (0 = none) */
     struct sq *wait_next;
     host *h;
@@ -97,14 +97,14 @@ typedef struct attempt {
     const char *guard_why;
     long retry_after_s;
     size_t resp_len;
-    size_t hdr_len;                 /* bytes of hdr_text in use (wiped when the attempt is done) */
+    size_t hdr_len; /* bytes of hdr_text in use (wiped when the attempt is done) */
 } attempt;
 
 typedef struct state_write state_write;
 
 struct qod_delivery {
     qod_delivery_opts o;
-    qod_loop *loop;     /* the delivery's own thread */
+    qod_loop *loop; /* the delivery's own thread */
     CURLM *multi;
     qod_render_fn render[MAX_RENDERERS];
     qod_hmap queues;    /* session → sq */
@@ -113,9 +113,9 @@ struct qod_delivery {
     qod_hmap host_urls; /* URL → host, a bounded cache that spares a URL parse per session */
     qod_hmap gone;      /* URL → (void*)1 after a 410 */
     qod_timers timers;
-    host *ring;         /* hosts with waiting queues */
-    attempt *running;   /* attempts in flight */
-    attempt *pool;      /* finished attempts, ready for reuse */
+    host *ring;            /* hosts with waiting queues */
+    attempt *running;      /* attempts in flight */
+    attempt *pool;         /* finished attempts, ready for reuse */
     state_write *outcomes; /* outcome writes not yet submitted, oldest first (loop thread) */
     state_write **outcomes_tail;
     size_t outcomes_n;      /* how many */
@@ -127,11 +127,11 @@ struct qod_delivery {
     size_t loaded;
     size_t scanned; /* events the current outbox scan has passed to load_one */
     int64_t last_seq;
-    bool rescanning; /* load_job reads the outbox from its start again (qod_delivery_rescan) */
-    bool rescan_held;   /* test hook: rescans wait for qod_delivery_hold_rescans(d, false) */
+    bool rescanning;     /* load_job reads the outbox from its start again (qod_delivery_rescan) */
+    bool rescan_held;    /* test hook: rescans wait for qod_delivery_hold_rescans(d, false) */
     bool rescan_waiting; /* one was asked for while held */
-    bool more;          /* the store holds pending events not loaded yet */
-    int64_t curl_due;   /* monotonic ms of curl's next timeout, -1 none */
+    bool more;           /* the store holds pending events not loaded yet */
+    int64_t curl_due;    /* monotonic ms of curl's next timeout, -1 none */
     atomic_bool kick_posted;
     atomic_ullong attempts, delivered, dead, failures[R_COUNT], lat[N_LAT + 1];
     atomic_ullong backlog;
@@ -385,8 +385,8 @@ static void pop_head(qod_delivery *d, sq *q)
 static void mark_dead(qod_delivery *d, sq *q, const char *why)
 {
     item *it = q->head;
-    QOD_WARN("delivery", "event_dead", "event_id=%s session=%s attempts=%d why=\"%s\"", it->id, q->session, it->attempts,
-             why);
+    QOD_WARN("delivery", "event_dead", "event_id=%s session=%s attempts=%d why=\"%s\"", it->id, q->session,
+             it->attempts, why);
     persist_state(d, it, EV_DEAD, qod_time_wall_ms());
     atomic_fetch_add(&d->dead, 1);
     pop_head(d, q);
@@ -482,7 +482,8 @@ static size_t on_header(char *buf, size_t size, size_t n, void *userdata)
         } else {
             time_t t = curl_getdate(p, NULL);
             if (t > 0)
-                at->retry_after_s = (long)(t - qod_time_wall_ms() / 1000) > 0 ? (long)(t - qod_time_wall_ms() / 1000) : 0;
+                at->retry_after_s =
+                    (long)(t - qod_time_wall_ms() / 1000) > 0 ? (long)(t - qod_time_wall_ms() / 1000) : 0;
         }
     }
     return len;
@@ -538,7 +539,7 @@ static int prepare(qod_delivery *d, attempt *at, const item *it, const char *tok
     }
     at->sandbox = app.env == QOD_APP_SANDBOX;
     qod_render_fn render = it->surface < MAX_RENDERERS ? d->render[it->surface] : NULL;
-    qod_event_view v = {it->id,    it->session, it->app,      it->state,       it->reason,
+    qod_event_view v = {it->id,    it->session, it->app,     it->state, it->reason,
                         it->extra, token,       it->surface, it->at_ms, it->available_ms};
     qod_buf_reset(&at->body);
     qod_buf_reset(&at->sig);
@@ -833,8 +834,8 @@ static void finish_outcome(qod_delivery *d, attempt *at, CURLcode cc)
     } else {
         int r = classify(cc, status, at);
         atomic_fetch_add(&d->failures[r], 1);
-        QOD_INFO("delivery", "attempt_failed", "event_id=%s session=%s attempt=%d reason=%s status=%ld curl=\"%s\"", it->id,
-                 q->session, it->attempts, reason_names[r], status, curl_easy_strerror(cc));
+        QOD_INFO("delivery", "attempt_failed", "event_id=%s session=%s attempt=%d reason=%s status=%ld curl=\"%s\"",
+                 it->id, q->session, it->attempts, reason_names[r], status, curl_easy_strerror(cc));
         if (r == R_GONE) {
             char *u = strdup(q->url);
             if (u && qod_hmap_put(&d->gone, u, u) != QOD_OK)
@@ -842,7 +843,8 @@ static void finish_outcome(qod_delivery *d, attempt *at, CURLcode cc)
             /* Remembered across restarts: the receiver said the URL is gone for good. */
             /* And by the other nodes sharing the store (no-op on SQLite). */
             qod_store_batch *b = qod_store_batch_new();
-            if (b && qod_store_batch_put(b, QOD_TBL_META, q->url, "gone", "gone", 0, qod_time_wall_ms(), "{}") == QOD_OK &&
+            if (b &&
+                qod_store_batch_put(b, QOD_TBL_META, q->url, "gone", "gone", 0, qod_time_wall_ms(), "{}") == QOD_OK &&
                 qod_store_batch_notify(b, "gone", q->url) == QOD_OK)
                 qod_store_submit(d->o.store, b, NULL, NULL);
             else
@@ -889,8 +891,10 @@ static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void 
     (void)e;
     (void)socketp;
     qod_delivery *d = userp;
-    uint32_t ev = what == CURL_POLL_IN ? EPOLLIN : what == CURL_POLL_OUT ? EPOLLOUT
-                : what == CURL_POLL_INOUT ? EPOLLIN | EPOLLOUT : 0;
+    uint32_t ev = what == CURL_POLL_IN      ? EPOLLIN
+                  : what == CURL_POLL_OUT   ? EPOLLOUT
+                  : what == CURL_POLL_INOUT ? EPOLLIN | EPOLLOUT
+                                            : 0;
     qod_loop_watch(d->loop, s, what == CURL_POLL_REMOVE ? 0 : ev, on_socket_event, d);
     return 0;
 }
@@ -903,7 +907,8 @@ static int on_curl_timer(CURLM *m, long timeout_ms, void *userp)
     return 0;
 }
 
-/* ---- the loop side ------------------------------------------------------------------------------------------------ */
+/* ---- the loop side ------------------------------------------------------------------------------------------------
+ */
 
 static int64_t tick(void *arg, int64_t now)
 {
@@ -951,8 +956,7 @@ static int item_from_event(const qod_store_event *e, item **out)
     cJSON *o = NULL;
     const char *url = NULL;
     /* Outbox rows are written by qodd itself (this node or another): the scans for hostile input are not needed. */
-    if (qod_json_parse_own(e->doc, strlen(e->doc), &o) != QOD_OK ||
-        qod_json_str(o, "url", &url) != QOD_OK) {
+    if (qod_json_parse_own(e->doc, strlen(e->doc), &o) != QOD_OK || qod_json_str(o, "url", &url) != QOD_OK) {
         cJSON_Delete(o);
         return QOD_ERR_INVALID;
     }
@@ -1262,7 +1266,8 @@ void qod_delivery_kick(void *arg)
         atomic_store(&d->kick_posted, false);
 }
 
-/* ---- lifecycle and metrics ------------------------------------------------------------------------------------------ */
+/* ---- lifecycle and metrics ------------------------------------------------------------------------------------------
+ */
 
 int qod_delivery_create(const qod_delivery_opts *opts, qod_delivery **out)
 {

@@ -29,13 +29,13 @@ typedef struct {
     qod_apps *apps;
     double schedule[QOD_RETRY_MAX]; /* seconds: wait before attempt i (0 = at once) */
     int nschedule;
-    int64_t timeout_ms;      /* per attempt */
-    int per_host;            /* requests in flight per host */
-    int global;              /* requests in flight in all */
-    const char *ca_file;     /* an extra CA for https callbacks, or NULL */
-    const qod_cidrs *allow;  /* --callback-allow */
-    size_t max_loaded;       /* events held in memory */
-    const qod_seal *seal;    /* opens the sealed callback tokens of events */
+    int64_t timeout_ms;     /* per attempt */
+    int per_host;           /* requests in flight per host */
+    int global;             /* requests in flight in all */
+    const char *ca_file;    /* an extra CA for https callbacks, or NULL */
+    const qod_cidrs *allow; /* --callback-allow */
+    size_t max_loaded;      /* events held in memory */
+    const qod_seal *seal;   /* opens the sealed callback tokens of events */
     /* Several nodes (core/cluster.h): only the events of sessions this node holds are attempted here. NULL: all. */
     bool (*owns)(void *ctx, const char *session);
     /* Called on the delivery's thread before it reads the outbox from its start (at start, qod_delivery_rescan):
@@ -54,13 +54,13 @@ typedef struct {
     const char *event_id;
     const char *session;
     const char *app;
-    const char *state;       /* engine words: requested, available, ended */
-    const char *reason;      /* "", expired, refused, network-terminated, deleted */
-    const char *extra;       /* surface-specific JSON object or NULL */
-    const char *token;       /* bearer token for the receiver, or NULL */
+    const char *state;  /* engine words: requested, available, ended */
+    const char *reason; /* "", expired, refused, network-terminated, deleted */
+    const char *extra;  /* surface-specific JSON object or NULL */
+    const char *token;  /* bearer token for the receiver, or NULL */
     int surface;
     int64_t at_ms;
-    int64_t available_ms;    /* when the session became available, 0 if it never did */
+    int64_t available_ms; /* when the session became available, 0 if it never did */
 } qod_event_view;
 
 /* A renderer's answer for an event its API does not notify (it is marked delivered without a request). */

@@ -7,14 +7,14 @@
 #include "util/json.h"
 #include "util/time.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <pthread.h>
 #include <sys/stat.h>
 
 #define RECEIVER_MAX_BODY (1024 * 1024)
@@ -95,9 +95,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (strcmp(method, "POST") != 0)
         return respond(c, 405, "POST only\n");
     const char *id = hdr(c, "webhook-id");
-    int rc = qod_webhook_verify(rv->secret, id, hdr(c, "webhook-timestamp"), hdr(c, "webhook-signature"),
-                                q->body.data ? q->body.data : "", q->body.len, qod_time_wall_ms() / 1000,
-                                rv->tolerance_s);
+    int rc =
+        qod_webhook_verify(rv->secret, id, hdr(c, "webhook-timestamp"), hdr(c, "webhook-signature"),
+                           q->body.data ? q->body.data : "", q->body.len, qod_time_wall_ms() / 1000, rv->tolerance_s);
     char ts[32];
     qod_time_fmt(qod_time_wall_ms(), ts, sizeof ts);
     rv->count++;
@@ -140,10 +140,10 @@ int qod_receiver_run(unsigned port, const char *secret, const char *save_dir, in
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL,
-                                            on_request, &rv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                                            MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL,
-                                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, on_request, &rv,
+                         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL,
+                         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "cannot listen on 127.0.0.1:%u\n", port);
         return 1;

@@ -3,9 +3,9 @@
 #include "util/b64.h"
 #include "util/err.h"
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/core_names.h>
 #include <openssl/params.h>
 #include <pthread.h>
 #include <stdio.h>

@@ -42,8 +42,7 @@ int qod_cidrs_parse(const char *text, qod_cidrs *out, char *err, size_t errcap)
         int max = fam == AF_INET ? 32 : 128;
         char *end = NULL;
         long pre = slash ? strtol(slash + 1, &end, 10) : max;
-        if (inet_pton(fam, item, out->v[out->n].addr) != 1 || (slash && (*end || !slash[1])) || pre < 0 ||
-            pre > max) {
+        if (inet_pton(fam, item, out->v[out->n].addr) != 1 || (slash && (*end || !slash[1])) || pre < 0 || pre > max) {
             snprintf(err, errcap, "'%.*s' is not an address/prefix", (int)n, p);
             return QOD_ERR_INVALID;
         }
@@ -90,7 +89,9 @@ static const char *v6_refusal(const unsigned char *a, bool sandbox)
     static const unsigned char zero[16] = {0};
     static const unsigned char loop[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
     static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    static const unsigned char meta[16] = {0xfd, 0, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x54, };
+    static const unsigned char meta[16] = {
+        0xfd, 0, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x54,
+    };
     if (memcmp(a, mapped, 12) == 0 || memcmp(a, zero, 12) == 0) {
         /* IPv4-mapped and IPv4-compatible addresses are judged by the IPv4 address inside. */
         if (memcmp(a, zero, 16) == 0)
@@ -183,8 +184,8 @@ int qod_url_check(const char *url, bool sandbox, const qod_cidrs *allow, char *e
         snprintf(err, errcap, "notification URL is not an absolute URL with a host");
         rc = QOD_ERR_INVALID;
     } else if (strcasecmp(scheme, "https") != 0 && !(sandbox && strcasecmp(scheme, "http") == 0)) {
-        snprintf(err, errcap, sandbox ? "notification URL must use http or https"
-                                      : "notification URL must use https (live apps)");
+        snprintf(err, errcap,
+                 sandbox ? "notification URL must use http or https" : "notification URL must use https (live apps)");
         rc = QOD_ERR_INVALID;
     } else if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK && user) {
         snprintf(err, errcap, "notification URL must not carry credentials");

@@ -18,7 +18,7 @@
 typedef struct {
     int n;
     struct {
-        int family;             /* AF_INET or AF_INET6 */
+        int family; /* AF_INET or AF_INET6 */
         unsigned char addr[16];
         int prefix;
     } v[QOD_CIDRS_MAX];

@@ -44,24 +44,23 @@ static const char *const table_names[QOD_TBL_COUNT] = {"apps", "devices", "sessi
 
 /* The columns of every keyed table. COLLATE "C" orders keys bytewise, as SQLite does, whatever the database's
  * locale. */
-#define ROW_TABLE(name)                                                                                              \
-    "CREATE TABLE " name "(key text COLLATE \"C\" PRIMARY KEY, owner text COLLATE \"C\" NOT NULL,"                    \
+#define ROW_TABLE(name)                                                                                                \
+    "CREATE TABLE " name "(key text COLLATE \"C\" PRIMARY KEY, owner text COLLATE \"C\" NOT NULL,"                     \
     " idx text COLLATE \"C\" NOT NULL, state bigint NOT NULL, num bigint NOT NULL, doc text NOT NULL);"
 
 /* Forward migrations: entry i moves the schema from version i to i+1. Append only. */
 static const char *const migrations[] = {
-    ROW_TABLE("apps") ROW_TABLE("devices") ROW_TABLE("sessions")
-    "CREATE INDEX sessions_owner ON sessions(owner);"
-    "CREATE INDEX sessions_idx ON sessions(idx);"
-    ROW_TABLE("idempotency") ROW_TABLE("meta")
-    "CREATE TABLE events(seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id text COLLATE \"C\" NOT NULL UNIQUE,"
-    " session text COLLATE \"C\" NOT NULL, owner text COLLATE \"C\" NOT NULL, created_ms bigint NOT NULL,"
-    " state bigint NOT NULL DEFAULT 0, attempts bigint NOT NULL DEFAULT 0, next_ms bigint NOT NULL DEFAULT 0,"
-    " doc text NOT NULL);"
-    "CREATE INDEX events_state ON events(state, seq);"
-    "CREATE INDEX events_session ON events(session);"
-    "CREATE TABLE leases(name text COLLATE \"C\" PRIMARY KEY, holder text COLLATE \"C\" NOT NULL,"
-    " epoch bigint NOT NULL, expires_at timestamptz NOT NULL);",
+    ROW_TABLE("apps") ROW_TABLE("devices") ROW_TABLE(
+        "sessions") "CREATE INDEX sessions_owner ON sessions(owner);"
+                    "CREATE INDEX sessions_idx ON sessions(idx);" ROW_TABLE("idempotency") ROW_TABLE(
+                        "meta") "CREATE TABLE events(seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id text COLLATE \"C\" NOT NULL UNIQUE,"
+                                " session text COLLATE \"C\" NOT NULL, owner text COLLATE \"C\" NOT NULL, created_ms bigint NOT NULL,"
+                                " state bigint NOT NULL DEFAULT 0, attempts bigint NOT NULL DEFAULT 0, next_ms bigint NOT NULL DEFAULT 0,"
+                                " doc text NOT NULL);"
+                                "CREATE INDEX events_state ON events(state, seq);"
+                                "CREATE INDEX events_session ON events(session);"
+                                "CREATE TABLE leases(name text COLLATE \"C\" PRIMARY KEY, holder text COLLATE \"C\" NOT NULL,"
+                                " epoch bigint NOT NULL, expires_at timestamptz NOT NULL);",
     /* 2: one active session or assignment per device across all nodes (state below 20: requested, available). */
     "CREATE UNIQUE INDEX sessions_active_device ON sessions(idx) WHERE state < 20 AND idx <> '';"
     "CREATE INDEX sessions_active_owner ON sessions(owner) WHERE state < 20;",
@@ -167,7 +166,7 @@ static int line_len(const char *msg)
 static int map_sqlstate(const char *code)
 {
     if (!code)
-        return QOD_ERR_STORE; /* no answer from the server: the connection is gone */
+        return QOD_ERR_STORE;       /* no answer from the server: the connection is gone */
     if (strcmp(code, "23505") == 0) /* unique_violation */
         return QOD_ERR_EXISTS;
     if (strcmp(code, "53100") == 0) /* disk_full */
@@ -314,8 +313,7 @@ static int conn_ensure(pg_conn *pc)
         PQreset(pc->c);
         if (PQstatus(pc->c) != CONNECTION_OK) {
             const char *msg = PQerrorMessage(pc->c);
-            QOD_ERROR("store", "pg_connect_failed", "conn=%s err=\"%.*s\"", role_names[pc->role], line_len(msg),
-                      msg);
+            QOD_ERROR("store", "pg_connect_failed", "conn=%s err=\"%.*s\"", role_names[pc->role], line_len(msg), msg);
             return QOD_ERR_STORE;
         }
     }
@@ -351,8 +349,7 @@ static int stream(const pg_conn *pc, const char *name, int n, const char *const 
 
 /* stream() on a connection made usable first; a connection that turns out broken before any row was delivered is
  * reopened and the statement run once more (every statement run this way may safely run twice). */
-static int run_rows(pg_conn *pc, const char *name, int n, const char *const *vals, row_fn fn, void *ctx,
-                    size_t *rows)
+static int run_rows(pg_conn *pc, const char *name, int n, const char *const *vals, row_fn fn, void *ctx, size_t *rows)
 {
     int rc = QOD_ERR_STORE;
     *rows = 0;
@@ -390,8 +387,8 @@ static int migrate_step(const pg_conn *pc, int v)
     if (rc == QOD_OK)
         rc = exec_sql(pc, migrations[v]);
     if (rc == QOD_OK) {
-        PGresult *r = PQexecParams(pc->c, "INSERT INTO schema_version(version) VALUES($1)", 1, NULL, vals, NULL,
-                                   NULL, 0);
+        PGresult *r =
+            PQexecParams(pc->c, "INSERT INTO schema_version(version) VALUES($1)", 1, NULL, vals, NULL, NULL, 0);
         rc = result_rc(pc, r, "schema_version");
         PQclear(r);
     }
@@ -810,8 +807,7 @@ static int deliver_event(void *ctx, const PGresult *r, int i)
     return c->event(c->arg, &e);
 }
 
-static int pg_get(void *impl, qod_store_table t, const char *key, void (*fn)(void *, const qod_store_row *),
-                  void *arg)
+static int pg_get(void *impl, qod_store_table t, const char *key, void (*fn)(void *, const qod_store_row *), void *arg)
 {
     pg *p = impl;
     if (t >= QOD_TBL_COUNT)

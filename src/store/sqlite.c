@@ -378,8 +378,7 @@ static void fill_row(sqlite3_stmt *s, qod_store_row *r)
     r->doc = (const char *)sqlite3_column_text(s, 5);
 }
 
-static int sq_get(void *impl, qod_store_table t, const char *key, void (*fn)(void *, const qod_store_row *),
-                  void *arg)
+static int sq_get(void *impl, qod_store_table t, const char *key, void (*fn)(void *, const qod_store_row *), void *arg)
 {
     sq *q = impl;
     if (t >= QOD_TBL_COUNT)

@@ -36,10 +36,10 @@ struct qod_store {
     bool closing;
     bool started;
     pthread_t thread;
-    size_t queued;                     /* batches waiting for the writer (under mu) */
-    size_t queued_max;                 /* the most there have been at once (under mu) */
-    atomic_ullong groups, batches;     /* transactions committed (or tried) and the batches in them */
-    atomic_ullong group_us;            /* time spent in them, fsync included */
+    size_t queued;                 /* batches waiting for the writer (under mu) */
+    size_t queued_max;             /* the most there have been at once (under mu) */
+    atomic_ullong groups, batches; /* transactions committed (or tried) and the batches in them */
+    atomic_ullong group_us;        /* time spent in them, fsync included */
 };
 
 qod_store_batch *qod_store_batch_new(void)
@@ -97,8 +97,8 @@ static int push(qod_store_batch *b, qod_store_op *op)
     return QOD_OK;
 }
 
-static int add_row_op(qod_store_batch *b, qod_store_op_kind kind, qod_store_table t, const char *key,
-                      const char *owner, const char *idx, int64_t state, int64_t num, const char *doc)
+static int add_row_op(qod_store_batch *b, qod_store_op_kind kind, qod_store_table t, const char *key, const char *owner,
+                      const char *idx, int64_t state, int64_t num, const char *doc)
 {
     qod_store_op *op = calloc(1, sizeof *op);
     if (!op)
@@ -120,8 +120,8 @@ int qod_store_batch_put(qod_store_batch *b, qod_store_table t, const char *key, 
     return add_row_op(b, QOD_OP_PUT, t, key, owner, idx, state, num, doc);
 }
 
-int qod_store_batch_insert(qod_store_batch *b, qod_store_table t, const char *key, const char *owner,
-                           const char *idx, int64_t state, int64_t num, const char *doc)
+int qod_store_batch_insert(qod_store_batch *b, qod_store_table t, const char *key, const char *owner, const char *idx,
+                           int64_t state, int64_t num, const char *doc)
 {
     return add_row_op(b, QOD_OP_INSERT, t, key, owner, idx, state, num, doc);
 }
@@ -156,8 +156,7 @@ int qod_store_batch_event(qod_store_batch *b, const char *id, const char *sessio
 
 bool qod_store_op_is_fence(const qod_store_op *op, const char *name, const char *holder, int64_t epoch)
 {
-    return op->kind == QOD_OP_FENCE && op->num == epoch && strcmp(op->key, name) == 0 &&
-           strcmp(op->owner, holder) == 0;
+    return op->kind == QOD_OP_FENCE && op->num == epoch && strcmp(op->key, name) == 0 && strcmp(op->owner, holder) == 0;
 }
 
 int qod_store_batch_fence(qod_store_batch *b, const char *name, const char *holder, int64_t epoch)
@@ -438,8 +437,8 @@ int qod_store_get(qod_store *st, qod_store_table t, const char *key, void (*fn)(
     return st->impl->get(st->h, t, key, fn, arg);
 }
 
-int qod_store_scan(qod_store *st, qod_store_table t, const char *owner,
-                   int (*fn)(void *arg, const qod_store_row *r), void *arg)
+int qod_store_scan(qod_store *st, qod_store_table t, const char *owner, int (*fn)(void *arg, const qod_store_row *r),
+                   void *arg)
 {
     return st->impl->scan(st->h, t, owner, fn, arg);
 }

@@ -38,15 +38,15 @@ typedef struct {
 
 /* An outbox event: a status change to deliver to an app. Rows are appended in commit order; `seq` orders them. */
 typedef struct {
-    int64_t seq;          /* assigned by the store */
-    const char *id;       /* webhook-id, stable across retries */
-    const char *session;  /* the session (or assignment) the event belongs to */
-    const char *owner;    /* app id */
-    int64_t created_ms;   /* unix ms */
-    int64_t state;        /* 0 pending, 1 delivered, 2 dead */
+    int64_t seq;         /* assigned by the store */
+    const char *id;      /* webhook-id, stable across retries */
+    const char *session; /* the session (or assignment) the event belongs to */
+    const char *owner;   /* app id */
+    int64_t created_ms;  /* unix ms */
+    int64_t state;       /* 0 pending, 1 delivered, 2 dead */
     int64_t attempts;
-    int64_t next_ms;      /* unix ms of the next attempt */
-    const char *doc;      /* delivery document (url, body, token…) */
+    int64_t next_ms; /* unix ms of the next attempt */
+    const char *doc; /* delivery document (url, body, token…) */
 } qod_store_event;
 
 typedef struct qod_store_batch qod_store_batch;
@@ -56,10 +56,10 @@ typedef struct qod_store_batch qod_store_batch;
 typedef void (*qod_store_done_fn)(int rc, void *arg);
 
 typedef struct {
-    const char *uri;      /* postgres://… or postgresql://… (libpq URI) for PostgreSQL; else a directory or file
-                           * path for SQLite */
-    bool sync_full;       /* fsync every commit (durable) or leave it to the OS (normal); for PostgreSQL, false
-                           * sets synchronous_commit = off on the writer's connection */
+    const char *uri; /* postgres://… or postgresql://… (libpq URI) for PostgreSQL; else a directory or file
+                      * path for SQLite */
+    bool sync_full;  /* fsync every commit (durable) or leave it to the OS (normal); for PostgreSQL, false
+                      * sets synchronous_commit = off on the writer's connection */
 } qod_store_opts;
 
 /* Opens the store and starts its writer thread; migrations run first. The URI picks the implementation: a
@@ -82,8 +82,8 @@ void qod_store_batch_free(qod_store_batch *b);
 int qod_store_batch_put(qod_store_batch *b, qod_store_table t, const char *key, const char *owner, const char *idx,
                         int64_t state, int64_t num, const char *doc);
 /* Inserts a row only if the key is absent; otherwise the whole batch fails with QOD_ERR_EXISTS. */
-int qod_store_batch_insert(qod_store_batch *b, qod_store_table t, const char *key, const char *owner,
-                           const char *idx, int64_t state, int64_t num, const char *doc);
+int qod_store_batch_insert(qod_store_batch *b, qod_store_table t, const char *key, const char *owner, const char *idx,
+                           int64_t state, int64_t num, const char *doc);
 /* Updates state, num and doc of an existing row (owner and idx unchanged); absent is fine. */
 int qod_store_batch_update(qod_store_batch *b, qod_store_table t, const char *key, int64_t state, int64_t num,
                            const char *doc);
@@ -130,8 +130,8 @@ int qod_store_commit(qod_store *st, qod_store_batch *b);
 int qod_store_get(qod_store *st, qod_store_table t, const char *key, void (*fn)(void *arg, const qod_store_row *r),
                   void *arg);
 /* Calls fn for every row of the table (owner filter when non-NULL), in key order. fn returns 0 to go on. */
-int qod_store_scan(qod_store *st, qod_store_table t, const char *owner,
-                   int (*fn)(void *arg, const qod_store_row *r), void *arg);
+int qod_store_scan(qod_store *st, qod_store_table t, const char *owner, int (*fn)(void *arg, const qod_store_row *r),
+                   void *arg);
 /* Calls fn for every row of the table whose idx (secondary key) is idx, in key order. fn returns 0 to go on. */
 int qod_store_scan_idx(qod_store *st, qod_store_table t, const char *idx, int (*fn)(void *arg, const qod_store_row *r),
                        void *arg);
@@ -170,8 +170,7 @@ typedef struct {
     void (*rollback)(void *impl);
     int (*schema_version)(void *impl);
     int (*get)(void *impl, qod_store_table t, const char *key, void (*fn)(void *, const qod_store_row *), void *arg);
-    int (*scan)(void *impl, qod_store_table t, const char *owner, int (*fn)(void *, const qod_store_row *),
-                void *arg);
+    int (*scan)(void *impl, qod_store_table t, const char *owner, int (*fn)(void *, const qod_store_row *), void *arg);
     int (*scan_events)(void *impl, int64_t state, int64_t after_seq, size_t limit,
                        int (*fn)(void *, const qod_store_event *), void *arg);
     int (*scan_idx)(void *impl, qod_store_table t, const char *idx, int (*fn)(void *, const qod_store_row *),
@@ -188,7 +187,7 @@ typedef enum {
     QOD_OP_EVENT_DEL_SESSION,
     QOD_OP_EVENT_REQUEUE,
     QOD_OP_UPDATE,
-    QOD_OP_CAP,   /* owner, state = state_below, num = max */
+    QOD_OP_CAP,    /* owner, state = state_below, num = max */
     QOD_OP_NOTIFY, /* key = channel, doc = payload */
     QOD_OP_FENCE   /* key = lease name, owner = holder, num = epoch (the last kind) */
 } qod_store_op_kind;

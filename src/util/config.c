@@ -306,8 +306,9 @@ void qod_config_dispose(const qod_cfg_opt *t, size_t n, void *target)
 
 void qod_config_help(const qod_cfg_opt *t, size_t n, const char *prog, FILE *out)
 {
-    fprintf(out, "Usage: %s [--option value]...\n\nEach option may also be set as the environment variable "
-                 "QOD_<NAME> or as 'name = value' in --config FILE.\nPrecedence: flag, environment, file, default.\n\n",
+    fprintf(out,
+            "Usage: %s [--option value]...\n\nEach option may also be set as the environment variable "
+            "QOD_<NAME> or as 'name = value' in --config FILE.\nPrecedence: flag, environment, file, default.\n\n",
             prog);
     for (size_t i = 0; i < n; i++) {
         char env[96];

@@ -20,12 +20,12 @@ typedef enum {
 typedef int (*qod_cfg_check_fn)(const char *value, char *err, size_t errcap);
 
 typedef struct {
-    const char *name;     /* flag name without dashes: "listen" -> --listen, QOD_LISTEN */
+    const char *name; /* flag name without dashes: "listen" -> --listen, QOD_LISTEN */
     qod_cfg_type type;
-    size_t offset;        /* offsetof() of the field in the target struct */
-    double min, max;      /* bounds for INT and DOUBLE; max length for STR when max > 0 */
-    const char *def;      /* default value as text, or NULL for none */
-    const char *choices;  /* ENUM: "a|b|c" */
+    size_t offset;          /* offsetof() of the field in the target struct */
+    double min, max;        /* bounds for INT and DOUBLE; max length for STR when max > 0 */
+    const char *def;        /* default value as text, or NULL for none */
+    const char *choices;    /* ENUM: "a|b|c" */
     qod_cfg_check_fn check; /* optional extra validation */
     const char *help;
 } qod_cfg_opt;
@@ -33,8 +33,8 @@ typedef struct {
 /* Parses argv/env/file into target. On error writes a one-line message naming the option into err and returns
  * QOD_ERR_INVALID. When --help is present, sets *help and returns QOD_OK without validating the rest.
  * The --config option, when the table has one, names a file read before the environment and the flags. */
-int qod_config_parse(const qod_cfg_opt *table, size_t n, void *target, int argc, char **argv, char **envp,
-                     bool *help, char *err, size_t errcap);
+int qod_config_parse(const qod_cfg_opt *table, size_t n, void *target, int argc, char **argv, char **envp, bool *help,
+                     char *err, size_t errcap);
 /* Frees the strings the parser stored into target. */
 void qod_config_dispose(const qod_cfg_opt *table, size_t n, void *target);
 /* Prints usage and the option table (flag, env name, default, bounds, help). */

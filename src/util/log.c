@@ -123,8 +123,8 @@ void qod_log_write(qod_log_level level, const char *mod, const char *event, cons
 
     size_t pos;
     if (g_format == QOD_LOG_JSON) {
-        pos = (size_t)snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"mod\":\"%s\",\"event\":\"",
-                               tbuf, lname, mod);
+        pos = (size_t)snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"mod\":\"%s\",\"event\":\"", tbuf,
+                               lname, mod);
         pos = json_escape(line, sizeof line, pos, event, strlen(event));
         line[pos++] = '"';
         pos = fields_to_json(line, sizeof line - 3, pos, body);

@@ -20,10 +20,10 @@ int qod_log_level_parse(const char *s, qod_log_level *out);
 void qod_log_write(qod_log_level level, const char *mod, const char *event, const char *fields, ...)
     __attribute__((format(printf, 4, 5)));
 
-#define QOD_LOG_AT(lvl, mod, event, ...)                                        \
-    do {                                                                         \
-        if ((int)(lvl) >= qod_log_threshold)                                    \
-            qod_log_write((lvl), (mod), (event), __VA_ARGS__);                   \
+#define QOD_LOG_AT(lvl, mod, event, ...)                                                                               \
+    do {                                                                                                               \
+        if ((int)(lvl) >= qod_log_threshold)                                                                           \
+            qod_log_write((lvl), (mod), (event), __VA_ARGS__);                                                         \
     } while (0)
 #define QOD_DEBUG(mod, event, ...) QOD_LOG_AT(QOD_LOG_DEBUG, mod, event, __VA_ARGS__)
 #define QOD_INFO(mod, event, ...) QOD_LOG_AT(QOD_LOG_INFO, mod, event, __VA_ARGS__)

@@ -33,7 +33,8 @@ int64_t qod_time_wall_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + atomic_load_explicit(&g_wall_offset, memory_order_relaxed);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 +
+           atomic_load_explicit(&g_wall_offset, memory_order_relaxed);
 }
 
 void qod_time_set_wall_offset(int64_t offset_ms)
@@ -88,8 +89,8 @@ static void fmt_rfc3339(int64_t unix_ms, bool ms, char *out, size_t cap)
             snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", year, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
                      tm.tm_min, tm.tm_sec, frac);
         else
-            snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02dZ", year, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                     tm.tm_min, tm.tm_sec);
+            snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02dZ", year, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec);
         return;
     }
     /* Written by hand: this runs twice for every session rendered, and snprintf was a visible share of a GET. */
@@ -120,8 +121,7 @@ void qod_time_fmt_ms(int64_t unix_ms, char *out, size_t cap)
 void qod_time_http_date(int64_t unix_s, char *out)
 {
     static const char wday[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char mon[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    static const char mon[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     struct tm tm;
     utc_fields(unix_s, &tm);
     int year = tm.tm_year + 1900;

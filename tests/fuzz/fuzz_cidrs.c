@@ -79,8 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == QOD_OK) {
         FUZZ_CHECK(allow.n >= 0 && allow.n <= QOD_CIDRS_MAX && (allow.n > 0 || text[0] == '\0'));
         for (int i = 0; i < allow.n; i++)
-            FUZZ_CHECK(allow.v[i].prefix >= 0 &&
-                       allow.v[i].prefix <= (allow.v[i].family == AF_INET6 ? 128 : 32));
+            FUZZ_CHECK(allow.v[i].prefix >= 0 && allow.v[i].prefix <= (allow.v[i].family == AF_INET6 ? 128 : 32));
     }
     while (in.n >= 5) {
         uint8_t kind = fuzz_byte(&in);

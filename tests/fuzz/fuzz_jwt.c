@@ -120,9 +120,14 @@ static void sign_then_verify(fuzz_in *in)
 
 static void tamper(fuzz_in *in)
 {
-    static const qod_jwt_claims c = {.iss = ISSUER, .sub = "app-1", .client_id = "app-1", .scope = "qod",
+    static const qod_jwt_claims c = {.iss = ISSUER,
+                                     .sub = "app-1",
+                                     .client_id = "app-1",
+                                     .scope = "qod",
                                      .jti = "3b241101-e2bb-4255-8caf-4136c566a962",
-                                     .device = "{\"phoneNumber\":\"+36719991000\"}", .iat = NOW_S, .exp = NOW_S + 60};
+                                     .device = "{\"phoneNumber\":\"+36719991000\"}",
+                                     .iat = NOW_S,
+                                     .exp = NOW_S + 60};
     qod_jwt_claims got;
     qod_buf tok;
     qod_buf_init(&tok, 0);

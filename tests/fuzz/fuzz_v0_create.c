@@ -45,8 +45,9 @@ static void network_event(const cJSON *root)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const char *const keys[] = {"device", "qosProfile", "duration", "webhook", "applicationServer",
-                                       "devicePorts", "applicationServerPorts", NULL};
+    static const char *const keys[] = {
+        "device", "qosProfile", "duration", "webhook", "applicationServer", "devicePorts", "applicationServerPorts",
+        NULL};
     char err[512];
     const char *bad = NULL;
     cJSON *root = NULL;

@@ -48,8 +48,8 @@ static void extra_object(const cJSON *root, int64_t sink_expires_ms)
     qod_buf_puts(&extra, "{");
     if (as && !cJSON_IsNull(as) && fuzz_flows(root, &extra, &count) == QOD_OK) {
         size_t internal = extra.len + 1;
-        qod_buf_printf(&extra, ",\"_\":{\"threeLegged\":false,\"sinkExpiresMs\":%lld,\"source\":",
-                       (long long)sink_expires_ms);
+        qod_buf_printf(&extra,
+                       ",\"_\":{\"threeLegged\":false,\"sinkExpiresMs\":%lld,\"source\":", (long long)sink_expires_ms);
         qod_buf_json_str(&extra, PUBLIC_URL);
         qod_buf_puts(&extra, "}}");
         fuzz_check_object_text(extra.data, extra.len);
@@ -68,8 +68,9 @@ static void device(const cJSON *root)
 
 static void create(const cJSON *root)
 {
-    static const char *const keys[] = {"device", "applicationServer", "devicePorts", "applicationServerPorts",
-                                       "qosProfile", "duration", "sink", "sinkCredential", NULL};
+    static const char *const keys[] = {"device",     "applicationServer", "devicePorts", "applicationServerPorts",
+                                       "qosProfile", "duration",          "sink",        "sinkCredential",
+                                       NULL};
     const char *bad = NULL;
     if (!qod_json_only_keys(root, keys, &bad))
         FUZZ_CHECK(bad != NULL);

@@ -46,8 +46,8 @@ static void print_state(const qod_tc_state *st)
     for (size_t i = 0; i < st->nfilters; i++) {
         const qod_tc_filter_info *f = &st->filters[i];
         handle_str(f->classid, a, sizeof a);
-        printf("%s{\"pref\":%u,\"handle\":\"%x\",\"kind\":\"%s\",\"classid\":\"%s\",\"keys\":[", i ? "," : "",
-               f->pref, f->handle, f->kind, a);
+        printf("%s{\"pref\":%u,\"handle\":\"%x\",\"kind\":\"%s\",\"classid\":\"%s\",\"keys\":[", i ? "," : "", f->pref,
+               f->handle, f->kind, a);
         for (int k = 0; k < f->nkeys; k++)
             printf("%s{\"off\":%d,\"val\":\"%08x\",\"mask\":\"%08x\"}", k ? "," : "", f->keys[k].off,
                    ntohl(f->keys[k].val), ntohl(f->keys[k].mask));
@@ -61,8 +61,7 @@ static int stray(qod_tc_nl *nl, int ifindex, const char *minor_s, const char *ip
     char *end = NULL;
     unsigned long minor = strtoul(minor_s, &end, 16);
     qod_tc_matches m;
-    if (!end || *end || minor == 0 || minor > 0xffff ||
-        qod_tc_plan_matches(ip, NULL, &m, err, errcap) != 0) {
+    if (!end || *end || minor == 0 || minor > 0xffff || qod_tc_plan_matches(ip, NULL, &m, err, errcap) != 0) {
         snprintf(err, errcap, "stray needs a hex class minor (1..ffff) and an IPv4 address");
         return 2;
     }

@@ -28,7 +28,7 @@
 typedef struct {
     qod_http *up, *front;
     qod_forward *fw;
-    char base[64];      /* the upstream as the front forwards to it */
+    char base[64]; /* the upstream as the front forwards to it */
     char front_url[64];
     atomic_int slow_ms; /* how long /slow sleeps */
 } fixture;
@@ -74,8 +74,8 @@ static void upstream_dispatch(void *ctx, qod_req *r)
     qod_buf_printf(&b, "method=%s\npath=%s\nbody=%.*s\n", qod_req_method(r), path, (int)len, body);
     const char *q = qod_req_query(r, "i"), *s = qod_req_query(r, "s");
     qod_buf_printf(&b, "i=%s\ns=%s\n", q ? q : "(none)", s ? s : "(none)");
-    static const char *const names[] = {"Authorization", "Content-Type", "Idempotency-Key", "x-correlator",
-                                        "Accept", "X-Qod-Forwarded", "Cookie", "X-Other", "Expect"};
+    static const char *const names[] = {"Authorization",   "Content-Type", "Idempotency-Key", "x-correlator", "Accept",
+                                        "X-Qod-Forwarded", "Cookie",       "X-Other",         "Expect"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         echo_header(&b, r, names[i]);
     const char *corr = qod_req_header(r, "x-correlator");
@@ -113,8 +113,12 @@ static void front_dispatch(void *ctx, qod_req *r)
 static int start_server(void (*dispatch)(void *, qod_req *), fixture *fx, qod_http **out)
 {
     char err[256];
-    qod_http_opts o = {.listen = "127.0.0.1:0", .threads = 4, .conn_timeout_s = 10, .max_body = 1 << 20,
-                       .dispatch = dispatch, .ctx = fx};
+    qod_http_opts o = {.listen = "127.0.0.1:0",
+                       .threads = 4,
+                       .conn_timeout_s = 10,
+                       .max_body = 1 << 20,
+                       .dispatch = dispatch,
+                       .ctx = fx};
     return qod_http_start(&o, out, err, sizeof err);
 }
 
@@ -391,8 +395,8 @@ QTEST(upstream_body_over_1mib_is_503)
 
 QTEST(refuses_bad_base_url_leaving_the_request_to_the_caller)
 {
-    static const char *const bad[] = {"ftp://127.0.0.1:1", "127.0.0.1:1", "http://", "http:///x", "http://a b",
-                                      "http://h/?q", ""};
+    static const char *const bad[] = {"ftp://127.0.0.1:1", "127.0.0.1:1", "http://", "http:///x",
+                                      "http://a b",        "http://h/?q", ""};
     fixture fx;
     QT_EQ_INT(setup(&fx, 5000, false), QOD_OK);
     bool all = true;
@@ -488,9 +492,9 @@ QTEST(create_rejects_bad_timeout_and_destroy_null_is_noop)
 }
 
 QTEST_MAIN(QT_CASE(relays_method_body_and_headers_both_ways),
-           QT_CASE(sends_no_invented_headers_and_the_fronts_correlator), QT_CASE(relays_get_and_delete_without_body_trailing_slash_ignored),
-           QT_CASE(forwarded_request_is_recognised), QT_CASE(upstream_down_is_503_retry_after_1),
-           QT_CASE(upstream_slower_than_timeout_is_503), QT_CASE(upstream_body_over_1mib_is_503),
-           QT_CASE(refuses_bad_base_url_leaving_the_request_to_the_caller),
+           QT_CASE(sends_no_invented_headers_and_the_fronts_correlator),
+           QT_CASE(relays_get_and_delete_without_body_trailing_slash_ignored), QT_CASE(forwarded_request_is_recognised),
+           QT_CASE(upstream_down_is_503_retry_after_1), QT_CASE(upstream_slower_than_timeout_is_503),
+           QT_CASE(upstream_body_over_1mib_is_503), QT_CASE(refuses_bad_base_url_leaving_the_request_to_the_caller),
            QT_CASE(parallel_requests_are_all_answered), QT_CASE(destroy_answers_in_flight_with_503),
            QT_CASE(create_rejects_bad_timeout_and_destroy_null_is_noop))

@@ -899,7 +899,7 @@ QTEST(claim_longer_than_its_field_is_rejected_not_truncated)
     fixture f;
     char id[80], extra[128], value[200], dev[240];
     QT_TRUE(fixture_open(&f) == 0);
-    repeat(id, sizeof ((qod_jwt_claims *)0)->client_id, 'c');
+    repeat(id, sizeof((qod_jwt_claims *)0)->client_id, 'c');
     snprintf(extra, sizeof extra, ",\"client_id\":\"%s\"", id);
     int client_rc = verify_payload(&f, "client_id", extra);
     /* {"x":"…"} with 154 characters is 162 bytes of compact JSON, more than the 159 the field holds. */
@@ -995,22 +995,22 @@ QTEST(sign_and_verify_from_several_threads)
 
 QTEST_MAIN(QT_CASE(sign_then_verify_returns_the_claims), QT_CASE(device_claim_round_trips_as_compact_json),
            QT_CASE(token_without_device_has_no_device_member), QT_CASE(sign_refuses_a_device_that_is_not_an_object),
-           QT_CASE(sign_refuses_an_unterminated_claim),
-           QT_CASE(key_file_is_created_with_mode_0600), QT_CASE(reloading_the_key_file_gives_the_same_kid),
-           QT_CASE(kid_is_the_rfc7638_thumbprint), QT_CASE(key_file_with_another_curve_is_refused),
-           QT_CASE(key_file_with_junk_is_refused), QT_CASE(key_in_a_missing_directory_fails_with_errno),
-           QT_CASE(jwks_has_the_expected_members), QT_CASE(jwks_key_verifies_our_signature),
-           QT_CASE(flipped_payload_byte_is_rejected), QT_CASE(changed_claim_under_the_old_signature_is_rejected),
-           QT_CASE(alg_none_is_rejected), QT_CASE(hs256_keyed_with_the_jwks_is_rejected),
-           QT_CASE(duplicate_alg_in_the_header_is_rejected), QT_CASE(header_without_typ_is_accepted),
-           QT_CASE(typ_other_than_jwt_is_rejected), QT_CASE(missing_kid_is_rejected), QT_CASE(wrong_kid_is_rejected),
-           QT_CASE(unknown_header_member_is_rejected), QT_CASE(token_of_another_key_is_rejected),
-           QT_CASE(signature_of_63_or_65_bytes_is_rejected), QT_CASE(der_encoded_signature_is_rejected),
-           QT_CASE(token_needs_exactly_three_segments), QT_CASE(junk_segments_are_rejected),
-           QT_CASE(standard_base64_or_padding_is_rejected), QT_CASE(length_limit_is_exactly_qod_jwt_max_len),
-           QT_CASE(expired_token_is_out_of_range), QT_CASE(iat_more_than_60s_ahead_is_not_valid_yet),
-           QT_CASE(iat_60s_ahead_is_accepted), QT_CASE(foreign_issuer_is_rejected),
-           QT_CASE(every_required_claim_is_required), QT_CASE(claims_of_the_wrong_type_are_rejected),
+           QT_CASE(sign_refuses_an_unterminated_claim), QT_CASE(key_file_is_created_with_mode_0600),
+           QT_CASE(reloading_the_key_file_gives_the_same_kid), QT_CASE(kid_is_the_rfc7638_thumbprint),
+           QT_CASE(key_file_with_another_curve_is_refused), QT_CASE(key_file_with_junk_is_refused),
+           QT_CASE(key_in_a_missing_directory_fails_with_errno), QT_CASE(jwks_has_the_expected_members),
+           QT_CASE(jwks_key_verifies_our_signature), QT_CASE(flipped_payload_byte_is_rejected),
+           QT_CASE(changed_claim_under_the_old_signature_is_rejected), QT_CASE(alg_none_is_rejected),
+           QT_CASE(hs256_keyed_with_the_jwks_is_rejected), QT_CASE(duplicate_alg_in_the_header_is_rejected),
+           QT_CASE(header_without_typ_is_accepted), QT_CASE(typ_other_than_jwt_is_rejected),
+           QT_CASE(missing_kid_is_rejected), QT_CASE(wrong_kid_is_rejected), QT_CASE(unknown_header_member_is_rejected),
+           QT_CASE(token_of_another_key_is_rejected), QT_CASE(signature_of_63_or_65_bytes_is_rejected),
+           QT_CASE(der_encoded_signature_is_rejected), QT_CASE(token_needs_exactly_three_segments),
+           QT_CASE(junk_segments_are_rejected), QT_CASE(standard_base64_or_padding_is_rejected),
+           QT_CASE(length_limit_is_exactly_qod_jwt_max_len), QT_CASE(expired_token_is_out_of_range),
+           QT_CASE(iat_more_than_60s_ahead_is_not_valid_yet), QT_CASE(iat_60s_ahead_is_accepted),
+           QT_CASE(foreign_issuer_is_rejected), QT_CASE(every_required_claim_is_required),
+           QT_CASE(claims_of_the_wrong_type_are_rejected),
            QT_CASE(claim_longer_than_its_field_is_rejected_not_truncated),
            QT_CASE(claim_that_exactly_fills_its_field_is_accepted), QT_CASE(duplicate_claim_in_the_payload_is_rejected),
            QT_CASE(payload_that_is_not_an_object_is_rejected), QT_CASE(sign_and_verify_from_several_threads))

@@ -95,8 +95,8 @@ static int reports_wait(reports *r, const int *field, int ms)
 
 static qod_cluster_opts node_opts(const char *url, reports *r)
 {
-    return (qod_cluster_opts){.uri = pgfix.uri, .node = url, .lease_ms = LEASE_MS, .acquired = on_acquired,
-                              .lost = on_lost, .ctx = r};
+    return (qod_cluster_opts){
+        .uri = pgfix.uri, .node = url, .lease_ms = LEASE_MS, .acquired = on_acquired, .lost = on_lost, .ctx = r};
 }
 
 /* An empty database with no leases, and quiet logs. */
@@ -532,7 +532,7 @@ static const qtest_case on_server[] = {
     QT_CASE(a_shard_lease_that_lapsed_with_no_other_holder_is_kept_at_the_next_epoch),
     QT_CASE(a_shard_lease_another_node_held_meanwhile_reports_lost),
     QT_CASE(the_shortest_lease_is_accepted),
-           QT_CASE(a_second_live_process_cannot_take_a_running_nodes_url),
+    QT_CASE(a_second_live_process_cannot_take_a_running_nodes_url),
 };
 
 int main(int argc, char **argv)

@@ -47,7 +47,7 @@ static bool round_trips(const char *json, char *emitted, size_t cap)
 
 QTEST(phone_valid_lengths)
 {
-    QT_EQ_INT(parse_phone("+12345"), QOD_OK);           /* 5 digits, the minimum */
+    QT_EQ_INT(parse_phone("+12345"), QOD_OK); /* 5 digits, the minimum */
     QT_EQ_INT(parse_phone("+123456"), QOD_OK);
     QT_EQ_INT(parse_phone("+123456789012345"), QOD_OK); /* 15 digits, the maximum */
 }
@@ -114,9 +114,9 @@ QTEST(ipv4_public_and_port)
 {
     qod_device d;
     char err[256];
-    QT_EQ_INT(parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"publicPort\":59765}}", &d, err,
-                         sizeof err),
-              QOD_OK);
+    QT_EQ_INT(
+        parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"publicPort\":59765}}", &d, err, sizeof err),
+        QOD_OK);
     QT_EQ_STR(d.ipv4_private, "");
     QT_EQ_INT(d.ipv4_port, 59765);
 }
@@ -143,9 +143,9 @@ QTEST(ipv4_bad_addresses_rejected)
 {
     qod_device d;
     char err[256];
-    QT_EQ_INT(parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.0/24\",\"publicPort\":80}}", &d, err,
-                         sizeof err),
-              QOD_ERR_INVALID);
+    QT_EQ_INT(
+        parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.0/24\",\"publicPort\":80}}", &d, err, sizeof err),
+        QOD_ERR_INVALID);
     QT_EQ_INT(parse_text("{\"ipv4Address\":{\"publicAddress\":\"256.0.0.1\",\"publicPort\":80}}", &d, err, sizeof err),
               QOD_ERR_INVALID);
     QT_EQ_INT(parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"privateAddress\":\"::1\"}}", &d, err,
@@ -176,7 +176,7 @@ QTEST(ipv4_port_out_of_range_rejected)
     QT_TRUE(strstr(err, "publicPort") != NULL);
     QT_EQ_INT(
         parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"publicPort\":-1}}", &d, err, sizeof err),
-              QOD_ERR_INVALID);
+        QOD_ERR_INVALID);
 }
 
 QTEST(ipv4_port_not_integer_rejected)
@@ -185,7 +185,7 @@ QTEST(ipv4_port_not_integer_rejected)
     char err[256];
     QT_EQ_INT(
         parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"publicPort\":80.5}}", &d, err, sizeof err),
-              QOD_ERR_INVALID);
+        QOD_ERR_INVALID);
     QT_EQ_INT(
         parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"publicPort\":\"80\"}}", &d, err, sizeof err),
         QOD_ERR_INVALID);
@@ -341,9 +341,9 @@ QTEST(choose_ipv6_over_nai)
 {
     qod_device d;
     char err[256];
-    QT_EQ_INT(parse_text("{\"networkAccessIdentifier\":\"u@d.com\",\"ipv6Address\":\"2001:db8::1\"}", &d, err,
-                         sizeof err),
-              QOD_OK);
+    QT_EQ_INT(
+        parse_text("{\"networkAccessIdentifier\":\"u@d.com\",\"ipv6Address\":\"2001:db8::1\"}", &d, err, sizeof err),
+        QOD_OK);
     QT_EQ_INT(qod_device_choose(&d), QOD_DEV_IPV6);
 }
 
@@ -387,7 +387,7 @@ QTEST(key_ipv4_partial_forms)
     char err[256], k[QOD_DEVICE_KEY_MAX];
     QT_EQ_INT(
         parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"publicPort\":80}}", &d, err, sizeof err),
-              QOD_OK);
+        QOD_OK);
     QT_EQ_INT(qod_device_key(&d, QOD_DEV_IPV4, k, sizeof k), QOD_OK);
     QT_EQ_STR(k, "ipv4:203.0.113.7/:80");
     QT_EQ_INT(parse_text("{\"ipv4Address\":{\"publicAddress\":\"203.0.113.7\",\"privateAddress\":\"10.0.0.7\"}}", &d,
@@ -474,9 +474,8 @@ QTEST_MAIN(QT_CASE(phone_valid_lengths), QT_CASE(phone_parsed_into_device), QT_C
            QT_CASE(empty_object_rejected), QT_CASE(only_nulls_rejected), QT_CASE(non_object_rejected),
            QT_CASE(ipv6_normalised), QT_CASE(ipv6_bad_rejected), QT_CASE(ipv6_norm_helpers), QT_CASE(nai_valid),
            QT_CASE(nai_needs_local_at_domain), QT_CASE(nai_longest_accepted), QT_CASE(nai_too_long_rejected),
-           QT_CASE(choose_phone_first),
-           QT_CASE(choose_ipv4_over_ipv6_and_nai), QT_CASE(choose_ipv6_over_nai), QT_CASE(choose_nai_last),
-           QT_CASE(choose_none_on_empty_device), QT_CASE(key_formats), QT_CASE(key_ipv4_partial_forms),
-           QT_CASE(key_none_and_small_buffer), QT_CASE(to_json_emits_only_chosen_phone),
-           QT_CASE(to_json_ipv4_round_trips), QT_CASE(to_json_ipv6_original_round_trips),
-           QT_CASE(to_json_nai_round_trips), QT_CASE(to_json_none_rejected))
+           QT_CASE(choose_phone_first), QT_CASE(choose_ipv4_over_ipv6_and_nai), QT_CASE(choose_ipv6_over_nai),
+           QT_CASE(choose_nai_last), QT_CASE(choose_none_on_empty_device), QT_CASE(key_formats),
+           QT_CASE(key_ipv4_partial_forms), QT_CASE(key_none_and_small_buffer),
+           QT_CASE(to_json_emits_only_chosen_phone), QT_CASE(to_json_ipv4_round_trips),
+           QT_CASE(to_json_ipv6_original_round_trips), QT_CASE(to_json_nai_round_trips), QT_CASE(to_json_none_rejected))

@@ -94,8 +94,8 @@ QTEST(server_ipv4_mask_33_rejected)
 
 QTEST(server_ipv4_malformed_masks_rejected)
 {
-    static const char *const bad[] = {"{\"ipv4Address\":\"1.2.3.4/\"}", "{\"ipv4Address\":\"1.2.3.4/-1\"}",
-                                      "{\"ipv4Address\":\"1.2.3.4/2a\"}", "{\"ipv4Address\":\"/24\"}",
+    static const char *const bad[] = {"{\"ipv4Address\":\"1.2.3.4/\"}",      "{\"ipv4Address\":\"1.2.3.4/-1\"}",
+                                      "{\"ipv4Address\":\"1.2.3.4/2a\"}",    "{\"ipv4Address\":\"/24\"}",
                                       "{\"ipv4Address\":\"1.2.3.4/00024\"}", "{\"ipv4Address\":\"1.2.3/24\"}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         result r;
@@ -326,10 +326,9 @@ QTEST(ports_64_ranges_plus_one_port_rejected)
 QTEST_MAIN(QT_CASE(server_ipv4_subnet), QT_CASE(server_ipv4_single_address), QT_CASE(server_ipv4_explicit_32_kept),
            QT_CASE(server_ipv4_mask_33_rejected), QT_CASE(server_ipv4_malformed_masks_rejected),
            QT_CASE(server_ipv4_given_ipv6_rejected), QT_CASE(server_ipv6_with_prefix_normalised),
-           QT_CASE(server_ipv6_single_address), QT_CASE(server_ipv6_prefix_129_rejected),
-           QT_CASE(server_both_families), QT_CASE(server_unknown_member_rejected),
-           QT_CASE(server_empty_object_rejected), QT_CASE(server_only_nulls_rejected),
-           QT_CASE(server_not_object_rejected), QT_CASE(ports_ranges_and_list),
+           QT_CASE(server_ipv6_single_address), QT_CASE(server_ipv6_prefix_129_rejected), QT_CASE(server_both_families),
+           QT_CASE(server_unknown_member_rejected), QT_CASE(server_empty_object_rejected),
+           QT_CASE(server_only_nulls_rejected), QT_CASE(server_not_object_rejected), QT_CASE(ports_ranges_and_list),
            QT_CASE(ports_output_order_is_normalised), QT_CASE(ports_list_only),
            QT_CASE(ports_from_greater_than_to_rejected), QT_CASE(ports_65536_rejected),
            QT_CASE(ports_negative_rejected), QT_CASE(ports_fraction_rejected), QT_CASE(ports_string_rejected),

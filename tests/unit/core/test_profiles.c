@@ -251,8 +251,7 @@ QTEST(rate_fractional_value_rejected)
 QTEST(duration_value_0_rejected)
 {
     char err[256] = "";
-    QT_EQ_INT(parse_one_with("\"minDuration\":{\"value\":0,\"unit\":\"Seconds\"}", err, sizeof err),
-              QOD_ERR_INVALID);
+    QT_EQ_INT(parse_one_with("\"minDuration\":{\"value\":0,\"unit\":\"Seconds\"}", err, sizeof err), QOD_ERR_INVALID);
     QT_TRUE(strstr(err, "minDuration") != NULL);
 }
 
@@ -388,8 +387,8 @@ QTEST(to_json_round_trips)
     bool same = rc2 == QOD_OK && qod_profiles_count(again) == qod_profiles_count(p);
     for (size_t i = 0; same && i < qod_profiles_count(p); i++) {
         const qod_profile *a = qod_profiles_at(p, i), *b = qod_profiles_at(again, i);
-        same = strcmp(a->name, b->name) == 0 && strcmp(a->json, b->json) == 0 &&
-               a->min_down_kbps == b->min_down_kbps && a->priority == b->priority;
+        same = strcmp(a->name, b->name) == 0 && strcmp(a->json, b->json) == 0 && a->min_down_kbps == b->min_down_kbps &&
+               a->priority == b->priority;
     }
     qod_profiles_destroy(p);
     qod_profiles_destroy(again);
@@ -496,13 +495,12 @@ QTEST_MAIN(QT_CASE(default_has_three_active_profiles), QT_CASE(default_durations
            QT_CASE(find_and_at_out_of_range), QT_CASE(destroy_null_is_noop), QT_CASE(custom_catalogue_parsed),
            QT_CASE(not_an_array_rejected), QT_CASE(malformed_json_rejected), QT_CASE(empty_array_rejected),
            QT_CASE(duplicate_name_rejected), QT_CASE(name_too_short_rejected), QT_CASE(name_with_space_rejected),
-           QT_CASE(name_missing_or_not_string_rejected), QT_CASE(bad_status_rejected),
-           QT_CASE(missing_status_rejected), QT_CASE(description_not_string_rejected),
-           QT_CASE(rate_value_1025_rejected), QT_CASE(rate_value_1024_accepted), QT_CASE(rate_unknown_unit_rejected),
+           QT_CASE(name_missing_or_not_string_rejected), QT_CASE(bad_status_rejected), QT_CASE(missing_status_rejected),
+           QT_CASE(description_not_string_rejected), QT_CASE(rate_value_1025_rejected),
+           QT_CASE(rate_value_1024_accepted), QT_CASE(rate_unknown_unit_rejected),
            QT_CASE(rate_fractional_value_rejected), QT_CASE(duration_value_0_rejected),
            QT_CASE(duration_unknown_unit_rejected), QT_CASE(max_duration_below_min_rejected),
-           QT_CASE(priority_0_rejected),
-           QT_CASE(priority_101_rejected), QT_CASE(priority_bounds_accepted),
+           QT_CASE(priority_0_rejected), QT_CASE(priority_101_rejected), QT_CASE(priority_bounds_accepted),
            QT_CASE(packet_error_loss_rate_out_of_range_rejected), QT_CASE(minutes_converted_to_seconds),
            QT_CASE(sub_second_min_duration_rounds_up_to_1s), QT_CASE(rate_units_converted_to_kbps),
            QT_CASE(to_json_round_trips), QT_CASE(profile_json_keeps_camara_members), QT_CASE(status_names),

@@ -6,8 +6,8 @@
 static const qod_session_status requested = {QOD_SS_REQUESTED, QOD_END_NONE};
 static const qod_session_status available = {QOD_SS_AVAILABLE, QOD_END_NONE};
 
-static const qod_session_event all_events[] = {QOD_EV_PROVISIONED, QOD_EV_REFUSED, QOD_EV_TERMINATED,
-                                               QOD_EV_EXPIRED, QOD_EV_DELETED};
+static const qod_session_event all_events[] = {QOD_EV_PROVISIONED, QOD_EV_REFUSED, QOD_EV_TERMINATED, QOD_EV_EXPIRED,
+                                               QOD_EV_DELETED};
 #define N_EVENTS (sizeof all_events / sizeof all_events[0])
 
 static const qod_end_reason all_reasons[] = {QOD_END_EXPIRED, QOD_END_REFUSED, QOD_END_NETWORK_TERMINATED,
@@ -158,8 +158,8 @@ QTEST(state_name_round_trip)
 
 QTEST(reason_name_round_trip)
 {
-    static const qod_end_reason reasons[] = {QOD_END_NONE, QOD_END_EXPIRED, QOD_END_REFUSED,
-                                             QOD_END_NETWORK_TERMINATED, QOD_END_DELETED};
+    static const qod_end_reason reasons[] = {QOD_END_NONE, QOD_END_EXPIRED, QOD_END_REFUSED, QOD_END_NETWORK_TERMINATED,
+                                             QOD_END_DELETED};
     for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++) {
         qod_end_reason out = (qod_end_reason)-1;
         QT_EQ_INT(qod_end_reason_parse(qod_end_reason_name(reasons[i]), &out), QOD_OK);
@@ -197,9 +197,8 @@ QTEST_MAIN(QT_CASE(requested_provisioned_becomes_available), QT_CASE(requested_r
            QT_CASE(requested_terminated_ends_refused), QT_CASE(requested_expired_ends_expired),
            QT_CASE(requested_deleted_ends_deleted), QT_CASE(available_terminated_ends_network_terminated),
            QT_CASE(available_expired_ends_expired), QT_CASE(available_deleted_ends_deleted),
-           QT_CASE(available_provisioned_is_illegal_and_unchanged),
-           QT_CASE(available_refused_is_illegal_and_unchanged), QT_CASE(nothing_leaves_ended),
-           QT_CASE(unknown_event_is_illegal_and_unchanged), QT_CASE(active_while_requested_or_available),
-           QT_CASE(state_names), QT_CASE(reason_names), QT_CASE(state_name_round_trip),
-           QT_CASE(reason_name_round_trip), QT_CASE(unknown_state_name_rejected),
+           QT_CASE(available_provisioned_is_illegal_and_unchanged), QT_CASE(available_refused_is_illegal_and_unchanged),
+           QT_CASE(nothing_leaves_ended), QT_CASE(unknown_event_is_illegal_and_unchanged),
+           QT_CASE(active_while_requested_or_available), QT_CASE(state_names), QT_CASE(reason_names),
+           QT_CASE(state_name_round_trip), QT_CASE(reason_name_round_trip), QT_CASE(unknown_state_name_rejected),
            QT_CASE(unknown_reason_name_rejected), QT_CASE(out_of_range_values_have_placeholder_names))

@@ -87,10 +87,14 @@ QTEST(notification_events_in_order)
 
 QTEST(notification_malformed_is_invalid)
 {
-    static const char *const bad[] = {"", "{", "[]", "{\"eventReports\":[{\"event\":\"X\"}]}",
-                                      "{\"transaction\":\"t\",\"eventReports\":[]}",
-                                      "{\"transaction\":\"t\",\"eventReports\":[{\"event\":1}]}",
-                                      "{\"transaction\":\"t\",\"transaction\":\"u\",\"eventReports\":[{\"event\":\"X\"}]}"};
+    static const char *const bad[] = {
+        "",
+        "{",
+        "[]",
+        "{\"eventReports\":[{\"event\":\"X\"}]}",
+        "{\"transaction\":\"t\",\"eventReports\":[]}",
+        "{\"transaction\":\"t\",\"eventReports\":[{\"event\":1}]}",
+        "{\"transaction\":\"t\",\"transaction\":\"u\",\"eventReports\":[{\"event\":\"X\"}]}"};
     qod_nef_notification n;
     char err[128];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)

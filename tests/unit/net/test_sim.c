@@ -425,13 +425,12 @@ QTEST(destroy_null_is_noop)
 }
 
 QTEST_MAIN(QT_CASE(registered_by_name), QT_CASE(check_sandbox_404_is_notfound),
-           QT_CASE(check_sandbox_422_is_unsupported),
-           QT_CASE(check_other_numbers_ok), QT_CASE(provision_1001_refused_after_delay),
-           QT_CASE(provision_1003_available_after_10s), QT_CASE(provision_sandbox_available_after_delay),
-           QT_CASE(sandbox_sessions_take_no_capacity), QT_CASE(activated_1002_terminated_after_5s),
-           QT_CASE(activated_other_numbers_report_nothing), QT_CASE(live_admission_fills_a_cell),
-           QT_CASE(live_admission_is_per_cell), QT_CASE(live_admission_without_registry_entry_uses_cell_0),
-           QT_CASE(release_frees_capacity), QT_CASE(release_twice_is_harmless),
-           QT_CASE(release_of_unknown_session_is_harmless), QT_CASE(release_of_refused_session_frees_nothing),
-           QT_CASE(provision_twice_does_not_double_count), QT_CASE(destroy_with_grants_outstanding),
-           QT_CASE(destroy_null_is_noop) BOUNDED_MEMORY_CASES)
+           QT_CASE(check_sandbox_422_is_unsupported), QT_CASE(check_other_numbers_ok),
+           QT_CASE(provision_1001_refused_after_delay), QT_CASE(provision_1003_available_after_10s),
+           QT_CASE(provision_sandbox_available_after_delay), QT_CASE(sandbox_sessions_take_no_capacity),
+           QT_CASE(activated_1002_terminated_after_5s), QT_CASE(activated_other_numbers_report_nothing),
+           QT_CASE(live_admission_fills_a_cell), QT_CASE(live_admission_is_per_cell),
+           QT_CASE(live_admission_without_registry_entry_uses_cell_0), QT_CASE(release_frees_capacity),
+           QT_CASE(release_twice_is_harmless), QT_CASE(release_of_unknown_session_is_harmless),
+           QT_CASE(release_of_refused_session_frees_nothing), QT_CASE(provision_twice_does_not_double_count),
+           QT_CASE(destroy_with_grants_outstanding), QT_CASE(destroy_null_is_noop) BOUNDED_MEMORY_CASES)

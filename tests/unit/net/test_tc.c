@@ -4,8 +4,8 @@
 #include "net/backend.h"
 #include "net/tc_nl.h"
 
-#include "qtest.h"
 #include "core/loop.h"
+#include "qtest.h"
 #include "util/buf.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -351,12 +351,14 @@ QTEST(metrics_report_enforcement)
 int main(int argc, char **argv)
 {
     static const qtest_case plain[] = {QT_CASE(registered_by_name), QT_CASE(create_needs_a_device_and_a_rate)};
-    static const qtest_case kernel[] = {
-        QT_CASE(unknown_interface_fails_start), QT_CASE(provision_installs_and_release_removes),
-        QT_CASE(admission_keeps_guarantees_within_the_share), QT_CASE(check_refuses_what_cannot_be_enforced),
-        QT_CASE(sandbox_goes_to_the_simulated_network),
-        QT_CASE(restart_keeps_enforcing_and_removes_what_no_session_claims), QT_CASE(no_reconciliation_when_start_fails),
-        QT_CASE(metrics_report_enforcement)};
+    static const qtest_case kernel[] = {QT_CASE(unknown_interface_fails_start),
+                                        QT_CASE(provision_installs_and_release_removes),
+                                        QT_CASE(admission_keeps_guarantees_within_the_share),
+                                        QT_CASE(check_refuses_what_cannot_be_enforced),
+                                        QT_CASE(sandbox_goes_to_the_simulated_network),
+                                        QT_CASE(restart_keeps_enforcing_and_removes_what_no_session_claims),
+                                        QT_CASE(no_reconciliation_when_start_fails),
+                                        QT_CASE(metrics_report_enforcement)};
     qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
     int fails = 0;
     for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) {

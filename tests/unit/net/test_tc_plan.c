@@ -94,8 +94,8 @@ static int blocks_cover_exactly(uint16_t from, uint16_t to)
 
 QTEST(port_blocks_cover_exactly)
 {
-    static const uint16_t r[][2] = {{0, 0}, {1, 1}, {0, 1}, {1, 2}, {3, 17}, {1000, 2000}, {8080, 8089},
-                                    {49152, 65535}, {65535, 65535}, {12345, 54321}};
+    static const uint16_t r[][2] = {{0, 0},       {1, 1},       {0, 1},         {1, 2},         {3, 17},
+                                    {1000, 2000}, {8080, 8089}, {49152, 65535}, {65535, 65535}, {12345, 54321}};
     for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
         QT_TRUE(blocks_cover_exactly(r[i][0], r[i][1]));
 }
@@ -262,10 +262,9 @@ QTEST(keys_one_side_port_leaves_the_other_free)
 
 QTEST_MAIN(QT_CASE(htb_prio_bands), QT_CASE(htb_prio_clamps_out_of_range), QT_CASE(owned_range),
            QT_CASE(port_single_is_exact), QT_CASE(port_range_splits_into_aligned_blocks),
-           QT_CASE(port_full_range_is_any), QT_CASE(port_worst_case_fits_the_bound),
-           QT_CASE(port_blocks_cover_exactly), QT_CASE(session_class_of_qos_l), QT_CASE(session_class_caps_at_the_link),
-           QT_CASE(session_class_has_a_floor), QT_CASE(best_effort_gets_what_guarantees_leave),
-           QT_CASE(matches_without_flows_cover_the_device), QT_CASE(matches_narrow_by_server_prefix_and_ports),
-           QT_CASE(matches_refuse_what_u32_cannot_enforce), QT_CASE(matches_keep_ipv4_when_both_families_given),
-           QT_CASE(keys_downstream_device_is_destination), QT_CASE(keys_upstream_swaps_addresses_and_ports),
-           QT_CASE(keys_one_side_port_leaves_the_other_free))
+           QT_CASE(port_full_range_is_any), QT_CASE(port_worst_case_fits_the_bound), QT_CASE(port_blocks_cover_exactly),
+           QT_CASE(session_class_of_qos_l), QT_CASE(session_class_caps_at_the_link), QT_CASE(session_class_has_a_floor),
+           QT_CASE(best_effort_gets_what_guarantees_leave), QT_CASE(matches_without_flows_cover_the_device),
+           QT_CASE(matches_narrow_by_server_prefix_and_ports), QT_CASE(matches_refuse_what_u32_cannot_enforce),
+           QT_CASE(matches_keep_ipv4_when_both_families_given), QT_CASE(keys_downstream_device_is_destination),
+           QT_CASE(keys_upstream_swaps_addresses_and_ports), QT_CASE(keys_one_side_port_leaves_the_other_free))

@@ -163,14 +163,14 @@ QTEST(verify_rejects_when_no_signature_matches)
     QT_EQ_INT(verify_vec(VEC_SECRET, VEC_ID, VEC_TS_TEXT, hdr, VEC_BODY, VEC_TS), QOD_ERR_DENIED);
     /* Without a scheme, truncated, or empty. */
     QT_EQ_INT(verify_vec(VEC_SECRET, VEC_ID, VEC_TS_TEXT, sig_b64, VEC_BODY, VEC_TS), QOD_ERR_DENIED);
-    QT_EQ_INT(verify_vec(VEC_SECRET, VEC_ID, VEC_TS_TEXT, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ", VEC_BODY,
-                         VEC_TS),
-              QOD_ERR_DENIED);
+    QT_EQ_INT(
+        verify_vec(VEC_SECRET, VEC_ID, VEC_TS_TEXT, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ", VEC_BODY, VEC_TS),
+        QOD_ERR_DENIED);
     QT_EQ_INT(verify_vec(VEC_SECRET, VEC_ID, VEC_TS_TEXT, "", VEC_BODY, VEC_TS), QOD_ERR_DENIED);
     QT_EQ_INT(verify_vec(VEC_SECRET, VEC_ID, VEC_TS_TEXT, "v1,", VEC_BODY, VEC_TS), QOD_ERR_DENIED);
     /* One bit flipped in the signature. */
-    QT_EQ_INT(verify_vec(VEC_SECRET, VEC_ID, VEC_TS_TEXT, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OA=",
-                         VEC_BODY, VEC_TS),
+    QT_EQ_INT(verify_vec(VEC_SECRET, VEC_ID, VEC_TS_TEXT, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OA=", VEC_BODY,
+                         VEC_TS),
               QOD_ERR_DENIED);
 }
 
@@ -216,8 +216,8 @@ QTEST(sign_reused_context_changes_key_and_message_cleanly)
             qod_buf_init(&o, 0);
             QT_EQ_INT(qod_webhook_sign(OTHER_SECRET, "msg_other", 1700000000, bodies[i], strlen(bodies[i]), &o),
                       QOD_OK);
-            QT_EQ_INT(qod_webhook_verify(OTHER_SECRET, "msg_other", "1700000000", o.data, bodies[i],
-                                         strlen(bodies[i]), 1700000000, 300),
+            QT_EQ_INT(qod_webhook_verify(OTHER_SECRET, "msg_other", "1700000000", o.data, bodies[i], strlen(bodies[i]),
+                                         1700000000, 300),
                       QOD_OK);
             qod_buf_dispose(&o);
         }

@@ -44,16 +44,36 @@ static int refused(const char *text, bool sandbox, const qod_cidrs *allow, const
 }
 
 static const char *const always_refused[] = {
-    "10.0.0.1",        "10.255.255.255", "172.16.0.1",     "172.31.255.254", "192.168.1.1",  "169.254.169.254",
-    "169.254.1.1",     "100.64.0.1",     "100.127.255.254", "224.0.0.1",     "239.255.255.250", "0.0.0.0",
-    "0.1.2.3",         "255.255.255.255", "240.0.0.1",     "fe80::1",        "fd00::1",      "fc00::1",
-    "ff02::1",         "::",             "::ffff:10.0.0.1", "::ffff:192.168.0.1", "::ffff:169.254.169.254",
-    "::ffff:0.0.0.0",  "fd00:ec2::254",
+    "10.0.0.1",
+    "10.255.255.255",
+    "172.16.0.1",
+    "172.31.255.254",
+    "192.168.1.1",
+    "169.254.169.254",
+    "169.254.1.1",
+    "100.64.0.1",
+    "100.127.255.254",
+    "224.0.0.1",
+    "239.255.255.250",
+    "0.0.0.0",
+    "0.1.2.3",
+    "255.255.255.255",
+    "240.0.0.1",
+    "fe80::1",
+    "fd00::1",
+    "fc00::1",
+    "ff02::1",
+    "::",
+    "::ffff:10.0.0.1",
+    "::ffff:192.168.0.1",
+    "::ffff:169.254.169.254",
+    "::ffff:0.0.0.0",
+    "fd00:ec2::254",
 };
 
 static const char *const public_addrs[] = {
-    "8.8.8.8", "1.1.1.1", "172.32.0.1", "172.15.255.254", "100.128.0.1", "11.0.0.1", "9.255.255.255",
-    "192.169.0.1", "2001:4860::1", "2606:4700:4700::1111", "::ffff:8.8.8.8",
+    "8.8.8.8",       "1.1.1.1",     "172.32.0.1",   "172.15.255.254",       "100.128.0.1",    "11.0.0.1",
+    "9.255.255.255", "192.169.0.1", "2001:4860::1", "2606:4700:4700::1111", "::ffff:8.8.8.8",
 };
 
 QTEST(addr_refuses_private_linklocal_metadata_multicast_unspecified_for_everyone)
@@ -105,10 +125,10 @@ QTEST(addr_reasons_name_the_kind_of_address)
     static const struct {
         const char *addr, *word;
     } cases[] = {
-        {"169.254.169.254", "metadata"}, {"10.0.0.1", "private"},   {"192.168.1.1", "private"},
+        {"169.254.169.254", "metadata"}, {"10.0.0.1", "private"},       {"192.168.1.1", "private"},
         {"172.16.0.1", "private"},       {"169.254.1.1", "link-local"}, {"fe80::1", "link-local"},
-        {"224.0.0.1", "multicast"},      {"ff02::1", "multicast"},   {"fd00::1", "private"},
-        {"::ffff:10.0.0.1", "private"},  {"0.0.0.0", "unspecified"}, {"::", "unspecified"},
+        {"224.0.0.1", "multicast"},      {"ff02::1", "multicast"},      {"fd00::1", "private"},
+        {"::ffff:10.0.0.1", "private"},  {"0.0.0.0", "unspecified"},    {"::", "unspecified"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *why = NULL;
@@ -138,8 +158,8 @@ QTEST(allow_list_reopens_its_ranges_only)
         if (refused(opened[i], true, &allow, &why) != 0)
             QT_FAIL_("%s: sandbox still refused (%s) with the allow list", opened[i], why ? why : "");
     }
-    static const char *const closed[] = {"11.0.0.0", "9.255.255.255", "172.16.0.1", "192.168.1.1", "169.254.169.254",
-                                         "fc00::1", "fe80::1", "127.0.0.1"};
+    static const char *const closed[] = {"11.0.0.0",        "9.255.255.255", "172.16.0.1", "192.168.1.1",
+                                         "169.254.169.254", "fc00::1",       "fe80::1",    "127.0.0.1"};
     for (size_t i = 0; i < sizeof closed / sizeof closed[0]; i++) {
         int r = refused(closed[i], false, &allow, NULL);
         /* 11.0.0.0 and 9.255.255.255 are public: allowed anyway; the rest stay refused. */
@@ -174,8 +194,8 @@ QTEST(cidrs_parse_empty_is_an_empty_list)
 QTEST(cidrs_parse_rejects_malformed_items)
 {
     static const char *const bad[] = {
-        "10.0.0.0/33", "fd00::/129", "garbage", "10.0.0.0/8,,fd00::/8", ",10.0.0.0/8", ",", "10.0.0.0/",
-        "10.0.0.0/8x", "10.0.0.0/-1", "10.0.0/8", "1.2.3.4.5/8", "10.0.0.0 /8", " 10.0.0.0/8", "fd00::zz/8",
+        "10.0.0.0/33",  "fd00::/129",  "garbage",  "10.0.0.0/8,,fd00::/8", ",10.0.0.0/8", ",",           "10.0.0.0/",
+        "10.0.0.0/8x",  "10.0.0.0/-1", "10.0.0/8", "1.2.3.4.5/8",          "10.0.0.0 /8", " 10.0.0.0/8", "fd00::zz/8",
         "10.0.0.0/8/8", "10.0.0.0//8",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -244,8 +264,8 @@ QTEST(url_live_requires_https)
 
 QTEST(url_refuses_other_schemes)
 {
-    static const char *const bad[] = {"ftp://example.com/cb", "file:///etc/passwd", "gopher://example.com/",
-                                      "ws://example.com/cb", "dict://example.com:11211/", "ldap://example.com/"};
+    static const char *const bad[] = {"ftp://example.com/cb", "file:///etc/passwd",        "gopher://example.com/",
+                                      "ws://example.com/cb",  "dict://example.com:11211/", "ldap://example.com/"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char err[256];
         for (int sbx = 0; sbx <= 1; sbx++)
@@ -256,8 +276,15 @@ QTEST(url_refuses_other_schemes)
 
 QTEST(url_refuses_missing_host_and_relative_urls)
 {
-    static const char *const bad[] = {"", "https://", "http://:8080/cb", "/cb", "example.com/cb", "https:example.com",
-                                      "https:////cb", "https://?x=1", "https://#frag"};
+    static const char *const bad[] = {"",
+                                      "https://",
+                                      "http://:8080/cb",
+                                      "/cb",
+                                      "example.com/cb",
+                                      "https:example.com",
+                                      "https:////cb",
+                                      "https://?x=1",
+                                      "https://#frag"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char err[256];
         if (url_rc(bad[i], true, NULL, err, sizeof err) != QOD_ERR_INVALID || !err[0])
@@ -297,9 +324,9 @@ QTEST(url_refuses_credentials)
 
 QTEST(url_refuses_spaces_controls_and_non_ascii)
 {
-    static const char *const bad[] = {"https://app.example.com/a b", "https://app.example.com/a\tb",
-                                      "https://app.example.com/a\r\nX-Injected: 1", " https://app.example.com/",
-                                      "https://app.example.com/\x7f", "https://ex\xc3\xa4mple.com/"};
+    static const char *const bad[] = {
+        "https://app.example.com/a b", "https://app.example.com/a\tb", "https://app.example.com/a\r\nX-Injected: 1",
+        " https://app.example.com/",   "https://app.example.com/\x7f", "https://ex\xc3\xa4mple.com/"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char err[256];
         if (url_rc(bad[i], true, NULL, err, sizeof err) != QOD_ERR_INVALID || !err[0])
@@ -327,13 +354,16 @@ QTEST(url_length_limit_is_2048_bytes)
 QTEST(url_refuses_forbidden_ip_literals_for_live)
 {
     static const char *const bad[] = {
-        "https://127.0.0.1/",          "https://127.0.0.1:8443/cb",    "https://10.0.0.1/",
-        "https://172.16.5.4/",         "https://192.168.1.1/",         "https://169.254.169.254/latest/meta-data/",
-        "https://100.64.0.1/",         "https://0.0.0.0/",             "https://224.0.0.1/",
-        "https://[::1]/",              "https://[fd00::1]/",           "https://[fe80::1]/",
-        "https://[ff02::1]/",          "https://[::ffff:127.0.0.1]/",  "https://[::ffff:10.0.0.1]/",
-        "https://[::ffff:a9fe:a9fe]/", "https://[fd00:ec2::254]/",     "https://localhost/",
-        "https://LocalHost:8443/cb",   "https://api.localhost/cb",
+        "https://127.0.0.1/",         "https://127.0.0.1:8443/cb",
+        "https://10.0.0.1/",          "https://172.16.5.4/",
+        "https://192.168.1.1/",       "https://169.254.169.254/latest/meta-data/",
+        "https://100.64.0.1/",        "https://0.0.0.0/",
+        "https://224.0.0.1/",         "https://[::1]/",
+        "https://[fd00::1]/",         "https://[fe80::1]/",
+        "https://[ff02::1]/",         "https://[::ffff:127.0.0.1]/",
+        "https://[::ffff:10.0.0.1]/", "https://[::ffff:a9fe:a9fe]/",
+        "https://[fd00:ec2::254]/",   "https://localhost/",
+        "https://LocalHost:8443/cb",  "https://api.localhost/cb",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char err[256];
@@ -360,8 +390,8 @@ QTEST(url_sandbox_allows_loopback_but_not_private_or_metadata)
 {
     static const char *const ok[] = {"http://127.0.0.1:8080/cb", "http://localhost:8080/cb", "http://[::1]:8080/cb",
                                      "https://127.0.0.1/cb"};
-    static const char *const bad[] = {"http://10.1.2.3/", "http://169.254.169.254/", "http://192.168.0.10:8080/cb",
-                                      "http://[fd00::1]/", "http://[fe80::1]/", "http://0.0.0.0:8080/"};
+    static const char *const bad[] = {"http://10.1.2.3/",  "http://169.254.169.254/", "http://192.168.0.10:8080/cb",
+                                      "http://[fd00::1]/", "http://[fe80::1]/",       "http://0.0.0.0:8080/"};
     char err[256];
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         if (url_rc(ok[i], true, NULL, err, sizeof err) != QOD_OK)
@@ -394,9 +424,9 @@ QTEST_MAIN(QT_CASE(addr_refuses_private_linklocal_metadata_multicast_unspecified
            QT_CASE(url_accepts_https_for_live_and_http_for_sandbox), QT_CASE(url_live_requires_https),
            QT_CASE(url_refuses_other_schemes), QT_CASE(url_refuses_missing_host_and_relative_urls),
            QT_CASE(url_refuses_empty_authority_with_three_slashes),
-           QT_CASE(url_refuses_localhost_with_trailing_dot_for_live),
-           QT_CASE(url_refuses_credentials), QT_CASE(url_refuses_spaces_controls_and_non_ascii),
-           QT_CASE(url_length_limit_is_2048_bytes), QT_CASE(url_refuses_forbidden_ip_literals_for_live),
+           QT_CASE(url_refuses_localhost_with_trailing_dot_for_live), QT_CASE(url_refuses_credentials),
+           QT_CASE(url_refuses_spaces_controls_and_non_ascii), QT_CASE(url_length_limit_is_2048_bytes),
+           QT_CASE(url_refuses_forbidden_ip_literals_for_live),
            QT_CASE(url_refuses_numeric_ipv4_spellings_of_loopback_for_live),
            QT_CASE(url_sandbox_allows_loopback_but_not_private_or_metadata),
            QT_CASE(url_allow_list_opens_private_literals))

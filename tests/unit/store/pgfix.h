@@ -92,8 +92,7 @@ static int pgfix_find_script(void)
 
 static int pgfix_script(const char *verb, char *out, size_t cap)
 {
-    char *argv[] = {pgfix.script, (char *)verb, pgfix.dir, strcmp(verb, "start") == 0 ? pgfix.port : NULL,
-                    NULL};
+    char *argv[] = {pgfix.script, (char *)verb, pgfix.dir, strcmp(verb, "start") == 0 ? pgfix.port : NULL, NULL};
     return pgfix_run(argv, out, cap);
 }
 
@@ -146,8 +145,8 @@ static int pgfix_start_guardian(void)
 static bool pgfix_port_free(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
     if (fd >= 0)
         close(fd);

@@ -866,8 +866,8 @@ QTEST(savepoint_rollback_undoes_only_its_batch)
     qod_store_op kept = {.kind = QOD_OP_PUT, .table = QOD_TBL_APPS, .key = "kept", .owner = "", .idx = "", .doc = "{}"};
     qod_store_op undone = kept, ev1 = kept, ev2 = kept;
     undone.key = "undone";
-    ev1 = (qod_store_op){.kind = QOD_OP_EVENT, .table = QOD_TBL_COUNT, .key = "ev-undone", .owner = "o", .idx = "s",
-                         .doc = "{}"};
+    ev1 = (qod_store_op){
+        .kind = QOD_OP_EVENT, .table = QOD_TBL_COUNT, .key = "ev-undone", .owner = "o", .idx = "s", .doc = "{}"};
     ev2 = ev1;
     ev2.key = "ev-kept";
     int rc[12];
@@ -2054,48 +2054,74 @@ QTEST(shared_fences_guard_a_whole_batch)
 }
 
 static const qtest_case both[] = {
-    QT_CASE(open_reports_the_current_version_and_answers_ping), QT_CASE(reopen_keeps_the_current_version),
-    QT_CASE(put_get_round_trip_every_table), QT_CASE(get_absent_is_notfound_and_tables_are_separate),
-    QT_CASE(put_null_strings_stored_empty), QT_CASE(put_existing_key_replaces_every_column),
-    QT_CASE(update_changes_state_num_doc_only), QT_CASE(scan_returns_rows_in_bytewise_key_order),
-    QT_CASE(scan_with_owner_filter), QT_CASE(scan_stops_when_callback_says_so_and_reads_go_on),
-    QT_CASE(insert_new_key_ok), QT_CASE(insert_existing_key_fails_whole_batch),
-    QT_CASE(insert_twice_in_one_batch_fails), QT_CASE(failed_batch_does_not_take_down_its_group),
+    QT_CASE(open_reports_the_current_version_and_answers_ping),
+    QT_CASE(reopen_keeps_the_current_version),
+    QT_CASE(put_get_round_trip_every_table),
+    QT_CASE(get_absent_is_notfound_and_tables_are_separate),
+    QT_CASE(put_null_strings_stored_empty),
+    QT_CASE(put_existing_key_replaces_every_column),
+    QT_CASE(update_changes_state_num_doc_only),
+    QT_CASE(scan_returns_rows_in_bytewise_key_order),
+    QT_CASE(scan_with_owner_filter),
+    QT_CASE(scan_stops_when_callback_says_so_and_reads_go_on),
+    QT_CASE(insert_new_key_ok),
+    QT_CASE(insert_existing_key_fails_whole_batch),
+    QT_CASE(insert_twice_in_one_batch_fails),
+    QT_CASE(failed_batch_does_not_take_down_its_group),
     QT_CASE(large_group_with_a_late_failure_keeps_the_rest_in_order),
-    QT_CASE(delete_removes_row_and_absent_is_ok), QT_CASE(delete_then_insert_in_one_batch),
-    QT_CASE(commit_empty_batch_ok), QT_CASE(events_scan_in_seq_order_with_every_field),
-    QT_CASE(events_scan_limit_and_after_seq), QT_CASE(event_with_a_stored_id_is_left_alone),
+    QT_CASE(delete_removes_row_and_absent_is_ok),
+    QT_CASE(delete_then_insert_in_one_batch),
+    QT_CASE(commit_empty_batch_ok),
+    QT_CASE(events_scan_in_seq_order_with_every_field),
+    QT_CASE(events_scan_limit_and_after_seq),
+    QT_CASE(event_with_a_stored_id_is_left_alone),
     QT_CASE(event_state_moves_event),
-    QT_CASE(unsent_event_is_stored_delivered_in_seq_order), QT_CASE(event_del_session_removes_only_delivered_events),
+    QT_CASE(unsent_event_is_stored_delivered_in_seq_order),
+    QT_CASE(event_del_session_removes_only_delivered_events),
     QT_CASE(session_purge_does_not_walk_other_sessions_events),
     QT_CASE(session_requeue_does_not_walk_other_sessions_events),
-    QT_CASE(event_requeue_replays_the_session_from_seq), QT_CASE(event_seq_keeps_increasing_after_delete),
-    QT_CASE(savepoint_rollback_undoes_only_its_batch), QT_CASE(rollback_discards_the_transaction),
+    QT_CASE(event_requeue_replays_the_session_from_seq),
+    QT_CASE(event_seq_keeps_increasing_after_delete),
+    QT_CASE(savepoint_rollback_undoes_only_its_batch),
+    QT_CASE(rollback_discards_the_transaction),
     QT_CASE(many_async_submits_complete_exactly_once),
     QT_CASE(close_drains_queued_batches_and_data_survives_reopen),
-    QT_CASE(cap_counts_only_the_owners_rows_below_the_state), QT_CASE(failed_cap_undoes_its_batch_but_not_its_group),
+    QT_CASE(cap_counts_only_the_owners_rows_below_the_state),
+    QT_CASE(failed_cap_undoes_its_batch_but_not_its_group),
     QT_CASE(scan_idx_returns_the_rows_of_one_idx_in_key_order),
-    QT_CASE(fence_is_a_no_op_on_sqlite_and_needs_a_lease_on_postgres), QT_CASE(shared_fences_guard_a_whole_batch),
+    QT_CASE(fence_is_a_no_op_on_sqlite_and_needs_a_lease_on_postgres),
+    QT_CASE(shared_fences_guard_a_whole_batch),
     QT_CASE(notify_commits_with_its_batch),
 };
 static const qtest_case pg_only[] = {
-    QT_CASE(postgresql_scheme_selects_postgres_too), QT_CASE(a_path_still_selects_sqlite),
-    QT_CASE(schema_has_the_tables_and_one_version_row), QT_CASE(concurrent_opens_migrate_once),
-    QT_CASE(unreachable_server_is_a_store_error), QT_CASE(wrong_password_is_a_store_error),
-    QT_CASE(oversized_values_fail_their_batch), QT_CASE(lease_has_one_holder_until_released),
+    QT_CASE(postgresql_scheme_selects_postgres_too),
+    QT_CASE(a_path_still_selects_sqlite),
+    QT_CASE(schema_has_the_tables_and_one_version_row),
+    QT_CASE(concurrent_opens_migrate_once),
+    QT_CASE(unreachable_server_is_a_store_error),
+    QT_CASE(wrong_password_is_a_store_error),
+    QT_CASE(oversized_values_fail_their_batch),
+    QT_CASE(lease_has_one_holder_until_released),
     QT_CASE(lease_passes_on_when_it_expires),
     QT_CASE(fence_lets_only_the_lease_holder_at_its_epoch_write),
-    QT_CASE(failed_fence_undoes_its_batch_but_not_its_group), QT_CASE(lease_refuses_bad_arguments),
+    QT_CASE(failed_fence_undoes_its_batch_but_not_its_group),
+    QT_CASE(lease_refuses_bad_arguments),
     QT_CASE(stopped_server_fails_with_store_error_then_store_recovers),
-    QT_CASE(writer_connection_cut_mid_stream_loses_nothing_acknowledged), QT_CASE(listen_needs_postgres),
-    QT_CASE(notify_reaches_the_listener_at_commit_only), QT_CASE(notify_of_a_failed_batch_is_never_delivered),
-    QT_CASE(listener_reconnects_after_a_server_restart), QT_CASE(one_active_session_per_device),
-    QT_CASE(cap_is_exact_across_stores), QT_CASE(lease_list_by_prefix_in_name_order_without_expired),
+    QT_CASE(writer_connection_cut_mid_stream_loses_nothing_acknowledged),
+    QT_CASE(listen_needs_postgres),
+    QT_CASE(notify_reaches_the_listener_at_commit_only),
+    QT_CASE(notify_of_a_failed_batch_is_never_delivered),
+    QT_CASE(listener_reconnects_after_a_server_restart),
+    QT_CASE(one_active_session_per_device),
+    QT_CASE(cap_is_exact_across_stores),
+    QT_CASE(lease_list_by_prefix_in_name_order_without_expired),
 };
 
 static const qtest_case sqlite_only[] = {
-    QT_CASE(open_accepts_a_db_file_path), QT_CASE(open_in_a_missing_directory_fails),
-    QT_CASE(close_null_and_batch_free_null_are_noops), QT_CASE(batch_len_counts_ops),
+    QT_CASE(open_accepts_a_db_file_path),
+    QT_CASE(open_in_a_missing_directory_fails),
+    QT_CASE(close_null_and_batch_free_null_are_noops),
+    QT_CASE(batch_len_counts_ops),
 };
 
 int main(int argc, char **argv)

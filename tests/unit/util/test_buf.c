@@ -304,12 +304,13 @@ QTEST(put_i64_matches_printf)
     }
 }
 
-QTEST_MAIN(QT_CASE(put_i64_matches_printf), QT_CASE(init_is_empty), QT_CASE(append_grows_and_terminates), QT_CASE(append_binary_with_nul),
-           QT_CASE(append_empty_is_ok_and_terminates), QT_CASE(append_many_grows_past_initial_capacity),
-           QT_CASE(puts_appends_string), QT_CASE(printf_appends_formatted), QT_CASE(printf_long_output),
-           QT_CASE(append_exactly_to_limit_ok), QT_CASE(append_past_limit_is_limit), QT_CASE(append_huge_is_limit),
-           QT_CASE(printf_past_limit_is_limit), QT_CASE(default_limit_is_16_mib), QT_CASE(json_str_plain),
-           QT_CASE(json_str_empty), QT_CASE(json_str_escapes_quote), QT_CASE(json_str_escapes_backslash),
+QTEST_MAIN(QT_CASE(put_i64_matches_printf), QT_CASE(init_is_empty), QT_CASE(append_grows_and_terminates),
+           QT_CASE(append_binary_with_nul), QT_CASE(append_empty_is_ok_and_terminates),
+           QT_CASE(append_many_grows_past_initial_capacity), QT_CASE(puts_appends_string),
+           QT_CASE(printf_appends_formatted), QT_CASE(printf_long_output), QT_CASE(append_exactly_to_limit_ok),
+           QT_CASE(append_past_limit_is_limit), QT_CASE(append_huge_is_limit), QT_CASE(printf_past_limit_is_limit),
+           QT_CASE(default_limit_is_16_mib), QT_CASE(json_str_plain), QT_CASE(json_str_empty),
+           QT_CASE(json_str_escapes_quote), QT_CASE(json_str_escapes_backslash),
            QT_CASE(json_str_escapes_newline_tab_cr), QT_CASE(json_str_escapes_control_chars_as_u),
            QT_CASE(json_str_passes_utf8_and_slash), QT_CASE(json_str_appends_after_existing),
            QT_CASE(json_str_past_limit_is_limit), QT_CASE(steal_transfers_ownership_and_resets),

@@ -317,12 +317,11 @@ QTEST(precedence_flag_env_file_default)
     char err[256];
     char *extra[] = {"--port", "3000", NULL};
     char *envp[] = {"QOD_PORT=2000", "QOD_RATIO=0.2", NULL};
-    QT_EQ_INT(parse_with_file(&c, "port = 1000\nratio = 0.1\nname = fromfile\n", extra, envp, err, sizeof err),
-              QOD_OK);
-    QT_EQ_INT(c.port, 3000);        /* flag over env and file */
-    QT_TRUE(c.ratio == 0.2);        /* env over file */
-    QT_EQ_STR(c.name, "fromfile");  /* file over default */
-    QT_EQ_STR(c.mode, "sim");       /* default */
+    QT_EQ_INT(parse_with_file(&c, "port = 1000\nratio = 0.1\nname = fromfile\n", extra, envp, err, sizeof err), QOD_OK);
+    QT_EQ_INT(c.port, 3000);       /* flag over env and file */
+    QT_TRUE(c.ratio == 0.2);       /* env over file */
+    QT_EQ_STR(c.name, "fromfile"); /* file over default */
+    QT_EQ_STR(c.mode, "sim");      /* default */
     qod_config_dispose(table, N_OPTS, &c);
 }
 
@@ -493,7 +492,7 @@ QTEST(bool_explicit_values)
     static const struct {
         const char *v;
         bool want;
-    } cases[] = {{"true", true}, {"YES", true}, {"1", true}, {"On", true},
+    } cases[] = {{"true", true},   {"YES", true}, {"1", true},  {"On", true},
                  {"false", false}, {"no", false}, {"0", false}, {"OFF", false}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cfg c;
@@ -682,12 +681,11 @@ QTEST_MAIN(QT_CASE(defaults_applied), QT_CASE(flag_with_separate_value), QT_CASE
            QT_CASE(option_prefix_is_not_a_match), QT_CASE(positional_argument_rejected),
            QT_CASE(int_out_of_range_names_option), QT_CASE(int_bounds_inclusive),
            QT_CASE(int_out_of_range_returns_invalid_as_documented), QT_CASE(int_not_a_number_rejected),
-           QT_CASE(int_fraction_rejected), QT_CASE(double_out_of_range_names_option),
-           QT_CASE(enum_bad_choice_rejected), QT_CASE(enum_is_case_sensitive_and_whole),
-           QT_CASE(bool_bare_flag_at_end_is_true), QT_CASE(bool_bare_flag_before_flag_is_true),
-           QT_CASE(bool_explicit_values), QT_CASE(bool_bad_value_rejected), QT_CASE(help_sets_help),
-           QT_CASE(help_short_flag_sets_help), QT_CASE(help_skips_validation_of_the_rest),
+           QT_CASE(int_fraction_rejected), QT_CASE(double_out_of_range_names_option), QT_CASE(enum_bad_choice_rejected),
+           QT_CASE(enum_is_case_sensitive_and_whole), QT_CASE(bool_bare_flag_at_end_is_true),
+           QT_CASE(bool_bare_flag_before_flag_is_true), QT_CASE(bool_explicit_values), QT_CASE(bool_bad_value_rejected),
+           QT_CASE(help_sets_help), QT_CASE(help_short_flag_sets_help), QT_CASE(help_skips_validation_of_the_rest),
            QT_CASE(missing_value_at_end_rejected), QT_CASE(missing_value_before_next_flag_rejected),
-           QT_CASE(check_fn_rejects_with_its_reason), QT_CASE(str_longer_than_max_rejected),
-           QT_CASE(config_set_direct), QT_CASE(dispose_frees_and_clears_strings),
-           QT_CASE(dispose_after_failed_parse_frees), QT_CASE(help_lists_every_option))
+           QT_CASE(check_fn_rejects_with_its_reason), QT_CASE(str_longer_than_max_rejected), QT_CASE(config_set_direct),
+           QT_CASE(dispose_frees_and_clears_strings), QT_CASE(dispose_after_failed_parse_frees),
+           QT_CASE(help_lists_every_option))

@@ -125,7 +125,7 @@ static char thread_ids[2][V7_MANY][QOD_UUID_LEN + 1];
 
 static void *make_ids(void *arg)
 {
-    char (*out)[QOD_UUID_LEN + 1] = arg;
+    char(*out)[QOD_UUID_LEN + 1] = arg;
     for (int i = 0; i < V7_MANY; i++)
         if (qod_uuid_v7(out[i]) != QOD_OK)
             out[i][0] = '\0';
