@@ -70,6 +70,7 @@ struct host {
     int inflight;
     sq *wait_head, *wait_tail;
     bool in_ring;
+    bool used; /* a queue uses it (set and cleared by sweep_hosts) */
     host *ring_next;
 };
 
@@ -77,6 +78,10 @@ struct host {
 #define HDR_TEXT_MAX 4608
 #define POOL_BODY_KEEP (64u << 10) /* a pooled attempt keeps a body buffer up to this size */
 #define HOST_CACHE_MAX 4096        /* URLs remembered with their host */
+/* Hosts no queue uses are forgotten once more than this many are known, at most every HOSTS_SWEEP_MS: otherwise an
+ * app that gives each session a host of its own (a subdomain per session, say) would grow memory for ever. */
+#define HOSTS_SWEEP_AT 4096
+#define HOSTS_SWEEP_MS 10000
 /* Outcomes are gathered this long, or up to this many, before they go to the store as one batch: under a stream
  * of callbacks an idle store would otherwise commit (and fsync) a few outcomes at a time, thousands of times a
  * second. Nothing waits for these writes; a crash before one only means that event may be sent again. */
@@ -132,9 +137,10 @@ struct qod_delivery {
     bool rescan_waiting; /* one was asked for while held */
     bool more;           /* the store holds pending events not loaded yet */
     int64_t curl_due;    /* monotonic ms of curl's next timeout, -1 none */
+    int64_t hosts_swept; /* monotonic ms of the last sweep_hosts */
     atomic_bool kick_posted;
     atomic_ullong attempts, delivered, dead, failures[R_COUNT], lat[N_LAT + 1];
-    atomic_ullong backlog;
+    atomic_ullong backlog, nhosts;
 };
 
 /* ---- helpers -------------------------------------------------------------------------------------------------- */
@@ -182,6 +188,7 @@ static host *host_of_key(qod_delivery *d, const char *key)
             free(h);
             h = NULL;
         }
+        atomic_store(&d->nhosts, qod_hmap_count(&d->hosts));
     }
     return h;
 }
@@ -910,10 +917,65 @@ static int on_curl_timer(CURLM *m, long timeout_ms, void *userp)
 /* ---- the loop side ------------------------------------------------------------------------------------------------
  */
 
+static int mark_used_host(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    (void)key;
+    ((sq *)val)->h->used = true;
+    return 0;
+}
+
+typedef struct {
+    host **v;
+    size_t n, cap;
+} host_list;
+
+/* Collects the hosts nothing refers to: no queue (the queues hold the attempts in flight), no attempt counted, not in
+ * the ring of hosts with waiting queues. */
+static int collect_unused_host(void *arg, const char *key, void *val)
+{
+    (void)key;
+    host_list *l = arg;
+    host *h = val;
+    if (!h->used && !h->inflight && !h->in_ring && !h->wait_head && l->n < l->cap)
+        l->v[l->n++] = h;
+    h->used = false;
+    return 0;
+}
+
+static int free_key(void *arg, const char *key, void *val);
+
+/* Forgets the hosts no queue uses once there are more than HOSTS_SWEEP_AT, at most every HOSTS_SWEEP_MS. The URL
+ * cache points at hosts, so it is emptied first (it fills again as sessions come). Loop thread. */
+static void sweep_hosts(qod_delivery *d, int64_t now)
+{
+    size_t n = qod_hmap_count(&d->hosts);
+    if (n <= HOSTS_SWEEP_AT || now - d->hosts_swept < HOSTS_SWEEP_MS)
+        return;
+    d->hosts_swept = now;
+    host_list l = {malloc(n * sizeof *l.v), 0, n};
+    if (!l.v)
+        return;
+    qod_hmap_each(&d->host_urls, free_key, NULL);
+    qod_hmap_dispose(&d->host_urls);
+    qod_hmap_init(&d->host_urls);
+    qod_hmap_each(&d->queues, mark_used_host, NULL);
+    qod_hmap_each(&d->hosts, collect_unused_host, &l);
+    for (size_t i = 0; i < l.n; i++) {
+        qod_hmap_del(&d->hosts, l.v[i]->key);
+        free(l.v[i]->key);
+        free(l.v[i]);
+    }
+    free(l.v);
+    atomic_store(&d->nhosts, qod_hmap_count(&d->hosts));
+    QOD_DEBUG("delivery", "hosts_swept", "forgotten=%zu kept=%zu", l.n, qod_hmap_count(&d->hosts));
+}
+
 static int64_t tick(void *arg, int64_t now)
 {
     qod_delivery *d = arg;
     retry_state_writes(d, now);
+    sweep_hosts(d, now);
     if (d->curl_due >= 0 && d->curl_due <= now) {
         int running = 0;
         d->curl_due = -1;
@@ -933,6 +995,8 @@ static int64_t tick(void *arg, int64_t now)
     pthread_mutex_unlock(&d->retry_mu);
     if (writes)
         due = qod_loop_sooner(due, d->retry_writes_at);
+    if (qod_hmap_count(&d->hosts) > HOSTS_SWEEP_AT) /* wake for the next sweep, even with nothing else to do */
+        due = qod_loop_sooner(due, d->hosts_swept + HOSTS_SWEEP_MS);
     return qod_loop_sooner(due, flush_outcomes_due(d, now));
 }
 
@@ -1440,10 +1504,13 @@ void qod_delivery_metrics(void *arg, qod_buf *out)
                    "# TYPE qod_delivery_dead_total counter\nqod_delivery_dead_total %llu\n"
                    "# HELP qod_delivery_backlog Callback events waiting in memory.\n"
                    "# TYPE qod_delivery_backlog gauge\nqod_delivery_backlog %llu\n"
+                   "# HELP qod_delivery_hosts Callback receivers known (scheme, host and port).\n"
+                   "# TYPE qod_delivery_hosts gauge\nqod_delivery_hosts %llu\n"
                    "# HELP qod_delivery_failures_total Failed attempts by reason.\n"
                    "# TYPE qod_delivery_failures_total counter\n",
                    (unsigned long long)atomic_load(&d->attempts), (unsigned long long)atomic_load(&d->delivered),
-                   (unsigned long long)atomic_load(&d->dead), (unsigned long long)atomic_load(&d->backlog));
+                   (unsigned long long)atomic_load(&d->dead), (unsigned long long)atomic_load(&d->backlog),
+                   (unsigned long long)atomic_load(&d->nhosts));
     for (int r = 0; r < R_COUNT; r++)
         qod_buf_printf(out, "qod_delivery_failures_total{reason=\"%s\"} %llu\n", reason_names[r],
                        (unsigned long long)atomic_load(&d->failures[r]));
