@@ -28,11 +28,8 @@ typedef struct {
     int64_t delay_budget_us; /* packetDelayBudget, 0 when not given */
     char *json;              /* the QosProfile object, compact JSON (without our extension fields) */
     char **devices;          /* "x-devices": phone numbers the profile is restricted to; NULL = everyone */
-    char qos_reference[128];
-    bool provisionable;
-    /* "x-provisionable" (default true): may be assigned by QoS Provisioning */ /* "x-qosReference": the NEF's
-                                                                                   pre-defined QoS reference ("" =
-                                                                                   the name) */
+    char qos_reference[128]; /* "x-qosReference": the NEF's pre-defined QoS reference ("" = the name) */
+    bool provisionable;      /* "x-provisionable" (default true): may be assigned by QoS Provisioning */
     int ndevices;
 } qod_profile;
 

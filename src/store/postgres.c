@@ -49,22 +49,26 @@ static const char *const table_names[QOD_TBL_COUNT] = {"apps", "devices", "sessi
     " idx text COLLATE \"C\" NOT NULL, state bigint NOT NULL, num bigint NOT NULL, doc text NOT NULL);"
 
 /* Forward migrations: entry i moves the schema from version i to i+1. Append only. */
+/* One statement per line: the formatter would pack the concatenation. */
+/* clang-format off */
 static const char *const migrations[] = {
-    ROW_TABLE("apps") ROW_TABLE("devices") ROW_TABLE(
-        "sessions") "CREATE INDEX sessions_owner ON sessions(owner);"
-                    "CREATE INDEX sessions_idx ON sessions(idx);" ROW_TABLE("idempotency") ROW_TABLE(
-                        "meta") "CREATE TABLE events(seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id text COLLATE \"C\" NOT NULL UNIQUE,"
-                                " session text COLLATE \"C\" NOT NULL, owner text COLLATE \"C\" NOT NULL, created_ms bigint NOT NULL,"
-                                " state bigint NOT NULL DEFAULT 0, attempts bigint NOT NULL DEFAULT 0, next_ms bigint NOT NULL DEFAULT 0,"
-                                " doc text NOT NULL);"
-                                "CREATE INDEX events_state ON events(state, seq);"
-                                "CREATE INDEX events_session ON events(session);"
-                                "CREATE TABLE leases(name text COLLATE \"C\" PRIMARY KEY, holder text COLLATE \"C\" NOT NULL,"
-                                " epoch bigint NOT NULL, expires_at timestamptz NOT NULL);",
+    ROW_TABLE("apps") ROW_TABLE("devices") ROW_TABLE("sessions")
+    "CREATE INDEX sessions_owner ON sessions(owner);"
+    "CREATE INDEX sessions_idx ON sessions(idx);"
+    ROW_TABLE("idempotency") ROW_TABLE("meta")
+    "CREATE TABLE events(seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id text COLLATE \"C\" NOT NULL UNIQUE,"
+    " session text COLLATE \"C\" NOT NULL, owner text COLLATE \"C\" NOT NULL, created_ms bigint NOT NULL,"
+    " state bigint NOT NULL DEFAULT 0, attempts bigint NOT NULL DEFAULT 0, next_ms bigint NOT NULL DEFAULT 0,"
+    " doc text NOT NULL);"
+    "CREATE INDEX events_state ON events(state, seq);"
+    "CREATE INDEX events_session ON events(session);"
+    "CREATE TABLE leases(name text COLLATE \"C\" PRIMARY KEY, holder text COLLATE \"C\" NOT NULL,"
+    " epoch bigint NOT NULL, expires_at timestamptz NOT NULL);",
     /* 2: one active session or assignment per device across all nodes (state below 20: requested, available). */
     "CREATE UNIQUE INDEX sessions_active_device ON sessions(idx) WHERE state < 20 AND idx <> '';"
     "CREATE INDEX sessions_active_owner ON sessions(owner) WHERE state < 20;",
 };
+/* clang-format on */
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
 typedef struct {
