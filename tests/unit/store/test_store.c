@@ -829,27 +829,44 @@ static double session_ops_seconds(int others, int n, bool requeue)
     return (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 }
 
+/* Times `n` purges (or requeues) alone and beside 50 times as many other sessions' delivered events, and returns
+ * whether the second took less than 10 times the first plus 0.3 s. Walking every event would take about 50 times as
+ * long; finding the session's own through its index, hardly longer. A commit that a loaded machine holds up (an
+ * fsync, say) can fail one round, so a failing round is measured once more and the better of the two counts. */
+static bool session_ops_stay_local(bool requeue, double *big, double *small)
+{
+    const int n = 1000;
+    *big = *small = 1e9;
+    for (int round = 0; round < 2; round++) {
+        double s = session_ops_seconds(0, n, requeue);
+        double b = session_ops_seconds(50 * n, n, requeue);
+        if (s < 0 || b < 0)
+            return false;
+        *small = s < *small ? s : *small;
+        *big = b < *big ? b : *big;
+        if (*big < 10 * *small + 0.3)
+            return true;
+    }
+    return false;
+}
+
 /* A purge finds the session's delivered events through the session index. SQLite's planner chose the state index for
  * `session=? AND state=1`, so every purge walked every delivered event of every session still kept: with a
- * few hundred thousand of them the writer stalled for tens of seconds, and every create and delete waited. The same
- * purge is timed alone and beside 100 times as many other sessions' delivered events: walking them all takes about
- * 100 times as long, finding them by session hardly longer. */
+ * few hundred thousand of them the writer stalled for tens of seconds, and every create and delete waited. */
 QTEST(session_purge_does_not_walk_other_sessions_events)
 {
-    double small = session_ops_seconds(0, 500, false);
-    double big = session_ops_seconds(50000, 500, false);
-    if (small < 0 || big < 0 || big > 10 * small + 0.1)
-        QT_FAIL_("purge of 500 sessions: %.3f s beside 50,000 other delivered events, %.3f s alone", big, small);
+    double big, small;
+    if (!session_ops_stay_local(false, &big, &small))
+        QT_FAIL_("1,000 purges: %.3f s beside 50,000 other delivered events, %.3f s alone", big, small);
 }
 
 /* The same for a requeue (`qodctl deliveries retry`, a session that comes back to this node): found by session, not
  * by walking the events after a sequence number. */
 QTEST(session_requeue_does_not_walk_other_sessions_events)
 {
-    double small = session_ops_seconds(0, 500, true);
-    double big = session_ops_seconds(50000, 500, true);
-    if (small < 0 || big < 0 || big > 10 * small + 0.1)
-        QT_FAIL_("requeue of 500 sessions: %.3f s beside 50,000 other delivered events, %.3f s alone", big, small);
+    double big, small;
+    if (!session_ops_stay_local(true, &big, &small))
+        QT_FAIL_("1,000 requeues: %.3f s beside 50,000 other delivered events, %.3f s alone", big, small);
 }
 
 /* The implementation's savepoints, driven directly as store.c drives them around each batch. */
