@@ -56,7 +56,7 @@ __all__ = [
     "token_tamper_claims", "token_flip_signature", "EcKey", "es256_verify", "jwk_public_numbers",
     "jwk_thumbprint", "expect_status", "expect_camara_error", "expect_oauth_error", "scope_list",
     "wait_until", "CORRELATOR_RE", "json", "os", "re", "time", "uuid", "subprocess", "signal", "tempfile",
-    "PG", "store_kind", "psql", "CLUSTER", "cluster_skip", "sqlite_write_lock",
+    "PG", "store_kind", "psql", "CLUSTER", "cluster_skip", "sqlite_write_lock", "bench_module",
 ]
 
 BUILD = os.environ.get("QOD_BUILD") or os.path.join(
@@ -265,6 +265,23 @@ def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
         if time.monotonic() >= deadline:
             raise AssertionError("timed out after %.1fs waiting for %s" % (scaled(timeout), what))
         time.sleep(interval)
+
+
+_bench = None
+
+
+def bench_module():
+    """bench/run.py as a module, loaded once: the long fault tests fill stores with its writer (insert_sessions), as
+    `make bench` does."""
+    global _bench
+    if _bench is None:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location(
+            "bench_run", os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                      "bench", "run.py"))
+        _bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_bench)
+    return _bench
 
 
 @contextlib.contextmanager

@@ -10,18 +10,14 @@
 The rows are written straight into the store with the benchmark's writer (bench/run.py insert_sessions), as
 `make bench` does for its scale and expiry scenarios.
 """
-import importlib.util
 import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "e2e"))
 from qodlib import *  # noqa: E402,F401,F403
 
-_spec = importlib.util.spec_from_file_location("bench_run", os.path.join(ROOT, "bench", "run.py"))
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = bench_module()
 
 N = 300000
 

@@ -11,19 +11,15 @@ Here the store holds 50,000 sessions whose retention ended an hour ago, each wit
 sent meanwhile waits behind the purges' writes, so its answer shows how long they take. The rows are written
 straight into the store with the benchmark's writer (bench/run.py insert_sessions), as test_mass_expiry_long.py does.
 """
-import importlib.util
 import os
 import sqlite3
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "e2e"))
 from qodlib import *  # noqa: E402,F401,F403
 
-_spec = importlib.util.spec_from_file_location("bench_run", os.path.join(ROOT, "bench", "run.py"))
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = bench_module()
 
 ENDED, RUNNING = 50000, 50000
 
