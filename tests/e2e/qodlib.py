@@ -59,8 +59,8 @@ __all__ = [
     "PG", "store_kind", "psql", "CLUSTER", "cluster_skip", "sqlite_write_lock", "bench_module",
 ]
 
-BUILD = os.environ.get("QOD_BUILD") or os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "build")
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
+BUILD = os.environ.get("QOD_BUILD") or os.path.join(_ROOT, "build")
 VALGRIND = os.environ.get("QOD_VALGRIND") == "1"
 # Every timeout in the harness and the tests is multiplied by SLOW: valgrind runs the daemon 20-50x slower.
 SLOW = 10 if VALGRIND else 1
@@ -256,14 +256,16 @@ def _on_test_timeout(tname, secs):
 
 def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
     """Polls pred() until it returns a truthy value (returned) or the scaled timeout passes (AssertionError).
-    Use it only when there is no event to wait for (e.g. a file to appear)."""
+    Use it only when there is no event to wait for (e.g. a file to appear). `what` names the condition in the
+    error; a function is called then, so that the text can show values as they were at the timeout."""
     deadline = time.monotonic() + scaled(timeout)
     while True:
         v = pred()
         if v:
             return v
         if time.monotonic() >= deadline:
-            raise AssertionError("timed out after %.1fs waiting for %s" % (scaled(timeout), what))
+            raise AssertionError("timed out after %.1fs waiting for %s" % (scaled(timeout),
+                                                                          what() if callable(what) else what))
         time.sleep(interval)
 
 
@@ -276,9 +278,7 @@ def bench_module():
     global _bench
     if _bench is None:
         import importlib.util
-        spec = importlib.util.spec_from_file_location(
-            "bench_run", os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                      "bench", "run.py"))
+        spec = importlib.util.spec_from_file_location("bench_run", os.path.join(_ROOT, "bench", "run.py"))
         _bench = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(_bench)
     return _bench

@@ -198,7 +198,7 @@ def status(sid, token=None):
 
 def wait_status(sid, want, token=None, timeout=5):
     return wait_until(lambda: status(sid, token) == want, timeout=timeout,
-                      what="session %s to become %s (is %s)" % (sid, want, status(sid, token)))
+                      what=lambda: "session %s to become %s (is %s)" % (sid, want, status(sid, token)))
 
 
 def delete(sid):

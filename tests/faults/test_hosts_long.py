@@ -21,6 +21,13 @@ def receiver(i):
     return "http://127.1.%d.%d:9/cb" % (i // 250, i % 250 + 1)
 
 
+def create_v0(d, tok, url):
+    """A v0 session calling back to url; returns its id."""
+    return expect_status(d.request("POST", "/camara/qod/v0/sessions", token=tok, body={
+        "device": {"phoneNumber": new_phone()}, "qosProfile": "QOS_L", "duration": 3600,
+        "webhook": {"notificationUrl": url}}), 201).json()["sessionId"]
+
+
 def test_receivers_no_callback_uses_are_forgotten():
     if VALGRIND:
         skip("6,000 sessions take too long under valgrind")
@@ -38,9 +45,7 @@ def test_receivers_no_callback_uses_are_forgotten():
             def create(part, base=rnd * N):
                 try:
                     for i in range(base + part, base + N, 4):
-                        expect_status(d.request("POST", "/camara/qod/v0/sessions", token=tok, body={
-                            "device": {"phoneNumber": new_phone()}, "qosProfile": "QOS_L", "duration": 3600,
-                            "webhook": {"notificationUrl": receiver(i)}}), 201)
+                        create_v0(d, tok, receiver(i))
                 except BaseException as e:  # noqa: BLE001 - reported by the main thread
                     errors.append(e)
             threads = [threading.Thread(target=create, args=(k,)) for k in range(4)]
@@ -55,18 +60,16 @@ def test_receivers_no_callback_uses_are_forgotten():
             def all_dead():
                 seen.update(metrics(d))
                 return seen.get("qod_delivery_dead_total") == dead
-            wait_until(all_dead, timeout=60, interval=0.2, what="every callback dead (dead %r of %d)" % (
+            wait_until(all_dead, timeout=60, interval=0.2, what=lambda: "every callback dead (dead %r of %d)" % (
                 seen.get("qod_delivery_dead_total"), dead))
             # A sweep comes at most 10 s after the one before, on the delivery's next tick.
             wait_until(lambda: metrics(d).get("qod_delivery_hosts", 2 * N) <= SWEEP_AT, timeout=30, interval=0.2,
-                       what="the unused receivers forgotten (%r known)" % metrics(d).get("qod_delivery_hosts"))
+                       what=lambda: "the unused receivers forgotten (%r known)" % metrics(d).get("qod_delivery_hosts"))
             known.append(metrics(d).get("qod_delivery_hosts"))
         print("RECEIVERS %d distinct in two rounds: %r known after each" % (2 * N, known))
         # Delivery still works: a new session's callback reaches a real receiver.
         with WebhookReceiver() as rx:
-            sid = expect_status(d.request("POST", "/camara/qod/v0/sessions", token=tok, body={
-                "device": {"phoneNumber": new_phone()}, "qosProfile": "QOS_L", "duration": 3600,
-                "webhook": {"notificationUrl": rx.url()}}), 201).json()["sessionId"]
+            sid = create_v0(d, tok, rx.url())
             hooks = rx.wait_for(1, timeout=10)
             assert hooks[0].json()["sessionId"] == sid, hooks[0]
 

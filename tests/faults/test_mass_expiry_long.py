@@ -102,7 +102,7 @@ def test_sessions_end_on_time_while_the_store_writer_is_stalled_and_none_is_lost
             # At the bound the engine waits for the writer; after STORE_STALL_MS with no progress it ends the rest
             # anyway, on time in memory, and their writes queue past the bound.
             wait_until(all_ended, timeout=expires / 1000.0 + 4.5 - time.time(), interval=0.05,
-                       what="every session ended with the writer stalled (ended %r, store queue %r)" % (
+                       what=lambda: "every session ended with the writer stalled (ended %r, store queue %r)" % (
                            seen.get('qod_sessions{state="ended"}'), seen.get("qod_store_queue")))
             ended_after = time.time() - expires / 1000.0
             queued = seen.get("qod_store_queue")

@@ -22,6 +22,15 @@ from qodlib import *  # noqa: E402,F401,F403
 bench = bench_module()
 
 ENDED, RUNNING = 50000, 50000
+EVENTS_INSERT = "INSERT INTO events(id,session,owner,created_ms,state,attempts,next_ms,doc) VALUES(?,?,?,?,?,?,?,?)"
+
+
+def delivered_event(sid, k, app_id, state, reason, at):
+    """The row of a session's k-th event, delivered (state 1, one attempt), as src/core/engine.c add_event_row
+    writes it."""
+    return ("%s-e%d" % (sid, k), sid, app_id, at, 1, 1, at,
+            '{"session":"%s","app":"%s","state":"%s","reason":"%s","surface":0,"at_ms":%d}'
+            % (sid, app_id, state, reason, at))
 
 
 def add_ended_sessions(data_dir, app_id, n, ended_ms):
@@ -40,14 +49,11 @@ def add_ended_sessions(data_dir, app_id, n, ended_ms):
 
     def events():
         for sid in ids:
-            for k, (state, at) in enumerate((("available", created), ("ended", ended_ms))):
-                doc = ('{"session":"%s","app":"%s","state":"%s","reason":"%s","surface":0,"at_ms":%d}'
-                       % (sid, app_id, state, "expired" if state == "ended" else "", at))
-                yield ("%s-e%d" % (sid, k), sid, app_id, at, 1, 1, at, doc)
+            yield delivered_event(sid, 0, app_id, "available", "", created)
+            yield delivered_event(sid, 1, app_id, "ended", "expired", ended_ms)
 
     _write(data_dir, "INSERT INTO sessions(key,owner,idx,state,num,doc) VALUES(?,?,?,?,?,?)", sessions())
-    _write(data_dir, "INSERT INTO events(id,session,owner,created_ms,state,attempts,next_ms,doc)"
-                     " VALUES(?,?,?,?,?,?,?,?)", events())
+    _write(data_dir, EVENTS_INSERT, events())
     return ids
 
 
@@ -56,15 +62,8 @@ def add_delivered_events(data_dir, app_id, first, n):
     prefix, start = first[:-12], int(first[-12:], 16)
     now = int(time.time() * 1000)
 
-    def events():
-        for i in range(n):
-            sid = "%s%012x" % (prefix, start + i)
-            yield ("%s-e0" % sid, sid, app_id, now, 1, 1, now,
-                   '{"session":"%s","app":"%s","state":"available","reason":"","surface":0,"at_ms":%d}'
-                   % (sid, app_id, now))
-
-    _write(data_dir, "INSERT INTO events(id,session,owner,created_ms,state,attempts,next_ms,doc)"
-                     " VALUES(?,?,?,?,?,?,?,?)", events())
+    events = (delivered_event("%s%012x" % (prefix, start + i), 0, app_id, "available", "", now) for i in range(n))
+    _write(data_dir, EVENTS_INSERT, events)
 
 
 def _write(data_dir, sql, rows):
@@ -121,8 +120,9 @@ def test_sessions_purged_beside_a_large_outbox_do_not_hold_up_the_writer():
         def purged():
             seen.update(metrics(d))
             return seen.get('qod_sessions{state="ended"}') == 0 and seen.get("qod_store_queue") == 0
-        wait_until(purged, timeout=30, interval=0.1, what="every ended session purged (ended %r, store queue %r)" % (
-            seen.get('qod_sessions{state="ended"}'), seen.get("qod_store_queue")))
+        wait_until(purged, timeout=30, interval=0.1,
+                   what=lambda: "every ended session purged (ended %r, store queue %r)" % (
+                       seen.get('qod_sessions{state="ended"}'), seen.get("qod_store_queue")))
         purged_s = time.monotonic() - started
         expect_status(d.request("GET", "/camara/qod/v0/sessions/" + ended[-1], token=tok), 404)
         assert d.stop() == 0
