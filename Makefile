@@ -90,7 +90,7 @@ test-cluster: deps
 
 # The long fault-injection tests (also run by CI).
 test-faults: deps
-	@$(MAKE) --no-print-directory all $(TOOL_BIN)
+	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(TOOL_BIN)
 	@python3 tests/run.py --build $(BUILD) --dir tests/faults --allow-empty --jobs 1 --timeout 1800
 
 unit: all $(UNIT_BIN)

@@ -75,6 +75,8 @@ struct qod_http {
     conn_track *tracks;
     pthread_t sweeper;
     bool sweeper_started;
+    pthread_mutex_t sweep_mu; /* with sweep_cv: wakes the sweeper at the stop */
+    pthread_cond_t sweep_cv;
     atomic_bool stopping;
     atomic_bool draining; /* stop requested: new requests are refused so none can be suspended at the end */
 };
@@ -268,9 +270,20 @@ static void *sweep_main(void *arg)
     qod_http *h = arg;
     pthread_setname_np(pthread_self(), "qod-sweeper");
     int64_t header_ms = (int64_t)(h->opts.conn_timeout_s ? h->opts.conn_timeout_s : 30) * 1000;
-    while (!atomic_load(&h->stopping)) {
-        struct timespec ts = {0, 250 * 1000000};
-        nanosleep(&ts, NULL);
+    for (;;) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 250 * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&h->sweep_mu);
+        while (!atomic_load(&h->stopping) && pthread_cond_timedwait(&h->sweep_cv, &h->sweep_mu, &ts) == 0)
+            ;
+        pthread_mutex_unlock(&h->sweep_mu);
+        if (atomic_load(&h->stopping))
+            break;
         int64_t now = qod_time_mono_ms();
         pthread_mutex_lock(&h->track_mu);
         for (conn_track *t = h->tracks; t; t = t->next) {
@@ -283,6 +296,17 @@ static void *sweep_main(void *arg)
         pthread_mutex_unlock(&h->track_mu);
     }
     return NULL;
+}
+
+/* Once the stop has begun, a new connection is closed as soon as it is accepted. This is how the server stops
+ * accepting: libmicrohttpd 0.9.75's MHD_quiesce_daemon races the threads of an epoll pool for the listening
+ * socket, and the loser aborts the process ("Failed to remove listen FD from epoll set"). */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addr;
+    (void)addrlen;
+    const qod_http *h = cls;
+    return atomic_load(&h->draining) ? MHD_NO : MHD_YES;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -328,6 +352,14 @@ static int resolve_listen(const char *listen, struct sockaddr_storage *ss, char 
     return QOD_OK;
 }
 
+static void http_free(qod_http *h)
+{
+    pthread_cond_destroy(&h->sweep_cv);
+    pthread_mutex_destroy(&h->sweep_mu);
+    pthread_mutex_destroy(&h->track_mu);
+    free(h);
+}
+
 int qod_http_start(const qod_http_opts *opts, qod_http **out, char *err, size_t errcap)
 {
     *out = NULL;
@@ -341,6 +373,12 @@ int qod_http_start(const qod_http_opts *opts, qod_http **out, char *err, size_t 
         return QOD_ERR_NOMEM;
     h->opts = *opts;
     pthread_mutex_init(&h->track_mu, NULL);
+    pthread_mutex_init(&h->sweep_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->sweep_cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (!h->opts.conn_limit)
         h->opts.conn_limit = 4096;
     if (!h->opts.busy_conns)
@@ -356,7 +394,7 @@ int qod_http_start(const qod_http_opts *opts, qod_http **out, char *err, size_t 
         {opts->tls_cert_pem ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)opts->tls_key_pem},
         {MHD_OPTION_END, 0, NULL},
     };
-    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+    h->d = MHD_start_daemon(flags, 0, on_accept, h, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_LISTENING_ADDRESS_REUSE,
                             (unsigned)1, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT,
                             opts->conn_timeout_s ? opts->conn_timeout_s : 30u, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
@@ -366,8 +404,7 @@ int qod_http_start(const qod_http_opts *opts, qod_http **out, char *err, size_t 
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errcap, "cannot listen on %s (address in use, or bad TLS files)", opts->listen);
-        pthread_mutex_destroy(&h->track_mu);
-        free(h);
+        http_free(h);
         return QOD_ERR_INVALID;
     }
     h->sweeper_started = pthread_create(&h->sweeper, NULL, sweep_main, h) == 0;
@@ -381,8 +418,7 @@ void qod_http_stop(qod_http *h, int drain_ms)
 {
     if (!h)
         return;
-    atomic_store(&h->draining, true);
-    MHD_quiesce_daemon(h->d);
+    atomic_store(&h->draining, true); /* from now on new connections are closed (on_accept) */
     int64_t deadline = qod_time_mono_ms() + drain_ms;
     while (atomic_load(&h->inflight) > 0 && qod_time_mono_ms() < deadline) {
         struct timespec ts = {0, 5 * 1000000};
@@ -405,7 +441,10 @@ void qod_http_stop(qod_http *h, int drain_ms)
         struct timespec ts = {0, 2 * 1000000};
         nanosleep(&ts, NULL);
     }
+    pthread_mutex_lock(&h->sweep_mu);
     atomic_store(&h->stopping, true);
+    pthread_cond_signal(&h->sweep_cv);
+    pthread_mutex_unlock(&h->sweep_mu);
     if (h->sweeper_started)
         pthread_join(h->sweeper, NULL);
     if (stuck) {
@@ -413,8 +452,7 @@ void qod_http_stop(qod_http *h, int drain_ms)
         return;
     }
     MHD_stop_daemon(h->d);
-    pthread_mutex_destroy(&h->track_mu);
-    free(h);
+    http_free(h);
 }
 
 unsigned qod_http_port(const qod_http *h)

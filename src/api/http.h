@@ -32,7 +32,8 @@ typedef struct {
 
 /* Binds and starts serving. On failure writes why into err. */
 int qod_http_start(const qod_http_opts *opts, qod_http **out, char *err, size_t errcap);
-/* Stops accepting, waits up to drain_ms for in-flight requests to finish, then stops. NULL is a no-op. */
+/* Stops accepting (from now on a new connection is closed at once, and a new request on an open one is refused),
+ * waits up to drain_ms for in-flight requests to finish, then stops. NULL is a no-op. */
 void qod_http_stop(qod_http *h, int drain_ms);
 /* The bound port (useful with port 0). */
 unsigned qod_http_port(const qod_http *h);
