@@ -160,6 +160,8 @@ static void print_app(const cJSON *r)
             printf("%-15s %s\n", keys[i], str_of(r, keys[i]));
     printf("%-15s %g/s (burst %g)\n%-15s %.0f\n", "rate_limit", num_of(r, "rate_limit"), num_of(r, "burst"),
            "max_sessions", num_of(r, "max_sessions"));
+    if (cJSON_GetObjectItemCaseSensitive(r, "previous_webhook_secret_valid_until"))
+        printf("%s %s\n", "previous_webhook_secret_valid_until", str_of(r, "previous_webhook_secret_valid_until"));
     if (cJSON_GetObjectItemCaseSensitive(r, "client_secret"))
         printf("\nThe client secret is shown only now: store it safely.\n");
 }

@@ -83,6 +83,11 @@ static int app_json(const qod_app *app, const qod_seal *seal, qod_buf *out)
         rc = rc ? rc : qod_buf_json_str(out, sealed.data ? sealed.data : "");
         rc = rc ? rc : qod_buf_printf(out, ",\"webhook_old_until_ms\":%lld", (long long)app->webhook_old_until_ms);
         qod_buf_dispose(&sealed);
+    } else if (app->webhook_secret_old[0]) {
+        /* The operator's view: until when callbacks also carry the previous webhook secret's signature. */
+        char until[32];
+        qod_time_fmt(app->webhook_old_until_ms, until, sizeof until);
+        rc = rc ? rc : qod_buf_printf(out, ",\"previous_webhook_secret_valid_until\":\"%s\"", until);
     }
     return rc ? rc : qod_buf_puts(out, "}");
 }

@@ -1018,18 +1018,18 @@ class Daemon:
             raise AssertionError("%s exited %d\nstdout: %s\nstderr: %s"
                                  % (" ".join(argv), p.returncode, p.stdout, p.stderr))
         if p.returncode == 0 and data and self.peers:
-            self._await_peers([str(a) for a in args])
+            self._await_peers([str(a) for a in args], p.stdout)
         return p
 
-    def _await_peers(self, args):
+    def _await_peers(self, args, stdout):
         """After an app or device change made through node 0, waits (bounded) until every running peer's admin
         view equals node 0's: the change travels by NOTIFY, and a test's next request may reach another node.
-        Secret rotations change nothing the admin socket shows: a short pause stands in for the notification."""
+        A new client secret shows in no view: each peer is asked for a token with it until it issues one."""
         verb = tuple(args[:2])
-        if verb in (("app", "rotate-secret"), ("app", "rotate-webhook-secret")):
-            time.sleep(0.3)
+        if verb == ("app", "rotate-secret"):
+            self._await_peers_secret(args, stdout)
             return
-        if verb in (("app", "create"), ("app", "delete"), ("app", "set-limits")):
+        if verb in (("app", "create"), ("app", "delete"), ("app", "set-limits"), ("app", "rotate-webhook-secret")):
             what = ["app", "list", "--json"]
         elif verb in (("device", "add"), ("device", "remove")):
             what = ["device", "list", "--json"]
@@ -1048,7 +1048,7 @@ class Daemon:
                 return None
         # Only the item this command changed is compared: other tests may change other items meanwhile.
         key = None
-        if verb in (("app", "delete"), ("app", "set-limits")) and len(args) > 2:
+        if verb in (("app", "delete"), ("app", "set-limits"), ("app", "rotate-webhook-secret")) and len(args) > 2:
             key = args[2]
         elif verb in (("device", "add"), ("device", "remove")) and "--phone" in args:
             key = args[args.index("--phone") + 1]
@@ -1065,6 +1065,24 @@ class Daemon:
             if peer._running_one():
                 wait_until(lambda: caught_up(peer), timeout=5, interval=0.01,
                            what="cluster node %d to show `qodctl %s` as node 0 does" % (i, " ".join(args[:2])))
+
+    def _await_peers_secret(self, args, stdout):
+        """After `app rotate-secret CLIENT_ID` through node 0: waits until every running peer issues a token for the
+        new secret, read from what qodctl printed (JSON or text)."""
+        try:
+            secret = json.loads(stdout)["client_secret"]
+        except (ValueError, KeyError, TypeError):
+            m = re.search(r"^client_secret\s+(\S+)", stdout, re.M)
+            assert m, "no client_secret in what `qodctl app rotate-secret` printed: %r" % stdout
+            secret = m.group(1)
+        form = {"grant_type": "client_credentials"}
+
+        def issued(peer):
+            return self._request_at(peer.port, "POST", "/oauth2/token", form=form, auth=(args[2], secret)).status == 200
+        for i, peer in enumerate(self.peers, 1):
+            if peer._running_one():
+                wait_until(lambda: issued(peer), timeout=5, interval=0.01,
+                           what="cluster node %d to take the secret `qodctl app rotate-secret` made" % i)
 
     def qodctl_json(self, *args):
         p = self.qodctl(*args)

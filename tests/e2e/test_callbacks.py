@@ -473,6 +473,7 @@ def test_rotated_webhook_secret_signs_with_both_during_grace_then_only_new():
     d, app, tok = start()
     with d, WebhookReceiver() as recv:
         old = app["webhook_secret"]
+        assert "previous_webhook_secret_valid_until" not in d.qodctl_json("app", "show", app["client_id"], "--json")
         s1 = create(d, tok, recv.url("/1"))
         h1 = wait_hooks(recv, 1, s1)[0]
         assert len(_sig_parts(h1)) == 1 and _verifies(old, h1, _sig_parts(h1)[0]), h1.headers
@@ -484,6 +485,10 @@ def test_rotated_webhook_secret_signs_with_both_during_grace_then_only_new():
         t_rot = time.monotonic()
         new = rot.get("webhook_secret", "")
         assert new.startswith("whsec_") and new != old, rot
+        # The operator's view gives the end of the grace period from then on, never the secrets.
+        shown = d.qodctl_json("app", "show", app["client_id"], "--json")
+        assert shown.get("previous_webhook_secret_valid_until") == rot["previous_secret_valid_until"], (shown, rot)
+        assert "whsec_" not in json.dumps(shown), shown
         s2 = create(d, tok, recv.url("/2"))
         h2 = wait_hooks(recv, 1, s2)[0]
         assert time.monotonic() - t_asked < grace, "test too slow: the grace period may have ended"
@@ -506,6 +511,8 @@ def test_rotated_webhook_secret_signs_with_both_during_grace_then_only_new():
         # --grace 0: the previous secret stops at once.
         rot2 = d.qodctl_json("app", "rotate-webhook-secret", app["client_id"], "--grace", "0", "--json")
         newer = rot2["webhook_secret"]
+        text = d.qodctl("app", "show", app["client_id"]).stdout
+        assert "previous_webhook_secret_valid_until " + rot2["previous_secret_valid_until"] in text, text
         s4 = create(d, tok, recv.url("/4"))
         h4 = wait_hooks(recv, 1, s4)[0]
         assert len(_sig_parts(h4)) == 1, h4.headers
