@@ -43,6 +43,7 @@ static void print_session(const cJSON *r);
 static void print_devices(const cJSON *r);
 static void print_deliveries(const cJSON *r);
 static void print_requeued(const cJSON *r);
+static void print_gone(const cJSON *r);
 static void print_consents(const cJSON *r);
 static void print_device(const cJSON *r);
 
@@ -99,6 +100,8 @@ static const cmd_spec commands[] = {
      {{"state", "state", F_STR}, {"app", "client_id", F_STR}, {"limit", "limit", F_NUM}},
      print_deliveries},
     {"deliveries", "retry", "event_id", "deliveries retry EVENT_ID | --all", {{"all", "all", F_BOOL}}, print_requeued},
+    {"deliveries", "gone", NULL, "deliveries gone [--limit N] [--json]", {{"limit", "limit", F_NUM}}, print_gone},
+    {"deliveries", "forget-gone", "url", "deliveries forget-gone URL [--json]", {{0}}, print_ok},
     {"device", "list", NULL, "device list [--json]", {{0}}, print_devices},
     {"test",
      "clock",
@@ -232,6 +235,16 @@ static void print_deliveries(const cJSON *r)
     {
         printf("%-36s  %-9s  %-8.0f  %-22s  %-20s  %s\n", str_of(e, "event_id"), str_of(e, "delivery"),
                num_of(e, "attempts"), str_of(e, "status"), str_of(e, "next_at"), str_of(e, "url"));
+    }
+}
+
+static void print_gone(const cJSON *r)
+{
+    printf("%-20s  %s\n", "SINCE", "URL");
+    const cJSON *e;
+    cJSON_ArrayForEach(e, r)
+    {
+        printf("%-20s  %s\n", str_of(e, "since"), str_of(e, "url"));
     }
 }
 

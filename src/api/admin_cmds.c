@@ -481,6 +481,73 @@ static int deliveries_retry(const qod_admin_deps *d, const cJSON *args, qod_buf 
     return rc ? rc : qod_buf_printf(out, "{\"requeued\":%zu}", c.n);
 }
 
+static int list_gone(void *arg, const qod_store_row *r)
+{
+    if (strcmp(r->owner, "gone") != 0)
+        return 0;
+    qod_buf *item = list_item(arg);
+    if (!item)
+        return 1;
+    char since[32];
+    qod_time_fmt(r->num, since, sizeof since);
+    qod_buf_puts(item, "{\"url\":");
+    qod_buf_json_str(item, r->key);
+    qod_buf_printf(item, ",\"since\":\"%s\"}", since);
+    return list_add(arg);
+}
+
+/* The callback URLs that answered 410 Gone, from the store (every node's). */
+static int deliveries_gone(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
+{
+    double limit = -1;
+    int rc = opt_number(args, "limit", 1e7, &limit, err, errcap);
+    if (rc != QOD_OK)
+        return rc;
+    entry_list l;
+    list_open(&l, out, limit > 0 ? (size_t)limit : 1000, NULL);
+    rc = qod_store_scan(d->store, QOD_TBL_META, "gone", list_gone, &l);
+    int lrc = list_close(&l, "ask for fewer with --limit", err, errcap);
+    return rc != QOD_OK ? rc : lrc;
+}
+
+static void row_is_gone(void *arg, const qod_store_row *r)
+{
+    *(bool *)arg = strcmp(r->owner, "gone") == 0;
+}
+
+/* Callbacks may go to a URL that answered 410 Gone again: forgotten in the store, by this node and, told through
+ * the store, by the others. Its dead events stay dead until replayed. */
+static int deliveries_forget_gone(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
+{
+    const char *url = NULL;
+    bool gone = false;
+    if (qod_json_str(args, "url", &url) != QOD_OK) {
+        snprintf(err, errcap, "url is required");
+        return QOD_ERR_INVALID;
+    }
+    int rc = qod_store_get(d->store, QOD_TBL_META, url, row_is_gone, &gone);
+    if (rc == QOD_ERR_NOTFOUND || (rc == QOD_OK && !gone)) {
+        snprintf(err, errcap, "no callback URL '%.200s' answered 410 Gone", url);
+        return QOD_ERR_NOTFOUND;
+    }
+    qod_store_batch *b = rc == QOD_OK ? qod_store_batch_new() : NULL;
+    if (rc == QOD_OK && !b)
+        rc = QOD_ERR_NOMEM;
+    rc = rc ? rc : qod_store_batch_del(b, QOD_TBL_META, url);
+    rc = rc ? rc : qod_store_batch_notify(b, "ungone", url);
+    if (rc == QOD_OK) {
+        rc = qod_store_commit(d->store, b);
+        b = NULL;
+    }
+    qod_store_batch_free(b);
+    rc = rc ? rc : qod_delivery_forget_gone(d->delivery, url);
+    if (rc != QOD_OK)
+        return rc;
+    qod_buf_puts(out, "{\"forgotten\":");
+    qod_buf_json_str(out, url);
+    return qod_buf_puts(out, "}");
+}
+
 static int consent_approve(const qod_admin_deps *d, const cJSON *args, qod_buf *out, char *err, size_t errcap)
 {
     const char *id = NULL;
@@ -552,6 +619,8 @@ static const qod_admin_cmd cmds[] = {
     {"consent.list", consent_list},
     {"deliveries.list", deliveries_list},
     {"deliveries.retry", deliveries_retry},
+    {"deliveries.gone", deliveries_gone},
+    {"deliveries.forget-gone", deliveries_forget_gone},
     {"session.list", session_list},
     {"session.show", session_show},
     {"device.add", device_add},

@@ -211,6 +211,8 @@ static void on_peer_change(void *ctx, const char *channel, const char *payload)
         qod_delivery_rescan(d->delivery); /* replays may have been missed: pending events are in the store */
     else if (strcmp(channel, "gone") == 0 && payload)
         qod_delivery_gone(d->delivery, payload);
+    else if (strcmp(channel, "ungone") == 0 && payload)
+        qod_delivery_forget_gone(d->delivery, payload);
     else if (strcmp(channel, "requeue") == 0 && payload && sscanf(payload, "%lld %63s", &seq, session) == 2 &&
              qod_cluster_owns(d->cluster, session))
         qod_delivery_requeue(d->delivery, session, seq); /* a replay asked on another node: ours to send */
@@ -234,7 +236,7 @@ static int open_peers(qod_daemon *d, const qod_options *o, char *err, size_t err
 {
     if (!d->cluster)
         return QOD_OK;
-    static const char *const channels[] = {"apps", "devices", "gone", "requeue", NULL};
+    static const char *const channels[] = {"apps", "devices", "gone", "ungone", "requeue", NULL};
     int rc = qod_store_listen(o->store, channels, on_peer_change, d, &d->listener);
     if (rc != QOD_OK) {
         snprintf(err, errcap, "cluster: cannot listen for the other nodes' changes: %s", qod_strerror(rc));

@@ -140,7 +140,7 @@ struct qod_delivery {
     int64_t hosts_swept; /* monotonic ms of the last sweep_hosts */
     atomic_bool kick_posted;
     atomic_ullong attempts, delivered, dead, failures[R_COUNT], lat[N_LAT + 1];
-    atomic_ullong backlog, nhosts;
+    atomic_ullong backlog, nhosts, ngone;
 };
 
 /* ---- helpers -------------------------------------------------------------------------------------------------- */
@@ -366,6 +366,18 @@ static void arm_queue(qod_delivery *d, sq *q)
 }
 
 /* Drops the head item (delivered or dead) and moves on to the session's next event. */
+/* Adds url to the URLs that answered 410 Gone, once. On the loop thread, or before it runs. */
+static void remember_gone(qod_delivery *d, const char *url)
+{
+    if (qod_hmap_get(&d->gone, url))
+        return;
+    char *u = strdup(url);
+    if (u && qod_hmap_put(&d->gone, u, u) == QOD_OK)
+        atomic_store(&d->ngone, qod_hmap_count(&d->gone));
+    else
+        free(u);
+}
+
 static void pop_head(qod_delivery *d, sq *q)
 {
     item *it = q->head;
@@ -844,9 +856,7 @@ static void finish_outcome(qod_delivery *d, attempt *at, CURLcode cc)
         QOD_INFO("delivery", "attempt_failed", "event_id=%s session=%s attempt=%d reason=%s status=%ld curl=\"%s\"",
                  it->id, q->session, it->attempts, reason_names[r], status, curl_easy_strerror(cc));
         if (r == R_GONE) {
-            char *u = strdup(q->url);
-            if (u && qod_hmap_put(&d->gone, u, u) != QOD_OK)
-                free(u);
+            remember_gone(d, q->url);
             /* Remembered across restarts: the receiver said the URL is gone for good. */
             /* And by the other nodes sharing the store (no-op on SQLite). */
             qod_store_batch *b = qod_store_batch_new();
@@ -1255,12 +1265,21 @@ typedef struct {
 static void gone_job(void *arg)
 {
     gone_job_arg *j = arg;
-    if (qod_hmap_get(&j->d->gone, j->url) || qod_hmap_put(&j->d->gone, j->url, j->url) != QOD_OK)
-        free(j->url);
+    remember_gone(j->d, j->url);
+    free(j->url);
     free(j);
 }
 
-int qod_delivery_gone(qod_delivery *d, const char *url)
+static void forget_gone_job(void *arg)
+{
+    gone_job_arg *j = arg;
+    free(qod_hmap_del(&j->d->gone, j->url));
+    atomic_store(&j->d->ngone, qod_hmap_count(&j->d->gone));
+    free(j->url);
+    free(j);
+}
+
+static int post_gone_job(qod_delivery *d, const char *url, void (*fn)(void *arg))
 {
     gone_job_arg *j = calloc(1, sizeof *j);
     if (!j || !(j->url = strdup(url))) {
@@ -1268,12 +1287,22 @@ int qod_delivery_gone(qod_delivery *d, const char *url)
         return QOD_ERR_NOMEM;
     }
     j->d = d;
-    int rc = qod_loop_post(d->loop, gone_job, j);
+    int rc = qod_loop_post(d->loop, fn, j);
     if (rc != QOD_OK) {
         free(j->url);
         free(j);
     }
     return rc;
+}
+
+int qod_delivery_gone(qod_delivery *d, const char *url)
+{
+    return post_gone_job(d, url, gone_job);
+}
+
+int qod_delivery_forget_gone(qod_delivery *d, const char *url)
+{
+    return post_gone_job(d, url, forget_gone_job);
 }
 
 static void rescan_job(void *arg)
@@ -1382,11 +1411,8 @@ void qod_delivery_set_renderer(qod_delivery *d, int surface, qod_render_fn fn)
 static int load_gone(void *arg, const qod_store_row *r)
 {
     qod_delivery *d = arg;
-    if (strcmp(r->owner, "gone") != 0)
-        return 0;
-    char *u = strdup(r->key);
-    if (u && qod_hmap_put(&d->gone, u, u) != QOD_OK)
-        free(u);
+    if (strcmp(r->owner, "gone") == 0)
+        remember_gone(d, r->key);
     return 0;
 }
 
@@ -1506,11 +1532,13 @@ void qod_delivery_metrics(void *arg, qod_buf *out)
                    "# TYPE qod_delivery_backlog gauge\nqod_delivery_backlog %llu\n"
                    "# HELP qod_delivery_hosts Callback receivers known (scheme, host and port).\n"
                    "# TYPE qod_delivery_hosts gauge\nqod_delivery_hosts %llu\n"
+                   "# HELP qod_delivery_gone_urls Callback URLs that answered 410 Gone, to which nothing is sent.\n"
+                   "# TYPE qod_delivery_gone_urls gauge\nqod_delivery_gone_urls %llu\n"
                    "# HELP qod_delivery_failures_total Failed attempts by reason.\n"
                    "# TYPE qod_delivery_failures_total counter\n",
                    (unsigned long long)atomic_load(&d->attempts), (unsigned long long)atomic_load(&d->delivered),
                    (unsigned long long)atomic_load(&d->dead), (unsigned long long)atomic_load(&d->backlog),
-                   (unsigned long long)atomic_load(&d->nhosts));
+                   (unsigned long long)atomic_load(&d->nhosts), (unsigned long long)atomic_load(&d->ngone));
     for (int r = 0; r < R_COUNT; r++)
         qod_buf_printf(out, "qod_delivery_failures_total{reason=\"%s\"} %llu\n", reason_names[r],
                        (unsigned long long)atomic_load(&d->failures[r]));

@@ -88,6 +88,9 @@ void qod_delivery_kick(void *d);
 int qod_delivery_requeue(qod_delivery *d, const char *session, int64_t from_seq);
 /* Remembers that url answered 410 Gone (another node was told so): no attempt goes there any more. Any thread. */
 int qod_delivery_gone(qod_delivery *d, const char *url);
+/* Forgets that url answered 410 Gone (an operator asked, here or on another node): callbacks go there again; its
+ * dead events stay dead until replayed. Any thread. */
+int qod_delivery_forget_gone(qod_delivery *d, const char *url);
 /* Loads the pending events again from the start of the outbox (after this node took over sessions whose events
  * it skipped so far). Any thread. */
 int qod_delivery_rescan(qod_delivery *d);

@@ -1029,6 +1029,9 @@ class Daemon:
         if verb == ("app", "rotate-secret"):
             self._await_peers_secret(args, stdout)
             return
+        if verb == ("deliveries", "forget-gone"):
+            self._await_peers_gauge("qod_delivery_gone_urls", "forget the URL `qodctl deliveries forget-gone` named")
+            return
         if verb in (("app", "create"), ("app", "delete"), ("app", "set-limits"), ("app", "rotate-webhook-secret")):
             what = ["app", "list", "--json"]
         elif verb in (("device", "add"), ("device", "remove")):
@@ -1065,6 +1068,17 @@ class Daemon:
             if peer._running_one():
                 wait_until(lambda: caught_up(peer), timeout=5, interval=0.01,
                            what="cluster node %d to show `qodctl %s` as node 0 does" % (i, " ".join(args[:2])))
+
+    def _await_peers_gauge(self, name, what):
+        """Waits until every running peer's gauge `name` equals node 0's (a change told to them through the
+        store, which only their memory shows)."""
+        def gauge(node):
+            return _parse_metrics(expect_status(self._request_at(node.port, "GET", "/metrics"), 200)).get(name)
+        mine = gauge(self)
+        for i, peer in enumerate(self.peers, 1):
+            if peer._running_one():
+                wait_until(lambda: gauge(peer) == mine, timeout=5, interval=0.01,
+                           what="cluster node %d to %s" % (i, what))
 
     def _await_peers_secret(self, args, stdout):
         """After `app rotate-secret CLIENT_ID` through node 0: waits until every running peer issues a token for the

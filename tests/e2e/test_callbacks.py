@@ -419,6 +419,44 @@ def test_410_gone_is_remembered_across_restart():
         assert sorted(e["session"] for e in dead) == sorted([s1, s2]), dead
 
 
+def test_a_gone_url_forgotten_by_the_operator_is_called_again():
+    d, app, tok = start(schedule="0,0.2")
+    script = Script(gone=[(410, {})])
+    with d, WebhookReceiver(responder=script) as recv:
+        gone = recv.url("/gone")
+        s1 = create(d, tok, gone)
+        wait_hooks(recv, 1, s1, "AVAILABLE")
+        wait_deliveries(d, lambda l: len(l) >= 1, what="the 410'd event dead")
+        listed = d.qodctl_json("deliveries", "gone", "--json")
+        assert [x["url"] for x in listed] == [gone] and re.match(r"\d{4}-\d\d-\d\dT", listed[0]["since"]), listed
+        assert gone in d.qodctl("deliveries", "gone").stdout
+        if not CLUSTER:
+            assert metrics(d).get("qod_delivery_gone_urls") == 1
+        # A URL that never answered 410, and no URL at all: refused, and nothing changes.
+        p = d.qodctl("deliveries", "forget-gone", recv.url("/other"), check=False)
+        assert p.returncode != 0 and "answered 410 Gone" in p.stderr, (p.returncode, p.stdout, p.stderr)
+        p = d.qodctl("deliveries", "forget-gone", check=False)
+        assert p.returncode != 0 and "url" in p.stderr, (p.returncode, p.stdout, p.stderr)
+        assert len(d.qodctl_json("deliveries", "gone", "--json")) == 1
+        # Forgotten: a new session's callbacks go to the URL again (the receiver now answers 200), and a restart
+        # does not bring the URL back.
+        assert d.qodctl_json("deliveries", "forget-gone", gone, "--json") == {"forgotten": gone}
+        assert d.qodctl_json("deliveries", "gone", "--json") == []
+        s2 = create(d, tok, gone)
+        wait_hooks(recv, 1, s2, "AVAILABLE")
+        if not CLUSTER:
+            assert metrics(d).get("qod_delivery_gone_urls") == 0
+        d.restart()
+        s3 = create(d, tok, gone)
+        wait_hooks(recv, 1, s3, "AVAILABLE")
+        # The event that died of the 410 stays dead until it is replayed.
+        dead = wait_deliveries(d, lambda l: len(l) >= 1, what="the dead event")
+        assert [e["session"] for e in dead] == [s1], dead
+        assert d.qodctl_json("deliveries", "retry", "--all", "--json") == {"requeued": 1}
+        wait_hooks(recv, 2, s1)
+        verify_all(app["webhook_secret"], recv.requests)
+
+
 def test_redirect_is_a_failure_and_is_not_followed():
     cluster_skip("metrics are per node (docs/operations.md): the requests counted here reached several nodes")
     d, app, tok = start(schedule="0,0.2")
