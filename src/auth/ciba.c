@@ -9,9 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CIBA_MAX 100000
+/* Expired requests dropped per start at most: the work a start does stays bounded, and starts come faster than
+ * requests expire only while the table is full. */
+#define CIBA_SWEEP 64
+/* How long an expired request is kept, so that the app's next poll learns it expired (expired_token) rather than
+ * that it never existed; while the table is half full, expired requests are dropped at once. */
+#define CIBA_KEEP_EXPIRED_MS 60000
 
-typedef struct {
+typedef struct req {
+    struct req *prev, *next; /* in the order of their start, so of their expiry (one lifetime for all) */
     char id[48];
     qod_ciba_grant g;
     int64_t expires_ms;
@@ -23,6 +29,7 @@ typedef struct {
 struct qod_ciba {
     pthread_mutex_t mu;
     qod_hmap reqs;
+    req *oldest, *newest;
 };
 
 qod_ciba *qod_ciba_create(void)
@@ -53,34 +60,28 @@ void qod_ciba_destroy(qod_ciba *c)
     free(c);
 }
 
-typedef struct {
-    int64_t now;
-    req *victim;
-} sweep_ctx;
-
-static int find_expired(void *arg, const char *key, void *val)
+/* Forgets a request; caller holds the lock. */
+static void drop(qod_ciba *c, req *r)
 {
-    (void)key;
-    sweep_ctx *s = arg;
-    req *r = val;
-    if (r->expires_ms <= s->now) {
-        s->victim = r;
-        return 1;
-    }
-    return 0;
+    qod_hmap_del(&c->reqs, r->id);
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        c->oldest = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        c->newest = r->prev;
+    free(r);
 }
 
-/* Drops up to a few expired requests; caller holds the lock. Bounded work per call. */
+/* Drops expired requests from the oldest on, at most CIBA_SWEEP; caller holds the lock. A request whose poll finds
+ * it expired is dropped then, so the table holds only the requests of the last three minutes. */
 static void sweep(qod_ciba *c, int64_t now)
 {
-    for (int i = 0; i < 8; i++) {
-        sweep_ctx s = {now, NULL};
-        qod_hmap_each(&c->reqs, find_expired, &s);
-        if (!s.victim)
-            return;
-        qod_hmap_del(&c->reqs, s.victim->id);
-        free(s.victim);
-    }
+    int64_t before = qod_hmap_count(&c->reqs) >= QOD_CIBA_MAX / 2 ? now : now - CIBA_KEEP_EXPIRED_MS;
+    for (int i = 0; i < CIBA_SWEEP && c->oldest && c->oldest->expires_ms <= before; i++)
+        drop(c, c->oldest);
 }
 
 int qod_ciba_start(qod_ciba *c, const qod_ciba_grant *g, bool approved, int64_t now_ms, char *id, size_t cap)
@@ -94,12 +95,19 @@ int qod_ciba_start(qod_ciba *c, const qod_ciba_grant *g, bool approved, int64_t 
     r->interval_ms = QOD_CIBA_INTERVAL_S * 1000;
     r->approved = approved;
     pthread_mutex_lock(&c->mu);
-    if (qod_hmap_count(&c->reqs) >= CIBA_MAX / 2)
-        sweep(c, now_ms);
-    if (rc == QOD_OK && qod_hmap_count(&c->reqs) >= CIBA_MAX)
+    sweep(c, now_ms);
+    if (rc == QOD_OK && qod_hmap_count(&c->reqs) >= QOD_CIBA_MAX)
         rc = QOD_ERR_LIMIT;
     if (rc == QOD_OK)
         rc = qod_hmap_put(&c->reqs, r->id, r);
+    if (rc == QOD_OK) {
+        r->prev = c->newest;
+        if (c->newest)
+            c->newest->next = r;
+        else
+            c->oldest = r;
+        c->newest = r;
+    }
     pthread_mutex_unlock(&c->mu);
     if (rc != QOD_OK) {
         free(r);
@@ -130,13 +138,11 @@ qod_ciba_poll qod_ciba_poll_token(qod_ciba *c, const char *id, const char *clien
         res = QOD_CIBA_INVALID;
     } else if (r->expires_ms <= now_ms) {
         res = QOD_CIBA_EXPIRED;
-        qod_hmap_del(&c->reqs, id);
-        free(r);
+        drop(c, r);
     } else if (r->approved) {
         res = QOD_CIBA_GRANTED;
         *out = r->g;
-        qod_hmap_del(&c->reqs, id);
-        free(r);
+        drop(c, r);
     } else if (r->last_poll_ms && now_ms - r->last_poll_ms < r->interval_ms) {
         /* CIBA §11: polling too fast adds five seconds to the interval. */
         r->interval_ms += 5000;

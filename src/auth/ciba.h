@@ -14,6 +14,8 @@ typedef struct qod_ciba qod_ciba;
 
 #define QOD_CIBA_TTL_S 120
 #define QOD_CIBA_INTERVAL_S 2
+/* Requests held at once; beyond, a start is refused with QOD_ERR_LIMIT. */
+#define QOD_CIBA_MAX 100000
 
 /* The outcome of a poll. */
 typedef enum {
