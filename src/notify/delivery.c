@@ -365,7 +365,6 @@ static void arm_queue(qod_delivery *d, sq *q)
     qod_timers_arm(&d->timers, &q->t, wall_to_mono(q->head->due_wall), 0);
 }
 
-/* Drops the head item (delivered or dead) and moves on to the session's next event. */
 /* Adds url to the URLs that answered 410 Gone, once. On the loop thread, or before it runs. */
 static void remember_gone(qod_delivery *d, const char *url)
 {
@@ -378,6 +377,7 @@ static void remember_gone(qod_delivery *d, const char *url)
         free(u);
 }
 
+/* Drops the head item (delivered or dead) and moves on to the session's next event. */
 static void pop_head(qod_delivery *d, sq *q)
 {
     item *it = q->head;
