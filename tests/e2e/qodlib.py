@@ -1030,7 +1030,7 @@ class Daemon:
             self._await_peers_secret(args, stdout)
             return
         if verb == ("deliveries", "forget-gone"):
-            self._await_peers_gauge("qod_delivery_gone_urls", "forget the URL `qodctl deliveries forget-gone` named")
+            self._await_nodes_forget_gone()
             return
         if verb in (("app", "create"), ("app", "delete"), ("app", "set-limits"), ("app", "rotate-webhook-secret")):
             what = ["app", "list", "--json"]
@@ -1069,16 +1069,18 @@ class Daemon:
                 wait_until(lambda: caught_up(peer), timeout=5, interval=0.01,
                            what="cluster node %d to show `qodctl %s` as node 0 does" % (i, " ".join(args[:2])))
 
-    def _await_peers_gauge(self, name, what):
-        """Waits until every running peer's gauge `name` equals node 0's (a change told to them through the
-        store, which only their memory shows)."""
+    def _await_nodes_forget_gone(self):
+        """After `deliveries forget-gone` through node 0: waits until every running node holds in memory as many
+        gone URLs (qod_delivery_gone_urls) as the store lists; each node hears of the change on its own."""
+        want = float(len(self.qodctl_json("deliveries", "gone", "--limit", "10000000", "--json")))
+
         def gauge(node):
-            return _parse_metrics(expect_status(self._request_at(node.port, "GET", "/metrics"), 200)).get(name)
-        mine = gauge(self)
-        for i, peer in enumerate(self.peers, 1):
-            if peer._running_one():
-                wait_until(lambda: gauge(peer) == mine, timeout=5, interval=0.01,
-                           what="cluster node %d to %s" % (i, what))
+            r = expect_status(self._request_at(node.port, "GET", "/metrics"), 200)
+            return _parse_metrics(r).get("qod_delivery_gone_urls")
+        for i, node in enumerate(self._nodes()):
+            if node._running_one():
+                wait_until(lambda: gauge(node) == want, timeout=5, interval=0.01,
+                           what="cluster node %d to forget the URL `qodctl deliveries forget-gone` named" % i)
 
     def _await_peers_secret(self, args, stdout):
         """After `app rotate-secret CLIENT_ID` through node 0: waits until every running peer issues a token for the
