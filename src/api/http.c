@@ -3,6 +3,7 @@
 #include "util/buf.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/stopper.h"
 #include "util/time.h"
 
 #include <arpa/inet.h>
@@ -75,9 +76,7 @@ struct qod_http {
     conn_track *tracks;
     pthread_t sweeper;
     bool sweeper_started;
-    pthread_mutex_t sweep_mu; /* with sweep_cv: wakes the sweeper at the stop */
-    pthread_cond_t sweep_cv;
-    atomic_bool stopping;
+    qod_stopper stop;     /* ends the sweeper, at once */
     atomic_bool draining; /* stop requested: new requests are refused so none can be suspended at the end */
 };
 
@@ -270,20 +269,7 @@ static void *sweep_main(void *arg)
     qod_http *h = arg;
     pthread_setname_np(pthread_self(), "qod-sweeper");
     int64_t header_ms = (int64_t)(h->opts.conn_timeout_s ? h->opts.conn_timeout_s : 30) * 1000;
-    for (;;) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 250 * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_mutex_lock(&h->sweep_mu);
-        while (!atomic_load(&h->stopping) && pthread_cond_timedwait(&h->sweep_cv, &h->sweep_mu, &ts) == 0)
-            ;
-        pthread_mutex_unlock(&h->sweep_mu);
-        if (atomic_load(&h->stopping))
-            break;
+    while (!qod_stopper_wait(&h->stop, 250)) {
         int64_t now = qod_time_mono_ms();
         pthread_mutex_lock(&h->track_mu);
         for (conn_track *t = h->tracks; t; t = t->next) {
@@ -354,8 +340,7 @@ static int resolve_listen(const char *listen, struct sockaddr_storage *ss, char 
 
 static void http_free(qod_http *h)
 {
-    pthread_cond_destroy(&h->sweep_cv);
-    pthread_mutex_destroy(&h->sweep_mu);
+    qod_stopper_destroy(&h->stop);
     pthread_mutex_destroy(&h->track_mu);
     free(h);
 }
@@ -373,12 +358,7 @@ int qod_http_start(const qod_http_opts *opts, qod_http **out, char *err, size_t 
         return QOD_ERR_NOMEM;
     h->opts = *opts;
     pthread_mutex_init(&h->track_mu, NULL);
-    pthread_mutex_init(&h->sweep_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->sweep_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    qod_stopper_init(&h->stop);
     if (!h->opts.conn_limit)
         h->opts.conn_limit = 4096;
     if (!h->opts.busy_conns)
@@ -441,10 +421,7 @@ void qod_http_stop(qod_http *h, int drain_ms)
         struct timespec ts = {0, 2 * 1000000};
         nanosleep(&ts, NULL);
     }
-    pthread_mutex_lock(&h->sweep_mu);
-    atomic_store(&h->stopping, true);
-    pthread_cond_signal(&h->sweep_cv);
-    pthread_mutex_unlock(&h->sweep_mu);
+    qod_stopper_stop(&h->stop);
     if (h->sweeper_started)
         pthread_join(h->sweeper, NULL);
     if (stuck) {

@@ -5,6 +5,7 @@
 #include "util/hmap.h"
 #include "util/log.h"
 #include "util/rand.h"
+#include "util/stopper.h"
 #include "util/time.h"
 
 #include <ctype.h>
@@ -34,9 +35,7 @@ struct qod_cluster {
     int64_t last_renewed_ms; /* monotonic time of the last round that renewed every lease */
     pthread_t thread;
     bool started;
-    pthread_mutex_t stop_mu;
-    pthread_cond_t stop_cv;
-    bool stopping;
+    qod_stopper stop;
 };
 
 int qod_cluster_shard_of(const char *id)
@@ -253,29 +252,11 @@ static int round_once(qod_cluster *c, bool *lost)
     return taken;
 }
 
-static bool wait_stop(qod_cluster *c, int64_t ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    pthread_mutex_lock(&c->stop_mu);
-    while (!c->stopping && pthread_cond_timedwait(&c->stop_cv, &c->stop_mu, &ts) == 0)
-        ;
-    bool stop = c->stopping;
-    pthread_mutex_unlock(&c->stop_mu);
-    return stop;
-}
-
 static void *cluster_main(void *arg)
 {
     qod_cluster *c = arg;
     pthread_setname_np(pthread_self(), "qod-cluster");
-    while (!wait_stop(c, c->o.lease_ms / 3)) {
+    while (!qod_stopper_wait(&c->stop, c->o.lease_ms / 3)) {
         bool lost = false;
         int taken = round_once(c, &lost);
         if (lost) {
@@ -306,8 +287,7 @@ int qod_cluster_start(const qod_cluster_opts *opts, qod_cluster **out, char *err
     qod_uuid_v4(rnd);
     snprintf(c->instance, sizeof c->instance, "%s", rnd);
     pthread_mutex_init(&c->mu, NULL);
-    pthread_mutex_init(&c->stop_mu, NULL);
-    pthread_cond_init(&c->stop_cv, NULL);
+    qod_stopper_init(&c->stop);
     int rc = qod_pg_lease_open(opts->uri, &c->pl);
     if (rc != QOD_OK) {
         snprintf(err, errcap, "cluster: cannot reach the database for leases: %s", qod_strerror(rc));
@@ -319,7 +299,7 @@ int qod_cluster_start(const qod_cluster_opts *opts, qod_cluster **out, char *err
     int64_t give_up = qod_time_mono_ms() + c->o.lease_ms + 500;
     while ((rc = qod_pg_lease_acquire(c->pl, c->node_lease, c->instance, c->o.lease_ms, NULL)) == QOD_ERR_BUSY &&
            qod_time_mono_ms() < give_up)
-        wait_stop(c, 200);
+        qod_stopper_wait(&c->stop, 200);
     if (rc == QOD_ERR_BUSY)
         snprintf(err, errcap, "cluster: another live node already uses the URL %s", c->node);
     else if (rc != QOD_OK)
@@ -329,7 +309,7 @@ int qod_cluster_start(const qod_cluster_opts *opts, qod_cluster **out, char *err
         return rc;
     }
     c->last_renewed_ms = qod_time_mono_ms();
-    wait_stop(c, c->o.lease_ms / 3);
+    qod_stopper_wait(&c->stop, c->o.lease_ms / 3);
     bool lost = false;
     round_once(c, &lost);
     if (pthread_create(&c->thread, NULL, cluster_main, c) != 0) {
@@ -347,10 +327,7 @@ void qod_cluster_stop(qod_cluster *c)
 {
     if (!c)
         return;
-    pthread_mutex_lock(&c->stop_mu);
-    c->stopping = true;
-    pthread_cond_broadcast(&c->stop_cv);
-    pthread_mutex_unlock(&c->stop_mu);
+    qod_stopper_stop(&c->stop);
     if (c->started)
         pthread_join(c->thread, NULL);
     if (c->pl) {
@@ -366,7 +343,6 @@ void qod_cluster_stop(qod_cluster *c)
         qod_pg_lease_close(c->pl);
     }
     pthread_mutex_destroy(&c->mu);
-    pthread_mutex_destroy(&c->stop_mu);
-    pthread_cond_destroy(&c->stop_cv);
+    qod_stopper_destroy(&c->stop);
     free(c);
 }
