@@ -483,8 +483,6 @@ static int deliveries_retry(const qod_admin_deps *d, const cJSON *args, qod_buf 
 
 static int list_gone(void *arg, const qod_store_row *r)
 {
-    if (strcmp(r->owner, "gone") != 0)
-        return 0;
     qod_buf *item = list_item(arg);
     if (!item)
         return 1;

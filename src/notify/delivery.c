@@ -1410,9 +1410,7 @@ void qod_delivery_set_renderer(qod_delivery *d, int surface, qod_render_fn fn)
 
 static int load_gone(void *arg, const qod_store_row *r)
 {
-    qod_delivery *d = arg;
-    if (strcmp(r->owner, "gone") == 0)
-        remember_gone(d, r->key);
+    remember_gone(arg, r->key); /* the scan reads the "gone" rows only */
     return 0;
 }
 
