@@ -1066,10 +1066,15 @@ class Daemon:
             if key is None:  # app create: every app node 0 shows is shown by the peer too
                 return all(theirs.get(k) == v for k, v in mine.items())
             return theirs.get(key) == mine.get(key)
-        for i, peer in enumerate(self.peers, 1):
-            if peer._running_one():
-                wait_until(lambda: caught_up(peer), timeout=5, interval=0.01,
-                           what="cluster node %d to show `qodctl %s` as node 0 does" % (i, " ".join(args[:2])))
+        self._await_nodes(self.peers, caught_up, "cluster node %%d to show `qodctl %s` as node 0 does"
+                          % " ".join(args[:2]))
+
+    def _await_nodes(self, nodes, ready, what):
+        """Waits (bounded) until ready(node) holds for each running node of nodes; what names the wait, with %d
+        for the node's number."""
+        for node in nodes:
+            if node._running_one():
+                wait_until(lambda: ready(node), timeout=5, interval=0.01, what=what % self._nodes().index(node))
 
     def _await_nodes_forget_gone(self):
         """After `deliveries forget-gone` through node 0: waits until every running node holds in memory as many
@@ -1079,10 +1084,8 @@ class Daemon:
         def gauge(node):
             r = expect_status(self._request_at(node.port, "GET", "/metrics"), 200)
             return _parse_metrics(r).get("qod_delivery_gone_urls")
-        for i, node in enumerate(self._nodes()):
-            if node._running_one():
-                wait_until(lambda: gauge(node) == want, timeout=5, interval=0.01,
-                           what="cluster node %d to forget the URL `qodctl deliveries forget-gone` named" % i)
+        self._await_nodes(self._nodes(), lambda node: gauge(node) == want,
+                          "cluster node %d to forget the URL `qodctl deliveries forget-gone` named")
 
     def _await_peers_secret(self, args, stdout):
         """After `app rotate-secret CLIENT_ID` through node 0: waits until every running peer issues a token for the
@@ -1097,10 +1100,7 @@ class Daemon:
 
         def issued(peer):
             return self._request_at(peer.port, "POST", "/oauth2/token", form=form, auth=(args[2], secret)).status == 200
-        for i, peer in enumerate(self.peers, 1):
-            if peer._running_one():
-                wait_until(lambda: issued(peer), timeout=5, interval=0.01,
-                           what="cluster node %d to take the secret `qodctl app rotate-secret` made" % i)
+        self._await_nodes(self.peers, issued, "cluster node %d to take the secret `qodctl app rotate-secret` made")
 
     def qodctl_json(self, *args):
         p = self.qodctl(*args)

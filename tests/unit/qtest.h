@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     const char *name;
@@ -12,6 +13,12 @@ typedef struct {
 } qtest_case;
 
 #define QTEST(name) static void name(int *qtest_failed_)
+
+/* Sleeps ms milliseconds (polling loops, pauses a test needs). */
+static inline void qt_sleep_ms(int ms)
+{
+    nanosleep(&(struct timespec){.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000}, NULL);
+}
 
 #define QT_FAIL_(fmt, ...)                                                                                             \
     do {                                                                                                               \

@@ -33,12 +33,6 @@ typedef struct {
     atomic_int slow_ms; /* how long /slow sleeps */
 } fixture;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
 static void echo_header(qod_buf *b, const qod_req *r, const char *name)
 {
     const char *v = qod_req_header(r, name);
@@ -52,7 +46,7 @@ static void upstream_dispatch(void *ctx, qod_req *r)
     fixture *fx = ctx;
     const char *path = qod_req_path(r);
     if (strcmp(path, "/slow") == 0) {
-        sleep_ms(atomic_load(&fx->slow_ms));
+        qt_sleep_ms(atomic_load(&fx->slow_ms));
         qod_req_respond(r, 200, "text/plain", "late", 4);
         return;
     }
@@ -471,7 +465,7 @@ QTEST(destroy_answers_in_flight_with_503)
     bg_call c = {.url = url};
     pthread_t t;
     pthread_create(&t, NULL, bg_get, &c);
-    sleep_ms(300); /* the exchange is waiting for /slow */
+    qt_sleep_ms(300); /* the exchange is waiting for /slow */
     int64_t t0 = qod_time_mono_ms();
     qod_forward_destroy(fx.fw);
     fx.fw = NULL;

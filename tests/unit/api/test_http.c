@@ -37,25 +37,35 @@ static void answer_ok(void *ctx, qod_req *r)
     qod_req_respond(r, 200, "text/plain", "ok", 2);
 }
 
+/* A connection to the server on loopback, or -1. */
+static int connect_port(unsigned port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* Keeps a connection busy with one request after another, connecting again whenever the server closes it,
  * until the process ends. Every answer keeps a server thread looping. */
 static void *storm_main(void *arg)
 {
     storm *s = arg;
     static const char req[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     for (;;) {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int fd = connect_port(s->port);
         if (fd < 0)
-            return NULL;
-        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
-            char buf[512];
-            while (send(fd, req, sizeof req - 1, MSG_NOSIGNAL) > 0 && recv(fd, buf, sizeof buf, 0) > 0)
-                atomic_fetch_add(&s->answered, 1);
-        }
+            continue; /* refused once the server has stopped: the process ends soon */
+        char buf[512];
+        while (send(fd, req, sizeof req - 1, MSG_NOSIGNAL) > 0 && recv(fd, buf, sizeof buf, 0) > 0)
+            atomic_fetch_add(&s->answered, 1);
         close(fd);
     }
+    return NULL;
 }
 
 /* One trial, in the child: a server with a pool of two threads kept busy by clients, and a stop at a random
@@ -74,14 +84,11 @@ static int storm_trial(unsigned seed)
             return 3;
     /* The stop comes 0-9 ms after the clients' first answer (which may be slow to come under a sanitizer). */
     int64_t deadline = qod_time_mono_ms() + 10000;
-    while (atomic_load(&s.answered) == 0 && qod_time_mono_ms() < deadline) {
-        struct timespec ts = {0, 200000};
-        nanosleep(&ts, NULL);
-    }
+    while (atomic_load(&s.answered) == 0 && qod_time_mono_ms() < deadline)
+        qt_sleep_ms(1);
     if (atomic_load(&s.answered) == 0)
         return 4;
-    struct timespec ts = {0, (long)(seed % 10) * 1000000};
-    nanosleep(&ts, NULL);
+    qt_sleep_ms((int)(seed % 10));
     qod_http_stop(h, 200);
     return 0;
 }
@@ -125,10 +132,8 @@ static void answer_after_release(void *ctx, qod_req *r)
         return;
     }
     atomic_store(&fx->in_handler, true);
-    while (!atomic_load(&fx->release)) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    while (!atomic_load(&fx->release))
+        qt_sleep_ms(1);
     qod_req_respond(r, 200, "text/plain", "late", 4);
 }
 
@@ -137,18 +142,6 @@ static void *stop_main(void *arg)
     slow_fx *fx = arg;
     qod_http_stop(fx->h, 5000);
     return NULL;
-}
-
-static int connect_port(unsigned port)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
 }
 
 QTEST(connections_made_during_the_stop_are_closed_unanswered)
@@ -165,10 +158,8 @@ QTEST(connections_made_during_the_stop_are_closed_unanswered)
     QT_TRUE(send(busy, busy_req, sizeof busy_req - 1, MSG_NOSIGNAL) > 0);
     struct timeval busy_tv = {10, 0};
     setsockopt(busy, SOL_SOCKET, SO_RCVTIMEO, &busy_tv, sizeof busy_tv);
-    while (!atomic_load(&fx.in_handler)) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    while (!atomic_load(&fx.in_handler))
+        qt_sleep_ms(1);
     pthread_t stopper;
     QT_EQ_INT(pthread_create(&stopper, NULL, stop_main, &fx), 0);
     /* The stop waits for the busy request; a connection made meanwhile is closed before any byte (one made
