@@ -232,7 +232,10 @@ static int round_once(qod_cluster *c, bool *lost)
         if (is_free && (mine < fair || c->free_before[s])) {
             shard_name(name, sizeof name, s);
             int64_t epoch = 0;
-            if (qod_pg_lease_acquire(c->pl, name, c->node, c->o.lease_ms, &epoch) == QOD_OK) {
+            /* Without waiting: the row of a lease run out is still locked while its holder, frozen inside a
+             * fenced transaction, keeps it open (until the database ends it, after a lease: store.h). Waiting would
+             * stop this round from renewing what this node holds. */
+            if (qod_pg_lease_take(c->pl, name, c->node, c->o.lease_ms, &epoch) == QOD_OK) {
                 atomic_store(&c->epoch[s], epoch);
                 atomic_fetch_or(&c->held, (uint64_t)1 << s);
                 snprintf(l->holders[s], sizeof l->holders[s], "%s", c->node);

@@ -103,7 +103,9 @@ static int open_state(qod_daemon *d, const qod_options *o, char *err, size_t err
 {
     char path[4200];
     bool pg = o->store && *o->store;
-    qod_store_opts so = {.uri = pg ? o->store : o->data, .sync_full = strcmp(o->sync, "full") == 0};
+    qod_store_opts so = {.uri = pg ? o->store : o->data,
+                         .sync_full = strcmp(o->sync, "full") == 0,
+                         .txn_idle_max_ms = pg && o->cluster_node[0] ? o->cluster_lease * 1000 : 0};
     int rc = qod_store_open(&so, &d->store);
     if (rc != QOD_OK) {
         char where[300];

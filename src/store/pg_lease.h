@@ -18,6 +18,10 @@ void qod_pg_lease_close(qod_pg_lease *l);
  * (optional) set to a fencing token that grows whenever the lease changes hands or lapses; QOD_ERR_BUSY while
  * another holder's lease runs; QOD_ERR_INVALID for empty or over-long names; QOD_ERR_STORE. */
 int qod_pg_lease_acquire(qod_pg_lease *l, const char *name, const char *holder, int64_t ttl_ms, int64_t *epoch);
+/* qod_pg_lease_acquire() that never waits: QOD_ERR_BUSY also while the lease's row is locked by another
+ * transaction (a holder's fenced write still open, after its lease ran out: its process frozen, say). For taking
+ * over a lease another holder let run out. */
+int qod_pg_lease_take(qod_pg_lease *l, const char *name, const char *holder, int64_t ttl_ms, int64_t *epoch);
 /* Ends holder's lease on name now; QOD_OK also when holder did not hold it. */
 int qod_pg_lease_release(qod_pg_lease *l, const char *name, const char *holder);
 /* The running lease on name: holder copied into holder[cap] (truncated), *epoch and *remaining_ms when non-NULL.

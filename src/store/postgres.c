@@ -136,7 +136,8 @@ typedef struct {
     PGconn *c;
     pg_role role;
     bool sync_full;
-    bool ready; /* settings applied and statements prepared on the current session */
+    int64_t idle_txn_ms; /* idle_in_transaction_session_timeout, 0 for the server's own */
+    bool ready;          /* settings applied and statements prepared on the current session */
 } pg_conn;
 
 typedef struct {
@@ -277,6 +278,11 @@ static int conn_setup(pg_conn *pc)
     /* Without sync_full a commit returns before its WAL is flushed, like synchronous=NORMAL in sqlite.c. */
     if (rc == QOD_OK && pc->role == PG_WRITER && !pc->sync_full)
         rc = exec_sql(pc, "SET synchronous_commit = off");
+    if (rc == QOD_OK && pc->idle_txn_ms > 0) {
+        char sql[80];
+        snprintf(sql, sizeof sql, "SET idle_in_transaction_session_timeout = %" PRId64, pc->idle_txn_ms);
+        rc = exec_sql(pc, sql);
+    }
     if (rc == QOD_OK && pc->role == PG_WRITER)
         rc = prepare_rows(pc, writer_row_stmts, COUNT(writer_row_stmts));
     if (rc == QOD_OK && pc->role == PG_WRITER)
@@ -454,7 +460,7 @@ static int pg_open(const qod_store_opts *opts, void **impl)
     if (!p)
         return QOD_ERR_NOMEM;
     pthread_mutex_init(&p->r_mu, NULL);
-    p->w = (pg_conn){.role = PG_WRITER, .sync_full = opts->sync_full};
+    p->w = (pg_conn){.role = PG_WRITER, .sync_full = opts->sync_full, .idle_txn_ms = opts->txn_idle_max_ms};
     p->r = (pg_conn){.role = PG_READER};
     int rc = conn_open(&p->w, opts->uri);
     if (rc == QOD_OK)
@@ -929,6 +935,31 @@ int qod_pg_lease_acquire(qod_pg_lease *l, const char *name, const char *holder, 
     int64_t got = 0;
     size_t rows;
     int rc = locked_rows(&l->mu, &l->c, "acquire", 3, v, read_int, &got, &rows);
+    if (rc == QOD_OK && rows == 0)
+        rc = QOD_ERR_BUSY;
+    if (rc == QOD_OK && epoch)
+        *epoch = got;
+    return rc;
+}
+
+int qod_pg_lease_take(qod_pg_lease *l, const char *name, const char *holder, int64_t ttl_ms, int64_t *epoch)
+{
+    if (!lease_name_ok(name) || !lease_name_ok(holder) || ttl_ms <= 0 || ttl_ms > LEASE_TTL_MAX_MS)
+        return QOD_ERR_INVALID;
+    char ttl[NUM_LEN];
+    const char *v[] = {name, holder, i64(ttl, ttl_ms)};
+    int64_t got = 0;
+    size_t rows = 0;
+    pthread_mutex_lock(&l->mu);
+    int rc = conn_ensure(&l->c);
+    rc = rc ? rc : exec_sql(&l->c, "BEGIN");
+    /* A row locked now is a holder's fenced transaction still open: lock_not_available at once, mapped to BUSY. */
+    rc = rc ? rc : exec_sql(&l->c, "SET LOCAL lock_timeout = 1");
+    rc = rc ? rc : stream(&l->c, "acquire", 3, v, read_int, &got, &rows);
+    rc = rc ? rc : exec_sql(&l->c, "COMMIT");
+    if (rc != QOD_OK && PQtransactionStatus(l->c.c) != PQTRANS_IDLE)
+        exec_sql(&l->c, "ROLLBACK");
+    pthread_mutex_unlock(&l->mu);
     if (rc == QOD_OK && rows == 0)
         rc = QOD_ERR_BUSY;
     if (rc == QOD_OK && epoch)

@@ -60,6 +60,10 @@ typedef struct {
                       * path for SQLite */
     bool sync_full;  /* fsync every commit (durable) or leave it to the OS (normal); for PostgreSQL, false
                       * sets synchronous_commit = off on the writer's connection */
+    /* PostgreSQL: the server ends the writer's session once it has sat this long inside a transaction (a
+     * process frozen between a fence and its COMMIT would otherwise keep its shard leases locked); 0 for none.
+     * A cluster node sets its lease. */
+    int64_t txn_idle_max_ms;
 } qod_store_opts;
 
 /* Opens the store and starts its writer thread; migrations run first. The URI picks the implementation: a

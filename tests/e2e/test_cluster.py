@@ -125,6 +125,9 @@ class Cluster:
         return self
 
     def __exit__(self, *exc):
+        if exc[0] is not None:  # the nodes' own account of a failure, for a run that cannot be repeated
+            for i, d in enumerate(self.nodes):
+                print("--- node %d (port %d) log tail ---\n%s" % (i, d.port, d.log()[-3000:]))
         self.close()
 
     def close(self):
@@ -444,6 +447,65 @@ def test_a_node_paused_past_its_lease_writes_nothing_after_it_wakes():
             ends[sid] = int(n)
         assert {sid: ends.get(sid, 0) for sid in sids} == {sid: 1 for sid in sids}, ends
         assert "fenced" in sleeper.log() or "shard_taken" in sleeper.log(), sleeper.log()[-3000:]
+
+
+def _frozen_in_transaction(db):
+    """Writer backends idle inside a transaction that share-locks a lease row (a fence), for 300 ms or more."""
+    return int(psql("SELECT count(DISTINCT a.pid) FROM pg_stat_activity a JOIN pg_locks k ON k.pid = a.pid"
+                    " WHERE a.application_name = 'qodd-writer' AND a.state = 'idle in transaction'"
+                    " AND now() - a.state_change > interval '300 ms'"
+                    " AND k.relation = 'leases'::regclass AND k.granted", db).strip() or 0)
+
+
+def test_a_node_frozen_inside_a_transaction_does_not_hold_its_shards():
+    # A node frozen between a transaction's fence and its COMMIT keeps the share lock on its shard leases: no
+    # other node could take them over, and the node taking over would block on the lock. The database ends such
+    # a transaction after a lease's time, the other node takes every shard, and the woken node stops, its commit
+    # lost with its connection. Every session acknowledged stays served.
+    with Cluster(2) as c, WebhookReceiver(default=(204, {}, b"")) as recv:
+        app, tok = c.app()
+        sleeper, other = c.nodes[1], c.nodes[0]
+        acked, lock, stop = [], threading.Lock(), threading.Event()
+
+        def load():
+            while not stop.is_set():
+                try:
+                    r = sleeper.request("POST", V0, body=v0_body(recv, new_phone(), duration=60), token=tok,
+                                        timeout=3)
+                    if r.status == 201:
+                        with lock:
+                            acked.append(r.json()["sessionId"])
+                except OSError:
+                    pass
+
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
+        for t in threads:
+            t.start()
+        frozen = False
+        try:
+            # Freeze the node at random moments until one lands inside a transaction (bounded).
+            for _ in range(60):
+                time.sleep(_rng.uniform(0.02, 0.15))
+                sleeper.proc.send_signal(signal.SIGSTOP)
+                time.sleep(0.4)
+                if _frozen_in_transaction(c.db):
+                    frozen = True
+                    break
+                sleeper.proc.send_signal(signal.SIGCONT)
+            assert frozen, "the node was never frozen inside a transaction"
+            stop.set()
+            other_url = "http://127.0.0.1:%d" % other.port
+            wait_until(lambda: c.shards() == {other_url: 64}, timeout=LEASE_S * 3 + 5,
+                       what="the frozen node's shards taken over")
+        finally:
+            stop.set()
+            sleeper.proc.send_signal(signal.SIGCONT)
+        for t in threads:
+            t.join(10)
+        wait_until(lambda: sleeper.proc.poll() is not None, timeout=LEASE_S * 3 + 10, what="the woken node stopping")
+        assert len(acked) > 5, len(acked)
+        for sid in acked:
+            expect_status(other.request("GET", V0 + "/" + sid, token=tok), 200)
 
 
 if __name__ == "__main__":

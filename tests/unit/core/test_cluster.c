@@ -10,8 +10,10 @@
 #include "util/err.h"
 #include "util/log.h"
 #include "util/rand.h"
+#include "util/stopper.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -432,6 +434,86 @@ QTEST(a_shard_lease_another_node_held_meanwhile_reports_lost)
     QT_EQ_INT(lost, 1);
 }
 
+/* A transaction left open on a share-locked lease row: a holder frozen between its fence and its COMMIT. The
+ * watchdog commits it after ten leases at most (or once asked), so a node that waits for the row cannot hang the
+ * test. */
+typedef struct {
+    PGconn *c;
+    qod_stopper done;
+    pthread_t thread;
+    atomic_bool committed;
+} row_holder;
+
+static void *row_holder_main(void *arg)
+{
+    row_holder *h = arg;
+    qod_stopper_wait(&h->done, 10 * LEASE_MS);
+    PQclear(PQexec(h->c, "COMMIT"));
+    atomic_store(&h->committed, true);
+    return NULL;
+}
+
+static bool row_holder_start(row_holder *h, const char *lease)
+{
+    char q[160];
+    snprintf(q, sizeof q, "BEGIN; SELECT 1 FROM leases WHERE name = '%s' FOR SHARE", lease);
+    h->c = PQconnectdb(pgfix.uri);
+    PGresult *r = PQexec(h->c, q);
+    bool locked = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    PQclear(r);
+    qod_stopper_init(&h->done);
+    atomic_init(&h->committed, false);
+    pthread_create(&h->thread, NULL, row_holder_main, h);
+    return locked;
+}
+
+static void row_holder_end(row_holder *h)
+{
+    qod_stopper_stop(&h->done);
+    pthread_join(h->thread, NULL);
+    qod_stopper_destroy(&h->done);
+    PQfinish(h->c);
+}
+
+/* A dead node's shard whose lease ran out while one of its transactions still holds the row: the node taking
+ * over does not wait for that row. It takes every other shard at once, and that one when the transaction ends. */
+QTEST(a_shard_row_a_dead_holders_transaction_locks_does_not_stall_the_takeover)
+{
+    reports r;
+    qod_cluster *c = NULL;
+    int fill = fill_shard_ids();
+    qod_pg_lease *dead = NULL;
+    reports_init(&r);
+    int open_rc = fresh_database() == 0 ? qod_pg_lease_open(pgfix.uri, &dead) : -1;
+    int dead_rc = open_rc == QOD_OK ? qod_pg_lease_acquire(dead, "shard:05", "http://dead", LEASE_MS, NULL) : -1;
+    row_holder h;
+    bool held_open = dead_rc == QOD_OK, locked = held_open && row_holder_start(&h, "shard:05");
+    nanosleep(&(struct timespec){.tv_nsec = (LEASE_MS + 100) * 1000000L}, NULL); /* the dead lease runs out */
+    qod_cluster_opts o = node_opts(NODE_B, &r);
+    char err[256] = "";
+    int start_rc = locked ? qod_cluster_start(&o, &c, err, sizeof err) : -1;
+    /* Before the row is free again: every other shard is held, that one is not. */
+    int held = start_rc == QOD_OK ? leases_held_settled(NODE_B, QOD_CLUSTER_SHARDS - 1) : -1;
+    bool owns5 = start_rc == QOD_OK && qod_cluster_owns(c, shard_ids[5]);
+    bool still_locked = locked && !atomic_load(&h.committed);
+    if (held_open)
+        row_holder_end(&h);
+    int all = start_rc == QOD_OK ? leases_held_settled(NODE_B, QOD_CLUSTER_SHARDS) : -1;
+    int lost = r.lost;
+    qod_cluster_stop(c);
+    qod_pg_lease_close(dead);
+    reports_dispose(&r);
+    QT_EQ_INT(fill, 0);
+    QT_EQ_INT(dead_rc, QOD_OK);
+    QT_TRUE(locked);
+    QT_EQ_INT(start_rc, QOD_OK);
+    QT_TRUE(still_locked);
+    QT_EQ_INT(held, QOD_CLUSTER_SHARDS - 1);
+    QT_TRUE(!owns5);
+    QT_EQ_INT(all, QOD_CLUSTER_SHARDS);
+    QT_EQ_INT(lost, 0);
+}
+
 QTEST(a_second_live_process_cannot_take_a_running_nodes_url)
 {
     reports r, r2;
@@ -533,6 +615,7 @@ static const qtest_case on_server[] = {
     QT_CASE(a_shard_lease_another_node_held_meanwhile_reports_lost),
     QT_CASE(the_shortest_lease_is_accepted),
     QT_CASE(a_second_live_process_cannot_take_a_running_nodes_url),
+    QT_CASE(a_shard_row_a_dead_holders_transaction_locks_does_not_stall_the_takeover),
 };
 
 int main(int argc, char **argv)

@@ -1626,6 +1626,39 @@ QTEST(lease_passes_on_when_it_expires)
     QT_EQ_INT(rc[3], QOD_ERR_BUSY);
 }
 
+/* A holder's fenced transaction share-locks its lease row; a take-over of the lapsed lease does not wait for it but
+ * answers busy at once, leaves the connection usable, and succeeds once that transaction has ended. */
+QTEST(lease_take_does_not_wait_for_a_row_an_open_transaction_locks)
+{
+    qod_pg_lease *a, *b;
+    QT_EQ_INT(lease_fixture(&a, &b), 0);
+    int64_t ea = 0, eb = 0;
+    int rc[6];
+    rc[0] = qod_pg_lease_acquire(a, "shard:05", "node-a", 100, &ea);
+    PGconn *blocker = PQconnectdb(pgfix.uri);
+    PGresult *r = PQexec(blocker, "BEGIN; SELECT 1 FROM leases WHERE name = 'shard:05' FOR SHARE");
+    int locked = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    PQclear(r);
+    nanosleep(&(struct timespec){.tv_nsec = 200 * 1000 * 1000}, NULL); /* node-a's lease runs out */
+    rc[1] = qod_pg_lease_take(b, "shard:05", "node-b", 10000, &eb);
+    rc[2] = qod_pg_lease_holder(b, "shard:05", NULL, 0, NULL, NULL);
+    rc[3] = qod_pg_lease_take(b, "shard:06", "node-b", 10000, NULL); /* a row nobody locks: taken */
+    PQclear(PQexec(blocker, "COMMIT"));
+    PQfinish(blocker);
+    rc[4] = qod_pg_lease_take(b, "shard:05", "node-b", 10000, &eb);
+    rc[5] = qod_pg_lease_take(a, "shard:05", "node-a", 10000, NULL);
+    qod_pg_lease_close(a);
+    qod_pg_lease_close(b);
+    QT_EQ_INT(rc[0], QOD_OK);
+    QT_TRUE(locked);
+    QT_EQ_INT(rc[1], QOD_ERR_BUSY);
+    QT_EQ_INT(rc[2], QOD_ERR_NOTFOUND);
+    QT_EQ_INT(rc[3], QOD_OK);
+    QT_EQ_INT(rc[4], QOD_OK);
+    QT_EQ_INT(eb, ea + 1);
+    QT_EQ_INT(rc[5], QOD_ERR_BUSY);
+}
+
 QTEST(lease_refuses_bad_arguments)
 {
     qod_pg_lease *a, *b;
@@ -2120,6 +2153,7 @@ static const qtest_case pg_only[] = {
     QT_CASE(oversized_values_fail_their_batch),
     QT_CASE(lease_has_one_holder_until_released),
     QT_CASE(lease_passes_on_when_it_expires),
+    QT_CASE(lease_take_does_not_wait_for_a_row_an_open_transaction_locks),
     QT_CASE(fence_lets_only_the_lease_holder_at_its_epoch_write),
     QT_CASE(failed_fence_undoes_its_batch_but_not_its_group),
     QT_CASE(lease_refuses_bad_arguments),
