@@ -458,10 +458,11 @@ def _frozen_in_transaction(db):
 
 
 def test_a_node_frozen_inside_a_transaction_does_not_hold_its_shards():
-    # A node frozen between a transaction's fence and its COMMIT keeps the share lock on its shard leases: no
-    # other node could take them over, and the node taking over would block on the lock. The database ends such
-    # a transaction after a lease's time, the other node takes every shard, and the woken node stops, its commit
-    # lost with its connection. Every session acknowledged stays served.
+    # A node frozen between a transaction's fence and its COMMIT keeps the share lock on its shard leases (and the
+    # events' lock every node's writes take): no other node could take the shards over, and the node taking over
+    # would block on the lock. The database ends such a transaction after a lease's time, the other node takes
+    # every shard and writes again, and the woken node stops, its commit lost with its connection. Every session
+    # acknowledged stays served.
     with Cluster(2) as c, WebhookReceiver(default=(204, {}, b"")) as recv:
         app, tok = c.app()
         sleeper, other = c.nodes[1], c.nodes[0]
@@ -497,6 +498,9 @@ def test_a_node_frozen_inside_a_transaction_does_not_hold_its_shards():
             other_url = "http://127.0.0.1:%d" % other.port
             wait_until(lambda: c.shards() == {other_url: 64}, timeout=LEASE_S * 3 + 5,
                        what="the frozen node's shards taken over")
+            # The frozen transaction held the events' lock too, which every node's writes take: they go on.
+            expect_status(other.request("POST", V0, body=v0_body(recv, new_phone(), duration=60), token=tok,
+                                        timeout=10), 201)
         finally:
             stop.set()
             sleeper.proc.send_signal(signal.SIGCONT)

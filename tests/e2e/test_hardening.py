@@ -1143,4 +1143,86 @@ def test_error_bodies_are_valid_utf8_json_when_they_quote_the_client():
     assert not broken, "error bodies that are not valid UTF-8 JSON: %r" % broken
 
 
+# --------------------------------------------------------------------------------------------------------------
+# The admin socket: every command, every argument of the wrong type or size
+
+
+ADMIN_COMMANDS = ("test.clock", "test.hold-rescans", "consent.approve", "consent.list", "deliveries.list",
+                  "deliveries.retry", "deliveries.gone", "deliveries.forget-gone", "session.list", "session.show",
+                  "device.add", "device.list", "device.remove", "app.create", "app.list", "app.show", "app.delete",
+                  "app.rotate-secret", "app.set-limits", "app.rotate-webhook-secret")
+ADMIN_ARGS = ("all", "auth_req_id", "client_id", "env", "event_id", "ineligible", "name", "offset_ms", "phone",
+              "release", "scopes", "session_id", "state", "url", "limit", "rate_limit", "max_sessions")
+ADMIN_BAD_VALUES = (None, True, -1, 0, 2 ** 63, -2 ** 63, 1e308, 0.5, "", "\u0000", "x" * 60000, "\u00e9\ud83d\ude00",
+                    "../../etc/passwd", "' OR 1=1 --", [], [1, "a"], {}, {"a": {"b": {"c": 1}}})
+
+
+def admin_exchange(d, lines):
+    """Sends raw request lines on one admin connection; returns the reply lines (bytes), one per request."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(scaled(20))
+        s.connect(d.socket_path)
+        replies, buf = [], b""
+        for line in lines:
+            s.sendall(line + b"\n")
+            while b"\n" not in buf:
+                chunk = s.recv(65536)
+                assert chunk, "the admin socket closed after %d replies, on %r" % (len(replies), line[:200])
+                buf += chunk
+            reply, buf = buf.split(b"\n", 1)
+            replies.append(reply)
+        return replies
+
+
+def test_admin_socket_answers_every_malformed_command_in_its_shape_and_keeps_the_data():
+    # Requests an operator's script could send by mistake: each command with no arguments, arguments of every
+    # wrong type, empty, over-long, NUL, non-ASCII and nested values. Each gets one JSON line, {"ok":false,
+    # "error":"..."} or a result; none kills the daemon, and the app, device and session made before are intact.
+    d = Daemon(args=["--sandbox-delay-ms", "0"])
+    try:
+        app, tok = new_app(d, name="keeper")
+        phone = new_phone()
+        add_device(d, phone)
+        r = expect_status(d.request("POST", V0_SESSIONS, body=v0_body(phone), token=tok), 201)
+        sid = r.json()["sessionId"]
+        before = (d.qodctl_json("app", "show", app["client_id"], "--json"),
+                  d.request("GET", V0_SESSIONS + "/" + sid, token=tok).json())
+        lines = [b"", b"{", b"[]", b"null", b'{"cmd":5}', b'{"cmd":"app.list","args":5}', b"\xff\xfe",
+                 b'{"cmd":"app.list","cmd":"app.list"}', b'{"args":{}}']
+        for cmd in ADMIN_COMMANDS:
+            lines.append(json.dumps({"cmd": cmd}).encode())
+            for args in ("x", 1, [], None):
+                lines.append(json.dumps({"cmd": cmd, "args": args}).encode())
+            for name in ADMIN_ARGS:
+                for v in ADMIN_BAD_VALUES:
+                    lines.append(json.dumps({"cmd": cmd, "args": {name: v}}).encode())
+        replies = admin_exchange(d, lines)
+        bad = []
+        for line, reply in zip(lines, replies):
+            try:
+                o = json.loads(reply)
+                ok = isinstance(o, dict) and (o.get("ok") is True or (
+                    o.get("ok") is False and isinstance(o.get("error"), str) and o["error"]))
+            except ValueError:
+                ok = False
+            if not ok:
+                bad.append((line[:120], reply[:200]))
+        assert not bad, "%d replies not in the documented shape, e.g. %r" % (len(bad), bad[:5])
+        assert d.proc.poll() is None, d.log_tail(30)
+        # An over-long request is refused on its own connection, which the daemon then closes.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(scaled(20))
+            s.connect(d.socket_path)
+            s.sendall(json.dumps({"cmd": "app.list", "args": {"name": "x" * 70000}}).encode() + b"\n")
+            reply = s.recv(65536)
+        o = json.loads(reply.split(b"\n", 1)[0])
+        assert o["ok"] is False and o["error"], o
+        after = (d.qodctl_json("app", "show", app["client_id"], "--json"),
+                 d.request("GET", V0_SESSIONS + "/" + sid, token=tok).json())
+        assert after == before, (before, after)
+        assert phone in d.qodctl("device", "list").stdout
+    finally:
+        d.close()
+
+
 run(globals())
