@@ -194,7 +194,9 @@ static int result_rc(const pg_conn *pc, const PGresult *r, const char *what)
     if (!msg)
         msg = PQerrorMessage(pc->c);
     int rc = map_sqlstate(code);
-    if (rc == QOD_ERR_EXISTS)
+    /* A lease row locked by another node's transaction is an answer for a takeover (qod_pg_lease_take), as a
+     * unique key already there is for a conditional insert. */
+    if (rc == QOD_ERR_EXISTS || (rc == QOD_ERR_BUSY && pc->role == PG_LEASE))
         QOD_DEBUG("store", "pg_conflict", "conn=%s what=\"%.40s\"", role_names[pc->role], what);
     else
         QOD_WARN("store", "pg_failed", "conn=%s what=\"%.40s\" sqlstate=%s err=\"%.*s\"", role_names[pc->role], what,
