@@ -928,23 +928,10 @@ static bool lease_name_ok(const char *s)
     return s && *s && !too_long(s, PG_KEY_MAX);
 }
 
-int qod_pg_lease_acquire(qod_pg_lease *l, const char *name, const char *holder, int64_t ttl_ms, int64_t *epoch)
-{
-    if (!lease_name_ok(name) || !lease_name_ok(holder) || ttl_ms <= 0 || ttl_ms > LEASE_TTL_MAX_MS)
-        return QOD_ERR_INVALID;
-    char ttl[NUM_LEN];
-    const char *v[] = {name, holder, i64(ttl, ttl_ms)};
-    int64_t got = 0;
-    size_t rows;
-    int rc = locked_rows(&l->mu, &l->c, "acquire", 3, v, read_int, &got, &rows);
-    if (rc == QOD_OK && rows == 0)
-        rc = QOD_ERR_BUSY;
-    if (rc == QOD_OK && epoch)
-        *epoch = got;
-    return rc;
-}
-
-int qod_pg_lease_take(qod_pg_lease *l, const char *name, const char *holder, int64_t ttl_ms, int64_t *epoch)
+/* The acquire statement, waiting for a locked row or (!wait) not: then inside its own transaction, with a
+ * lock_timeout of 1 ms, so that a row locked now fails at once with lock_not_available (mapped to BUSY). */
+static int lease_upsert(qod_pg_lease *l, const char *name, const char *holder, int64_t ttl_ms, int64_t *epoch,
+                        bool wait)
 {
     if (!lease_name_ok(name) || !lease_name_ok(holder) || ttl_ms <= 0 || ttl_ms > LEASE_TTL_MAX_MS)
         return QOD_ERR_INVALID;
@@ -952,21 +939,35 @@ int qod_pg_lease_take(qod_pg_lease *l, const char *name, const char *holder, int
     const char *v[] = {name, holder, i64(ttl, ttl_ms)};
     int64_t got = 0;
     size_t rows = 0;
-    pthread_mutex_lock(&l->mu);
-    int rc = conn_ensure(&l->c);
-    rc = rc ? rc : exec_sql(&l->c, "BEGIN");
-    /* A row locked now is a holder's fenced transaction still open: lock_not_available at once, mapped to BUSY. */
-    rc = rc ? rc : exec_sql(&l->c, "SET LOCAL lock_timeout = 1");
-    rc = rc ? rc : stream(&l->c, "acquire", 3, v, read_int, &got, &rows);
-    rc = rc ? rc : exec_sql(&l->c, "COMMIT");
-    if (rc != QOD_OK && PQtransactionStatus(l->c.c) != PQTRANS_IDLE)
-        exec_sql(&l->c, "ROLLBACK");
-    pthread_mutex_unlock(&l->mu);
+    int rc;
+    if (wait) {
+        rc = locked_rows(&l->mu, &l->c, "acquire", 3, v, read_int, &got, &rows);
+    } else {
+        pthread_mutex_lock(&l->mu);
+        rc = conn_ensure(&l->c);
+        rc = rc ? rc : exec_sql(&l->c, "BEGIN");
+        rc = rc ? rc : exec_sql(&l->c, "SET LOCAL lock_timeout = 1");
+        rc = rc ? rc : stream(&l->c, "acquire", 3, v, read_int, &got, &rows);
+        rc = rc ? rc : exec_sql(&l->c, "COMMIT");
+        if (rc != QOD_OK && PQtransactionStatus(l->c.c) != PQTRANS_IDLE)
+            exec_sql(&l->c, "ROLLBACK");
+        pthread_mutex_unlock(&l->mu);
+    }
     if (rc == QOD_OK && rows == 0)
         rc = QOD_ERR_BUSY;
     if (rc == QOD_OK && epoch)
         *epoch = got;
     return rc;
+}
+
+int qod_pg_lease_acquire(qod_pg_lease *l, const char *name, const char *holder, int64_t ttl_ms, int64_t *epoch)
+{
+    return lease_upsert(l, name, holder, ttl_ms, epoch, true);
+}
+
+int qod_pg_lease_take(qod_pg_lease *l, const char *name, const char *holder, int64_t ttl_ms, int64_t *epoch)
+{
+    return lease_upsert(l, name, holder, ttl_ms, epoch, false);
 }
 
 int qod_pg_lease_release(qod_pg_lease *l, const char *name, const char *holder)
