@@ -484,9 +484,10 @@ def test_a_node_frozen_inside_a_transaction_does_not_hold_its_shards():
             t.start()
         frozen = False
         try:
-            # Freeze the node at random moments until one lands inside a transaction (bounded).
-            for _ in range(60):
-                time.sleep(_rng.uniform(0.02, 0.15))
+            # Freeze the node at random moments until one lands inside a transaction (one in 5-15 here; bounded).
+            # Between tries it runs long enough to renew its leases, so that it never loses them meanwhile.
+            for _ in range(100):
+                time.sleep(_rng.uniform(0.2, 0.5))
                 sleeper.proc.send_signal(signal.SIGSTOP)
                 time.sleep(0.4)
                 if _frozen_in_transaction(c.db):
