@@ -16,7 +16,7 @@ for bin in "$@"; do
     # Crash inputs go to build/fuzz/, never into the source tree.
     if "$bin" $dict -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix=build/fuzz/ "$work" >"$log" 2>&1; then
-        execs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+        execs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -n 1 | grep -o '[0-9]*$' || echo "?")
         echo "fuzz $name: ${seconds}s, $execs executions, 0 crashes"
     else
         echo "fuzz $name: FAILED (see $log)"
