@@ -13,7 +13,7 @@ void qod_health_live(qod_call *c, qod_req *r)
 
 void qod_health_ready(qod_call *c, qod_req *r)
 {
-    if (qod_store_ping(qod_api_deps_of(c->api)->store) != QOD_OK) {
+    if (qod_store_ping(qod_api_deps_of(c->api)->store, QOD_HEALTH_STORE_WAIT_MS) != QOD_OK) {
         qod_req_add_header(r, "Retry-After", "1");
         qod_api_error(r, 503, "UNAVAILABLE", "The store does not answer.");
         return;

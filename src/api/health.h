@@ -6,6 +6,10 @@
 
 /* GET /healthz */
 void qod_health_live(qod_call *c, qod_req *r);
+/* How long /readyz waits for the store's answer before it answers 503 (a database that does not answer at all
+ * must not hold the HTTP thread). */
+#define QOD_HEALTH_STORE_WAIT_MS 2000
+
 /* GET /readyz */
 void qod_health_ready(qod_call *c, qod_req *r);
 /* GET /metrics */

@@ -8,10 +8,12 @@
 #include "util/log.h"
 #include "util/time.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* The most batches one transaction takes. Under a backlog (a mass expiry, a restart's reprovisioning) larger groups
  * spread the commit and its fsync over more batches: 1,024 → 4,096 raised the writer from ~27,000 to ~50,000
@@ -27,9 +29,21 @@ struct qod_store_batch {
     qod_store_batch *next;
 };
 
+/* Pings run on a thread of their own, started by the first: a caller waits no longer than its deadline even when
+ * the database does not answer at all (its server frozen, or cut off by the network without a reset). */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;        /* monotonic clock */
+    uint64_t asked, answered; /* pings asked for, and the last one the thread has answered */
+    int rc;                   /* that answer */
+    bool started, stop;
+    pthread_t thread;
+} pinger;
+
 struct qod_store {
     const qod_store_impl *impl;
     void *h;
+    pinger ping;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     qod_store_batch *qhead, *qtail;
@@ -331,6 +345,12 @@ int qod_store_open(const qod_store_opts *opts, qod_store **out)
     st->impl = pg ? &qod_store_postgres : &qod_store_sqlite;
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv, NULL);
+    pthread_mutex_init(&st->ping.mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&st->ping.cv, &ca);
+    pthread_condattr_destroy(&ca);
     int rc = st->impl->open(opts, &st->h);
     if (rc == QOD_OK) {
         rc = pthread_create(&st->thread, NULL, writer_main, st) == 0 ? QOD_OK : QOD_ERR_NOMEM;
@@ -354,8 +374,17 @@ void qod_store_close(qod_store *st)
     pthread_mutex_unlock(&st->mu);
     if (st->started)
         pthread_join(st->thread, NULL);
+    pthread_mutex_lock(&st->ping.mu);
+    st->ping.stop = true;
+    pthread_cond_broadcast(&st->ping.cv);
+    bool pinging = st->ping.started;
+    pthread_mutex_unlock(&st->ping.mu);
+    if (pinging)
+        pthread_join(st->ping.thread, NULL); /* after its ping: it uses the connection closed below */
     if (st->h)
         st->impl->close(st->h);
+    pthread_mutex_destroy(&st->ping.mu);
+    pthread_cond_destroy(&st->ping.cv);
     pthread_mutex_destroy(&st->mu);
     pthread_cond_destroy(&st->cv);
     free(st);
@@ -421,9 +450,54 @@ int qod_store_commit(qod_store *st, qod_store_batch *b)
     return rc;
 }
 
-int qod_store_ping(qod_store *st)
+static void *pinger_main(void *arg)
 {
-    return st->impl->schema_version(st->h) > 0 ? QOD_OK : QOD_ERR_STORE;
+    qod_store *st = arg;
+    pinger *p = &st->ping;
+    pthread_setname_np(pthread_self(), "qod-store-ping");
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && p->answered == p->asked)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (p->stop)
+            break;
+        uint64_t target = p->asked;
+        pthread_mutex_unlock(&p->mu);
+        int rc = st->impl->schema_version(st->h) > 0 ? QOD_OK : QOD_ERR_STORE;
+        pthread_mutex_lock(&p->mu);
+        p->answered = target;
+        p->rc = rc;
+        pthread_cond_broadcast(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+int qod_store_ping(qod_store *st, int64_t wait_ms)
+{
+    pinger *p = &st->ping;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += wait_ms / 1000;
+    until.tv_nsec += (wait_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&p->mu);
+    if (!p->started && !p->stop)
+        p->started = pthread_create(&p->thread, NULL, pinger_main, st) == 0;
+    /* Answered only by a ping begun after this call: one still running began before and may be stuck. */
+    uint64_t mine = ++p->asked;
+    pthread_cond_broadcast(&p->cv);
+    int rc = p->started ? QOD_OK : QOD_ERR_NOMEM;
+    while (rc == QOD_OK && p->answered < mine)
+        if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT)
+            rc = QOD_ERR_BUSY;
+    if (rc == QOD_OK)
+        rc = p->rc;
+    pthread_mutex_unlock(&p->mu);
+    return rc;
 }
 
 int qod_store_schema_version(qod_store *st)

@@ -71,8 +71,9 @@ typedef struct {
 int qod_store_open(const qod_store_opts *opts, qod_store **out);
 /* Drains queued batches, stops the thread and closes; NULL is a no-op. */
 void qod_store_close(qod_store *st);
-/* QOD_OK when the store answers a trivial query. */
-int qod_store_ping(qod_store *st);
+/* QOD_OK when the store answers a trivial query within wait_ms; QOD_ERR_BUSY when it has not answered by then
+ * (the query goes on, on a thread of its own: a caller never waits longer), QOD_ERR_STORE when it failed. */
+int qod_store_ping(qod_store *st, int64_t wait_ms);
 /* Batches submitted and not yet taken by the writer; *done (if not NULL): batches the writer has been through. */
 size_t qod_store_queued(qod_store *st, uint64_t *done);
 /* The schema version after migrations. */

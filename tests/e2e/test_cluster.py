@@ -13,7 +13,8 @@ killed under load, its sessions are served, expired and notified by the others: 
 every state change is delivered at least once; the node that takes a dead node's shard sends none of an adopted
 session's callbacks before it has read that session's pending ones, and sends them in order; and a node paused past
 its lease writes nothing for the shards it lost once it wakes (its writes are fenced by the shard leases), then
-stops.
+stops; a node frozen inside a write loses that transaction after a lease, so the others take its shards; and while
+the database server itself is frozen, /readyz answers 503 within its bound.
 """
 import json
 import os
@@ -511,6 +512,51 @@ def test_a_node_frozen_inside_a_transaction_does_not_hold_its_shards():
         assert len(acked) > 5, len(acked)
         for sid in acked:
             expect_status(other.request("GET", V0 + "/" + sid, token=tok), 200)
+
+
+def _pg_processes():
+    """The PostgreSQL server's processes: the postmaster (from its pid file) and its children."""
+    with open(os.path.join(PG_DIR, "data", "postmaster.pid")) as f:
+        pm = int(f.readline())
+    kids = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True).stdout.split()
+    return [pm] + [int(k) for k in kids]
+
+
+def test_readiness_answers_503_in_bounded_time_while_the_database_does_not_answer():
+    # The database server frozen (as a network cut without a reset would look): /readyz must say so within its
+    # bound, every time, instead of holding an HTTP thread until the database answers; requests that need no
+    # store are still answered; once the server resumes, the node is ready and creates again.
+    need_pg()
+    uri, _ = fresh_database()
+    with WebhookReceiver(default=(204, {}, b"")) as recv:
+        d = Daemon(args=["--store", uri, "--sandbox-delay-ms", "0"])
+        try:
+            app = d.qodctl_json("app", "create", "--name", "a", "--env", "sandbox", "--rate-limit", "0", "--json")
+            tok = get_token(d, app)
+            sid = expect_status(d.request("POST", V0, body=v0_body(recv, new_phone()), token=tok), 201).json()[
+                "sessionId"]
+            expect_status(d.request("GET", "/readyz"), 200)
+            procs = _pg_processes()
+            for p in procs:
+                os.kill(p, signal.SIGSTOP)
+            try:
+                for _ in range(4):  # more than the HTTP threads: none stays held
+                    t = time.monotonic()
+                    r = d.request("GET", "/readyz", timeout=20)
+                    took = time.monotonic() - t
+                    assert r.status == 503 and r.json()["code"] == "UNAVAILABLE", r
+                    assert r.headers.get("Retry-After") == "1", r.headers
+                    assert took < scaled(5), took
+                expect_status(d.request("GET", "/healthz", timeout=5), 200)
+                r = expect_status(d.request("GET", V0 + "/" + sid, token=tok, timeout=5), 200)
+                assert r.json()["qosStatus"] == "AVAILABLE", r.json()
+            finally:
+                for p in procs:
+                    os.kill(p, signal.SIGCONT)
+            wait_until(lambda: d.request("GET", "/readyz").status == 200, timeout=10, what="ready again")
+            expect_status(d.request("POST", V0, body=v0_body(recv, new_phone()), token=tok), 201)
+        finally:
+            d.close()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@
 #include "qtest.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/time.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -237,7 +238,7 @@ QTEST(open_reports_the_current_version_and_answers_ping)
 {
     fixture f;
     QT_EQ_INT(fixture_open(&f), 0);
-    int version = qod_store_schema_version(f.st), ping = qod_store_ping(f.st);
+    int version = qod_store_schema_version(f.st), ping = qod_store_ping(f.st, 5000);
     fixture_close(&f);
     QT_EQ_INT(version, current_version());
     QT_EQ_INT(ping, QOD_OK);
@@ -1392,6 +1393,33 @@ QTEST(oversized_values_fail_their_batch)
 }
 
 /* Stops the server under an open store, then starts it again on the same port and data. */
+/* A ping the database does not answer (here: the table it reads is locked; in production a frozen server or a cut
+ * network) fails with BUSY at its deadline, and so does the next one while the first is still waiting; once the
+ * database answers again, so does the ping. */
+QTEST(ping_answers_busy_at_its_deadline_when_the_database_does_not_answer)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open(&f), 0);
+    int first = qod_store_ping(f.st, 5000);
+    PGconn *blocker = PQconnectdb(pgfix.uri);
+    PGresult *r = PQexec(blocker, "BEGIN; LOCK TABLE schema_version IN ACCESS EXCLUSIVE MODE");
+    int locked = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    int64_t t0 = qod_time_mono_ms();
+    int stuck[2] = {qod_store_ping(f.st, 300), qod_store_ping(f.st, 300)};
+    int64_t waited = qod_time_mono_ms() - t0;
+    PQclear(PQexec(blocker, "COMMIT"));
+    PQfinish(blocker);
+    int again = qod_store_ping(f.st, 5000);
+    fixture_close(&f);
+    QT_EQ_INT(first, QOD_OK);
+    QT_TRUE(locked);
+    QT_EQ_INT(stuck[0], QOD_ERR_BUSY);
+    QT_EQ_INT(stuck[1], QOD_ERR_BUSY);
+    QT_TRUE(waited >= 600 && waited < 5000);
+    QT_EQ_INT(again, QOD_OK);
+}
+
 QTEST(stopped_server_fails_with_store_error_then_store_recovers)
 {
     fixture f;
@@ -1405,14 +1433,14 @@ QTEST(stopped_server_fails_with_store_error_then_store_recovers)
     down[0] = put1(&f, QOD_TBL_APPS, "while-down", "", "{}");
     down[1] = get(&f, QOD_TBL_APPS, "before", &c);
     down[2] = events(&f, -1, 0, 0, &e);
-    down[3] = qod_store_ping(f.st);
+    down[3] = qod_store_ping(f.st, 5000);
     key_list l;
     down[4] = scan(&f, QOD_TBL_APPS, NULL, 0, &l);
     int restarted = pgfix_script("start", NULL, 0);
     int up[3];
     up[0] = put1(&f, QOD_TBL_APPS, "after", "", "{}");
     up[1] = get(&f, QOD_TBL_APPS, "before", &c);
-    up[2] = qod_store_ping(f.st);
+    up[2] = qod_store_ping(f.st, 5000);
     QT_EQ_INT(scan(&f, QOD_TBL_APPS, NULL, 0, &l), QOD_OK);
     fixture_close(&f);
     for (int i = 0; i < 5; i++)
@@ -2157,6 +2185,7 @@ static const qtest_case pg_only[] = {
     QT_CASE(fence_lets_only_the_lease_holder_at_its_epoch_write),
     QT_CASE(failed_fence_undoes_its_batch_but_not_its_group),
     QT_CASE(lease_refuses_bad_arguments),
+    QT_CASE(ping_answers_busy_at_its_deadline_when_the_database_does_not_answer),
     QT_CASE(stopped_server_fails_with_store_error_then_store_recovers),
     QT_CASE(writer_connection_cut_mid_stream_loses_nothing_acknowledged),
     QT_CASE(listen_needs_postgres),
