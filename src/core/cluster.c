@@ -179,7 +179,9 @@ static int round_once(qod_cluster *c, bool *lost)
     }
     bool renewed = nrc == QOD_OK;
     uint64_t held = atomic_load(&c->held);
-    for (int s = 0; s < QOD_CLUSTER_SHARDS; s++) {
+    /* A call that failed (the database out of reach: each call would wait its limit again) ends the renewals of
+     * this round. */
+    for (int s = 0; s < QOD_CLUSTER_SHARDS && renewed; s++) {
         if (!((held >> s) & 1))
             continue;
         shard_name(name, sizeof name, s);
@@ -208,10 +210,12 @@ static int round_once(qod_cluster *c, bool *lost)
         if (rc != QOD_OK)
             renewed = false;
     }
+    /* Counted to the end of the round: its failed calls may each have waited their limit. */
+    int64_t since = qod_time_mono_ms() - c->last_renewed_ms;
     if (renewed)
         c->last_renewed_ms = now;
-    else if (held && now - c->last_renewed_ms >= c->o.lease_ms * 4 / 5) {
-        QOD_ERROR("cluster", "lease_expiring", "node=%s since_ms=%lld", c->node, (long long)(now - c->last_renewed_ms));
+    else if (held && since >= c->o.lease_ms * 4 / 5) {
+        QOD_ERROR("cluster", "lease_expiring", "node=%s since_ms=%lld", c->node, (long long)since);
         *lost = true;
         return 0;
     }
@@ -291,7 +295,9 @@ int qod_cluster_start(const qod_cluster_opts *opts, qod_cluster **out, char *err
     snprintf(c->instance, sizeof c->instance, "%s", rnd);
     pthread_mutex_init(&c->mu, NULL);
     qod_stopper_init(&c->stop);
-    int rc = qod_pg_lease_open(opts->uri, &c->pl);
+    /* A call unanswered for a quarter lease is tried again on a new connection, so that one stuck connection does
+     * not lose the leases, and a database out of reach is noticed within the lease (lease_expiring). */
+    int rc = qod_pg_lease_open(opts->uri, opts->lease_ms / 4, &c->pl);
     if (rc != QOD_OK) {
         snprintf(err, errcap, "cluster: cannot reach the database for leases: %s", qod_strerror(rc));
         qod_cluster_stop(c);
@@ -336,13 +342,17 @@ void qod_cluster_stop(qod_cluster *c)
     if (c->pl) {
         char name[32];
         uint64_t held = atomic_exchange(&c->held, 0);
-        for (int s = 0; s < QOD_CLUSTER_SHARDS; s++) {
+        /* Released so that the others take over at once; once a release fails (the database out of reach, each
+         * call waiting its limit), the rest run out by themselves. */
+        int rc = QOD_OK;
+        for (int s = 0; s < QOD_CLUSTER_SHARDS && rc == QOD_OK; s++) {
             if ((held >> s) & 1) {
                 shard_name(name, sizeof name, s);
-                qod_pg_lease_release(c->pl, name, c->node);
+                rc = qod_pg_lease_release(c->pl, name, c->node);
             }
         }
-        qod_pg_lease_release(c->pl, c->node_lease, c->instance);
+        if (rc == QOD_OK)
+            qod_pg_lease_release(c->pl, c->node_lease, c->instance);
         qod_pg_lease_close(c->pl);
     }
     pthread_mutex_destroy(&c->mu);

@@ -10,8 +10,11 @@
 
 typedef struct qod_pg_lease qod_pg_lease;
 
-/* Connects to the postgres:// or postgresql:// URI (borrowed) and migrates the schema. QOD_OK or QOD_ERR_STORE. */
-int qod_pg_lease_open(const char *uri, qod_pg_lease **out);
+/* Connects to the postgres:// or postgresql:// URI (borrowed) and migrates the schema. A call the server has not
+ * answered within answer_ms (0: no limit) gives up its connection and is tried once more on a new one, then fails
+ * with QOD_ERR_STORE: a server process frozen, or cut off without a reset, must not hold the caller (a node's lease
+ * round) past its lease. QOD_OK or QOD_ERR_STORE. */
+int qod_pg_lease_open(const char *uri, int64_t answer_ms, qod_pg_lease **out);
 /* Closes the connection; leases held run until they expire or are released. NULL is a no-op. */
 void qod_pg_lease_close(qod_pg_lease *l);
 /* Takes lease `name` for `holder`, or renews it when holder has it, for ttl_ms (1 ms to 24 h). QOD_OK with *epoch

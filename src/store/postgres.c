@@ -15,7 +15,9 @@
 
 #include "util/err.h"
 #include "util/log.h"
+#include "util/time.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <poll.h>
@@ -24,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 /* Keys, owners, idx values, event ids and sessions are all indexed, and a btree entry must stay under about
@@ -137,6 +140,7 @@ typedef struct {
     pg_role role;
     bool sync_full;
     int64_t idle_txn_ms; /* idle_in_transaction_session_timeout, 0 for the server's own */
+    int64_t answer_ms;   /* the longest wait for the server's answer to a call, 0 for as long as it takes */
     bool ready;          /* settings applied and statements prepared on the current session */
 } pg_conn;
 
@@ -205,8 +209,49 @@ static int result_rc(const pg_conn *pc, const PGresult *r, const char *what)
 }
 
 /* Runs SQL without parameters (transaction control, DDL, session settings). */
+/* Waits until the answer to the call in flight can be read without blocking, for at most the connection's answer_ms
+ * (0: returns at once, and PQgetResult waits as long as the server does). Past it the socket is shut down, so that
+ * the call fails as on a broken connection, which conn_ensure() opens again: a server that stopped answering (its
+ * process frozen, or cut off by the network without a reset) costs a connection, not the calling thread. */
+static void await_answer(const pg_conn *pc, const char *what)
+{
+    if (pc->answer_ms <= 0)
+        return;
+    int64_t until = qod_time_mono_ms() + pc->answer_ms;
+    while (PQisBusy(pc->c)) {
+        int64_t left = until - qod_time_mono_ms();
+        struct pollfd p = {.fd = PQsocket(pc->c), .events = POLLIN};
+        int n = left > 0 ? poll(&p, 1, (int)left) : 0;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0) {
+            QOD_WARN("store", "pg_no_answer", "conn=%s what=\"%.40s\" waited_ms=%lld", role_names[pc->role], what,
+                     (long long)pc->answer_ms);
+            shutdown(PQsocket(pc->c), SHUT_RDWR);
+            return;
+        }
+        if (n < 0 || !PQconsumeInput(pc->c))
+            return;
+    }
+}
+
+/* The answer to the call just sent (sent: whether sending worked), waited for as await_answer() allows: QOD_OK or
+ * the status of its first failed result. */
+static int call_answer(const pg_conn *pc, bool sent, const char *what)
+{
+    if (!sent)
+        return result_rc(pc, NULL, what);
+    int rc = QOD_OK;
+    for (PGresult *r; (await_answer(pc, what), r = PQgetResult(pc->c)) != NULL; PQclear(r))
+        if (rc == QOD_OK)
+            rc = result_rc(pc, r, what);
+    return rc;
+}
+
 static int exec_sql(const pg_conn *pc, const char *sql)
 {
+    if (pc->answer_ms > 0)
+        return call_answer(pc, PQsendQuery(pc->c, sql), sql);
     PGresult *r = PQexec(pc->c, sql);
     int rc = result_rc(pc, r, sql);
     PQclear(r);
@@ -236,6 +281,8 @@ static void on_notice(void *arg, const PGresult *r)
 
 static int prepare(const pg_conn *pc, const char *name, const char *sql)
 {
+    if (pc->answer_ms > 0)
+        return call_answer(pc, PQsendPrepare(pc->c, name, sql, 0, NULL), name);
     PGresult *r = PQprepare(pc->c, name, sql, 0, NULL);
     int rc = result_rc(pc, r, name);
     PQclear(r);
@@ -303,7 +350,10 @@ static int conn_setup(pg_conn *pc)
 static int conn_open(pg_conn *pc, const char *uri)
 {
     const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *const vals[] = {"10", role_names[pc->role], uri, NULL};
+    /* A connection with a limit on answers gets the same on connecting, in whole seconds (libpq's least is 2). */
+    char connect_s[NUM_LEN];
+    snprintf(connect_s, sizeof connect_s, "%lld", pc->answer_ms > 0 ? (long long)(pc->answer_ms + 999) / 1000 : 10LL);
+    const char *const vals[] = {connect_s, role_names[pc->role], uri, NULL};
     pc->c = PQconnectdbParams(keys, vals, 1);
     if (!pc->c)
         return QOD_ERR_NOMEM;
@@ -345,7 +395,7 @@ static int stream(const pg_conn *pc, const char *name, int n, const char *const 
     PQsetSingleRowMode(pc->c);
     int rc = QOD_OK;
     bool stop = false;
-    for (PGresult *r; (r = PQgetResult(pc->c)) != NULL; PQclear(r)) {
+    for (PGresult *r; (await_answer(pc, name), r = PQgetResult(pc->c)) != NULL; PQclear(r)) {
         ExecStatusType s = PQresultStatus(r);
         if (s == PGRES_SINGLE_TUPLE || s == PGRES_TUPLES_OK) {
             for (int i = 0; i < PQntuples(r) && !stop && rc == QOD_OK; i++) {
@@ -893,7 +943,7 @@ const qod_store_impl qod_store_postgres = {
     .scan_idx = pg_scan_idx,
 };
 
-int qod_pg_lease_open(const char *uri, qod_pg_lease **out)
+int qod_pg_lease_open(const char *uri, int64_t answer_ms, qod_pg_lease **out)
 {
     *out = NULL;
     qod_pg_lease *l = calloc(1, sizeof *l);
@@ -901,11 +951,14 @@ int qod_pg_lease_open(const char *uri, qod_pg_lease **out)
         return QOD_ERR_NOMEM;
     pthread_mutex_init(&l->mu, NULL);
     l->c.role = PG_LEASE;
+    l->c.answer_ms = answer_ms > 0 ? answer_ms : 0; /* for the connect timeout (kept by reconnections) */
     int rc = conn_open(&l->c, uri);
+    l->c.answer_ms = 0; /* the migrations may wait for another node's */
     if (rc == QOD_OK)
         rc = migrate(&l->c);
     if (rc == QOD_OK)
         rc = conn_setup(&l->c);
+    l->c.answer_ms = answer_ms > 0 ? answer_ms : 0;
     if (rc != QOD_OK) {
         qod_pg_lease_close(l);
         return rc;

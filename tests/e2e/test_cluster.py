@@ -514,12 +514,64 @@ def test_a_node_frozen_inside_a_transaction_does_not_hold_its_shards():
             expect_status(other.request("GET", V0 + "/" + sid, token=tok), 200)
 
 
+
+
+def test_a_node_whose_lease_connection_stops_answering_renews_on_a_new_one():
+    # The database process serving a node's lease connection stops answering (frozen here; a connection cut off
+    # without a reset looks the same from the node). The lease round gives that connection up after a quarter lease
+    # and renews on a new one, so the node keeps its shards. Before, the round waited for as long as the process
+    # did, and every lease ran out while the node went on serving as if it held them.
+    with Cluster(1) as c:
+        node = c.nodes[0]
+        url = "http://127.0.0.1:%d" % node.port
+        wait_until(lambda: c.shards() == {url: 64}, timeout=LEASE_S * 3, what="the node holding every shard")
+        lease_pid = "SELECT pid FROM pg_stat_activity WHERE application_name = 'qodd-lease'"
+        pid = int(psql(lease_pid, c.db).strip())
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: "pg_no_answer" in node.log(), timeout=LEASE_S * 3, what="the round giving up the call")
+            wait_until(lambda: psql(lease_pid, c.db).split() not in ([], [str(pid)]), timeout=LEASE_S * 3,
+                       what="a new lease connection")
+            wait_until(lambda: c.shards() == {url: 64}, timeout=LEASE_S * 3, what="the leases renewed")
+            assert node.proc.poll() is None, node.log()[-3000:]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # Its leases go on being renewed: a whole lease later the node still holds every shard and writes.
+        time.sleep(LEASE_S)
+        assert c.shards() == {url: 64}, c.shards()
+        app, tok = c.app()
+        with WebhookReceiver(default=(204, {}, b"")) as recv:
+            expect_status(node.request("POST", V0, body=v0_body(recv, new_phone()), token=tok), 201)
+
 def _pg_processes():
     """The PostgreSQL server's processes: the postmaster (from its pid file) and its children."""
     with open(os.path.join(PG_DIR, "data", "postmaster.pid")) as f:
         pm = int(f.readline())
     kids = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True).stdout.split()
     return [pm] + [int(k) for k in kids]
+
+
+def test_a_node_whose_database_stops_answering_stops_itself_within_its_lease():
+    # The database server frozen (to the node, the same as a network cut without a reset): the node can no longer
+    # renew its leases, and must stop before they run out (another node could take its shards then). Its calls
+    # give up at their limit, so the round sees the time pass; before, the round waited for ever and the node went
+    # on serving sessions it no longer held.
+    with Cluster(1) as c:
+        node = c.nodes[0]
+        url = "http://127.0.0.1:%d" % node.port
+        wait_until(lambda: c.shards() == {url: 64}, timeout=LEASE_S * 3, what="the node holding every shard")
+        procs = _pg_processes()
+        t = time.monotonic()
+        for p in procs:
+            os.kill(p, signal.SIGSTOP)
+        try:
+            wait_until(lambda: node.proc.poll() is not None, timeout=LEASE_S * 5, what="the node stopping itself")
+            took = time.monotonic() - t
+        finally:
+            for p in procs:
+                os.kill(p, signal.SIGCONT)
+        assert "lease_expiring" in node.log(), node.log()[-3000:]
+        assert took < scaled(LEASE_S * 5), took
 
 
 def test_readiness_answers_503_in_bounded_time_while_the_database_does_not_answer():

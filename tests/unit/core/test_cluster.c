@@ -346,7 +346,7 @@ QTEST(a_node_whose_shard_is_taken_reports_lost)
     qod_cluster *c;
     int start_rc = start_one(&r, LEASE_MS, &c);
     qod_pg_lease *other = NULL;
-    int open_rc = qod_pg_lease_open(pgfix.uri, &other), taken = QOD_ERR_BUSY;
+    int open_rc = qod_pg_lease_open(pgfix.uri, 0, &other), taken = QOD_ERR_BUSY;
     for (int i = 0; start_rc == QOD_OK && open_rc == QOD_OK && i < 20 && taken == QOD_ERR_BUSY; i++) {
         pgfix_sql("UPDATE leases SET expires_at = now() WHERE name = 'shard:05'", NULL, 0);
         taken = qod_pg_lease_acquire(other, "shard:05", "intruder", 60000, NULL);
@@ -416,7 +416,7 @@ QTEST(a_shard_lease_another_node_held_meanwhile_reports_lost)
     int fill = fill_shard_ids();
     int start_rc = start_one(&r, LEASE_MS, &c);
     qod_pg_lease *other = NULL;
-    int open_rc = qod_pg_lease_open(pgfix.uri, &other), taken = QOD_ERR_BUSY;
+    int open_rc = qod_pg_lease_open(pgfix.uri, 0, &other), taken = QOD_ERR_BUSY;
     /* The intruder takes the lapsed lease and gives it back before the node's next round: the node then renews
      * it, two epochs later, and must not trust what it holds. */
     for (int i = 0; fill == 0 && start_rc == QOD_OK && open_rc == QOD_OK && i < 20 && taken == QOD_ERR_BUSY; i++) {
@@ -484,7 +484,7 @@ QTEST(a_shard_row_a_dead_holders_transaction_locks_does_not_stall_the_takeover)
     int fill = fill_shard_ids();
     qod_pg_lease *dead = NULL;
     reports_init(&r);
-    int open_rc = fresh_database() == 0 ? qod_pg_lease_open(pgfix.uri, &dead) : -1;
+    int open_rc = fresh_database() == 0 ? qod_pg_lease_open(pgfix.uri, 0, &dead) : -1;
     int dead_rc = open_rc == QOD_OK ? qod_pg_lease_acquire(dead, "shard:05", "http://dead", LEASE_MS, NULL) : -1;
     row_holder h;
     bool held_open = dead_rc == QOD_OK, locked = held_open && row_holder_start(&h, "shard:05");

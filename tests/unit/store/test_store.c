@@ -1523,9 +1523,9 @@ static int lease_fixture(qod_pg_lease **a, qod_pg_lease **b)
 {
     qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
     *a = *b = NULL;
-    if (pgfix_drop_schema() != 0 || qod_pg_lease_open(pgfix.uri, a) != QOD_OK)
+    if (pgfix_drop_schema() != 0 || qod_pg_lease_open(pgfix.uri, 0, a) != QOD_OK)
         return -1;
-    return qod_pg_lease_open(pgfix.uri, b) == QOD_OK ? 0 : -1;
+    return qod_pg_lease_open(pgfix.uri, 0, b) == QOD_OK ? 0 : -1;
 }
 
 QTEST(lease_has_one_holder_until_released)
@@ -1563,7 +1563,7 @@ QTEST(fence_lets_only_the_lease_holder_at_its_epoch_write)
     fixture f;
     QT_EQ_INT(fixture_open(&f), 0);
     qod_pg_lease *l = NULL;
-    QT_EQ_INT(qod_pg_lease_open(pgfix.uri, &l), QOD_OK);
+    QT_EQ_INT(qod_pg_lease_open(pgfix.uri, 0, &l), QOD_OK);
     int64_t e = 0, e2 = 0;
     int rc[8];
     rc[0] = qod_pg_lease_acquire(l, "shard:07", "http://a", 60000, &e);
@@ -1603,7 +1603,7 @@ QTEST(failed_fence_undoes_its_batch_but_not_its_group)
     fixture f;
     QT_EQ_INT(fixture_open(&f), 0);
     qod_pg_lease *l = NULL;
-    QT_EQ_INT(qod_pg_lease_open(pgfix.uri, &l), QOD_OK);
+    QT_EQ_INT(qod_pg_lease_open(pgfix.uri, 0, &l), QOD_OK);
     int64_t e = 0;
     QT_EQ_INT(qod_pg_lease_acquire(l, "shard:01", "http://a", 60000, &e), QOD_OK);
     tracker t;
@@ -1685,6 +1685,34 @@ QTEST(lease_take_does_not_wait_for_a_row_an_open_transaction_locks)
     QT_EQ_INT(rc[4], QOD_OK);
     QT_EQ_INT(eb, ea + 1);
     QT_EQ_INT(rc[5], QOD_ERR_BUSY);
+}
+
+/* A lease call the server does not answer within the limit gives up its connection, is tried once on a new one,
+ * then fails; once the server answers again, so do the calls. The table is locked here; in production the
+ * server's process is frozen, or the network cut without a reset. */
+QTEST(lease_call_unanswered_within_its_limit_fails_then_recovers)
+{
+    qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
+    qod_pg_lease *l = NULL;
+    int open_rc = pgfix_drop_schema() == 0 ? qod_pg_lease_open(pgfix.uri, 300, &l) : -1;
+    int first = open_rc == QOD_OK ? qod_pg_lease_acquire(l, "shard:01", "node-a", 10000, NULL) : -1;
+    PGconn *blocker = PQconnectdb(pgfix.uri);
+    PGresult *r = PQexec(blocker, "BEGIN; LOCK TABLE leases IN ACCESS EXCLUSIVE MODE");
+    int locked = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    int64_t t0 = qod_time_mono_ms();
+    int stuck = open_rc == QOD_OK ? qod_pg_lease_acquire(l, "shard:01", "node-a", 10000, NULL) : -1;
+    int64_t waited = qod_time_mono_ms() - t0;
+    PQclear(PQexec(blocker, "COMMIT"));
+    PQfinish(blocker);
+    int again = open_rc == QOD_OK ? qod_pg_lease_acquire(l, "shard:01", "node-a", 10000, NULL) : -1;
+    qod_pg_lease_close(l);
+    QT_EQ_INT(open_rc, QOD_OK);
+    QT_EQ_INT(first, QOD_OK);
+    QT_TRUE(locked);
+    QT_EQ_INT(stuck, QOD_ERR_STORE);
+    QT_TRUE(waited >= 300 && waited < 5000);
+    QT_EQ_INT(again, QOD_OK);
 }
 
 QTEST(lease_refuses_bad_arguments)
@@ -2103,7 +2131,7 @@ QTEST(shared_fences_guard_a_whole_batch)
     fixture f;
     QT_EQ_INT(fixture_open(&f), 0);
     qod_pg_lease *l = NULL;
-    int open_rc = under_test == BK_PG ? qod_pg_lease_open(pgfix.uri, &l) : QOD_OK;
+    int open_rc = under_test == BK_PG ? qod_pg_lease_open(pgfix.uri, 0, &l) : QOD_OK;
     int64_t e1 = 1, e2 = 1;
     if (l) {
         qod_pg_lease_acquire(l, "shard:01", "http://a", 60000, &e1);
@@ -2184,6 +2212,7 @@ static const qtest_case pg_only[] = {
     QT_CASE(lease_take_does_not_wait_for_a_row_an_open_transaction_locks),
     QT_CASE(fence_lets_only_the_lease_holder_at_its_epoch_write),
     QT_CASE(failed_fence_undoes_its_batch_but_not_its_group),
+    QT_CASE(lease_call_unanswered_within_its_limit_fails_then_recovers),
     QT_CASE(lease_refuses_bad_arguments),
     QT_CASE(ping_answers_busy_at_its_deadline_when_the_database_does_not_answer),
     QT_CASE(stopped_server_fails_with_store_error_then_store_recovers),
