@@ -476,14 +476,7 @@ static void *pinger_main(void *arg)
 int qod_store_ping(qod_store *st, int64_t wait_ms)
 {
     pinger *p = &st->ping;
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += wait_ms / 1000;
-    until.tv_nsec += (wait_ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    struct timespec until = qod_time_mono_after(wait_ms);
     pthread_mutex_lock(&p->mu);
     if (!p->started && !p->stop)
         p->started = pthread_create(&p->thread, NULL, pinger_main, st) == 0;

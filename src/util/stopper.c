@@ -1,5 +1,7 @@
 #include "util/stopper.h"
 
+#include "util/time.h"
+
 #include <time.h>
 
 void qod_stopper_init(qod_stopper *s)
@@ -21,14 +23,7 @@ void qod_stopper_destroy(qod_stopper *s)
 
 bool qod_stopper_wait(qod_stopper *s, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = qod_time_mono_after(ms);
     pthread_mutex_lock(&s->mu);
     while (!s->stopped && pthread_cond_timedwait(&s->cv, &s->mu, &ts) == 0)
         ;

@@ -5,11 +5,14 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Milliseconds on the monotonic clock (never jumps). */
 int64_t qod_time_mono_ms(void);
 /* Nanoseconds on the monotonic clock (durations, rate limiter buckets). */
 int64_t qod_time_mono_ns(void);
+/* The monotonic time ms milliseconds from now, for pthread_cond_timedwait on a CLOCK_MONOTONIC condition. */
+struct timespec qod_time_mono_after(int64_t ms);
 /* The pause (10 µs) between two holds of a lock by one long walk (an engine tick past its budget, a list, a shard's
  * adoption), for the threads that waited to take it: the lock is not fair, and taking it again at once would win
  * it back before a woken waiter runs. */

@@ -10,6 +10,21 @@
 
 #define T_2026_06_02_0900 1780390800000LL
 
+/* ms from now on the monotonic clock, with the nanoseconds carried into seconds. */
+QTEST(mono_after_adds_to_the_monotonic_clock_and_carries)
+{
+    for (int64_t ms = 0; ms < 3000; ms += 137) {
+        struct timespec before, after;
+        clock_gettime(CLOCK_MONOTONIC, &before);
+        struct timespec t = qod_time_mono_after(ms);
+        clock_gettime(CLOCK_MONOTONIC, &after);
+        int64_t at = (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+        QT_TRUE(t.tv_nsec >= 0 && t.tv_nsec < 1000000000);
+        QT_TRUE(at >= (int64_t)before.tv_sec * 1000000000 + before.tv_nsec + ms * 1000000);
+        QT_TRUE(at <= (int64_t)after.tv_sec * 1000000000 + after.tv_nsec + ms * 1000000);
+    }
+}
+
 QTEST(fmt_epoch)
 {
     char out[32];
@@ -347,11 +362,11 @@ QTEST(wall_clock_is_near_system_time)
     QT_TRUE(now > 1577836800000LL && now < 4102444800000LL);
 }
 
-QTEST_MAIN(QT_CASE(fmt_epoch), QT_CASE(fmt_known_instant), QT_CASE(fmt_truncates_milliseconds), QT_CASE(fmt_leap_day),
-           QT_CASE(fmt_agrees_with_gmtime_r), QT_CASE(fmt_ms_writes_the_fraction_and_needs_room_for_it),
-           QT_CASE(http_date_agrees_with_strftime), QT_CASE(fmt_fits_in_21_bytes), QT_CASE(parse_utc_z),
-           QT_CASE(parse_epoch), QT_CASE(parse_lower_case_t_and_z), QT_CASE(parse_positive_offset),
-           QT_CASE(parse_negative_offset), QT_CASE(parse_offset_crossing_midnight),
+QTEST_MAIN(QT_CASE(mono_after_adds_to_the_monotonic_clock_and_carries), QT_CASE(fmt_epoch), QT_CASE(fmt_known_instant),
+           QT_CASE(fmt_truncates_milliseconds), QT_CASE(fmt_leap_day), QT_CASE(fmt_agrees_with_gmtime_r),
+           QT_CASE(fmt_ms_writes_the_fraction_and_needs_room_for_it), QT_CASE(http_date_agrees_with_strftime),
+           QT_CASE(fmt_fits_in_21_bytes), QT_CASE(parse_utc_z), QT_CASE(parse_epoch), QT_CASE(parse_lower_case_t_and_z),
+           QT_CASE(parse_positive_offset), QT_CASE(parse_negative_offset), QT_CASE(parse_offset_crossing_midnight),
            QT_CASE(parse_fraction_milliseconds), QT_CASE(parse_fraction_short_is_scaled),
            QT_CASE(parse_fraction_long_is_truncated), QT_CASE(parse_fraction_empty_invalid),
            QT_CASE(parse_leap_day_2028_ok), QT_CASE(parse_leap_day_2027_invalid), QT_CASE(parse_century_leap_rules),
