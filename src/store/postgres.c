@@ -208,7 +208,6 @@ static int result_rc(const pg_conn *pc, const PGresult *r, const char *what)
     return rc;
 }
 
-/* Runs SQL without parameters (transaction control, DDL, session settings). */
 /* Waits until the answer to the call in flight can be read without blocking, for at most the connection's answer_ms
  * (0: returns at once, and PQgetResult waits as long as the server does). Past it the socket is shut down, so that
  * the call fails as on a broken connection, which conn_ensure() opens again: a server that stopped answering (its
@@ -248,6 +247,7 @@ static int call_answer(const pg_conn *pc, bool sent, const char *what)
     return rc;
 }
 
+/* Runs SQL without parameters (transaction control, DDL, session settings). */
 static int exec_sql(const pg_conn *pc, const char *sql)
 {
     if (pc->answer_ms > 0)
