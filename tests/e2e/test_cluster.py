@@ -16,6 +16,7 @@ its lease writes nothing for the shards it lost once it wakes (its writes are fe
 stops; a node frozen inside a write loses that transaction after a lease, so the others take its shards; and while
 the database server itself is frozen, /readyz answers 503 within its bound.
 """
+import contextlib
 import json
 import os
 import random
@@ -516,6 +517,26 @@ def test_a_node_frozen_inside_a_transaction_does_not_hold_its_shards():
 
 
 
+def _pg_processes():
+    """The PostgreSQL server's processes: the postmaster (from its pid file) and its children."""
+    with open(os.path.join(PG_DIR, "data", "postmaster.pid")) as f:
+        pm = int(f.readline())
+    kids = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True).stdout.split()
+    return [pm] + [int(k) for k in kids]
+
+
+@contextlib.contextmanager
+def _frozen(pids):
+    """The processes stopped (SIGSTOP) for the body, and resumed after it whatever happens."""
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+
+
 def test_a_node_whose_lease_connection_stops_answering_renews_on_a_new_one():
     # The database process serving a node's lease connection stops answering (frozen here; a connection cut off
     # without a reset looks the same from the node). The lease round gives that connection up after a quarter lease
@@ -527,28 +548,18 @@ def test_a_node_whose_lease_connection_stops_answering_renews_on_a_new_one():
         wait_until(lambda: c.shards() == {url: 64}, timeout=LEASE_S * 3, what="the node holding every shard")
         lease_pid = "SELECT pid FROM pg_stat_activity WHERE application_name = 'qodd-lease'"
         pid = int(psql(lease_pid, c.db).strip())
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with _frozen([pid]):
             wait_until(lambda: "pg_no_answer" in node.log(), timeout=LEASE_S * 3, what="the round giving up the call")
             wait_until(lambda: psql(lease_pid, c.db).split() not in ([], [str(pid)]), timeout=LEASE_S * 3,
                        what="a new lease connection")
             wait_until(lambda: c.shards() == {url: 64}, timeout=LEASE_S * 3, what="the leases renewed")
             assert node.proc.poll() is None, node.log()[-3000:]
-        finally:
-            os.kill(pid, signal.SIGCONT)
         # Its leases go on being renewed: a whole lease later the node still holds every shard and writes.
         time.sleep(LEASE_S)
         assert c.shards() == {url: 64}, c.shards()
         app, tok = c.app()
         with WebhookReceiver(default=(204, {}, b"")) as recv:
             expect_status(node.request("POST", V0, body=v0_body(recv, new_phone()), token=tok), 201)
-
-def _pg_processes():
-    """The PostgreSQL server's processes: the postmaster (from its pid file) and its children."""
-    with open(os.path.join(PG_DIR, "data", "postmaster.pid")) as f:
-        pm = int(f.readline())
-    kids = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True).stdout.split()
-    return [pm] + [int(k) for k in kids]
 
 
 def test_a_node_whose_database_stops_answering_stops_itself_within_its_lease():
@@ -560,16 +571,10 @@ def test_a_node_whose_database_stops_answering_stops_itself_within_its_lease():
         node = c.nodes[0]
         url = "http://127.0.0.1:%d" % node.port
         wait_until(lambda: c.shards() == {url: 64}, timeout=LEASE_S * 3, what="the node holding every shard")
-        procs = _pg_processes()
         t = time.monotonic()
-        for p in procs:
-            os.kill(p, signal.SIGSTOP)
-        try:
+        with _frozen(_pg_processes()):
             wait_until(lambda: node.proc.poll() is not None, timeout=LEASE_S * 5, what="the node stopping itself")
             took = time.monotonic() - t
-        finally:
-            for p in procs:
-                os.kill(p, signal.SIGCONT)
         assert "lease_expiring" in node.log(), node.log()[-3000:]
         assert took < scaled(LEASE_S * 5), took
 
@@ -588,10 +593,7 @@ def test_readiness_answers_503_in_bounded_time_while_the_database_does_not_answe
             sid = expect_status(d.request("POST", V0, body=v0_body(recv, new_phone()), token=tok), 201).json()[
                 "sessionId"]
             expect_status(d.request("GET", "/readyz"), 200)
-            procs = _pg_processes()
-            for p in procs:
-                os.kill(p, signal.SIGSTOP)
-            try:
+            with _frozen(_pg_processes()):
                 for _ in range(4):  # more than the HTTP threads: none stays held
                     t = time.monotonic()
                     r = d.request("GET", "/readyz", timeout=20)
@@ -602,9 +604,6 @@ def test_readiness_answers_503_in_bounded_time_while_the_database_does_not_answe
                 expect_status(d.request("GET", "/healthz", timeout=5), 200)
                 r = expect_status(d.request("GET", V0 + "/" + sid, token=tok, timeout=5), 200)
                 assert r.json()["qosStatus"] == "AVAILABLE", r.json()
-            finally:
-                for p in procs:
-                    os.kill(p, signal.SIGCONT)
             wait_until(lambda: d.request("GET", "/readyz").status == 200, timeout=10, what="ready again")
             expect_status(d.request("POST", V0, body=v0_body(recv, new_phone()), token=tok), 201)
         finally:

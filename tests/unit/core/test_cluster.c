@@ -448,7 +448,7 @@ static void *row_holder_main(void *arg)
 {
     row_holder *h = arg;
     qod_stopper_wait(&h->done, 10 * LEASE_MS);
-    PQclear(PQexec(h->c, "COMMIT"));
+    pgfix_unblock(h->c);
     atomic_store(&h->committed, true);
     return NULL;
 }
@@ -456,15 +456,13 @@ static void *row_holder_main(void *arg)
 static bool row_holder_start(row_holder *h, const char *lease)
 {
     char q[160];
-    snprintf(q, sizeof q, "BEGIN; SELECT 1 FROM leases WHERE name = '%s' FOR SHARE", lease);
-    h->c = PQconnectdb(pgfix.uri);
-    PGresult *r = PQexec(h->c, q);
-    bool locked = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
-    PQclear(r);
+    int rows;
+    snprintf(q, sizeof q, "SELECT 1 FROM leases WHERE name = '%s' FOR SHARE", lease);
+    h->c = pgfix_block(q, &rows);
     qod_stopper_init(&h->done);
     atomic_init(&h->committed, false);
     pthread_create(&h->thread, NULL, row_holder_main, h);
-    return locked;
+    return rows == 1;
 }
 
 static void row_holder_end(row_holder *h)
@@ -472,7 +470,6 @@ static void row_holder_end(row_holder *h)
     qod_stopper_stop(&h->done);
     pthread_join(h->thread, NULL);
     qod_stopper_destroy(&h->done);
-    PQfinish(h->c);
 }
 
 /* A dead node's shard whose lease ran out while one of its transactions still holds the row: the node taking

@@ -233,6 +233,28 @@ static int pgfix_sql(const char *q, char *out, size_t cap)
     return rc;
 }
 
+/* A connection of its own that opens a transaction, runs sql in it (a statement that takes a lock) and leaves it
+ * open, holding what it took, until pgfix_unblock() commits and closes. *rows: the rows sql returned (0 for a
+ * command), -1 when it failed. */
+static PGconn *pgfix_block(const char *sql, int *rows)
+{
+    PGconn *c = PQconnectdb(pgfix.uri);
+    PGresult *r = PQexec(c, "BEGIN");
+    bool begun = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    r = begun ? PQexec(c, sql) : NULL;
+    ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    *rows = s == PGRES_TUPLES_OK ? PQntuples(r) : s == PGRES_COMMAND_OK ? 0 : -1;
+    PQclear(r);
+    return c;
+}
+
+static void pgfix_unblock(PGconn *c)
+{
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+}
+
 static int pgfix_sql_int(const char *q)
 {
     char v[32] = "";
