@@ -99,13 +99,23 @@ static void store_where(const qod_options *o, char *out, size_t cap)
     snprintf(out, cap, "postgres://%s", at ? at + 1 : rest);
 }
 
+/* --store-timeout in ms; a cluster node's writer may wait up to a lease for another node's transaction (the server
+ * ends one that idles longer), so it waits at least that long, and some more. */
+static int64_t store_answer_ms(const qod_options *o)
+{
+    int64_t ms = o->store_timeout * 1000;
+    int64_t least = o->cluster_node[0] ? o->cluster_lease * 1000 + 5000 : 0;
+    return ms > 0 && ms < least ? least : ms;
+}
+
 static int open_state(qod_daemon *d, const qod_options *o, char *err, size_t errcap)
 {
     char path[4200];
     bool pg = o->store && *o->store;
     qod_store_opts so = {.uri = pg ? o->store : o->data,
                          .sync_full = strcmp(o->sync, "full") == 0,
-                         .txn_idle_max_ms = pg && o->cluster_node[0] ? o->cluster_lease * 1000 : 0};
+                         .txn_idle_max_ms = pg && o->cluster_node[0] ? o->cluster_lease * 1000 : 0,
+                         .answer_max_ms = pg ? store_answer_ms(o) : 0};
     int rc = qod_store_open(&so, &d->store);
     if (rc != QOD_OK) {
         char where[300];

@@ -100,6 +100,9 @@ const qod_cfg_opt qod_option_table[] = {
      "it (http://HOST:PORT), unique per node. Empty: a single node."},
     {"cluster-lease", QOD_CFG_INT, O(cluster_lease), 1, 300, "10", NULL, NULL,
      "Seconds a node's leases last: how soon the others take over the sessions of a node that died."},
+    {"store-timeout", QOD_CFG_INT, O(store_timeout), 0, 3600, "15", NULL, NULL,
+     "Seconds qodd waits for a PostgreSQL --store to answer a call before it gives the connection up and opens "
+     "another (0: no limit); a cluster node waits at least its --cluster-lease plus 5."},
     {"network", QOD_CFG_ENUM, O(network), 0, 0, "sim", "sim|tc|nef", NULL,
      "Network backend: sim (simulated network, sandbox numbers), tc (Linux traffic control on --tc-dev) or nef "
      "(3GPP NEF AsSessionWithQoS at --nef-url)."},

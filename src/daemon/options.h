@@ -14,6 +14,7 @@ typedef struct {
     char *store;
     char *cluster_node;
     long long cluster_lease;
+    long long store_timeout;
     char *network;
     char *public_url;
     char *log_level;

@@ -38,6 +38,8 @@
 #define PG_LOCK_EVENTS "7100715002"
 /* Statements sent before each sync point of a pipelined group (pg_apply_many). */
 #define PG_PIPE_SEGMENT 512
+/* The least time the writer spends learning the fate of a COMMIT that went unanswered (commit_outcome). */
+#define OUTCOME_MIN_MS 5000
 /* Room for an int64 in decimal. */
 #define NUM_LEN 24
 /* The longest lease, so that a unit mistake (seconds for ms) cannot lock a name for years. */
@@ -103,6 +105,8 @@ static const pg_stmt writer_stmts[] = {
     {"fence", "SELECT 1 FROM leases WHERE name=$1 AND holder=$2 AND epoch=$3 AND expires_at > now() FOR SHARE"},
     /* Delivered to the listeners at commit, and not at all if the transaction rolls back. */
     {"notify", "SELECT pg_notify('qod_' || $1, $2)"},
+    /* 'committed', 'aborted' or 'in progress': the fate of a transaction whose COMMIT went unanswered. */
+    {"xact_status", "SELECT pg_xact_status($1::xid8)"},
 };
 static const pg_stmt reader_row_stmts[] = {
     {"get", "SELECT key,owner,idx,state,num,doc FROM %s WHERE key=$1"},
@@ -148,6 +152,8 @@ typedef struct {
     pg_conn w, r;
     pthread_mutex_t r_mu;
     bool events_locked; /* the open transaction holds the events lock */
+    /* The open transaction's id (pg_current_xact_id), to learn its fate when its COMMIT goes unanswered. */
+    char xid[NUM_LEN];
 } pg;
 
 struct qod_pg_lease {
@@ -186,12 +192,17 @@ static int map_sqlstate(const char *code)
     return QOD_ERR_STORE;
 }
 
+static bool failed(const PGresult *r)
+{
+    ExecStatusType s = PQresultStatus(r);
+    return s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_SINGLE_TUPLE;
+}
+
 /* QOD_OK for a successful result; otherwise logs and maps the failure (a NULL result is a lost connection or
  * no memory). `what` names the statement in the log. */
 static int result_rc(const pg_conn *pc, const PGresult *r, const char *what)
 {
-    ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK || s == PGRES_SINGLE_TUPLE)
+    if (r && !failed(r))
         return QOD_OK;
     const char *code = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -234,36 +245,41 @@ static void await_answer(const pg_conn *pc, const char *what)
     }
 }
 
-/* The answer to the call just sent (sent: whether sending worked), waited for as await_answer() allows: QOD_OK or
- * the status of its first failed result. */
-static int call_answer(const pg_conn *pc, bool sent, const char *what)
+/* The result of the call just sent (sent: whether sending worked), waited for as await_answer() allows: its first
+ * failed result, or else its last one (as PQexec); NULL when none came (the connection is gone). `what` names the
+ * call in the log. */
+static PGresult *call_result(const pg_conn *pc, bool sent, const char *what)
 {
-    if (!sent)
-        return result_rc(pc, NULL, what);
-    int rc = QOD_OK;
-    for (PGresult *r; (await_answer(pc, what), r = PQgetResult(pc->c)) != NULL; PQclear(r))
-        if (rc == QOD_OK)
-            rc = result_rc(pc, r, what);
+    PGresult *keep = NULL;
+    for (PGresult *r; sent && (await_answer(pc, what), r = PQgetResult(pc->c)) != NULL;) {
+        if (keep && failed(keep)) {
+            PQclear(r);
+        } else {
+            PQclear(keep);
+            keep = r;
+        }
+    }
+    return keep;
+}
+
+/* call_result() mapped to a status. */
+static int call_rc(const pg_conn *pc, bool sent, const char *what)
+{
+    PGresult *r = call_result(pc, sent, what);
+    int rc = result_rc(pc, r, what);
+    PQclear(r);
     return rc;
 }
 
 /* Runs SQL without parameters (transaction control, DDL, session settings). */
 static int exec_sql(const pg_conn *pc, const char *sql)
 {
-    if (pc->answer_ms > 0)
-        return call_answer(pc, PQsendQuery(pc->c, sql), sql);
-    PGresult *r = PQexec(pc->c, sql);
-    int rc = result_rc(pc, r, sql);
-    PQclear(r);
-    return rc;
+    return call_rc(pc, PQsendQuery(pc->c, sql), sql);
 }
 
 static int exec_stmt(const pg_conn *pc, const char *name, int n, const char *const *vals)
 {
-    PGresult *r = PQexecPrepared(pc->c, name, n, vals, NULL, NULL, 0);
-    int rc = result_rc(pc, r, name);
-    PQclear(r);
-    return rc;
+    return call_rc(pc, PQsendQueryPrepared(pc->c, name, n, vals, NULL, NULL, 0), name);
 }
 
 /* Server notices (e.g. "relation already exists, skipping") go to our log instead of libpq's stderr printer. */
@@ -281,12 +297,7 @@ static void on_notice(void *arg, const PGresult *r)
 
 static int prepare(const pg_conn *pc, const char *name, const char *sql)
 {
-    if (pc->answer_ms > 0)
-        return call_answer(pc, PQsendPrepare(pc->c, name, sql, 0, NULL), name);
-    PGresult *r = PQprepare(pc->c, name, sql, 0, NULL);
-    int rc = result_rc(pc, r, name);
-    PQclear(r);
-    return rc;
+    return call_rc(pc, PQsendPrepare(pc->c, name, sql, 0, NULL), name);
 }
 
 static int prepare_list(const pg_conn *pc, const pg_stmt *list, size_t n)
@@ -346,15 +357,33 @@ static int conn_setup(pg_conn *pc)
     return rc;
 }
 
-/* Connects; the URI's own settings override the defaults listed before it (connect_timeout, application_name). */
+/* Opens a connection named `name` (application_name) that gives up connecting after connect_s seconds and, over TCP,
+ * notices a server gone silent: keepalive probes after 5 s of quiet find a peer that vanished without a reset (a
+ * host that died, a network cut) within about 20 s, and data unacknowledged for user_timeout_ms (0: the kernel's
+ * default, about 15 minutes) ends the connection. The URI's own settings override all of these. */
+static PGconn *connect_params(const char *uri, const char *name, int64_t connect_s, int64_t user_timeout_ms)
+{
+    const char *const keys[] = {"connect_timeout",
+                                "application_name",
+                                "keepalives",
+                                "keepalives_idle",
+                                "keepalives_interval",
+                                "keepalives_count",
+                                "tcp_user_timeout",
+                                "dbname",
+                                NULL};
+    char cs[NUM_LEN], ut[NUM_LEN];
+    const char *const vals[] = {i64(cs, connect_s), name, "1", "5", "5", "3", i64(ut, user_timeout_ms), uri, NULL};
+    return PQconnectdbParams(keys, vals, 1);
+}
+
+/* Connects; the URI's own settings override the defaults of connect_params. */
 static int conn_open(pg_conn *pc, const char *uri)
 {
-    const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    /* A connection with a limit on answers gets the same on connecting, in whole seconds (libpq's least is 2). */
-    char connect_s[NUM_LEN];
-    snprintf(connect_s, sizeof connect_s, "%lld", pc->answer_ms > 0 ? (long long)(pc->answer_ms + 999) / 1000 : 10LL);
-    const char *const vals[] = {connect_s, role_names[pc->role], uri, NULL};
-    pc->c = PQconnectdbParams(keys, vals, 1);
+    /* A connection with a limit on answers gets the same on connecting, in whole seconds (libpq's least is 2), and
+     * on data the server leaves unacknowledged. */
+    pc->c =
+        connect_params(uri, role_names[pc->role], pc->answer_ms > 0 ? (pc->answer_ms + 999) / 1000 : 10, pc->answer_ms);
     if (!pc->c)
         return QOD_ERR_NOMEM;
     PQsetNoticeReceiver(pc->c, on_notice, NULL);
@@ -512,11 +541,15 @@ static int pg_open(const qod_store_opts *opts, void **impl)
     if (!p)
         return QOD_ERR_NOMEM;
     pthread_mutex_init(&p->r_mu, NULL);
-    p->w = (pg_conn){.role = PG_WRITER, .sync_full = opts->sync_full, .idle_txn_ms = opts->txn_idle_max_ms};
-    p->r = (pg_conn){.role = PG_READER};
+    int64_t answer_ms = opts->answer_max_ms > 0 ? opts->answer_max_ms : 0;
+    p->w = (pg_conn){
+        .role = PG_WRITER, .sync_full = opts->sync_full, .idle_txn_ms = opts->txn_idle_max_ms, .answer_ms = answer_ms};
+    p->r = (pg_conn){.role = PG_READER, .answer_ms = answer_ms};
     int rc = conn_open(&p->w, opts->uri);
+    p->w.answer_ms = 0; /* the migrations may wait for another node's */
     if (rc == QOD_OK)
         rc = migrate(&p->w);
+    p->w.answer_ms = answer_ms;
     if (rc == QOD_OK)
         rc = conn_setup(&p->w);
     if (rc == QOD_OK)
@@ -664,7 +697,7 @@ static int pg_apply(void *impl, const qod_store_op *op)
         rc = lock_events(p);
     if (rc != QOD_OK)
         return rc;
-    PGresult *r = PQexecPrepared(p->w.c, c.name, c.n, c.vals, NULL, NULL, 0);
+    PGresult *r = call_result(&p->w, PQsendQueryPrepared(p->w.c, c.name, c.n, c.vals, NULL, NULL, 0), c.name);
     rc = op_result(&p->w, op, r, c.name);
     PQclear(r);
     return rc;
@@ -677,6 +710,7 @@ static int pipe_read(pg *p, const qod_store_op *const *ops, size_t sent)
     int rc = QOD_OK;
     size_t got = 0, nulls = 0;
     for (;;) {
+        await_answer(&p->w, "pipeline");
         PGresult *r = PQgetResult(p->w.c);
         if (!r) {
             /* One NULL ends each statement's results; more than that means the connection gave up. */
@@ -763,20 +797,68 @@ static int pg_apply_many(void *impl, const qod_store_op *const *ops, size_t n)
     return rc;
 }
 
-/* Opens the group's transaction, reconnecting first when the writer's connection broke. */
+/* Opens the group's transaction and learns its id, in one round trip; reconnects first when the writer's
+ * connection broke. */
 static int pg_begin(void *impl)
 {
     pg *p = impl;
     int rc = QOD_ERR_STORE;
     p->events_locked = false;
+    p->xid[0] = '\0';
     for (int attempt = 0; attempt < 2; attempt++) {
         rc = conn_ensure(&p->w);
-        if (rc == QOD_OK)
-            rc = exec_sql(&p->w, "BEGIN");
+        if (rc == QOD_OK) {
+            const char *sql = "BEGIN; SELECT pg_current_xact_id()";
+            PGresult *r = call_result(&p->w, PQsendQuery(p->w.c, sql), sql);
+            rc = result_rc(&p->w, r, sql);
+            if (rc == QOD_OK && PQntuples(r) == 1 && strlen(PQgetvalue(r, 0, 0)) < sizeof p->xid)
+                snprintf(p->xid, sizeof p->xid, "%s", PQgetvalue(r, 0, 0));
+            else if (rc == QOD_OK)
+                rc = QOD_ERR_STORE;
+            PQclear(r);
+        }
         if (rc == QOD_OK || PQstatus(p->w.c) == CONNECTION_OK)
             break;
     }
     return rc;
+}
+
+static int read_text(void *ctx, const PGresult *r, int row)
+{
+    snprintf(ctx, NUM_LEN, "%s", PQgetisnull(r, row, 0) ? "" : PQgetvalue(r, row, 0));
+    return 1;
+}
+
+/* The fate of the transaction whose COMMIT was sent and whose answer never came (the connection broke, or the
+ * server did not answer in time): the server may have committed it all the same. Asked on a new connection, and
+ * asked again while the server says it is still in progress (the old session finishing its commit), for at most
+ * twice the answer limit, and at least OUTCOME_MIN_MS. QOD_OK when it committed; QOD_ERR_STORE when it did not, or when
+ * that could not be learned in time: then its batches fail although they may be in the database (logged as an error).
+ */
+static int commit_outcome(pg *p)
+{
+    int64_t until = qod_time_mono_ms() + (2 * p->w.answer_ms > OUTCOME_MIN_MS ? 2 * p->w.answer_ms : OUTCOME_MIN_MS);
+    const char *v[] = {p->xid};
+    char status[NUM_LEN] = "";
+    while (p->xid[0]) {
+        size_t rows = 0;
+        status[0] = '\0';
+        int rc = run_rows(&p->w, "xact_status", 1, v, read_text, status, &rows);
+        if (rc == QOD_OK && strcmp(status, "committed") == 0) {
+            QOD_WARN("store", "pg_commit_confirmed", "xid=%s", p->xid);
+            return QOD_OK;
+        }
+        if (rc == QOD_OK && strcmp(status, "aborted") == 0) {
+            QOD_WARN("store", "pg_commit_aborted", "xid=%s", p->xid);
+            return QOD_ERR_STORE;
+        }
+        if (qod_time_mono_ms() >= until)
+            break;
+        nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL);
+    }
+    QOD_ERROR("store", "pg_commit_unknown", "xid=%s status=\"%s\" detail=\"its batches are reported failed\"",
+              p->xid[0] ? p->xid : "-", status);
+    return QOD_ERR_STORE;
 }
 
 static int pg_commit(void *impl)
@@ -787,10 +869,13 @@ static int pg_commit(void *impl)
         QOD_WARN("store", "commit_failed", "err=\"transaction not open or aborted\"");
         return QOD_ERR_STORE;
     }
-    PGresult *r = PQexec(p->w.c, "COMMIT");
+    PGresult *r = call_result(&p->w, PQsendQuery(p->w.c, "COMMIT"), "COMMIT");
     int rc = result_rc(&p->w, r, "COMMIT");
     if (rc == QOD_OK && strcmp(PQcmdStatus(r), "COMMIT") != 0)
         rc = QOD_ERR_STORE;
+    /* No answer at all: the server may have committed before the connection went. */
+    if (rc != QOD_OK && PQstatus(p->w.c) != CONNECTION_OK && !(r && PQresultErrorField(r, PG_DIAG_SQLSTATE)))
+        rc = commit_outcome(p);
     PQclear(r);
     return rc;
 }
@@ -1110,9 +1195,7 @@ struct qod_store_listener {
 static bool listen_connect(qod_store_listener *l)
 {
     PQfinish(l->c);
-    const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *const vals[] = {"5", "qodd-listener", l->uri, NULL};
-    l->c = PQconnectdbParams(keys, vals, 1);
+    l->c = connect_params(l->uri, "qodd-listener", 5, 0);
     if (!l->c || PQstatus(l->c) != CONNECTION_OK)
         return false;
     PQsetNoticeReceiver(l->c, on_notice, NULL);

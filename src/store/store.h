@@ -64,6 +64,10 @@ typedef struct {
      * process frozen between a fence and its COMMIT would otherwise keep its shard leases locked); 0 for none.
      * A cluster node sets its lease. */
     int64_t txn_idle_max_ms;
+    /* PostgreSQL: the longest wait for the server's answer to a call on the writer's and the reader's connections
+     * (and for data the server leaves unacknowledged), 0 for as long as it takes. Past it the connection is given
+     * up and the call fails; a COMMIT that goes unanswered is looked up on a new connection (postgres.c). */
+    int64_t answer_max_ms;
 } qod_store_opts;
 
 /* Opens the store and starts its writer thread; migrations run first. The URI picks the implementation: a

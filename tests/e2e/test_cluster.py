@@ -582,11 +582,13 @@ def test_a_node_whose_database_stops_answering_stops_itself_within_its_lease():
 def test_readiness_answers_503_in_bounded_time_while_the_database_does_not_answer():
     # The database server frozen (as a network cut without a reset would look): /readyz must say so within its
     # bound, every time, instead of holding an HTTP thread until the database answers; requests that need no
-    # store are still answered; once the server resumes, the node is ready and creates again.
+    # store are still answered, and a create, which does, is answered 503 once the store's call has waited its
+    # limit (--store-timeout 1) and a new connection has failed as long; once the server resumes, the node is
+    # ready and creates again.
     need_pg()
     uri, _ = fresh_database()
     with WebhookReceiver(default=(204, {}, b"")) as recv:
-        d = Daemon(args=["--store", uri, "--sandbox-delay-ms", "0"])
+        d = Daemon(args=["--store", uri, "--sandbox-delay-ms", "0", "--store-timeout", "1"])
         try:
             app = d.qodctl_json("app", "create", "--name", "a", "--env", "sandbox", "--rate-limit", "0", "--json")
             tok = get_token(d, app)
@@ -604,8 +606,52 @@ def test_readiness_answers_503_in_bounded_time_while_the_database_does_not_answe
                 expect_status(d.request("GET", "/healthz", timeout=5), 200)
                 r = expect_status(d.request("GET", V0 + "/" + sid, token=tok, timeout=5), 200)
                 assert r.json()["qosStatus"] == "AVAILABLE", r.json()
+                t = time.monotonic()
+                r = d.request("POST", V0, body=v0_body(recv, new_phone()), token=tok, timeout=30)
+                took = time.monotonic() - t
+                assert r.status == 503 and r.json()["code"] == "UNAVAILABLE", r
+                assert took < scaled(10), took
             wait_until(lambda: d.request("GET", "/readyz").status == 200, timeout=10, what="ready again")
             expect_status(d.request("POST", V0, body=v0_body(recv, new_phone()), token=tok), 201)
+        finally:
+            d.close()
+
+
+
+def test_a_create_whose_commit_goes_unanswered_is_answered_by_what_the_database_did():
+    # A deferred trigger makes the database take 3 s over the COMMIT of two sessions, then refuse the second: qodd
+    # (--store-timeout 1) gives the writer's connection up after 1 s, asks a new one what became of each
+    # transaction, and answers the app by it: 201 for the committed one, 503 for the refused one, which is not in
+    # the database, nor served after a restart.
+    need_pg()
+    uri, db = fresh_database()
+    kept, refused = new_phone(), new_phone()
+    with WebhookReceiver(default=(204, {}, b"")) as recv:
+        d = Daemon(args=["--store", uri, "--store-timeout", "1", "--sandbox-delay-ms", "0"])
+        try:
+            app = d.qodctl_json("app", "create", "--name", "a", "--env", "sandbox", "--rate-limit", "0", "--json")
+            tok = get_token(d, app)
+            psql("CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                 " IF NEW.doc LIKE '%%%s%%' OR NEW.doc LIKE '%%%s%%' THEN PERFORM pg_sleep(3); END IF;"
+                 " IF NEW.doc LIKE '%%%s%%' THEN RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END $$;"
+                 " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON sessions DEFERRABLE INITIALLY DEFERRED"
+                 " FOR EACH ROW EXECUTE FUNCTION slow_commit()" % (kept, refused, refused), db=db)
+            t = time.monotonic()
+            r = expect_status(d.request("POST", V0, body=v0_body(recv, kept), token=tok, timeout=30), 201)
+            assert time.monotonic() - t >= 2.5, "the commit was not slowed down"
+            sid = r.json()["sessionId"]
+            r = d.request("POST", V0, body=v0_body(recv, refused), token=tok, timeout=30)
+            assert r.status == 503 and r.json()["code"] == "UNAVAILABLE", r
+            log = d.log()
+            assert "pg_no_answer" in log and "pg_commit_confirmed" in log and "pg_commit_aborted" in log, \
+                d.log_tail()
+            assert psql("SELECT count(*) FROM sessions WHERE doc LIKE '%%%s%%'" % kept, db=db).strip() == "1"
+            assert psql("SELECT count(*) FROM sessions WHERE doc LIKE '%%%s%%'" % refused, db=db).strip() == "0"
+            d.restart()
+            expect_status(d.request("GET", V0 + "/" + sid, token=tok), 200)
+            # The refused phone has no session anywhere: a new one for it is created at once.
+            psql("DROP TRIGGER slow_commit ON sessions", db=db)
+            expect_status(d.request("POST", V0, body=v0_body(recv, refused), token=tok), 201)
         finally:
             d.close()
 

@@ -31,6 +31,7 @@ static backend under_test;
 typedef struct {
     char dir[64]; /* SQLite only */
     qod_store *st;
+    int64_t answer_ms; /* PostgreSQL: qod_store_opts.answer_max_ms */
 } fixture;
 
 static const char *fixture_uri(fixture *f)
@@ -40,13 +41,15 @@ static const char *fixture_uri(fixture *f)
 
 static int fixture_reopen(fixture *f, bool sync_full)
 {
-    qod_store_opts o = {.uri = fixture_uri(f), .sync_full = sync_full};
+    qod_store_opts o = {.uri = fixture_uri(f), .sync_full = sync_full, .answer_max_ms = f->answer_ms};
     return qod_store_open(&o, &f->st);
 }
 
-static int fixture_open(fixture *f)
+/* A store on an empty database whose PostgreSQL calls wait at most answer_ms (0: no limit). */
+static int fixture_open_limited(fixture *f, int64_t answer_ms)
 {
     memset(f, 0, sizeof *f);
+    f->answer_ms = answer_ms;
     qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
     if (under_test == BK_PG && pgfix_drop_schema() != 0)
         return -1;
@@ -54,6 +57,11 @@ static int fixture_open(fixture *f)
     if (under_test == BK_SQLITE && !mkdtemp(f->dir))
         return -1;
     return fixture_reopen(f, false) == QOD_OK ? 0 : -1;
+}
+
+static int fixture_open(fixture *f)
+{
+    return fixture_open_limited(f, 0);
 }
 
 static void fixture_close(fixture *f)
@@ -1517,6 +1525,93 @@ QTEST(writer_connection_cut_mid_stream_loses_nothing_acknowledged)
         QT_EQ_INT(atomic_load(&slots[i].calls), 1);
 }
 
+/* A write and a read the server does not answer within the limit fail (the table is locked here; in production the
+ * server's process is frozen, or the network cut without a reset), nothing of the write is kept, and once the
+ * server answers again so does the store, on new connections. */
+QTEST(write_and_read_unanswered_within_the_limit_fail_then_recover)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open_limited(&f, 300), 0);
+    QT_EQ_INT(put1(&f, QOD_TBL_APPS, "before", "", "{}"), QOD_OK);
+    int rows;
+    PGconn *blocker = pgfix_block("LOCK TABLE apps IN ACCESS EXCLUSIVE MODE", &rows);
+    int locked = rows == 0;
+    row_copy c;
+    int64_t t0 = qod_time_mono_ms();
+    int stuck[2] = {put1(&f, QOD_TBL_APPS, "while-locked", "", "{}"), get(&f, QOD_TBL_APPS, "before", &c)};
+    int64_t waited = qod_time_mono_ms() - t0;
+    pgfix_unblock(blocker);
+    int again[3] = {put1(&f, QOD_TBL_APPS, "after", "", "{}"), get(&f, QOD_TBL_APPS, "before", &c),
+                    get(&f, QOD_TBL_APPS, "while-locked", &c)};
+    fixture_close(&f);
+    QT_TRUE(locked);
+    QT_EQ_INT(stuck[0], QOD_ERR_STORE);
+    QT_EQ_INT(stuck[1], QOD_ERR_STORE);
+    /* the write once, the read twice (it is tried again on a new connection) */
+    QT_TRUE(waited >= 900 && waited < 5000);
+    QT_EQ_INT(again[0], QOD_OK);
+    QT_EQ_INT(again[1], QOD_OK);
+    QT_EQ_INT(again[2], QOD_ERR_NOTFOUND);
+}
+
+/* A commit made slow on the server: a deferred trigger sleeps at COMMIT, then refuses rows whose key starts with
+ * "abort". */
+static int slow_commits(void)
+{
+    if (pgfix_sql("CREATE OR REPLACE FUNCTION qod_test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$"
+                  " BEGIN PERFORM pg_sleep(1); IF NEW.key LIKE 'abort%' THEN RAISE EXCEPTION 'refused at commit';"
+                  " END IF; RETURN NULL; END $$",
+                  NULL, 0) != 0)
+        return -1;
+    return pgfix_sql("CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON sessions DEFERRABLE INITIALLY DEFERRED"
+                     " FOR EACH ROW EXECUTE FUNCTION qod_test_slow_commit()",
+                     NULL, 0);
+}
+
+/* A session row of its own device. */
+static int put_session(fixture *f, const char *key)
+{
+    qod_store_batch *b = qod_store_batch_new();
+    int rc = qod_store_batch_put(b, QOD_TBL_SESSIONS, key, "app", key, 0, 0, "{}");
+    return rc == QOD_OK ? qod_store_commit(f->st, b) : (qod_store_batch_free(b), rc);
+}
+
+static int writer_pid(void)
+{
+    return pgfix_sql_int("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = 'qodd-writer'"
+                         " AND state = 'idle'");
+}
+
+/* A COMMIT answered later than the writer waits: the writer gives its connection up, asks a new one what became
+ * of the transaction, and completes the batch by what the server did, committed or not. So an app is never told
+ * that a session failed while it is in the database, nor the reverse. */
+QTEST(commit_answered_too_late_completes_by_what_the_server_did)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open_limited(&f, 300), 0);
+    int setup = slow_commits();
+    int warm = put1(&f, QOD_TBL_APPS, "warm", "", "{}");
+    int pid0 = writer_pid();
+    int64_t t0 = qod_time_mono_ms();
+    int kept = put_session(&f, "kept-1");
+    int64_t took = qod_time_mono_ms() - t0;
+    int pid1 = writer_pid();
+    int refused = put_session(&f, "abort-1");
+    row_copy c;
+    int found[2] = {get(&f, QOD_TBL_SESSIONS, "kept-1", &c), get(&f, QOD_TBL_SESSIONS, "abort-1", &c)};
+    int after = put1(&f, QOD_TBL_APPS, "after", "", "{}");
+    fixture_close(&f);
+    QT_EQ_INT(setup, 0);
+    QT_EQ_INT(warm, QOD_OK);
+    QT_EQ_INT(kept, QOD_OK);
+    QT_TRUE(took >= 1000 && took < 5000); /* the server's answer, learned on the new connection */
+    QT_TRUE(pid0 > 0 && pid1 > 0 && pid1 != pid0);
+    QT_EQ_INT(refused, QOD_ERR_STORE);
+    QT_EQ_INT(found[0], QOD_OK);
+    QT_EQ_INT(found[1], QOD_ERR_NOTFOUND);
+    QT_EQ_INT(after, QOD_OK);
+}
+
 static int lease_fixture(qod_pg_lease **a, qod_pg_lease **b)
 {
     qod_log_setup(QOD_LOG_OFF, QOD_LOG_TEXT);
@@ -2209,6 +2304,8 @@ static const qtest_case pg_only[] = {
     QT_CASE(ping_answers_busy_at_its_deadline_when_the_database_does_not_answer),
     QT_CASE(stopped_server_fails_with_store_error_then_store_recovers),
     QT_CASE(writer_connection_cut_mid_stream_loses_nothing_acknowledged),
+    QT_CASE(write_and_read_unanswered_within_the_limit_fail_then_recover),
+    QT_CASE(commit_answered_too_late_completes_by_what_the_server_did),
     QT_CASE(listen_needs_postgres),
     QT_CASE(notify_reaches_the_listener_at_commit_only),
     QT_CASE(notify_of_a_failed_batch_is_never_delivered),
