@@ -219,28 +219,33 @@ static int result_rc(const pg_conn *pc, const PGresult *r, const char *what)
     return rc;
 }
 
-/* Waits until the answer to the call in flight can be read without blocking, for at most the connection's answer_ms
- * (0: returns at once, and PQgetResult waits as long as the server does). Past it the socket is shut down, so that
- * the call fails as on a broken connection, which conn_ensure() opens again: a server that stopped answering (its
- * process frozen, or cut off by the network without a reset) costs a connection, not the calling thread. */
+/* Sends what the call in flight left unsent and waits until its answer can be read without blocking, for at most
+ * the connection's answer_ms (0: returns at once, and PQgetResult sends and waits as long as the server takes).
+ * Such a connection is non-blocking (conn_setup), so that a call larger than the socket buffers does not wait
+ * inside libpq for a server that reads nothing. Past the limit the socket is shut down, so that the call fails as
+ * on a broken connection, which conn_ensure() opens again: a server that stopped answering (its process frozen,
+ * or cut off by the network without a reset) costs a connection, not the calling thread. */
 static void await_answer(const pg_conn *pc, const char *what)
 {
     if (pc->answer_ms <= 0)
         return;
     int64_t until = qod_time_mono_ms() + pc->answer_ms;
-    while (PQisBusy(pc->c)) {
+    for (;;) {
+        int unsent = PQflush(pc->c);
+        if (unsent < 0 || (unsent == 0 && !PQisBusy(pc->c)))
+            return;
         int64_t left = until - qod_time_mono_ms();
-        struct pollfd p = {.fd = PQsocket(pc->c), .events = POLLIN};
+        struct pollfd p = {.fd = PQsocket(pc->c), .events = POLLIN | (unsent ? POLLOUT : 0)};
         int n = left > 0 ? poll(&p, 1, (int)left) : 0;
         if (n < 0 && errno == EINTR)
             continue;
         if (n == 0) {
-            QOD_WARN("store", "pg_no_answer", "conn=%s what=\"%.40s\" waited_ms=%lld", role_names[pc->role], what,
-                     (long long)pc->answer_ms);
+            QOD_WARN("store", "pg_no_answer", "conn=%s what=\"%.40s\" waited_ms=%lld unsent=%d", role_names[pc->role],
+                     what, (long long)pc->answer_ms, unsent);
             shutdown(PQsocket(pc->c), SHUT_RDWR);
             return;
         }
-        if (n < 0 || !PQconsumeInput(pc->c))
+        if (n < 0 || ((p.revents & ~POLLOUT) && !PQconsumeInput(pc->c)))
             return;
     }
 }
@@ -334,6 +339,9 @@ static int prepare_rows(const pg_conn *pc, const pg_stmt *list, size_t n)
 static int conn_setup(pg_conn *pc)
 {
     pc->ready = false;
+    /* A limit on answers covers sending too (await_answer). */
+    if (pc->answer_ms > 0 && PQsetnonblocking(pc->c, 1) != 0)
+        return result_rc(pc, NULL, "nonblocking");
     int rc = exec_sql(pc, "DEALLOCATE ALL");
     /* Without sync_full a commit returns before its WAL is flushed, like synchronous=NORMAL in sqlite.c. */
     if (rc == QOD_OK && pc->role == PG_WRITER && !pc->sync_full)
@@ -523,6 +531,19 @@ static int migrate(pg_conn *pc)
     return rc;
 }
 
+/* Opens pc with answer_ms (0: none) as its limit on answers, and on connecting (kept by reconnections); brings the
+ * schema up to date, waiting as long as another process's migration takes; then makes pc usable. */
+static int conn_start(pg_conn *pc, const char *uri, int64_t answer_ms)
+{
+    pc->answer_ms = answer_ms > 0 ? answer_ms : 0;
+    int rc = conn_open(pc, uri);
+    pc->answer_ms = 0;
+    if (rc == QOD_OK)
+        rc = migrate(pc);
+    pc->answer_ms = answer_ms > 0 ? answer_ms : 0;
+    return rc == QOD_OK ? conn_setup(pc) : rc;
+}
+
 static void pg_close(void *impl)
 {
     pg *p = impl;
@@ -541,17 +562,9 @@ static int pg_open(const qod_store_opts *opts, void **impl)
     if (!p)
         return QOD_ERR_NOMEM;
     pthread_mutex_init(&p->r_mu, NULL);
-    int64_t answer_ms = opts->answer_max_ms > 0 ? opts->answer_max_ms : 0;
-    p->w = (pg_conn){
-        .role = PG_WRITER, .sync_full = opts->sync_full, .idle_txn_ms = opts->txn_idle_max_ms, .answer_ms = answer_ms};
-    p->r = (pg_conn){.role = PG_READER, .answer_ms = answer_ms};
-    int rc = conn_open(&p->w, opts->uri);
-    p->w.answer_ms = 0; /* the migrations may wait for another node's */
-    if (rc == QOD_OK)
-        rc = migrate(&p->w);
-    p->w.answer_ms = answer_ms;
-    if (rc == QOD_OK)
-        rc = conn_setup(&p->w);
+    p->w = (pg_conn){.role = PG_WRITER, .sync_full = opts->sync_full, .idle_txn_ms = opts->txn_idle_max_ms};
+    p->r = (pg_conn){.role = PG_READER, .answer_ms = opts->answer_max_ms > 0 ? opts->answer_max_ms : 0};
+    int rc = conn_start(&p->w, opts->uri, opts->answer_max_ms);
     if (rc == QOD_OK)
         rc = conn_open(&p->r, opts->uri);
     if (rc == QOD_OK)
@@ -1036,14 +1049,7 @@ int qod_pg_lease_open(const char *uri, int64_t answer_ms, qod_pg_lease **out)
         return QOD_ERR_NOMEM;
     pthread_mutex_init(&l->mu, NULL);
     l->c.role = PG_LEASE;
-    l->c.answer_ms = answer_ms > 0 ? answer_ms : 0; /* for the connect timeout (kept by reconnections) */
-    int rc = conn_open(&l->c, uri);
-    l->c.answer_ms = 0; /* the migrations may wait for another node's */
-    if (rc == QOD_OK)
-        rc = migrate(&l->c);
-    if (rc == QOD_OK)
-        rc = conn_setup(&l->c);
-    l->c.answer_ms = answer_ms > 0 ? answer_ms : 0;
+    int rc = conn_start(&l->c, uri, answer_ms);
     if (rc != QOD_OK) {
         qod_pg_lease_close(l);
         return rc;

@@ -223,15 +223,21 @@ static void tracker_dispose(tracker *t)
 }
 
 /* Waits until n callbacks ran or 60 s passed; returns the count seen. */
-static int tracker_wait(tracker *t, int n)
+/* How many completions came, once n have or ms have passed. */
+static int tracker_wait_ms(tracker *t, int n, int ms)
 {
-    struct timespec deadline = pgfix_deadline(60000);
+    struct timespec deadline = pgfix_deadline(ms);
     pthread_mutex_lock(&t->mu);
     while (t->done < n && pthread_cond_timedwait(&t->cv, &t->mu, &deadline) == 0)
         ;
     int done = t->done;
     pthread_mutex_unlock(&t->mu);
     return done;
+}
+
+static int tracker_wait(tracker *t, int n)
+{
+    return tracker_wait_ms(t, n, 60000);
 }
 
 /* ==== behaviour cases, run on both backends ==== */
@@ -1554,6 +1560,58 @@ QTEST(write_and_read_unanswered_within_the_limit_fail_then_recover)
     QT_EQ_INT(again[2], QOD_ERR_NOTFOUND);
 }
 
+/* A group far larger than the socket buffers, sent to a server process that reads none of it (here its first
+ * statement waits for a lock; in production the process is frozen): the writer's call ends within its limit,
+ * instead of waiting inside libpq to send the rest, and once the server reads again the store works again. Over
+ * TCP the kernel would end such a connection after tcp_user_timeout; the URI turns that off here, as a Unix socket
+ * or an operator's URI may. */
+QTEST(group_larger_than_the_socket_buffers_unread_by_the_server_fails_within_the_limit)
+{
+    enum { ROWS = 32, DOC = 1000 * 1000 };
+    fixture f;
+    QT_EQ_INT(fixture_open_limited(&f, 500), 0);
+    qod_store_close(f.st);
+    char uri[sizeof pgfix.uri + 32];
+    snprintf(uri, sizeof uri, "%s?tcp_user_timeout=0", pgfix.uri);
+    qod_store_opts o = {.uri = uri, .answer_max_ms = 500};
+    QT_EQ_INT(qod_store_open(&o, &f.st), QOD_OK);
+    QT_EQ_INT(put1(&f, QOD_TBL_APPS, "before", "", "{}"), QOD_OK);
+    char *doc = malloc(DOC + 16);
+    QT_TRUE(doc != NULL);
+    memset(doc, 'a', DOC + 16);
+    memcpy(doc, "{\"x\":\"", 6);
+    memcpy(doc + DOC + 6, "\"}", 3);
+    qod_store_batch *b = qod_store_batch_new();
+    for (int i = 0; i < ROWS; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "big-%02d", i);
+        qod_store_batch_put(b, QOD_TBL_APPS, key, "", "", 0, 0, doc);
+    }
+    free(doc);
+    int rows;
+    PGconn *blocker = pgfix_block("LOCK TABLE apps IN ACCESS EXCLUSIVE MODE", &rows);
+    tracker t;
+    tracker_init(&t);
+    slot sl = {.t = &t, .rc = 1};
+    int64_t t0 = qod_time_mono_ms();
+    int submitted = qod_store_submit(f.st, b, on_done, &sl);
+    int done = tracker_wait_ms(&t, 1, 10000);
+    int64_t waited = qod_time_mono_ms() - t0;
+    pgfix_unblock(blocker);
+    tracker_wait(&t, 1);
+    row_copy c;
+    int after[2] = {put1(&f, QOD_TBL_APPS, "after", "", "{}"), get(&f, QOD_TBL_APPS, "big-00", &c)};
+    fixture_close(&f);
+    tracker_dispose(&t);
+    QT_EQ_INT(rows, 0);
+    QT_EQ_INT(submitted, QOD_OK);
+    QT_EQ_INT(done, 1);
+    QT_EQ_INT(sl.rc, QOD_ERR_STORE);
+    QT_TRUE(waited >= 500 && waited < 5000);
+    QT_EQ_INT(after[0], QOD_OK);
+    QT_EQ_INT(after[1], QOD_ERR_NOTFOUND);
+}
+
 /* A commit made slow on the server: a deferred trigger sleeps at COMMIT, then refuses rows whose key starts with
  * "abort". */
 static int slow_commits(void)
@@ -2305,6 +2363,7 @@ static const qtest_case pg_only[] = {
     QT_CASE(stopped_server_fails_with_store_error_then_store_recovers),
     QT_CASE(writer_connection_cut_mid_stream_loses_nothing_acknowledged),
     QT_CASE(write_and_read_unanswered_within_the_limit_fail_then_recover),
+    QT_CASE(group_larger_than_the_socket_buffers_unread_by_the_server_fails_within_the_limit),
     QT_CASE(commit_answered_too_late_completes_by_what_the_server_did),
     QT_CASE(listen_needs_postgres),
     QT_CASE(notify_reaches_the_listener_at_commit_only),
