@@ -14,6 +14,7 @@
 #include "core/loop.h"
 #include "util/buf.h"
 #include "util/err.h"
+#include "util/list.h"
 #include "util/log.h"
 #include "util/time.h"
 
@@ -64,8 +65,8 @@ typedef struct fwd {
         char *value;
     } keep[KEEP_MAX];
     int nkeep;
-    const char *bad;         /* why the peer's answer is unusable, NULL while it is fine */
-    struct fwd *prev, *next; /* running list */
+    const char *bad; /* why the peer's answer is unusable, NULL while it is fine */
+    qod_link link;   /* running list */
 } fwd;
 
 struct qod_forward {
@@ -73,7 +74,7 @@ struct qod_forward {
     CURLM *multi;
     int64_t timeout_ms;
     int64_t curl_due;     /* loop thread: when libcurl wants its timeout action, -1 for never */
-    fwd *running;         /* loop thread */
+    qod_list running;     /* loop thread */
     CURL *pool[POOL_MAX]; /* loop thread: idle easy handles */
     int npool;
     atomic_bool closing;
@@ -405,23 +406,8 @@ static int launch(fwd *w)
               curl_easy_setopt(e, CURLOPT_HTTPHEADER, w->hdrs) == CURLE_OK && set_method(w, e);
     if (!ok || curl_multi_add_handle(f->multi, e) != CURLM_OK)
         return QOD_ERR_NOMEM;
-    w->prev = NULL;
-    w->next = f->running;
-    if (f->running)
-        f->running->prev = w;
-    f->running = w;
+    qod_list_append(&f->running, &w->link);
     return QOD_OK;
-}
-
-static void unlink_running(qod_forward *f, fwd *w)
-{
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        f->running = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    w->prev = w->next = NULL;
 }
 
 /* The posted job: starts the exchange, or answers 503 when the forwarder is closing or libcurl refuses. */
@@ -447,7 +433,7 @@ static void check_done(qod_forward *f)
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&w);
         curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &status);
         curl_multi_remove_handle(f->multi, m->easy_handle);
-        unlink_running(f, w);
+        qod_list_remove(&f->running, &w->link);
         const char *why = w->bad ? w->bad : cc != CURLE_OK ? curl_easy_strerror(cc) : NULL;
         if (!why && (status < 200 || status > 599))
             why = "no valid status in the answer";
@@ -546,9 +532,8 @@ void qod_forward_destroy(qod_forward *f)
         curl_multi_setopt(f->multi, CURLMOPT_SOCKETFUNCTION, NULL);
         curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, NULL);
     }
-    while (f->running) {
-        fwd *w = f->running;
-        unlink_running(f, w);
+    for (fwd *w; (w = QOD_LIST_ELEM(f->running.head, fwd, link)) != NULL;) {
+        qod_list_remove(&f->running, &w->link);
         curl_multi_remove_handle(f->multi, w->easy);
         finish(w, 0, "the forwarder is shutting down");
     }

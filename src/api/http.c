@@ -2,6 +2,7 @@
 
 #include "util/buf.h"
 #include "util/err.h"
+#include "util/list.h"
 #include "util/log.h"
 #include "util/stopper.h"
 #include "util/time.h"
@@ -62,7 +63,7 @@ typedef struct conn_track {
     int fd;
     _Atomic int64_t since_ms; /* when the current request (or idle wait for one) began, monotonic */
     atomic_bool in_request;   /* headers complete, response not yet sent */
-    struct conn_track *prev, *next;
+    qod_link link;
 } conn_track;
 
 struct qod_http {
@@ -73,7 +74,7 @@ struct qod_http {
     atomic_long conns;
     unsigned port;
     pthread_mutex_t track_mu;
-    conn_track *tracks;
+    qod_list tracks;
     pthread_t sweeper;
     bool sweeper_started;
     qod_stopper stop;     /* ends the sweeper, at once */
@@ -242,19 +243,11 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
         if (t) {
             t->fd = ci->connect_fd;
             atomic_store(&t->since_ms, qod_time_mono_ms());
-            t->next = h->tracks;
-            if (h->tracks)
-                h->tracks->prev = t;
-            h->tracks = t;
+            qod_list_append(&h->tracks, &t->link);
         }
         *socket_ctx = t;
     } else if (t) {
-        if (t->prev)
-            t->prev->next = t->next;
-        else
-            h->tracks = t->next;
-        if (t->next)
-            t->next->prev = t->prev;
+        qod_list_remove(&h->tracks, &t->link);
         free(t);
         *socket_ctx = NULL;
     }
@@ -272,7 +265,8 @@ static void *sweep_main(void *arg)
     while (!qod_stopper_wait(&h->stop, 250)) {
         int64_t now = qod_time_mono_ms();
         pthread_mutex_lock(&h->track_mu);
-        for (conn_track *t = h->tracks; t; t = t->next) {
+        for (qod_link *e = h->tracks.head; e; e = e->next) {
+            conn_track *t = QOD_LIST_ELEM(e, conn_track, link);
             int64_t age = now - atomic_load(&t->since_ms);
             if (age > (atomic_load(&t->in_request) ? 2 * header_ms : header_ms)) {
                 shutdown(t->fd, SHUT_RDWR);

@@ -2,6 +2,7 @@
 
 #include "util/err.h"
 #include "util/hmap.h"
+#include "util/list.h"
 #include "util/rand.h"
 
 #include <pthread.h>
@@ -17,7 +18,7 @@
 #define CIBA_KEEP_EXPIRED_MS 60000
 
 typedef struct req {
-    struct req *prev, *next; /* in the order of their start, so of their expiry (one lifetime for all) */
+    qod_link link; /* in the order of their start, so of their expiry (one lifetime for all) */
     char id[48];
     qod_ciba_grant g;
     int64_t expires_ms;
@@ -29,7 +30,7 @@ typedef struct req {
 struct qod_ciba {
     pthread_mutex_t mu;
     qod_hmap reqs;
-    req *oldest, *newest;
+    qod_list order;
 };
 
 qod_ciba *qod_ciba_create(void)
@@ -64,14 +65,7 @@ void qod_ciba_destroy(qod_ciba *c)
 static void drop(qod_ciba *c, req *r)
 {
     qod_hmap_del(&c->reqs, r->id);
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        c->oldest = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        c->newest = r->prev;
+    qod_list_remove(&c->order, &r->link);
     free(r);
 }
 
@@ -80,8 +74,12 @@ static void drop(qod_ciba *c, req *r)
 static void sweep(qod_ciba *c, int64_t now)
 {
     int64_t before = qod_hmap_count(&c->reqs) >= QOD_CIBA_MAX / 2 ? now : now - CIBA_KEEP_EXPIRED_MS;
-    for (int i = 0; i < CIBA_SWEEP && c->oldest && c->oldest->expires_ms <= before; i++)
-        drop(c, c->oldest);
+    for (int i = 0; i < CIBA_SWEEP; i++) {
+        req *oldest = QOD_LIST_ELEM(c->order.head, req, link);
+        if (!oldest || oldest->expires_ms > before)
+            break;
+        drop(c, oldest);
+    }
 }
 
 int qod_ciba_start(qod_ciba *c, const qod_ciba_grant *g, bool approved, int64_t now_ms, char *id, size_t cap)
@@ -100,14 +98,8 @@ int qod_ciba_start(qod_ciba *c, const qod_ciba_grant *g, bool approved, int64_t 
         rc = QOD_ERR_LIMIT;
     if (rc == QOD_OK)
         rc = qod_hmap_put(&c->reqs, r->id, r);
-    if (rc == QOD_OK) {
-        r->prev = c->newest;
-        if (c->newest)
-            c->newest->next = r;
-        else
-            c->oldest = r;
-        c->newest = r;
-    }
+    if (rc == QOD_OK)
+        qod_list_append(&c->order, &r->link);
     pthread_mutex_unlock(&c->mu);
     if (rc != QOD_OK) {
         free(r);
