@@ -323,6 +323,7 @@ static int open_delivery(qod_daemon *d, const qod_options *o, char *err, size_t 
         .per_host = (int)o->callback_per_host,
         .global = (int)o->callback_max_inflight,
         .max_loaded = (size_t)o->callback_max_loaded,
+        .gone_max = (size_t)o->callback_gone_max,
         .ca_file = o->callback_ca[0] ? o->callback_ca : NULL,
         .allow = &d->allow,
         .seal = d->seal,

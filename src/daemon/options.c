@@ -177,6 +177,9 @@ const qod_cfg_opt qod_option_table[] = {
      "Callback requests in flight in all."},
     {"callback-max-loaded", QOD_CFG_INT, O(callback_max_loaded), 16, 10000000, "200000", NULL, NULL,
      "Callback events held in memory; the others wait in the store and are loaded as room frees up."},
+    {"callback-gone-max", QOD_CFG_INT, O(callback_gone_max), 1, 10000000, "100000", NULL, NULL,
+     "Callback URLs that answered 410 Gone remembered at most (nothing is sent to them); past it the oldest is "
+     "forgotten and called again."},
 };
 
 const size_t qod_option_count = sizeof qod_option_table / sizeof qod_option_table[0];

@@ -38,6 +38,7 @@ typedef struct {
     long long callback_per_host;
     long long callback_max_inflight;
     long long callback_max_loaded;
+    long long callback_gone_max;
     char *tc_dev;
     char *tc_uplink_dev;
     char *tc_link_rate;

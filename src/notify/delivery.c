@@ -6,6 +6,7 @@
 #include "util/err.h"
 #include "util/hmap.h"
 #include "util/json.h"
+#include "util/list.h"
 #include "util/log.h"
 #include "util/rand.h"
 #include "util/time.h"
@@ -93,7 +94,7 @@ struct host {
 typedef struct attempt {
     qod_delivery *d;
     sq *q;
-    struct attempt *prev, *next; /* the list of attempts in flight, or the pool */
+    qod_link link; /* in the list of attempts in flight, or in the pool */
     CURL *easy;
     struct curl_slist hdrs[N_HDRS]; /* curl only reads the list: its lines live in hdr_text */
     char hdr_text[HDR_TEXT_MAX];
@@ -112,15 +113,16 @@ struct qod_delivery {
     qod_loop *loop; /* the delivery's own thread */
     CURLM *multi;
     qod_render_fn render[MAX_RENDERERS];
-    qod_hmap queues;    /* session → sq */
-    qod_hmap ids;       /* event id → item (loaded) */
-    qod_hmap hosts;     /* host key → host */
-    qod_hmap host_urls; /* URL → host, a bounded cache that spares a URL parse per session */
-    qod_hmap gone;      /* URL → (void*)1 after a 410 */
+    qod_hmap queues;     /* session → sq */
+    qod_hmap ids;        /* event id → item (loaded) */
+    qod_hmap hosts;      /* host key → host */
+    qod_hmap host_urls;  /* URL → host, a bounded cache that spares a URL parse per session */
+    qod_hmap gone;       /* URL → gone_url after a 410 */
+    qod_list gone_order; /* the gone_urls, oldest first */
     qod_timers timers;
     host *ring;            /* hosts with waiting queues */
-    attempt *running;      /* attempts in flight */
-    attempt *pool;         /* finished attempts, ready for reuse */
+    qod_list running;      /* attempts in flight */
+    qod_list pool;         /* finished attempts, ready for reuse (the last one put back is taken first) */
     state_write *outcomes; /* outcome writes not yet submitted, oldest first (loop thread) */
     state_write **outcomes_tail;
     size_t outcomes_n;      /* how many */
@@ -365,16 +367,49 @@ static void arm_queue(qod_delivery *d, sq *q)
     qod_timers_arm(&d->timers, &q->t, wall_to_mono(q->head->due_wall), 0);
 }
 
-/* Adds url to the URLs that answered 410 Gone, once. On the loop thread, or before it runs. */
+/* A URL that answered 410 Gone: nothing is sent to it again, until it is forgotten. */
+typedef struct {
+    qod_link link; /* in gone_order */
+    char url[];
+} gone_url;
+
+static void drop_gone(qod_delivery *d, gone_url *g)
+{
+    qod_hmap_del(&d->gone, g->url);
+    qod_list_remove(&d->gone_order, &g->link);
+    free(g);
+    atomic_store(&d->ngone, qod_hmap_count(&d->gone));
+}
+
+/* Adds url to the URLs that answered 410 Gone, once. Past gone_max, the oldest is forgotten, here and in the
+ * store: receivers that answer 410 to a URL of their own per session cannot grow memory without bound, and a
+ * forgotten URL that is still gone costs one attempt before it is remembered again. On the loop thread, or before
+ * it runs. */
 static void remember_gone(qod_delivery *d, const char *url)
 {
     if (qod_hmap_get(&d->gone, url))
         return;
-    char *u = strdup(url);
-    if (u && qod_hmap_put(&d->gone, u, u) == QOD_OK)
-        atomic_store(&d->ngone, qod_hmap_count(&d->gone));
-    else
-        free(u);
+    size_t len = strlen(url);
+    gone_url *g = malloc(sizeof *g + len + 1);
+    if (!g)
+        return;
+    memcpy(g->url, url, len + 1);
+    if (qod_hmap_put(&d->gone, g->url, g) != QOD_OK) {
+        free(g);
+        return;
+    }
+    qod_list_append(&d->gone_order, &g->link);
+    while (qod_hmap_count(&d->gone) > d->o.gone_max) {
+        gone_url *old = QOD_LIST_ELEM(d->gone_order.head, gone_url, link);
+        QOD_INFO("delivery", "gone_url_forgotten", "url=\"%s\" kept=%zu", old->url, d->o.gone_max);
+        qod_store_batch *b = qod_store_batch_new();
+        if (b && qod_store_batch_del(b, QOD_TBL_META, old->url) == QOD_OK)
+            qod_store_submit(d->o.store, b, NULL, NULL);
+        else
+            qod_store_batch_free(b);
+        drop_gone(d, old);
+    }
+    atomic_store(&d->ngone, qod_hmap_count(&d->gone));
 }
 
 /* Drops the head item (delivered or dead) and moves on to the session's next event. */
@@ -622,9 +657,9 @@ static CURL *make_easy(qod_delivery *d, attempt *at)
 /* An attempt from the pool, or a new one; NULL when out of memory. */
 static attempt *attempt_get(qod_delivery *d)
 {
-    attempt *at = d->pool;
+    attempt *at = QOD_LIST_ELEM(d->pool.tail, attempt, link);
     if (at) {
-        d->pool = at->next;
+        qod_list_remove(&d->pool, &at->link);
     } else {
         if (!(at = calloc(1, sizeof *at)))
             return NULL;
@@ -637,7 +672,6 @@ static attempt *attempt_get(qod_delivery *d)
         }
     }
     at->q = NULL;
-    at->prev = at->next = NULL;
     at->sandbox = false;
     at->guard_why = NULL;
     at->retry_after_s = -1; /* no Retry-After header seen */
@@ -652,8 +686,7 @@ static void attempt_put(qod_delivery *d, attempt *at)
     at->hdr_len = 0;
     if (at->body.cap > POOL_BODY_KEEP)
         qod_buf_dispose(&at->body);
-    at->next = d->pool;
-    d->pool = at;
+    qod_list_append(&d->pool, &at->link);
 }
 
 static void attempt_destroy(attempt *at)
@@ -743,10 +776,7 @@ static void try_start(qod_delivery *d, sq *q)
         return;
     }
     q->busy = true;
-    at->next = d->running;
-    if (d->running)
-        d->running->prev = at;
-    d->running = at;
+    qod_list_append(&d->running, &at->link);
     it->attempts++;
     d->inflight++;
     q->h->inflight++;
@@ -809,16 +839,6 @@ static void schedule_retry(qod_delivery *d, sq *q, long status, long retry_after
     arm_queue(d, q);
 }
 
-static void unlink_attempt(qod_delivery *d, attempt *at)
-{
-    if (at->prev)
-        at->prev->next = at->next;
-    else
-        d->running = at->next;
-    if (at->next)
-        at->next->prev = at->prev;
-}
-
 static void finish_outcome(qod_delivery *d, attempt *at, CURLcode cc);
 
 /* Handles a finished attempt, then an operator replay that waited for it. */
@@ -836,7 +856,7 @@ static void finish(qod_delivery *d, attempt *at, CURLcode cc)
 static void finish_outcome(qod_delivery *d, attempt *at, CURLcode cc)
 {
     sq *q = at->q;
-    unlink_attempt(d, at);
+    qod_list_remove(&d->running, &at->link);
     long status = 0;
     curl_easy_getinfo(at->easy, CURLINFO_RESPONSE_CODE, &status);
     d->inflight--;
@@ -1273,8 +1293,9 @@ static void gone_job(void *arg)
 static void forget_gone_job(void *arg)
 {
     gone_job_arg *j = arg;
-    free(qod_hmap_del(&j->d->gone, j->url));
-    atomic_store(&j->d->ngone, qod_hmap_count(&j->d->gone));
+    gone_url *g = qod_hmap_get(&j->d->gone, j->url);
+    if (g)
+        drop_gone(j->d, g);
     free(j->url);
     free(j);
 }
@@ -1375,6 +1396,8 @@ int qod_delivery_create(const qod_delivery_opts *opts, qod_delivery **out)
         d->o.global = 512;
     if (d->o.max_loaded == 0)
         d->o.max_loaded = 200000;
+    if (d->o.gone_max == 0)
+        d->o.gone_max = 100000;
     d->curl_due = -1;
     d->outcomes_tail = &d->outcomes;
     pthread_mutex_init(&d->retry_mu, NULL);
@@ -1487,15 +1510,13 @@ void qod_delivery_destroy(qod_delivery *d)
         curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, NULL);
     }
     /* Attempts still in flight are abandoned: their events stay pending in the store and go out after restart. */
-    while (d->running) {
-        attempt *at = d->running;
-        d->running = at->next;
+    for (attempt *at; (at = QOD_LIST_ELEM(d->running.head, attempt, link)) != NULL;) {
+        qod_list_remove(&d->running, &at->link);
         curl_multi_remove_handle(d->multi, at->easy);
         attempt_destroy(at);
     }
-    while (d->pool) {
-        attempt *at = d->pool;
-        d->pool = at->next;
+    for (attempt *at; (at = QOD_LIST_ELEM(d->pool.head, attempt, link)) != NULL;) {
+        qod_list_remove(&d->pool, &at->link);
         attempt_destroy(at);
     }
     curl_multi_cleanup(d->multi);

@@ -35,6 +35,8 @@ typedef struct {
     const char *ca_file;    /* an extra CA for https callbacks, or NULL */
     const qod_cidrs *allow; /* --callback-allow */
     size_t max_loaded;      /* events held in memory */
+    size_t gone_max;        /* callback URLs remembered as 410 Gone at most (0: 100,000); past it the oldest is
+                             * forgotten */
     const qod_seal *seal;   /* opens the sealed callback tokens of events */
     /* Several nodes (core/cluster.h): only the events of sessions this node holds are attempted here. NULL: all. */
     bool (*owns)(void *ctx, const char *session);

@@ -457,6 +457,34 @@ def test_a_gone_url_forgotten_by_the_operator_is_called_again():
         verify_all(app["webhook_secret"], recv.requests)
 
 
+def test_the_oldest_gone_url_is_forgotten_past_the_limit_and_called_again():
+    # Receivers that answer 410 to a URL of their own per session must not grow qodd without bound: past
+    # --callback-gone-max the oldest gone URL is forgotten, in memory and in the store, and called again.
+    cluster_skip("the limit is per node: which node forgets first depends on the order the 410s reached each")
+    d, app, tok = start(schedule="0,0.2", extra=("--callback-gone-max", "2"))
+    script = Script(g1=[(410, {})], g2=[(410, {})], g3=[(410, {})])
+    with d, WebhookReceiver(responder=script) as recv:
+        urls = [recv.url("/g%d" % i) for i in (1, 2, 3)]
+        for n, url in enumerate(urls):
+            sid = create(d, tok, url)
+            wait_hooks(recv, 1, sid, "AVAILABLE")
+            wait_deliveries(d, lambda l: [e for e in l if e["session"] == sid], what="the 410'd event dead")
+            want = set(urls[max(0, n - 1):n + 1])
+            wait_until(lambda: {x["url"] for x in d.qodctl_json("deliveries", "gone", "--json")} == want,
+                       what="the gone URLs %r" % sorted(want))
+        assert metrics(d).get("qod_delivery_gone_urls") == 2
+        assert "gone_url_forgotten" in d.log() and urls[0] in d.log()
+        # The forgotten URL is called again (it answers 200 now); one still remembered is not.
+        s1 = create(d, tok, urls[0])
+        wait_hooks(recv, 1, s1, "AVAILABLE")
+        s3 = create(d, tok, urls[2])
+        wait_deliveries(d, lambda l: [e for e in l if e["session"] == s3], what="the event to a gone URL dead")
+        assert not of(recv.requests, s3), "a URL remembered as gone was called"
+        d.restart()
+        assert {x["url"] for x in d.qodctl_json("deliveries", "gone", "--json")} == set(urls[1:])
+        assert metrics(d).get("qod_delivery_gone_urls") == 2
+
+
 def test_redirect_is_a_failure_and_is_not_followed():
     cluster_skip("metrics are per node (docs/operations.md): the requests counted here reached several nodes")
     d, app, tok = start(schedule="0,0.2")
