@@ -751,6 +751,27 @@ def test_delete_other_apps_session_403_and_keeps_it():
     assert get_session(D, TOKEN, s["sessionId"])["qosStatus"] == "AVAILABLE"
 
 
+def test_3legged_token_binds_v0_to_its_device():
+    # v0 keeps the device in the body; with a 3-legged token (OpenID CIBA) it must be the token's device, and a
+    # session of another device is refused, as in v1 (docs/api.md).
+    phone = new_phone()
+    r = expect_status(D.request("POST", "/oauth2/bc-authorize", form={"login_hint": "tel:" + phone,
+                                                                        "scope": "openid qod"},
+                                auth=(APP["client_id"], APP["client_secret"])), 200)
+    r = expect_status(D.request("POST", "/oauth2/token",
+                                form={"grant_type": "urn:openid:params:grant-type:ciba",
+                                      "auth_req_id": r.json()["auth_req_id"]},
+                                auth=(APP["client_id"], APP["client_secret"])), 200)
+    tok = r.json()["access_token"]
+    expect_camara_error(post_session(D, tok, session_body()), 403, "PERMISSION_DENIED")
+    other = create_session(D, TOKEN)
+    expect_camara_error(D.request("GET", session_path(other["sessionId"]), token=tok), 403, "PERMISSION_DENIED")
+    expect_camara_error(delete_session(D, tok, other["sessionId"]), 403, "PERMISSION_DENIED")
+    own = create_session(D, tok, session_body(phone=phone))
+    assert get_session(D, tok, own["sessionId"])["sessionId"] == own["sessionId"]
+    expect_status(delete_session(D, tok, own["sessionId"]), 204)
+
+
 def test_sessions_token_without_qod_scope_403():
     a = create_app(D, scopes="qos-profiles:read", name="noqod")
     tok = get_token(D, a)
