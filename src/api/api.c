@@ -210,6 +210,7 @@ void qod_api_dispatch(void *ctx, qod_req *r)
     qod_api *api = ctx;
     qod_call *c = calloc(1, sizeof *c);
     if (!c) {
+        qod_req_add_header(r, "Retry-After", "1");
         qod_api_error(r, 503, "UNAVAILABLE", "Out of memory.");
         return;
     }

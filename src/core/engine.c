@@ -1189,7 +1189,9 @@ int qod_engine_network_event(qod_engine *e, const char *id, const char *app_id, 
     sess *x = NULL;
     pthread_mutex_lock(&e->mu);
     int rc = find_owned(e, id, app_id, QOD_KIND_ANY, &x);
-    if (rc == QOD_OK) {
+    qod_session_status st = x ? x->s.st : (qod_session_status){0};
+    /* A transition the session cannot make changes nothing, not even the pending simulated outcome. */
+    if (rc == QOD_OK && (rc = qod_session_apply(&st, evs[o])) == QOD_OK) {
         qod_timers_cancel(&e->timers, &x->timers[SLOT_NET]);
         rc = change(e, x, evs[o], "forced network event", done, arg);
     }

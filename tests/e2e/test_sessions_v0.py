@@ -751,6 +751,18 @@ def test_delete_other_apps_session_403_and_keeps_it():
     assert get_session(D, TOKEN, s["sessionId"])["qosStatus"] == "AVAILABLE"
 
 
+def test_a_refused_network_event_keeps_the_pending_simulated_outcome():
+    # +99999991002 is ended by the network 5 s after it becomes AVAILABLE. Forcing AVAILABLE on it again is refused
+    # (409) and must change nothing: the termination still comes. (A daemon of its own: the shared one's background
+    # scenario uses that number.)
+    with Daemon(args=["--sandbox-delay-ms", "200"]) as d:
+        _, tok = new_app(d, "refused-event")
+        s = create_session(d, tok, session_body(phone="+99999991002"))
+        wait_status(d, tok, s["sessionId"], "AVAILABLE", timeout=5)
+        expect_camara_error(network_event(d, tok, s["sessionId"], "AVAILABLE"), 409, "CONFLICT")
+        wait_status(d, tok, s["sessionId"], "UNAVAILABLE", timeout=scaled(10))
+
+
 def test_3legged_token_binds_v0_to_its_device():
     # v0 keeps the device in the body; with a 3-legged token (OpenID CIBA) it must be the token's device, and a
     # session of another device is refused, as in v1 (docs/api.md).
