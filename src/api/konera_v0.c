@@ -311,6 +311,20 @@ static void create_error(qod_req *r, int rc)
     }
 }
 
+/* Answers a create that was not started: a replay of the first answer, or the error rc. */
+static void replayed(qod_req *r, int rc, qod_replay *replay)
+{
+    if (rc == QOD_ENGINE_REPLAYED) {
+        add_location(r, replay->session_id);
+        qod_req_add_header(r, "Idempotent-Replayed", "true");
+        qod_api_json(r, replay->status, replay->body, strlen(replay->body));
+        free(replay->body);
+        replay->body = NULL;
+    } else {
+        create_error(r, rc);
+    }
+}
+
 void qod_v0_create(qod_call *c, qod_req *r)
 {
     v0_create v;
@@ -322,12 +336,21 @@ void qod_v0_create(qod_call *c, qod_req *r)
         qod_api_error(r, 400, "INVALID_ARGUMENT", "Idempotency-Key must be 1 to 255 printable ASCII characters.");
         goto out;
     }
-    if (!parse_create(c, r, &v))
-        goto out;
     size_t len;
     const char *body = qod_req_body(r, &len);
-    if (idem)
+    qod_replay replay = {0};
+    if (idem) {
+        /* A key already used is answered before the body is validated: a replay returns the first answer whatever
+         * changed since, and another body is a mismatch even when it is invalid. */
         body_hash(body, len, hash);
+        int rc = qod_engine_replay(qod_api_deps_of(c->api)->engine, c->app.client_id, idem, hash, &replay);
+        if (rc != QOD_OK) {
+            replayed(r, rc, &replay);
+            goto out;
+        }
+    }
+    if (!parse_create(c, r, &v))
+        goto out;
     qod_create_spec spec = {
         .app_id = c->app.client_id,
         .sandbox = c->app.env == QOD_APP_SANDBOX,
@@ -344,18 +367,11 @@ void qod_v0_create(qod_call *c, qod_req *r)
         .idem_hash = hash,
         .render = render_cb,
     };
-    qod_replay replay = {0};
     int rc = qod_engine_create_session(qod_api_deps_of(c->api)->engine, &spec, created, r, &replay);
-    if (rc == QOD_OK) {
+    if (rc == QOD_OK)
         qod_req_defer(r);
-    } else if (rc == QOD_ENGINE_REPLAYED) {
-        add_location(r, replay.session_id);
-        qod_req_add_header(r, "Idempotent-Replayed", "true");
-        qod_api_json(r, replay.status, replay.body, strlen(replay.body));
-        free(replay.body);
-    } else {
-        create_error(r, rc);
-    }
+    else
+        replayed(r, rc, &replay);
 out:
     cJSON_Delete(v.root);
     qod_buf_dispose(&v.extra);

@@ -845,17 +845,20 @@ static sess *new_session(qod_engine *e, const qod_create_spec *sp)
     return x;
 }
 
-/* Idempotency check; returns QOD_OK to go on (with *key set when a record must be made). Caller holds the lock. */
-static int check_idem(qod_engine *e, const qod_create_spec *sp, char **key, qod_replay *replay)
+/* Idempotency check of app_id's key with the body's hash; returns QOD_OK to go on (with *key set, when key_out is
+ * not NULL, to the record's key that must then be made). Caller holds the lock. */
+static int check_idem(qod_engine *e, const char *app_id, const char *idem_key, const char *idem_hash, char **key_out,
+                      qod_replay *replay)
 {
-    *key = NULL;
-    if (!sp->idem_key)
+    if (key_out)
+        *key_out = NULL;
+    if (!idem_key)
         return QOD_OK;
-    size_t n = strlen(sp->app_id) + strlen(sp->idem_key) + 2;
+    size_t n = strlen(app_id) + strlen(idem_key) + 2;
     char *k = malloc(n);
     if (!k)
         return QOD_ERR_NOMEM;
-    snprintf(k, n, "%s:%s", sp->app_id, sp->idem_key);
+    snprintf(k, n, "%s:%s", app_id, idem_key);
     idem_rec *r = qod_hmap_get(&e->idem, k);
     int64_t wall = qod_time_wall_ms();
     if (r && idem_past(r, wall)) {
@@ -864,13 +867,16 @@ static int check_idem(qod_engine *e, const qod_create_spec *sp, char **key, qod_
         r = qod_hmap_get(&e->idem, k);
     }
     if (!r) {
-        *key = k;
+        if (key_out)
+            *key_out = k;
+        else
+            free(k);
         return QOD_OK;
     }
     free(k);
     if (r->pending)
         return QOD_ERR_BUSY;
-    if (strcmp(r->hash, sp->idem_hash) != 0)
+    if (strcmp(r->hash, idem_hash) != 0)
         return QOD_ERR_INVALID;
     replay->status = r->status;
     replay->body = strdup(r->body ? r->body : "");
@@ -978,6 +984,15 @@ static int stage_create(qod_engine *e, const qod_create_spec *sp, char *idem_key
     return QOD_OK;
 }
 
+int qod_engine_replay(qod_engine *e, const char *app_id, const char *idem_key, const char *idem_hash,
+                      qod_replay *replay)
+{
+    pthread_mutex_lock(&e->mu);
+    int rc = check_idem(e, app_id, idem_key, idem_hash, NULL, replay);
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
 int qod_engine_create_session(qod_engine *e, const qod_create_spec *sp, qod_engine_done done, void *arg,
                               qod_replay *replay)
 {
@@ -990,7 +1005,7 @@ int qod_engine_create_session(qod_engine *e, const qod_create_spec *sp, qod_engi
         return QOD_ERR_NOMEM;
     }
     pthread_mutex_lock(&e->mu);
-    int rc = check_idem(e, sp, &idem_key, replay);
+    int rc = check_idem(e, sp->app_id, sp->idem_key, sp->idem_hash, &idem_key, replay);
     rc = rc ? rc : admit(e, sp);
     if (rc == QOD_OK) {
         rc = stage_create(e, sp, idem_key, c, b);

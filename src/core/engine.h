@@ -122,6 +122,12 @@ qod_loop *qod_engine_loop(qod_engine *e);
  * QOD_ERR_BUSY (same Idempotency-Key in flight), QOD_ERR_INVALID (same key, different body). */
 int qod_engine_create_session(qod_engine *e, const qod_create_spec *spec, qod_engine_done done, void *arg,
                               qod_replay *replay);
+/* The answer to a create already made with app_id's Idempotency-Key, before the request is validated (a replay
+ * must not depend on what changed since, such as a profile no longer active): QOD_ENGINE_REPLAYED (*replay filled),
+ * QOD_ERR_BUSY (the first is still in flight), QOD_ERR_INVALID (the key was used with another body), or QOD_OK when
+ * the key is new (the create's own check decides then). */
+int qod_engine_replay(qod_engine *e, const char *app_id, const char *idem_key, const char *idem_hash,
+                      qod_replay *replay);
 /* Reads a session under the lock: fn runs once on success. QOD_ERR_NOTFOUND, or QOD_ERR_DENIED when app_id
  * (if non-NULL) is not the owner. */
 int qod_engine_read(qod_engine *e, const char *id, const char *app_id, qod_kind kind,
