@@ -405,8 +405,8 @@ void qod_v0_get(qod_call *c, qod_req *r)
         return;
     qod_buf b;
     qod_buf_init(&b, 0);
-    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_SESSION,
-                             render_read, &b);
+    int rc =
+        qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_V0, render_read, &b);
     if (rc == QOD_OK)
         qod_api_json(r, 200, b.data, b.len);
     else
@@ -418,8 +418,8 @@ void qod_v0_delete(qod_call *c, qod_req *r)
 {
     if (!session_id_ok(c, r))
         return;
-    int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id,
-                                       QOD_KIND_SESSION, qod_api_deleted, r);
+    int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_V0,
+                                       qod_api_deleted, r);
     if (rc == QOD_OK)
         qod_req_defer(r);
     else if (rc == QOD_ERR_STATE)
@@ -468,6 +468,14 @@ typedef struct {
     char app_id[QOD_APP_ID_LEN + 1];
 } event_ctx;
 
+static void render_own(void *arg, const qod_session *s)
+{
+    if (s->surface == QOD_SURFACE_V1)
+        qod_v1_render(s, arg);
+    else
+        qod_v0_render(s, arg);
+}
+
 /* Never called with the engine's lock held when rc is QOD_OK (the store's writer reports commits). */
 static void network_event_committed(void *arg, int rc, const char *session_id, const char *body)
 {
@@ -479,8 +487,9 @@ static void network_event_committed(void *arg, int rc, const char *session_id, c
     qod_buf_init(&b, 0);
     if (rc != QOD_OK)
         qod_api_error_from(r, rc);
-    /* Sessions answer with their state now; assignments (QoS Provisioning) with 204. */
-    else if (qod_engine_read(ec->engine, ec->id, ec->app_id, QOD_KIND_SESSION, render_read, &b) == QOD_OK)
+    /* Sessions answer with their state now, in the words of the API that created them; assignments (QoS
+     * Provisioning) with 204. */
+    else if (qod_engine_read(ec->engine, ec->id, ec->app_id, QOD_KIND_SESSION, render_own, &b) == QOD_OK)
         qod_api_json(r, 200, b.data, b.len);
     else
         qod_req_respond(r, 204, NULL, NULL, 0);

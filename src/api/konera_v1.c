@@ -68,7 +68,7 @@ static void put_field(qod_buf *out, const char *key, const char *value)
 }
 
 /* Without printf: this is the body of every GET. */
-static void v1_render(const qod_session *s, qod_buf *out)
+void qod_v1_render(const qod_session *s, qod_buf *out)
 {
     char t[32];
     qod_buf_puts(out, "{\"sessionId\":\"");
@@ -106,7 +106,7 @@ static void v1_render(const qod_session *s, qod_buf *out)
 static void render_cb(void *arg, const qod_session *s, qod_buf *out)
 {
     (void)arg;
-    v1_render(s, out);
+    qod_v1_render(s, out);
 }
 
 static bool fail(qod_req *r, unsigned status, const char *code, const char *msg)
@@ -420,7 +420,7 @@ void qod_camara_lookup_error(qod_req *r, int rc)
 
 static void render_read(void *arg, const qod_session *s)
 {
-    v1_render(s, arg);
+    qod_v1_render(s, arg);
 }
 
 /* Answers 200 with the session as it is now. */
@@ -428,7 +428,7 @@ static void respond_session(qod_call *c, qod_req *r, const char *id)
 {
     qod_buf b;
     qod_buf_init(&b, 0);
-    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, id, c->app.client_id, QOD_KIND_SESSION, render_read, &b);
+    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, id, c->app.client_id, QOD_KIND_V1, render_read, &b);
     if (rc == QOD_OK)
         qod_api_json(r, 200, b.data, b.len);
     else
@@ -446,8 +446,8 @@ void qod_v1_delete(qod_call *c, qod_req *r)
 {
     if (!session_id_ok(c, r))
         return;
-    int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id,
-                                       QOD_KIND_SESSION, qod_api_deleted, r);
+    int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_V1,
+                                       qod_api_deleted, r);
     if (rc == QOD_OK)
         qod_req_defer(r);
     else if (rc == QOD_ERR_STATE)
@@ -497,7 +497,7 @@ void qod_v1_extend(qod_call *c, qod_req *r)
     cJSON_Delete(o);
     qod_engine *e = qod_api_deps_of(c->api)->engine;
     profile_max pm = {0};
-    rc = qod_engine_read(e, c->params[0], c->app.client_id, QOD_KIND_SESSION, read_max, &pm);
+    rc = qod_engine_read(e, c->params[0], c->app.client_id, QOD_KIND_V1, read_max, &pm);
     if (rc == QOD_OK)
         rc = qod_engine_extend_session(e, c->params[0], c->app.client_id, add, pm.max_s, extended, r);
     if (rc == QOD_OK)
@@ -549,9 +549,9 @@ void qod_v1_retrieve(qod_call *c, qod_req *r)
     qod_buf b;
     qod_buf_init(&b, 0);
     qod_buf_puts(&b, "[");
-    if (qod_camara_retrieve(c, r, QOD_KIND_SESSION, render_read, &b, key, sizeof key, &n)) {
+    if (qod_camara_retrieve(c, r, QOD_KIND_V1, render_read, &b, key, sizeof key, &n)) {
         qod_buf_puts(&b, "]");
-        if (n || !*key || !qod_peers_by_device(c, r, key, QOD_KIND_SESSION))
+        if (n || !*key || !qod_peers_by_device(c, r, key, QOD_KIND_V1))
             qod_api_json(r, 200, b.data, b.len);
     }
     qod_buf_dispose(&b);

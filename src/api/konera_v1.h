@@ -41,6 +41,8 @@ bool qod_camara_id_ok(qod_call *c, qod_req *r, const char *what);
 /* Answers a failed lookup the CAMARA way: 403 PERMISSION_DENIED, 404 NOT_FOUND, or the generic mapping. */
 void qod_camara_lookup_error(qod_req *r, int rc);
 /* Renders a v1 notification as a CloudEvent. */
+/* A session's CAMARA QoD v1 SessionInfo JSON. */
+void qod_v1_render(const qod_session *s, qod_buf *out);
 int qod_v1_render_event(const qod_event_view *ev, qod_buf *body, const char **content_type, const char **token);
 /* A CAMARA create (a QoD session, a QoS assignment) as it is parsed: its body, device, profile and sink, and the
  * members kept with it (`extra`, a JSON object being built: "" or "{" and members so far). */

@@ -10,6 +10,7 @@
 #include "util/log.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void unavailable(qod_req *r, const char *msg)
@@ -71,8 +72,8 @@ static int find_active(void *arg, const qod_store_row *row)
     /* Active (requested or available) rows of this app; the kind is told by the surface in the document. */
     if (row->state >= (int64_t)QOD_SS_ENDED * 10 || strcmp(row->owner, f->app) != 0)
         return 0;
-    bool assignment = strstr(row->doc, "\"surface\":2,") != NULL;
-    if (f->kind == QOD_KIND_ANY || (f->kind == QOD_KIND_ASSIGNMENT) == assignment) {
+    const char *surface = strstr(row->doc, "\"surface\":");
+    if (surface && qod_kind_matches(f->kind, (qod_surface)atoi(surface + strlen("\"surface\":")))) {
         snprintf(f->id, sizeof f->id, "%s", row->key);
         return 1;
     }

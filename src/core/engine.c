@@ -1028,9 +1028,26 @@ int qod_engine_create_session(qod_engine *e, const qod_create_spec *sp, qod_engi
 
 /* ---- reads and other operations -------------------------------------------------------------------------------- */
 
+bool qod_kind_matches(qod_kind kind, qod_surface surface)
+{
+    switch (kind) {
+    case QOD_KIND_ANY:
+        return true;
+    case QOD_KIND_SESSION:
+        return surface != QOD_SURFACE_PROV;
+    case QOD_KIND_ASSIGNMENT:
+        return surface == QOD_SURFACE_PROV;
+    case QOD_KIND_V0:
+        return surface == QOD_SURFACE_V0;
+    case QOD_KIND_V1:
+        return surface == QOD_SURFACE_V1;
+    }
+    return false;
+}
+
 static bool kind_matches(const sess *x, qod_kind kind)
 {
-    return kind == QOD_KIND_ANY || (kind == QOD_KIND_ASSIGNMENT) == (x->s.surface == QOD_SURFACE_PROV);
+    return qod_kind_matches(kind, x->s.surface);
 }
 
 static int find_owned(qod_engine *e, const char *id, const char *app_id, qod_kind kind, sess **out)
@@ -1156,7 +1173,7 @@ int qod_engine_extend_session(qod_engine *e, const char *id, const char *app_id,
     qod_store_batch *b = qod_store_batch_new();
     int rc = c && b ? QOD_OK : QOD_ERR_NOMEM;
     pthread_mutex_lock(&e->mu);
-    rc = rc ? rc : find_owned(e, id, app_id, QOD_KIND_SESSION, &x);
+    rc = rc ? rc : find_owned(e, id, app_id, QOD_KIND_V1, &x);
     if (rc == QOD_OK && x->s.st.state != QOD_SS_AVAILABLE)
         rc = QOD_ERR_STATE;
     if (rc == QOD_OK) {

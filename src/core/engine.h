@@ -25,8 +25,12 @@ typedef struct qod_engine qod_engine;
 /* Which API created a session: decides the words of its callbacks and when its clock starts. */
 typedef enum { QOD_SURFACE_V0 = 0, QOD_SURFACE_V1 = 1, QOD_SURFACE_PROV = 2 } qod_surface;
 
-/* What a lookup may find: QoD sessions (v0 or v1), QoS assignments (provisioning, no duration), or both. */
-typedef enum { QOD_KIND_ANY = 0, QOD_KIND_SESSION, QOD_KIND_ASSIGNMENT } qod_kind;
+/* What a lookup may find: QoD sessions (v0 or v1), QoS assignments (provisioning, no duration), either; or the
+ * sessions of one API only (a session belongs to the API that created it). */
+typedef enum { QOD_KIND_ANY = 0, QOD_KIND_SESSION, QOD_KIND_ASSIGNMENT, QOD_KIND_V0, QOD_KIND_V1 } qod_kind;
+
+/* Whether an item created by the given surface is of that kind. */
+bool qod_kind_matches(qod_kind kind, qod_surface surface);
 
 /* A session as the API layer reads it (under the engine lock, inside a read callback). */
 typedef struct {

@@ -806,6 +806,28 @@ def test_v0_and_v1_share_one_engine():
     expect_camara_error(D.request("POST", V0_SESSIONS, body=v0, token=TOKEN), 409, "CONFLICT")
 
 
+def test_a_session_belongs_to_the_api_that_created_it():
+    # One engine, one device rule (above); but each API reads, deletes and finds only its own sessions, in its
+    # own words: the other API's paths answer 404. The sandbox network event answers in the creating API's form.
+    v0_phone, v1_phone = new_phone(), new_phone()
+    v0 = {"device": {"phoneNumber": v0_phone}, "qosProfile": "QOS_L", "duration": 60,
+          "webhook": {"notificationUrl": RECV.url("/v0")}}
+    v0_id = expect_status(D.request("POST", V0_SESSIONS, body=v0, token=TOKEN), 201).json()["sessionId"]
+    v1_id = create_session(D, TOKEN, body(phone=v1_phone))["sessionId"]
+    expect_camara_error(D.request("GET", V0_SESSIONS + "/" + v1_id, token=TOKEN), 404, "NOT_FOUND")
+    expect_camara_error(D.request("GET", spath(v0_id), token=TOKEN), 404, "NOT_FOUND")
+    expect_camara_error(extend(D, TOKEN, v0_id, 10), 404, "NOT_FOUND")
+    assert expect_status(retrieve(D, TOKEN, {"device": {"phoneNumber": v0_phone}}), 200).json() == []
+    expect_camara_error(D.request("DELETE", V0_SESSIONS + "/" + v1_id, token=TOKEN), 404, "NOT_FOUND")
+    expect_camara_error(delete_session(D, TOKEN, v0_id), 404, "NOT_FOUND")
+    # Both are still there, each for its own API.
+    assert expect_status(D.request("GET", V0_SESSIONS + "/" + v0_id, token=TOKEN), 200).json()["sessionId"] == v0_id
+    wait_status(D, TOKEN, v1_id, "AVAILABLE")
+    ev = expect_status(network_event(D, TOKEN, v1_id), 200).json()
+    assert ev["sessionId"] == v1_id and ev["qosStatus"] == "UNAVAILABLE" and "applicationServer" in ev, ev
+    assert "webhook" not in ev and ev.get("statusInfo") == "NETWORK_TERMINATED", ev
+
+
 # --------------------------------------------------------------------------------------------------------------
 # GET, DELETE, extend: whose session, which id
 
