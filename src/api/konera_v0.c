@@ -382,11 +382,11 @@ static void render_read(void *arg, const qod_session *s)
     qod_v0_render(s, arg);
 }
 
-/* Checks the {sessionId} parameter; responds 400 when it is not a UUID. */
-static bool session_id_ok(qod_call *c, qod_req *r)
+/* Checks the {sessionId} parameter (400 when it is not a UUID) and, with a 3-legged token, that the item of that
+ * kind is the token's device's (403 otherwise). */
+static bool session_id_ok(qod_call *c, qod_req *r, qod_kind kind)
 {
-    /* A UUID; with a 3-legged token, a session of the token's device (403 otherwise). */
-    return qod_camara_id_ok(c, r, "sessionId");
+    return qod_camara_id_ok(c, r, "sessionId", kind);
 }
 
 static void lookup_error(qod_req *r, int rc)
@@ -401,7 +401,7 @@ static void lookup_error(qod_req *r, int rc)
 
 void qod_v0_get(qod_call *c, qod_req *r)
 {
-    if (!session_id_ok(c, r))
+    if (!session_id_ok(c, r, QOD_KIND_V0))
         return;
     qod_buf b;
     qod_buf_init(&b, 0);
@@ -416,7 +416,7 @@ void qod_v0_get(qod_call *c, qod_req *r)
 
 void qod_v0_delete(qod_call *c, qod_req *r)
 {
-    if (!session_id_ok(c, r))
+    if (!session_id_ok(c, r, QOD_KIND_V0))
         return;
     int rc = qod_engine_delete_session(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_V0,
                                        qod_api_deleted, r);
@@ -501,7 +501,7 @@ static void network_event_committed(void *arg, int rc, const char *session_id, c
 void qod_sandbox_network_event(qod_call *c, qod_req *r)
 {
     static const char *const keys[] = {"qosStatus", NULL};
-    if (!session_id_ok(c, r))
+    if (!session_id_ok(c, r, QOD_KIND_ANY))
         return;
     if (c->app.env != QOD_APP_SANDBOX) {
         qod_api_error(r, 403, "PERMISSION_DENIED", "Network events can only be forced for sandbox apps.");

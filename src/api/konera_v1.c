@@ -4,6 +4,7 @@
 #include "api/peers.h"
 #include "core/engine.h"
 #include "core/flows.h"
+#include "core/registry.h"
 #include "notify/urlguard.h"
 #include "util/err.h"
 #include "util/json.h"
@@ -113,6 +114,18 @@ static bool fail(qod_req *r, unsigned status, const char *code, const char *msg)
 {
     qod_api_error(r, status, code, msg);
     return false;
+}
+
+bool qod_camara_device_known(qod_call *c, qod_req *r, const qod_device *d, qod_device_kind kind)
+{
+    if (c->app.env == QOD_APP_SANDBOX)
+        return true;
+    qod_subscriber sub;
+    if (qod_registry_find(qod_api_deps_of(c->api)->registry, d, kind, &sub) != QOD_OK)
+        return fail(r, 404, "IDENTIFIER_NOT_FOUND", "Device identifier not found.");
+    if (!sub.eligible)
+        return fail(r, 422, "SERVICE_NOT_APPLICABLE", "The service is not available for the provided identifier.");
+    return true;
 }
 
 bool qod_camara_device(qod_call *c, qod_req *r, const cJSON *device, qod_device *out, qod_device_kind *kind,
@@ -370,7 +383,7 @@ static void match_device(void *arg, const qod_session *s)
 }
 
 /* With a 3-legged token, the session must be the token's device's: another device's token gets 403. */
-static bool token_device_ok(qod_call *c, qod_req *r)
+static bool token_device_ok(qod_call *c, qod_req *r, qod_kind item)
 {
     if (!c->claims.device[0])
         return true;
@@ -384,14 +397,13 @@ static bool token_device_ok(qod_call *c, qod_req *r)
                               sizeof key) != QOD_OK)
         return fail(r, 403, "PERMISSION_DENIED", "The access token does not identify the session's device.");
     device_match m = {key, false};
-    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, QOD_KIND_ANY,
-                             match_device, &m);
+    int rc = qod_engine_read(qod_api_deps_of(c->api)->engine, c->params[0], c->app.client_id, item, match_device, &m);
     if (rc == QOD_OK && !m.match)
         return fail(r, 403, "PERMISSION_DENIED", "Client does not have sufficient permissions to perform this action.");
     return true;
 }
 
-bool qod_camara_id_ok(qod_call *c, qod_req *r, const char *what)
+bool qod_camara_id_ok(qod_call *c, qod_req *r, const char *what, qod_kind kind)
 {
     qod_api_lower_param(c, 0);
     if (!qod_uuid_valid(c->params[0])) {
@@ -399,12 +411,12 @@ bool qod_camara_id_ok(qod_call *c, qod_req *r, const char *what)
         snprintf(msg, sizeof msg, "%s must be a UUID.", what);
         return fail(r, 400, "INVALID_ARGUMENT", msg);
     }
-    return token_device_ok(c, r);
+    return token_device_ok(c, r, kind);
 }
 
 static bool session_id_ok(qod_call *c, qod_req *r)
 {
-    return qod_camara_id_ok(c, r, "sessionId");
+    return qod_camara_id_ok(c, r, "sessionId", QOD_KIND_V1);
 }
 
 void qod_camara_lookup_error(qod_req *r, int rc)
@@ -532,7 +544,7 @@ bool qod_camara_retrieve(qod_call *c, qod_req *r, qod_kind kind, void (*render)(
         ok = qod_camara_device(c, r, d && !cJSON_IsNull(d) ? d : NULL, &dev, &dkind, &from_token);
     }
     cJSON_Delete(o);
-    if (!ok)
+    if (!ok || !qod_camara_device_known(c, r, &dev, dkind))
         return false;
     qod_engine *e = qod_api_deps_of(c->api)->engine;
     if (qod_engine_device_key(e, c->app.env == QOD_APP_SANDBOX, &dev, dkind, key, keycap) == QOD_OK)

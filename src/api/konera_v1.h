@@ -35,9 +35,10 @@ bool qod_camara_sink_parse(qod_call *c, qod_req *r, const cJSON *root, qod_camar
 int qod_camara_cloudevent(const qod_event_view *ev, const char *type, const char *id_member, const char *status_member,
                           const char *status, const char *info, qod_buf *body, const char **content_type,
                           const char **token);
-/* Checks the {id} path parameter (a UUID; lower-cased) and, with a 3-legged token, that the resource belongs to
- * the token's device (403 otherwise). Responds and returns false on error. */
-bool qod_camara_id_ok(qod_call *c, qod_req *r, const char *what);
+/* Checks the {id} path parameter (a UUID; lower-cased) and, with a 3-legged token, that the resource of that kind
+ * belongs to the token's device (403 otherwise; a resource of another kind is left to the route's 404). Responds
+ * and returns false on error. */
+bool qod_camara_id_ok(qod_call *c, qod_req *r, const char *what, qod_kind kind);
 /* Answers a failed lookup the CAMARA way: 403 PERMISSION_DENIED, 404 NOT_FOUND, or the generic mapping. */
 void qod_camara_lookup_error(qod_req *r, int rc);
 /* Renders a v1 notification as a CloudEvent. */
@@ -76,6 +77,10 @@ void qod_camara_create_submit(qod_call *c, qod_req *r, qod_camara_create *v, int
 /* Completes a deferred create: 201 with Location after the commit, or the error. */
 void qod_camara_created(qod_req *r, int rc, const char *id, const char *body, const qod_camara_answers *a);
 
+/* For a live app, that the operator knows the device and the service applies to it: 404 IDENTIFIER_NOT_FOUND or
+ * 422 SERVICE_NOT_APPLICABLE otherwise, as a create would answer. Sandbox apps: any device. Responds and returns
+ * false on error. */
+bool qod_camara_device_known(qod_call *c, qod_req *r, const qod_device *d, qod_device_kind kind);
 /* Resolves the device of a CAMARA request from the body's `device` (2-legged) or the token (3-legged), with
  * CAMARA's errors (MISSING_IDENTIFIER, UNNECESSARY_IDENTIFIER, UNSUPPORTED_IDENTIFIER, 400). Responds and
  * returns false on error. *from_token tells whether the device came from the token. */

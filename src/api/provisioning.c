@@ -122,7 +122,7 @@ void qod_prov_create(qod_call *c, qod_req *r)
 
 void qod_prov_get(qod_call *c, qod_req *r)
 {
-    if (!qod_camara_id_ok(c, r, "assignmentId"))
+    if (!qod_camara_id_ok(c, r, "assignmentId", QOD_KIND_ASSIGNMENT))
         return;
     qod_buf b;
     qod_buf_init(&b, 0);
@@ -148,7 +148,7 @@ static void revoked(void *arg, int rc, const char *id, const char *body)
 
 void qod_prov_delete(qod_call *c, qod_req *r)
 {
-    if (!qod_camara_id_ok(c, r, "assignmentId"))
+    if (!qod_camara_id_ok(c, r, "assignmentId", QOD_KIND_ASSIGNMENT))
         return;
     /* The sim and tc backends release at once: 204 after the commit. The NEF releases a live device
      * asynchronously: 202 with the assignment still AVAILABLE and DELETE_REQUESTED, the event when released. */

@@ -58,7 +58,7 @@ void qod_profiles_retrieve(qod_call *c, qod_req *r)
         qod_device d;
         qod_device_kind kind;
         bool from_token;
-        if (!qod_camara_device(c, r, dev, &d, &kind, &from_token)) {
+        if (!qod_camara_device(c, r, dev, &d, &kind, &from_token) || !qod_camara_device_known(c, r, &d, kind)) {
             cJSON_Delete(o);
             return;
         }

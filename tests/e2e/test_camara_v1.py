@@ -702,6 +702,22 @@ def test_create_live_unregistered_404_and_ineligible_422():
     expect_camara_error(post_session(D, LIVE_TOKEN, body(phone=phone)), 422, "SERVICE_NOT_APPLICABLE")
 
 
+def test_live_lookups_of_an_unknown_or_ineligible_device_answer_as_a_create_would():
+    # retrieve-sessions and retrieve-qos-profiles name a device too: a live app gets 404 IDENTIFIER_NOT_FOUND for
+    # one the operator does not know and 422 SERVICE_NOT_APPLICABLE for an ineligible one, not an empty answer.
+    unknown, ineligible, known = new_phone(), new_phone(), new_phone()
+    add_device(D, ineligible, "--ineligible")
+    add_device(D, known)
+    for path, status, code, phone in ((RETRIEVE, 404, "IDENTIFIER_NOT_FOUND", unknown),
+                                      (RETRIEVE, 422, "SERVICE_NOT_APPLICABLE", ineligible),
+                                      (QP_RETRIEVE, 404, "IDENTIFIER_NOT_FOUND", unknown),
+                                      (QP_RETRIEVE, 422, "SERVICE_NOT_APPLICABLE", ineligible)):
+        r = D.request("POST", path, body={"device": {"phoneNumber": phone}}, token=LIVE_TOKEN)
+        expect_camara_error(r, status, code)
+    assert expect_status(retrieve(D, LIVE_TOKEN, {"device": {"phoneNumber": known}}), 200).json() == []
+    expect_status(D.request("POST", QP_RETRIEVE, body={"device": {"phoneNumber": known}}, token=LIVE_TOKEN), 200)
+
+
 def test_live_session_notifies_its_https_sink():
     phone = new_phone()
     add_device(D, phone, "--cell", new_cell())
@@ -817,6 +833,9 @@ def test_a_session_belongs_to_the_api_that_created_it():
     expect_camara_error(D.request("GET", V0_SESSIONS + "/" + v1_id, token=TOKEN), 404, "NOT_FOUND")
     expect_camara_error(D.request("GET", spath(v0_id), token=TOKEN), 404, "NOT_FOUND")
     expect_camara_error(extend(D, TOKEN, v0_id, 10), 404, "NOT_FOUND")
+    # Nor does a 3-legged token of another device learn that the id exists elsewhere (404, not 403).
+    other_tok, _ = three_legged(D, APP, "tel:" + new_phone())
+    expect_camara_error(D.request("GET", spath(v0_id), token=other_tok), 404, "NOT_FOUND")
     assert expect_status(retrieve(D, TOKEN, {"device": {"phoneNumber": v0_phone}}), 200).json() == []
     expect_camara_error(D.request("DELETE", V0_SESSIONS + "/" + v1_id, token=TOKEN), 404, "NOT_FOUND")
     expect_camara_error(delete_session(D, TOKEN, v0_id), 404, "NOT_FOUND")
