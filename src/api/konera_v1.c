@@ -94,7 +94,10 @@ void qod_v1_render(const qod_session *s, qod_buf *out)
     if (s->available_ms) {
         qod_time_fmt(s->available_ms, t, sizeof t);
         put_field(out, "startedAt", t);
-        /* Once unavailable, expiresAt is when the session ended. */
+    }
+    /* Once unavailable, expiresAt is when the session ended, also for one that never became available (it has
+     * no startedAt); while requested there is none. */
+    if (s->available_ms || s->st.state == QOD_SS_ENDED) {
         qod_time_fmt(s->st.state == QOD_SS_ENDED ? s->ended_ms : s->expires_ms, t, sizeof t);
         put_field(out, "expiresAt", t);
     }

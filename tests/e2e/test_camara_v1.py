@@ -928,6 +928,9 @@ def test_refused_session_unavailable_network_terminated():
     assert s["qosStatus"] == "REQUESTED", s
     g = wait_status(D, TOKEN, s["sessionId"], "UNAVAILABLE")
     assert g["statusInfo"] == "NETWORK_TERMINATED", g
+    # Never AVAILABLE: no startedAt; expiresAt is when the session was terminated (the spec, SessionInfo).
+    ended = datetime.fromisoformat(g["expiresAt"].replace("Z", "+00:00")).timestamp()
+    assert "startedAt" not in g and abs(ended - time.time()) < 60, g
     (hook, _), = wait_events(RECV, s["sessionId"], 1)
     check_event(hook, APP["webhook_secret"], s["sessionId"], "UNAVAILABLE", "NETWORK_TERMINATED")
     no_more_events(RECV, s["sessionId"], 1, 0.4)
