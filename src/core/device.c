@@ -34,6 +34,19 @@ bool qod_ipv6_norm(const char *s, char out[46])
     return inet_ntop(AF_INET6, &a, out, 46) != NULL;
 }
 
+bool qod_ipv6_net64(const char *s, char out[QOD_IPV6_NET_LEN])
+{
+    struct in6_addr a;
+    char text[INET6_ADDRSTRLEN];
+    if (strlen(s) > 45 || inet_pton(AF_INET6, s, &a) != 1)
+        return false;
+    memset(a.s6_addr + 8, 0, 8);
+    if (!inet_ntop(AF_INET6, &a, text, sizeof text))
+        return false;
+    int n = snprintf(out, QOD_IPV6_NET_LEN, "%s/64", text);
+    return n > 0 && n < QOD_IPV6_NET_LEN;
+}
+
 static bool nai_valid(const char *s)
 {
     size_t n = strlen(s);
@@ -152,9 +165,13 @@ int qod_device_key(const qod_device *d, qod_device_kind k, char *out, size_t cap
     case QOD_DEV_IPV4:
         n = snprintf(out, cap, "ipv4:%s/%s:%d", d->ipv4_public, d->ipv4_private, d->ipv4_port);
         break;
-    case QOD_DEV_IPV6:
-        n = snprintf(out, cap, "ipv6:%s", d->ipv6);
+    case QOD_DEV_IPV6: {
+        char net[QOD_IPV6_NET_LEN];
+        if (!qod_ipv6_net64(d->ipv6, net))
+            return QOD_ERR_INVALID;
+        n = snprintf(out, cap, "ipv6:%s", net);
         break;
+    }
     case QOD_DEV_NAI:
         n = snprintf(out, cap, "nai:%s", d->nai);
         break;

@@ -37,7 +37,9 @@ typedef struct {
 int qod_device_parse(const cJSON *obj, qod_device *out, char *err, size_t errcap);
 /* The identifier to act on: phone, then ipv4, then ipv6, then NAI. */
 qod_device_kind qod_device_choose(const qod_device *d);
-/* A canonical key of one identifier ("tel:+…", "ipv4:PUB/PRIV:PORT", "ipv6:…", "nai:…"). */
+/* A canonical key of one identifier ("tel:+…", "ipv4:PUB/PRIV:PORT", "ipv6:PREFIX/64", "nai:…"). An IPv6 device is
+ * its /64: CAMARA identifies it by its observed address "or by any single IPv6 address from within the subnet
+ * allocated to the device (e.g. adding ::0 to the /64 prefix)". */
 int qod_device_key(const qod_device *d, qod_device_kind k, char *out, size_t cap);
 /* Appends {"phoneNumber":…} (or the other member) for one identifier. */
 int qod_device_to_json(const qod_device *d, qod_device_kind k, qod_buf *out);
@@ -46,5 +48,8 @@ bool qod_phone_valid(const char *s);
 /* Normalises an IPv4 or IPv6 address text into out; false when not an address of that family. */
 bool qod_ipv4_norm(const char *s, char out[16]);
 bool qod_ipv6_norm(const char *s, char out[46]);
+/* The /64 network of an IPv6 address, as "PREFIX::/64" (e.g. "2001:db8:1:2::/64"); false when s is not one. */
+#define QOD_IPV6_NET_LEN 50
+bool qod_ipv6_net64(const char *s, char out[QOD_IPV6_NET_LEN]);
 
 #endif

@@ -15,7 +15,7 @@ struct qod_registry {
     qod_store *st;
     pthread_rwlock_t lock;
     qod_hmap by_phone; /* phone → qod_subscriber* (owned) */
-    qod_hmap by_ip;    /* ipv4 or ipv6 text → qod_subscriber* (borrowed from by_phone) */
+    qod_hmap by_ip;    /* IPv4 text or IPv6 /64 → qod_subscriber* (borrowed from by_phone) */
 };
 
 int qod_subscriber_to_json(const qod_subscriber *s, qod_buf *out)
@@ -53,8 +53,8 @@ static void unindex(qod_registry *r, qod_subscriber *s)
 {
     if (s->ipv4[0] && qod_hmap_get(&r->by_ip, s->ipv4) == s)
         qod_hmap_del(&r->by_ip, s->ipv4);
-    if (s->ipv6[0] && qod_hmap_get(&r->by_ip, s->ipv6) == s)
-        qod_hmap_del(&r->by_ip, s->ipv6);
+    if (s->ipv6_net[0] && qod_hmap_get(&r->by_ip, s->ipv6_net) == s)
+        qod_hmap_del(&r->by_ip, s->ipv6_net);
 }
 
 /* Inserts a copy; caller holds the write lock. */
@@ -64,14 +64,16 @@ static int put_locked(qod_registry *r, const qod_subscriber *in)
     if (!s)
         return QOD_ERR_NOMEM;
     *s = *in;
+    if (!s->ipv6[0] || !qod_ipv6_net64(s->ipv6, s->ipv6_net))
+        s->ipv6_net[0] = '\0';
     qod_subscriber *old = qod_hmap_get(&r->by_phone, in->phone);
     if (old)
         unindex(r, old);
     int rc = qod_hmap_put(&r->by_phone, s->phone, s);
     if (rc == QOD_OK && s->ipv4[0])
         rc = qod_hmap_put(&r->by_ip, s->ipv4, s);
-    if (rc == QOD_OK && s->ipv6[0])
-        rc = qod_hmap_put(&r->by_ip, s->ipv6, s);
+    if (rc == QOD_OK && s->ipv6_net[0])
+        rc = qod_hmap_put(&r->by_ip, s->ipv6_net, s);
     free(old);
     return rc;
 }
@@ -156,13 +158,17 @@ int qod_registry_put(qod_registry *r, const qod_subscriber *in, char *err, size_
         snprintf(err, errcap, "cell must be an integer from 0 to %d", QOD_CELL_MAX);
         return QOD_ERR_INVALID;
     }
-    /* One IP address, one subscriber: otherwise which one a session reaches would depend on history. */
+    /* One IPv4 address or IPv6 /64, one subscriber: otherwise which one a session reaches would depend on
+     * history. */
+    char net[QOD_IPV6_NET_LEN] = "";
+    if (s.ipv6[0])
+        qod_ipv6_net64(s.ipv6, net);
     pthread_rwlock_rdlock(&r->lock);
     const qod_subscriber *h4 = s.ipv4[0] ? qod_hmap_get(&r->by_ip, s.ipv4) : NULL;
-    const qod_subscriber *h6 = s.ipv6[0] ? qod_hmap_get(&r->by_ip, s.ipv6) : NULL;
+    const qod_subscriber *h6 = net[0] ? qod_hmap_get(&r->by_ip, net) : NULL;
     const qod_subscriber *holder = h4 && strcmp(h4->phone, s.phone) ? h4 : h6 && strcmp(h6->phone, s.phone) ? h6 : NULL;
     if (holder)
-        snprintf(err, errcap, "that IP address already belongs to %s", holder->phone);
+        snprintf(err, errcap, "that IP address (or IPv6 /64) already belongs to %s", holder->phone);
     pthread_rwlock_unlock(&r->lock);
     if (holder)
         return QOD_ERR_EXISTS;
@@ -260,8 +266,10 @@ int qod_registry_find(qod_registry *r, const qod_device *d, qod_device_kind k, q
         s = qod_hmap_get(&r->by_phone, d->phone);
     else if (k == QOD_DEV_IPV4)
         s = qod_hmap_get(&r->by_ip, d->ipv4_private[0] ? d->ipv4_private : d->ipv4_public);
-    else if (k == QOD_DEV_IPV6)
-        s = qod_hmap_get(&r->by_ip, d->ipv6);
+    else if (k == QOD_DEV_IPV6) {
+        char net[QOD_IPV6_NET_LEN];
+        s = qod_ipv6_net64(d->ipv6, net) ? qod_hmap_get(&r->by_ip, net) : NULL;
+    }
     if (s)
         *out = *s;
     pthread_rwlock_unlock(&r->lock);

@@ -1,6 +1,7 @@
 /* The subscriber registry: the live devices the network knows (phone number, IP addresses, serving cell,
  * eligibility). Live apps may only create sessions for devices found here. Persisted in the store, held in
- * memory behind a rwlock, indexed by phone and by each IP address. */
+ * memory behind a rwlock, indexed by phone, by IPv4 address and by the /64 of the IPv6 address (a device is found
+ * by any address of its /64, as CAMARA allows). */
 #ifndef QOD_CORE_REGISTRY_H
 #define QOD_CORE_REGISTRY_H
 
@@ -11,10 +12,11 @@
 
 typedef struct {
     char phone[17];
-    char ipv4[16]; /* "" when none */
-    char ipv6[46]; /* "" when none */
-    int cell;      /* serving cell id (capacity admission) */
-    bool eligible; /* false: QoD not applicable to this subscriber */
+    char ipv4[16];                   /* "" when none */
+    char ipv6[46];                   /* "" when none */
+    char ipv6_net[QOD_IPV6_NET_LEN]; /* its /64, by which the device is found ("" when none; set by the registry) */
+    int cell;                        /* serving cell id (capacity admission) */
+    bool eligible;                   /* false: QoD not applicable to this subscriber */
 } qod_subscriber;
 
 typedef struct qod_registry qod_registry;

@@ -702,6 +702,22 @@ def test_create_live_unregistered_404_and_ineligible_422():
     expect_camara_error(post_session(D, LIVE_TOKEN, body(phone=phone)), 422, "SERVICE_NOT_APPLICABLE")
 
 
+def test_an_ipv6_device_is_any_address_of_its_64():
+    # CAMARA: a device may be identified "by any single IPv6 address from within the subnet allocated to the device
+    # (e.g. adding ::0 to the /64 prefix)". A live device registered with one address is found by its /64's ::0,
+    # and echoed as the app wrote it; in the sandbox two addresses of one /64 are one device (409).
+    phone, addr = new_phone(), new_ipv6()
+    add_device(D, phone, "--ipv6", addr)
+    net = str(ipaddress.ip_network(addr + "/64", strict=False).network_address)
+    s = create_session(D, LIVE_TOKEN, body(device={"ipv6Address": net}))
+    assert s["device"] == {"ipv6Address": net}, s
+    expect_camara_error(post_session(D, LIVE_TOKEN, body(phone=phone)), 409, "CONFLICT")
+    expect_status(delete_session(D, LIVE_TOKEN, s["sessionId"]), 204)
+    sandbox = ipaddress.ip_address(new_ipv6())
+    create_session(D, TOKEN, body(device={"ipv6Address": str(sandbox)}))
+    expect_camara_error(post_session(D, TOKEN, body(device={"ipv6Address": str(sandbox + 1)})), 409, "CONFLICT")
+
+
 def test_live_lookups_of_an_unknown_or_ineligible_device_answer_as_a_create_would():
     # retrieve-sessions and retrieve-qos-profiles name a device too: a live app gets 404 IDENTIFIER_NOT_FOUND for
     # one the operator does not know and 422 SERVICE_NOT_APPLICABLE for an ineligible one, not an empty answer.

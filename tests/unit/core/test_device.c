@@ -376,7 +376,7 @@ QTEST(key_formats)
     QT_EQ_INT(qod_device_key(&d, QOD_DEV_IPV4, k, sizeof k), QOD_OK);
     QT_EQ_STR(k, "ipv4:203.0.113.7/10.0.0.7:80");
     QT_EQ_INT(qod_device_key(&d, QOD_DEV_IPV6, k, sizeof k), QOD_OK);
-    QT_EQ_STR(k, "ipv6:2001:db8::1");
+    QT_EQ_STR(k, "ipv6:2001:db8::/64"); /* the device is its /64 */
     QT_EQ_INT(qod_device_key(&d, QOD_DEV_NAI, k, sizeof k), QOD_OK);
     QT_EQ_STR(k, "nai:u@d.com");
 }
@@ -440,7 +440,21 @@ QTEST(to_json_ipv6_original_round_trips)
     QT_EQ_INT(qod_device_parse(o, &d, err, sizeof err), QOD_OK);
     cJSON_Delete(o);
     QT_EQ_INT(qod_device_key(&d, QOD_DEV_IPV6, key, sizeof key), QOD_OK);
-    QT_EQ_STR(key, "ipv6:2001:db8::1");
+    QT_EQ_STR(key, "ipv6:2001:db8::/64");
+}
+
+QTEST(ipv6_net64_is_the_addresss_64_prefix)
+{
+    char net[QOD_IPV6_NET_LEN];
+    QT_TRUE(qod_ipv6_net64("2001:db8:1:2:3:4:5:6", net));
+    QT_EQ_STR(net, "2001:db8:1:2::/64");
+    QT_TRUE(qod_ipv6_net64("2001:DB8:1:2::", net));
+    QT_EQ_STR(net, "2001:db8:1:2::/64");
+    QT_TRUE(qod_ipv6_net64("::1", net));
+    QT_EQ_STR(net, "::/64");
+    QT_TRUE(!qod_ipv6_net64("203.0.113.7", net));
+    QT_TRUE(!qod_ipv6_net64("2001:db8::1/64", net));
+    QT_TRUE(!qod_ipv6_net64("", net));
 }
 
 QTEST(to_json_nai_round_trips)
@@ -478,4 +492,5 @@ QTEST_MAIN(QT_CASE(phone_valid_lengths), QT_CASE(phone_parsed_into_device), QT_C
            QT_CASE(choose_nai_last), QT_CASE(choose_none_on_empty_device), QT_CASE(key_formats),
            QT_CASE(key_ipv4_partial_forms), QT_CASE(key_none_and_small_buffer),
            QT_CASE(to_json_emits_only_chosen_phone), QT_CASE(to_json_ipv4_round_trips),
-           QT_CASE(to_json_ipv6_original_round_trips), QT_CASE(to_json_nai_round_trips), QT_CASE(to_json_none_rejected))
+           QT_CASE(to_json_ipv6_original_round_trips), QT_CASE(ipv6_net64_is_the_addresss_64_prefix),
+           QT_CASE(to_json_nai_round_trips), QT_CASE(to_json_none_rejected))

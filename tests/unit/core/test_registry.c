@@ -193,6 +193,27 @@ QTEST(find_by_ipv6_normalised)
     QT_EQ_STR(out.ipv6, "2001:db8::5");
 }
 
+/* CAMARA: a device is identified by its observed IPv6 address "or by any single IPv6 address from within the subnet
+ * allocated to the device (e.g. adding ::0 to the /64 prefix)". Another subscriber cannot take that /64. */
+QTEST(find_by_any_address_of_the_ipv6_64_and_one_subscriber_per_64)
+{
+    fixture f;
+    qod_subscriber out;
+    QT_EQ_INT(fixture_open(&f), QOD_OK);
+    int prc = put(&f, sub("+14155550101", "", "2001:db8:7:8::5", 0, true));
+    int frc[3] = {find_v6(&f, "2001:db8:7:8::", &out), find_v6(&f, "2001:db8:7:8:ffff::9", &out),
+                  find_v6(&f, "2001:db8:7:9::5", &out)};
+    int taken = put(&f, sub("+14155550102", "", "2001:db8:7:8::6", 0, true));
+    int other = put(&f, sub("+14155550103", "", "2001:db8:7:9::6", 0, true));
+    fixture_close(&f);
+    QT_EQ_INT(prc, QOD_OK);
+    QT_EQ_INT(frc[0], QOD_OK);
+    QT_EQ_INT(frc[1], QOD_OK);
+    QT_EQ_INT(frc[2], QOD_ERR_NOTFOUND);
+    QT_EQ_INT(taken, QOD_ERR_EXISTS);
+    QT_EQ_INT(other, QOD_OK);
+}
+
 QTEST(find_by_nai_not_supported)
 {
     fixture f;
@@ -515,8 +536,9 @@ QTEST(destroy_null_is_noop)
 
 QTEST_MAIN(QT_CASE(put_then_find_by_phone), QT_CASE(unknown_phone_not_found), QT_CASE(find_by_ipv4_private_address),
            QT_CASE(find_by_ipv4_public_address_without_private), QT_CASE(find_by_ipv4_uses_private_when_given),
-           QT_CASE(find_by_ipv6_normalised), QT_CASE(find_by_nai_not_supported), QT_CASE(replace_updates_fields),
-           QT_CASE(replace_moves_ip_index), QT_CASE(remove_forgets_phone_and_ips), QT_CASE(remove_unknown_is_notfound),
+           QT_CASE(find_by_ipv6_normalised), QT_CASE(find_by_any_address_of_the_ipv6_64_and_one_subscriber_per_64),
+           QT_CASE(find_by_nai_not_supported), QT_CASE(replace_updates_fields), QT_CASE(replace_moves_ip_index),
+           QT_CASE(remove_forgets_phone_and_ips), QT_CASE(remove_unknown_is_notfound),
            QT_CASE(invalid_phone_rejected_with_message), QT_CASE(invalid_ipv4_rejected_with_message),
            QT_CASE(invalid_ipv6_rejected_with_message), QT_CASE(negative_cell_rejected_with_message),
            QT_CASE(persists_across_restart), QT_CASE(replace_and_remove_persist_across_restart),
