@@ -1231,6 +1231,13 @@ def test_device_conflict_survives_restart():
         create_session(d, tok, body)
 
 
+def expect_replay(d, tok, body, key, sid):
+    """POST body again with Idempotency-Key key: it must replay the 201 of session sid."""
+    r = expect_status(post_session(d, tok, body, headers={"Idempotency-Key": key}), 201)
+    assert r.json()["sessionId"] == sid, r.json()
+    assert r.headers.get("idempotent-replayed", "").lower() == "true", r.headers
+
+
 def test_idempotent_replay_survives_restart():
     cluster_skip("idempotency keys are remembered by the node that served the create (docs/operations.md): the replay "
                  "may reach another")
@@ -1241,9 +1248,7 @@ def test_idempotent_replay_survives_restart():
         s = create_session(d, tok, body, headers={"Idempotency-Key": key})
         assert d.stop() == 0
         d.start()
-        r = expect_status(post_session(d, tok, body, headers={"Idempotency-Key": key}), 201)
-        assert r.json()["sessionId"] == s["sessionId"], r.json()
-        assert r.headers.get("idempotent-replayed", "").lower() == "true", r.headers
+        expect_replay(d, tok, body, key, s["sessionId"])
 
 
 def test_idempotent_replay_answers_the_first_create_whatever_changed_since():
@@ -1270,9 +1275,7 @@ def test_idempotent_replay_answers_the_first_create_whatever_changed_since():
         d.start()
         expect_camara_error(post_session(d, tok, session_body(profile="QOS_M")), 422,
                             "QUALITY_ON_DEMAND.QOS_PROFILE_NOT_APPLICABLE")
-        r = expect_status(post_session(d, tok, body, headers={"Idempotency-Key": key}), 201)
-        assert r.json()["sessionId"] == s["sessionId"], r.json()
-        assert r.headers.get("idempotent-replayed", "").lower() == "true", r.headers
+        expect_replay(d, tok, body, key, s["sessionId"])
 
 
 def test_session_expired_while_down_is_expired_after_start():
