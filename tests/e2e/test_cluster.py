@@ -525,16 +525,25 @@ def _pg_processes():
     return [pm] + [int(k) for k in kids]
 
 
+def _signal_if_there(pid, sig):
+    """A process that exited meanwhile needs nothing: one caught exiting when it was stopped finishes its exit, and
+    its parent may reap it as soon as the parent resumes."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 @contextlib.contextmanager
 def _frozen(pids):
     """The processes stopped (SIGSTOP) for the body, and resumed after it whatever happens."""
     for p in pids:
-        os.kill(p, signal.SIGSTOP)
+        _signal_if_there(p, signal.SIGSTOP)
     try:
         yield
     finally:
         for p in pids:
-            os.kill(p, signal.SIGCONT)
+            _signal_if_there(p, signal.SIGCONT)
 
 
 def test_a_node_whose_lease_connection_stops_answering_renews_on_a_new_one():
