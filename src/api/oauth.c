@@ -150,7 +150,14 @@ static bool form_client(qod_call *c, qod_req *r, qod_form *f, qod_app *app, bool
     }
     if (cred > 0 && token_limited(c, r, id))
         return false;
-    if (cred == 0 || qod_apps_authenticate(d->apps, id, secret, app) != QOD_OK) {
+    int arc = cred == 0 ? QOD_ERR_DENIED : qod_apps_authenticate(d->apps, id, secret, app);
+    if (arc != QOD_OK) {
+        /* Why, for the operator (the client learns nothing more): no such app, a wrong secret, or a store error. */
+        QOD_DEBUG("oauth", "client_auth_failed", "client_id=%.64s reason=%s", cred ? id : "-",
+                  cred == 0                 ? "no_credentials"
+                  : arc == QOD_ERR_NOTFOUND ? "unknown_client"
+                  : arc == QOD_ERR_DENIED   ? "wrong_secret"
+                                            : qod_strerror(arc));
         qod_oauth_error(r, 401, "invalid_client", "client authentication failed");
         return false;
     }
@@ -391,8 +398,15 @@ bool qod_oauth_check(qod_call *c, qod_req *r, const char *scope)
         qod_tokcache_put(d->tokens, tok, len, &c->claims);
     }
     /* The app must still exist: deleting an app revokes its tokens at once. */
-    if (qod_apps_get(d->apps, c->claims.client_id, &c->app) != QOD_OK) {
+    int arc = qod_apps_get(d->apps, c->claims.client_id, &c->app);
+    if (arc == QOD_ERR_NOTFOUND) {
         unauthenticated(r, "The client of this token no longer exists.");
+        return false;
+    }
+    if (arc != QOD_OK) {
+        /* Another node's new app, and the store could not be asked: not the client's fault. */
+        qod_req_add_header(r, "Retry-After", "1");
+        qod_api_error(r, 503, "UNAVAILABLE", "Service unavailable. Retry later.");
         return false;
     }
     if (!rate_ok(c, r))

@@ -425,9 +425,10 @@ int qod_apps_get(qod_apps *a, const char *client_id, qod_app *out)
     int rc = get_cached(a, client_id, out);
     /* Made on another node a moment ago, before its notification reached us: the store knows. Only well-formed
      * ids are looked up, so garbage cannot turn into database reads. */
-    if (rc == QOD_ERR_NOTFOUND && a->shared && strlen(client_id) == 32 && strspn(client_id, "0123456789abcdef") == 32 &&
-        qod_apps_refresh(a, client_id) == QOD_OK)
-        rc = get_cached(a, client_id, out);
+    if (rc == QOD_ERR_NOTFOUND && a->shared && strlen(client_id) == 32 && strspn(client_id, "0123456789abcdef") == 32) {
+        int frc = qod_apps_refresh(a, client_id);
+        rc = frc == QOD_OK ? get_cached(a, client_id, out) : frc;
+    }
     return rc;
 }
 
@@ -437,8 +438,9 @@ int qod_apps_authenticate(qod_apps *a, const char *client_id, const char *secret
     sha256_hex(secret, hash);
     qod_app app;
     /* Hash first and compare in constant time, so timing says nothing about the stored hash. */
-    if (qod_apps_get(a, client_id, &app) != QOD_OK)
-        return QOD_ERR_DENIED;
+    int rc = qod_apps_get(a, client_id, &app);
+    if (rc != QOD_OK)
+        return rc;
     if (CRYPTO_memcmp(hash, app.secret_hash, 64) != 0)
         return QOD_ERR_DENIED;
     *out = app;

@@ -63,14 +63,16 @@ void qod_apps_destroy(qod_apps *a);
  * QOD_ERR_INVALID for a bad name or scope list (why written into err). */
 int qod_apps_add(qod_apps *a, const qod_app_params *p, qod_app *out, char *secret_out, size_t cap, char *err,
                  size_t errcap);
-/* Copies the app into *out. QOD_ERR_NOTFOUND when unknown. */
+/* Copies the app into *out. QOD_ERR_NOTFOUND when unknown; with several nodes an app not in memory is looked up
+ * in the store, whose error is returned when that fails. */
 int qod_apps_get(qod_apps *a, const char *client_id, qod_app *out);
 /* Other nodes share the store (cluster): an unknown client_id is looked up there before it is refused. */
 void qod_apps_set_shared(qod_apps *a);
 /* Reads client_id's row again from the store (another node changed it: added, changed or deleted), or every row
  * when client_id is NULL. */
 int qod_apps_refresh(qod_apps *a, const char *client_id);
-/* Checks a client secret in constant time; QOD_OK and *out, or QOD_ERR_DENIED (unknown app or wrong secret). */
+/* Checks a client secret in constant time; QOD_OK and *out, QOD_ERR_NOTFOUND (no such app), QOD_ERR_DENIED (wrong
+ * secret), or the store's error when an app not in memory could not be looked up. */
 int qod_apps_authenticate(qod_apps *a, const char *client_id, const char *secret, qod_app *out);
 /* Deletes an app; QOD_ERR_NOTFOUND when unknown. */
 int qod_apps_delete(qod_apps *a, const char *client_id);

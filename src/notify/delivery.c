@@ -587,10 +587,13 @@ static bool __attribute__((format(printf, 4, 5))) put_hdr(attempt *at, int *n, s
 static int prepare(qod_delivery *d, attempt *at, const item *it, const char *token, const char **why)
 {
     qod_app app;
-    if (qod_apps_get(d->o.apps, it->app, &app) != QOD_OK) {
+    int rc = qod_apps_get(d->o.apps, it->app, &app);
+    if (rc == QOD_ERR_NOTFOUND) {
         *why = "the app was deleted";
         return QOD_ERR_STATE;
     }
+    if (rc != QOD_OK)
+        return QOD_ERR_BUSY; /* the store could not say (another node's new app): not a reason to give up */
     at->sandbox = app.env == QOD_APP_SANDBOX;
     qod_render_fn render = it->surface < MAX_RENDERERS ? d->render[it->surface] : NULL;
     qod_event_view v = {it->id,    it->session, it->app,     it->state, it->reason,
@@ -598,7 +601,7 @@ static int prepare(qod_delivery *d, attempt *at, const item *it, const char *tok
     qod_buf_reset(&at->body);
     qod_buf_reset(&at->sig);
     const char *ct = "application/json";
-    int rc = render ? render(&v, &at->body, &ct, &token) : QOD_ERR_STATE;
+    rc = render ? render(&v, &at->body, &ct, &token) : QOD_ERR_STATE;
     if (rc == QOD_RENDER_SKIP)
         return QOD_RENDER_SKIP;
     if (rc != QOD_OK) {
@@ -766,8 +769,8 @@ static void try_start(qod_delivery *d, sq *q)
         return;
     }
     if (rc != QOD_OK) {
-        if (rc == QOD_ERR_NOMEM) {
-            /* Out of memory is transient: try again a little later. */
+        if (rc == QOD_ERR_NOMEM || rc == QOD_ERR_BUSY) {
+            /* Out of memory, or the store not answering, is transient: try again a little later. */
             q->head->due_wall = qod_time_wall_ms() + 1000;
             arm_queue(d, q);
         } else {
