@@ -535,12 +535,13 @@ static int migrate(pg_conn *pc)
  * schema up to date, waiting as long as another process's migration takes; then makes pc usable. */
 static int conn_start(pg_conn *pc, const char *uri, int64_t answer_ms)
 {
-    pc->answer_ms = answer_ms > 0 ? answer_ms : 0;
+    int64_t limit = answer_ms > 0 ? answer_ms : 0;
+    pc->answer_ms = limit;
     int rc = conn_open(pc, uri);
     pc->answer_ms = 0;
     if (rc == QOD_OK)
         rc = migrate(pc);
-    pc->answer_ms = answer_ms > 0 ? answer_ms : 0;
+    pc->answer_ms = limit;
     return rc == QOD_OK ? conn_setup(pc) : rc;
 }
 
