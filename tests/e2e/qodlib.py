@@ -303,11 +303,95 @@ def sqlite_write_lock(d):
 # HTTP client side
 
 
+_PORTS_DIR = os.path.join(tempfile.gettempdir(), "qod-test-ports")
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reserve_port(port):
+    """Claims port for this process among all test processes (a file named by the port, holding our pid), for as
+    long as the process lives: a daemon stopped and started again on its port must not find it taken in between
+    by another test file's daemon, which the kernel's pick alone allows. A claim whose process is gone is void."""
+    os.makedirs(_PORTS_DIR, exist_ok=True)
+    path = os.path.join(_PORTS_DIR, str(port))
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    owner = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner == os.getpid() or (owner and _pid_alive(owner)):
+                return False
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        _reserved_ports.append(path)
+        return True
+    return False
+
+
+_reserved_ports = []
+
+
+@atexit.register
+def _release_ports():
+    for path in _reserved_ports:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _listens(pid, port):
+    """Whether process pid (or a child of it) holds the socket listening on TCP port, in pid's network namespace:
+    a /healthz answer on our port may come from another test's daemon while ours is still starting. True where
+    /proc cannot tell."""
+    inodes = set()
+    try:
+        for name in ("tcp", "tcp6"):
+            with open("/proc/%d/net/%s" % (pid, name)) as f:
+                for line in f.readlines()[1:]:
+                    col = line.split()
+                    if col[3] == "0A" and int(col[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add("socket:[%s]" % col[9])
+        pids = [pid]
+        for task in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+                pids += [int(x) for x in f.read().split()]
+    except (OSError, IndexError, ValueError):
+        return True
+    if not inodes:
+        return True
+    for p in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir("/proc/%d/fd" % p):
+                with contextlib.suppress(OSError):
+                    if os.readlink("/proc/%d/fd/%s" % (p, fd)) in inodes:
+                        return True
+    return False
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick), and that no other test process (nor
+    this one) has had from free_port while it lives."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if _reserve_port(port):
+            return port
+    raise AssertionError("no free TCP port that another test process has not claimed in %s" % _PORTS_DIR)
 
 
 class Headers:
@@ -765,7 +849,9 @@ class Daemon:
                                  % (rc, self.log_tail(40)), self.log_tail(40))
             try:
                 r = self._request_at(self.port, "GET", "/healthz", timeout=1)
-                if r.status == 200:
+                if r.status == 200 and not _listens(self.proc.pid, self.port):
+                    last = "another process answers on port %d" % self.port
+                elif r.status == 200:
                     self._ever_healthy = True
                     return
                 last = "status %d" % r.status
@@ -1458,7 +1544,7 @@ class WebhookReceiver:
             block_on_close = False
             allow_reuse_address = True
 
-        self.server = Server(("127.0.0.1", port), Handler)
+        self.server = Server(("127.0.0.1", port or free_port()), Handler)
         self.tls = certfile is not None
         if self.tls:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

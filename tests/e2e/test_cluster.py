@@ -112,11 +112,21 @@ class Cluster:
             for f in ("signing-key.pem", "secrets.key"):
                 shutil.copy(os.path.join(first.data_dir, f), os.path.join(d.data_dir, f))
         if together:
-            threads = [threading.Thread(target=d.start) for d in self.nodes]
+            errors = []
+
+            def start(d):
+                try:
+                    d.start()
+                except BaseException as e:  # noqa: BLE001 - raised below, with the node
+                    errors.append((self.nodes.index(d), e))
+            threads = [threading.Thread(target=start, args=(d,)) for d in self.nodes]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
+            if errors:
+                self.close()
+                raise AssertionError("cluster node %d: %s" % errors[0])
         else:
             for d in self.nodes:
                 d.start()
