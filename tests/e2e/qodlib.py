@@ -166,6 +166,7 @@ def _cleanup_all():
     # Databases whose data directory outlived its daemons (a test's own directory) go with the process.
     for data_dir in list(_pg_dbs):
         _pg_drop(_pg_dbs.pop(data_dir)[0])
+    _release_ports()  # before os._exit, which runs no atexit handler
 
 
 atexit.register(_cleanup_all)
@@ -351,6 +352,7 @@ def _release_ports():
     for path in _reserved_ports:
         with contextlib.suppress(OSError):
             os.unlink(path)
+    del _reserved_ports[:]
 
 
 def _listens(pid, port):
