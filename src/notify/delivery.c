@@ -75,7 +75,7 @@ struct host {
     host *ring_next;
 };
 
-#define N_HDRS 6
+#define N_HDRS 7 /* Content-Type, webhook-id, -timestamp, -signature, x-correlator, Expect, Authorization */
 #define HDR_TEXT_MAX 4608
 #define POOL_BODY_KEEP (64u << 10) /* a pooled attempt keeps a body buffer up to this size */
 #define HOST_CACHE_MAX 4096        /* URLs remembered with their host */
@@ -618,7 +618,8 @@ static int prepare(qod_delivery *d, attempt *at, const item *it, const char *tok
     size_t off = 0;
     bool ok = put_hdr(at, &n, &off, "Content-Type: %s", ct) && put_hdr(at, &n, &off, "webhook-id: %s", it->id) &&
               put_hdr(at, &n, &off, "webhook-timestamp: %lld", (long long)ts) &&
-              put_hdr(at, &n, &off, "webhook-signature: %s", at->sig.data) && put_hdr(at, &n, &off, "Expect:");
+              put_hdr(at, &n, &off, "webhook-signature: %s", at->sig.data) &&
+              put_hdr(at, &n, &off, "x-correlator: %s", it->id) && put_hdr(at, &n, &off, "Expect:");
     /* A token too long for a header line is left out rather than cut. */
     if (ok && token && strlen(token) < 2092)
         ok = put_hdr(at, &n, &off, "Authorization: Bearer %s", token);

@@ -180,6 +180,8 @@ def test_callbacks_are_signed_with_standard_webhooks_headers_and_bearer_token():
             assert t0 - 5 <= int(ts) <= time.time() + 5, "webhook-timestamp %s is not the attempt's time" % ts
             sig = h.headers.get("webhook-signature", "")
             assert re.fullmatch(r"v1,[A-Za-z0-9+/]{43}=", sig), "one v1 signature expected: %r" % sig
+            # CAMARA's x-correlator of the notification POST: one per event, named as our logs name it.
+            assert h.headers.get("x-correlator") == wid(h), h.headers
         assert avail.path == "/with-token" and deleted.path == "/with-token", (avail, deleted)
         assert avail.headers.get("authorization") == "Bearer " + AUTH_TOKEN, avail.headers
         assert deleted.headers.get("authorization") == "Bearer " + AUTH_TOKEN, deleted.headers
@@ -247,6 +249,7 @@ def test_retry_schedule_spacing_same_id_until_2xx():
         verify_all(app["webhook_secret"], hooks)
         ids = {wid(h) for h in hooks}
         assert len(ids) == 1, "webhook-id changed across retries: %r" % ids
+        assert {h.headers.get("x-correlator") for h in hooks} == ids, "x-correlator changed across retries"
         g = gaps(hooks)
         assert 0.4 <= g[0] <= 0.9, "second attempt %.3fs after the first failure, schedule says 0.5 ±10%%: %r" % (g[0], g)
         assert 0.85 <= g[1] <= 1.5, "third attempt %.3fs after the second failure, schedule says 1 ±10%%: %r" % (g[1], g)

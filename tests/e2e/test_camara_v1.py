@@ -1043,6 +1043,8 @@ def test_notification_is_a_signed_structured_cloudevent_with_bearer():
     assert hook.path == "/ce", hook
     ev = check_event(hook, APP["webhook_secret"], s["sessionId"], "AVAILABLE", bearer=c["accessToken"])
     assert hook.headers.get("webhook-id"), hook.headers
+    # The notification's own x-correlator (optional in the spec's callback), per event: the CloudEvent id.
+    assert hook.headers.get("x-correlator") == hook.headers["webhook-id"] == ev["id"], (hook.headers, ev)
     no_more_events(RECV, s["sessionId"], 1, 0.3)
     assert ev["data"] == {"sessionId": s["sessionId"], "qosStatus": "AVAILABLE"}, ev
 
