@@ -33,6 +33,9 @@ struct qod_cluster {
     char holders[QOD_CLUSTER_SHARDS][QOD_CLUSTER_URL_MAX]; /* "" when free at the last round */
     bool free_before[QOD_CLUSTER_SHARDS];                  /* free at the previous round too (cluster thread only) */
     int64_t last_renewed_ms; /* monotonic time of the last round that renewed every lease */
+    /* Monotonic time until which held may be acted on: 4/5 of a lease past the start of the last round that
+     * renewed every lease. A round stuck on a database out of reach does not extend it. */
+    _Atomic int64_t act_until_ms;
     pthread_t thread;
     bool started;
     qod_stopper stop;
@@ -65,14 +68,27 @@ int qod_cluster_held(const qod_cluster *c)
 
 uint64_t qod_cluster_held_mask(const qod_cluster *c)
 {
+    qod_cluster *m = (qod_cluster *)c;
+    return qod_time_mono_ms() < atomic_load(&m->act_until_ms) ? atomic_load(&m->held) : 0;
+}
+
+uint64_t qod_cluster_taken_mask(const qod_cluster *c)
+{
     return atomic_load(&((qod_cluster *)c)->held);
+}
+
+/* The leases are all renewed as of now (monotonic, taken before the renewals were asked). */
+static void renewed_at(qod_cluster *c, int64_t now)
+{
+    c->last_renewed_ms = now;
+    atomic_store(&c->act_until_ms, now + c->o.lease_ms * 4 / 5);
 }
 
 bool qod_cluster_lease_of(const qod_cluster *c, const char *id, char *name, size_t cap, int64_t *epoch)
 {
     qod_cluster *m = (qod_cluster *)c;
     int s = qod_cluster_shard_of(id);
-    if (!((atomic_load(&m->held) >> s) & 1))
+    if (!((qod_cluster_held_mask(c) >> s) & 1))
         return false;
     shard_name(name, cap, s);
     *epoch = atomic_load(&m->epoch[s]);
@@ -102,8 +118,12 @@ void qod_cluster_new_id(qod_cluster *c, char id[37])
 int qod_cluster_owner(qod_cluster *c, const char *id, char *url, size_t cap)
 {
     int s = qod_cluster_shard_of(id);
-    if ((atomic_load(&c->held) >> s) & 1)
+    if ((qod_cluster_held_mask(c) >> s) & 1)
         return QOD_ERR_STATE;
+    /* Taken but not current (the lease round is late, the database likely out of reach): not served here, and not
+     * asked of the database either, which would hold up the round on the lease connection. */
+    if ((qod_cluster_taken_mask(c) >> s) & 1)
+        return QOD_ERR_NOTFOUND;
     pthread_mutex_lock(&c->mu);
     int rc = c->holders[s][0] && strcmp(c->holders[s], c->node) != 0 ? QOD_OK : QOD_ERR_NOTFOUND;
     if (rc == QOD_OK)
@@ -117,7 +137,7 @@ int qod_cluster_owner(qod_cluster *c, const char *id, char *url, size_t cap)
     if (qod_pg_lease_holder(c->pl, name, holder, sizeof holder, NULL, NULL) != QOD_OK)
         return QOD_ERR_NOTFOUND;
     if (strcmp(holder, c->node) == 0)
-        return (atomic_load(&c->held) >> s) & 1 ? QOD_ERR_STATE : QOD_ERR_NOTFOUND;
+        return (qod_cluster_held_mask(c) >> s) & 1 ? QOD_ERR_STATE : QOD_ERR_NOTFOUND;
     pthread_mutex_lock(&c->mu);
     snprintf(c->holders[s], sizeof c->holders[s], "%s", holder);
     pthread_mutex_unlock(&c->mu);
@@ -213,7 +233,7 @@ static int round_once(qod_cluster *c, bool *lost)
     /* Counted to the end of the round: its failed calls may each have waited their limit. */
     int64_t since = qod_time_mono_ms() - c->last_renewed_ms;
     if (renewed)
-        c->last_renewed_ms = now;
+        renewed_at(c, now);
     else if (held && since >= c->o.lease_ms * 4 / 5) {
         QOD_ERROR("cluster", "lease_expiring", "node=%s since_ms=%lld", c->node, (long long)since);
         *lost = true;
@@ -317,7 +337,7 @@ int qod_cluster_start(const qod_cluster_opts *opts, qod_cluster **out, char *err
         qod_cluster_stop(c);
         return rc;
     }
-    c->last_renewed_ms = qod_time_mono_ms();
+    renewed_at(c, qod_time_mono_ms());
     qod_stopper_wait(&c->stop, c->o.lease_ms / 3);
     bool lost = false;
     round_once(c, &lost);

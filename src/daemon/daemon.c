@@ -170,7 +170,7 @@ static bool delivery_owns(void *ctx, const char *id)
 static void delivery_owns_refresh(void *ctx)
 {
     qod_daemon *d = ctx;
-    atomic_store(&d->delivery_shards, qod_cluster_held_mask(d->cluster));
+    atomic_store(&d->delivery_shards, qod_cluster_taken_mask(d->cluster));
 }
 
 /* A session this node does not hold cannot be written here (a store error: 503, retry later). */

@@ -14,7 +14,10 @@ every state change is delivered at least once; the node that takes a dead node's
 session's callbacks before it has read that session's pending ones, and sends them in order; and a node paused past
 its lease writes nothing for the shards it lost once it wakes (its writes are fenced by the shard leases), then
 stops; a node frozen inside a write loses that transaction after a lease, so the others take its shards; and while
-the database server itself is frozen, /readyz answers 503 within its bound.
+the database server itself is frozen, /readyz answers 503 within its bound. Network partitions (qodd in a network
+namespace whose link to the database the test sets down: packets lost both ways, no reset): a node alone answers
+503 in bounded time and recovers by itself once the link is back; a node of two stops serving its sessions before
+its leases can run out, even while its lease round still waits on a connect, and the other takes them over.
 """
 import contextlib
 import json
@@ -22,6 +25,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -673,6 +677,292 @@ def test_a_create_whose_commit_goes_unanswered_is_answered_by_what_the_database_
             expect_status(d.request("POST", V0, body=v0_body(recv, refused), token=tok), 201)
         finally:
             d.close()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Network partitions: qodd in a network namespace whose link to the database the test cuts
+
+
+class _Relay:
+    """Forwards TCP connections made to host:port (an address on the cut-off link) to the database's loopback
+    port. The database stays on loopback; what qodd sees of a cut is the link's: packets lost both ways, no reset.
+    A connection whose qodd side stays silent through a cut is given up by keepalives once the link is back."""
+
+    def __init__(self, host, target_port):
+        self.target = target_port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                down, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                up = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+                up.settimeout(None)
+            except OSError:
+                down.close()
+                continue
+            down.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for opt, v in ((socket.TCP_KEEPIDLE, 2), (socket.TCP_KEEPINTVL, 1), (socket.TCP_KEEPCNT, 3)):
+                down.setsockopt(socket.IPPROTO_TCP, opt, v)
+            self.conns += [down, up]
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for x in (a, b):
+            with contextlib.suppress(OSError):
+                x.shutdown(socket.SHUT_RDWR)
+
+    def close(self):
+        self.closed = True
+        for x in [self.sock] + self.conns:
+            with contextlib.suppress(OSError):
+                x.close()
+
+
+class _CutOff:
+    """A network namespace for qodd nodes, joined to the test's by two veth pairs: one carries HTTP (the test's
+    requests, the nodes' forwarding, both ends' addresses in .http), the other the database connections (through a
+    _Relay on its root side). cut() sets that second link down (every packet on it is lost, both ways, and no reset
+    is sent: a partition, not a refusal), heal() sets it up again. Needs root and iproute2; skips otherwise."""
+
+    def __init__(self):
+        if shutil.which("ip") is None:
+            skip("the ip command is not installed")
+        if os.geteuid() != 0:
+            skip("network namespaces need root")
+        tag = "%d%d" % (os.getpid() % 100000, _rng.randrange(10))
+        self.ns = "qodcut" + tag
+        self.http_if, self.db_if = "qch" + tag, "qcd" + tag
+        n = _rng.randrange(1, 250)
+        self.http = ("10.231.%d.1" % n, "10.231.%d.2" % n)  # (the test's side, the namespace's side)
+        self.db = ("10.232.%d.1" % n, "10.232.%d.2" % n)
+        p = subprocess.run(["ip", "netns", "add", self.ns], capture_output=True, text=True)
+        if p.returncode != 0:
+            skip("ip netns add failed: %s" % p.stderr.strip())
+        self.relay = None
+        try:
+            self._ip("-n", self.ns, "link", "set", "lo", "up")
+            for ifname, (outer, inner) in ((self.http_if, self.http), (self.db_if, self.db)):
+                self._ip("link", "add", ifname + "a", "type", "veth", "peer", "name", ifname + "b", "netns", self.ns)
+                self._ip("addr", "add", outer + "/30", "dev", ifname + "a")
+                self._ip("link", "set", ifname + "a", "up")
+                self._ip("-n", self.ns, "addr", "add", inner + "/30", "dev", ifname + "b")
+                self._ip("-n", self.ns, "link", "set", ifname + "b", "up")
+            self.relay = _Relay(self.db[0], int(PG_URI.rsplit(":", 1)[1].split("/")[0]))
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _ip(*args):
+        p = subprocess.run(["ip"] + list(args), capture_output=True, text=True)
+        assert p.returncode == 0, "ip %s: %s" % (" ".join(args), p.stderr)
+
+    def store_uri(self, uri):
+        """uri (on the database's loopback port) as reached from inside the namespace: through the relay."""
+        head, tail = uri.split("@", 1)
+        return "%s@%s:%d/%s" % (head, self.db[0], self.relay.port, tail.split("/", 1)[1])
+
+    def daemon(self, **kw):
+        """A Daemon (not started) run inside the namespace, listening on its side of the HTTP link."""
+        return _NsDaemon(self, **kw)
+
+    def cut(self):
+        self._ip("link", "set", self.db_if + "a", "down")
+
+    def heal(self):
+        self._ip("link", "set", self.db_if + "a", "up")
+
+    def close(self):
+        if self.relay:
+            self.relay.close()
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        for ifname in (self.http_if, self.db_if):  # gone with the namespace; here in case it was not
+            subprocess.run(["ip", "link", "del", ifname + "a"], capture_output=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _NsDaemon(Daemon):
+    def __init__(self, net, **kw):
+        super().__init__(start=False, **kw)
+        self.net = net
+        self.host = net.http[1]
+
+    def argv(self):
+        return ["ip", "netns", "exec", self.net.ns] + super().argv()
+
+
+def _sessions_in(db):
+    return {line.split("|")[0]: line.split("|")[1] for line in
+            psql("SELECT key, doc::json->>'state' FROM sessions", db).split()}
+
+
+def test_a_node_cut_off_from_the_database_answers_503_in_bounded_time_and_recovers_when_the_link_returns():
+    # A partition, not a frozen server: the packets of the node's connections are lost and so are those of new
+    # ones (a connect waits for its timeout instead of failing at once). Creates answer 503 within a bound
+    # (--store-timeout 1: the call's limit, then two connects'; behind the session's AVAILABLE change, whose COMMIT
+    # may be the write the cut catches, also that transaction's lookup, 5 s: docs/operations.md), reads from memory
+    # go on, /readyz says 503; once the link is back the node reconnects by itself, without a restart, writes the
+    # change it could not, and creates again. Every create answered 201 is in the database, and none answered 503
+    # is.
+    need_pg()
+    uri, db = fresh_database()
+    with _CutOff() as net, WebhookReceiver(default=(204, {}, b"")) as recv:
+        d = net.daemon(args=["--store", net.store_uri(uri), "--sandbox-delay-ms", "0", "--store-timeout", "1"])
+        try:
+            d.start()
+            app = d.qodctl_json("app", "create", "--name", "a", "--env", "sandbox", "--rate-limit", "0", "--json")
+            tok = get_token(d, app)
+            made = [expect_status(d.request("POST", V0, body=v0_body(recv, new_phone()), token=tok), 201).json()[
+                "sessionId"]]
+            net.cut()
+            took = []
+            for _ in range(2):
+                t = time.monotonic()
+                r = d.request("POST", V0, body=v0_body(recv, new_phone()), token=tok, timeout=60)
+                took.append(time.monotonic() - t)
+                assert r.status == 503 and r.json()["code"] == "UNAVAILABLE", r
+            print("PARTITION create 503 after %s s" % ", ".join("%.2f" % x for x in took))
+            assert max(took) < scaled(14), took
+            t = time.monotonic()
+            r = d.request("GET", "/readyz", timeout=20)
+            assert r.status == 503 and time.monotonic() - t < scaled(5), (r, time.monotonic() - t)
+            r = expect_status(d.request("GET", V0 + "/" + made[0], token=tok, timeout=5), 200)
+            assert r.json()["qosStatus"] == "AVAILABLE", r.json()
+            net.heal()
+            t = time.monotonic()
+
+            def created():
+                r = d.request("POST", V0, body=v0_body(recv, new_phone()), token=tok, timeout=60)
+                if r.status == 201:
+                    made.append(r.json()["sessionId"])
+                    return True
+                assert r.status == 503, r
+                return False
+            wait_until(created, timeout=20, interval=0.2, what="a create to succeed once the link is back")
+            print("PARTITION created again %.2f s after the link came back" % (time.monotonic() - t))
+            expect_status(d.request("GET", "/readyz"), 200)
+            assert "pg_no_answer" in d.log(), d.log_tail()
+            wait_until(lambda: _sessions_in(db).get(made[0]) == "available", timeout=10,
+                       what="the AVAILABLE change the cut caught written once the link is back")
+            assert sorted(_sessions_in(db)) == sorted(made), (_sessions_in(db), made)
+            assert d.stop() == 0, d.log_tail()
+        finally:
+            d.close()
+
+
+def test_a_node_cut_off_from_the_database_stops_within_its_lease_and_another_serves_its_sessions():
+    # Two nodes; only one of them loses the database (its link cut; HTTP between the nodes still works). It can no
+    # longer renew its leases: it stops serving its sessions before they run out, even while its lease round is
+    # still waiting on a connect (before, it served them until the round gave up, past the leases' end), then
+    # stops itself; the other takes its shards once the leases have run out, and serves, deletes and expires its
+    # sessions. Once the link is back the cut-off node starts again and serves (by forwarding to the holder).
+    need_pg()
+    uri, db = fresh_database()
+    with _CutOff() as net, WebhookReceiver(default=(204, {}, b"")) as recv:
+        inner = net.daemon()
+        outer = Daemon(start=False)
+        outer.host = net.http[0]
+        nodes = (inner, outer)
+        url = {n: "http://%s:%d" % (n.host, n.port) for n in nodes}
+        for n, store in ((inner, net.store_uri(uri)), (outer, uri)):
+            n.args = ["--store", store, "--cluster-node", url[n], "--cluster-lease", str(LEASE_S),
+                      "--public-url", url[outer], "--sandbox-delay-ms", "0"]
+        try:
+            outer.start()
+            outer.stop()
+            for f in ("signing-key.pem", "secrets.key"):
+                shutil.copy(os.path.join(outer.data_dir, f), os.path.join(inner.data_dir, f))
+            threads = [threading.Thread(target=n.start) for n in nodes]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            assert all(n.proc and n.proc.poll() is None for n in nodes), [n.log_tail() for n in nodes]
+
+            def held():
+                out = {}
+                for line in psql("SELECT holder, count(*) FROM leases WHERE name LIKE 'shard:%%'"
+                                 " AND expires_at > now() GROUP BY holder", db).split():
+                    holder, k = line.rsplit("|", 1)
+                    out[holder] = int(k)
+                return out
+            wait_until(lambda: held().get(url[inner], 0) > 0 and sum(held().values()) == 64, timeout=LEASE_S * 4,
+                       what="both nodes holding shards")
+            app = outer.qodctl_json("app", "create", "--name", "a", "--env", "sandbox", "--rate-limit", "0", "--json")
+            wait_until(lambda: token_response(inner, app).status == 200, timeout=5, what="the app known inside")
+            tok = get_token(inner, app)
+            # Created on the inner node: in shards it holds.
+            sids = [expect_status(inner.request("POST", V0, body=v0_body(recv, new_phone(), duration=d_s),
+                                                token=tok), 201).json()["sessionId"] for d_s in (60, 60, 8)]
+            assert held().get(url[inner], 0) > 0
+            t = time.monotonic()
+            net.cut()
+            answers = []  # (seconds after the cut, status) of reads on the cut-off node while it runs
+            while inner.proc.poll() is None and time.monotonic() - t < scaled(LEASE_S * 5):
+                sent = time.monotonic() - t
+                try:
+                    answers.append((sent, inner.request("GET", V0 + "/" + sids[1], token=tok, timeout=5).status))
+                except OSError:
+                    answers.append((sent, None))
+                time.sleep(0.05)
+            wait_until(lambda: inner.proc.poll() is not None, timeout=LEASE_S * 5, what="the cut-off node stopping")
+            stopped = time.monotonic() - t
+            # Its leases were last renewed before the cut: 4/5 of a lease later it acts on none of them.
+            late = [a for a in answers if a[0] > LEASE_S * 0.8 + 0.2 and a[1] == 200]
+            assert not late, "served after its leases' time: %r" % answers
+            assert any(status == 200 for _, status in answers[:3]), answers
+            assert "lease_expiring" in inner.log(), inner.log_tail()
+            wait_until(lambda: held() == {url[outer]: 64}, timeout=LEASE_S * 6, interval=0.1,
+                       what="the other node holding every shard")
+            print("PARTITION node stopped %.2f s after the cut; its shards taken over %.2f s after it"
+                  % (stopped, time.monotonic() - t))
+            for sid in sids[:2]:
+                r = expect_status(outer.request("GET", V0 + "/" + sid, token=tok), 200)
+                assert r.json()["qosStatus"] == "AVAILABLE", r.json()
+            expect_status(outer.request("DELETE", V0 + "/" + sids[0], token=tok), 204)
+            wait_until(lambda: _sessions_in(db).get(sids[2]) == "ended", timeout=10,
+                       what="the short session expired by the node that took it over")
+            assert _sessions_in(db)[sids[0]] == "ended" and _sessions_in(db)[sids[1]] == "available"
+            # The link back, the node starts again; the other holding every shard, it serves by forwarding.
+            net.heal()
+            inner.start()
+            r = expect_status(inner.request("GET", V0 + "/" + sids[1], token=tok), 200)
+            assert r.json()["qosStatus"] == "AVAILABLE", r.json()
+            expect_status(inner.request("DELETE", V0 + "/" + sids[1], token=tok), 204)
+            assert _sessions_in(db)[sids[1]] == "ended"
+        except BaseException:
+            for i, n in enumerate(nodes):
+                print("--- %s node log tail ---\n%s" % (("inner", "outer")[i], n.log()[-3000:]))
+            raise
+        finally:
+            for n in nodes:
+                n.close(check=False)
 
 
 if __name__ == "__main__":
