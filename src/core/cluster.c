@@ -38,6 +38,7 @@ struct qod_cluster {
     _Atomic int64_t act_until_ms;
     pthread_t thread;
     bool started;
+    atomic_bool expired; /* the leases could not be renewed in time: nothing is left to release at the stop */
     qod_stopper stop;
 };
 
@@ -236,6 +237,7 @@ static int round_once(qod_cluster *c, bool *lost)
         renewed_at(c, now);
     else if (held && since >= c->o.lease_ms * 4 / 5) {
         QOD_ERROR("cluster", "lease_expiring", "node=%s since_ms=%lld", c->node, (long long)since);
+        atomic_store(&c->expired, true);
         *lost = true;
         return 0;
     }
@@ -363,8 +365,9 @@ void qod_cluster_stop(qod_cluster *c)
         char name[32];
         uint64_t held = atomic_exchange(&c->held, 0);
         /* Released so that the others take over at once; once a release fails (the database out of reach, each
-         * call waiting its limit), the rest run out by themselves. */
-        int rc = QOD_OK;
+         * call waiting its limit), the rest run out by themselves. After renewals that failed for most of a lease
+         * none is tried: the leases have run out or are about to, and the database is out of reach. */
+        int rc = atomic_load(&c->expired) ? QOD_ERR_STATE : QOD_OK;
         for (int s = 0; s < QOD_CLUSTER_SHARDS && rc == QOD_OK; s++) {
             if ((held >> s) & 1) {
                 shard_name(name, sizeof name, s);
