@@ -1466,18 +1466,15 @@ static int by_created(const void *a, const void *b)
     return (x->created_ms > y->created_ms) - (x->created_ms < y->created_ms);
 }
 
-static int load_all(qod_engine *e)
+/* Links the loaded records (sorted oldest first) that are not in memory yet at the list's tail, and frees the
+ * others. Caller holds the lock. */
+static void link_idem(qod_engine *e, idem_load *l)
 {
-    idem_load l = {NULL, 0, 0, qod_time_wall_ms()};
-    pthread_mutex_lock(&e->mu);
-    int rc = qod_store_scan(e->o.store, QOD_TBL_SESSIONS, NULL, load_session, e);
-    if (rc == QOD_OK)
-        rc = qod_store_scan(e->o.store, QOD_TBL_IDEMPOTENCY, NULL, load_idem, &l);
-    if (l.n)
-        qsort(l.v, l.n, sizeof *l.v, by_created);
-    for (size_t i = 0; i < l.n; i++) {
-        idem_rec *r = l.v[i];
-        if (!r->key || !r->body || qod_hmap_put(&e->idem, r->key, r) != QOD_OK) {
+    if (l->n)
+        qsort(l->v, l->n, sizeof *l->v, by_created);
+    for (size_t i = 0; i < l->n; i++) {
+        idem_rec *r = l->v[i];
+        if (!r->key || !r->body || qod_hmap_get(&e->idem, r->key) || qod_hmap_put(&e->idem, r->key, r) != QOD_OK) {
             free(r->key);
             free(r->body);
             free(r);
@@ -1489,7 +1486,18 @@ static int load_all(qod_engine *e)
             e->idem_head = r;
         e->idem_tail = r;
     }
-    free(l.v);
+    free(l->v);
+    *l = (idem_load){0};
+}
+
+static int load_all(qod_engine *e)
+{
+    idem_load l = {NULL, 0, 0, qod_time_wall_ms()};
+    pthread_mutex_lock(&e->mu);
+    int rc = qod_store_scan(e->o.store, QOD_TBL_SESSIONS, NULL, load_session, e);
+    if (rc == QOD_OK)
+        rc = qod_store_scan(e->o.store, QOD_TBL_IDEMPOTENCY, NULL, load_idem, &l);
+    link_idem(e, &l);
     pthread_mutex_unlock(&e->mu);
     return rc;
 }
@@ -1555,12 +1563,13 @@ typedef struct {
     int err;
 } adopt_ctx;
 
-/* Collects the rows this node owns and does not hold; the scan runs without the engine lock. */
+/* Collects the rows this node owns (all of them without a cluster) and does not hold; the scan runs without the
+ * engine lock. */
 static int collect_adoptable(void *arg, const qod_store_row *row)
 {
     adopt_ctx *a = arg;
     qod_engine *e = a->e;
-    if (!e->o.owns || !e->o.owns(e->o.cluster_ctx, row->key))
+    if (e->o.owns && !e->o.owns(e->o.cluster_ctx, row->key))
         return 0;
     pthread_mutex_lock(&e->mu);
     bool held = qod_hmap_get(&e->by_id, row->key) != NULL;
@@ -1605,6 +1614,17 @@ int qod_engine_adopt(qod_engine *e)
         free(r);
     }
     pthread_mutex_unlock(&e->mu);
+    /* The Idempotency-Keys of the creates that made them: a repeat is answered as the first create was. (A record
+     * past its time is not loaded; one older than records already held sits behind them, pruned a little late.) */
+    idem_load l = {NULL, 0, 0, qod_time_wall_ms()};
+    if (n && rc == QOD_OK && qod_store_scan(e->o.store, QOD_TBL_IDEMPOTENCY, NULL, load_idem, &l) != QOD_OK)
+        QOD_WARN("engine", "adopt_idempotency_partial", "loaded=%zu", l.n);
+    if (l.n) {
+        pthread_mutex_lock(&e->mu);
+        link_idem(e, &l);
+        pthread_mutex_unlock(&e->mu);
+    }
+    free(l.v);
     if (n && e->o.events_committed)
         e->o.events_committed(e->o.events_ctx); /* their pending callbacks are ours now */
     if (n)

@@ -140,8 +140,9 @@ int qod_engine_read(qod_engine *e, const char *id, const char *app_id, qod_kind 
  * QOD_ERR_STATE when it has already ended. */
 int qod_engine_delete_session(qod_engine *e, const char *id, const char *app_id, qod_kind kind, qod_engine_done done,
                               void *arg);
-/* Loads the sessions this node owns now but does not hold yet (shards taken over from a node that died), arms
- * their timers and provisions them again. Any thread; returns how many were adopted, or an error. */
+/* Loads the sessions this node owns now (without a cluster: every one) but does not hold yet (shards taken over
+ * from a node that died; a create reported failed whose commit was found made later), arms their timers and
+ * provisions them again. Any thread; returns how many were adopted, or an error. */
 int qod_engine_adopt(qod_engine *e);
 /* Revokes a QoS assignment. When it is AVAILABLE and the backend releases asynchronously (release_async), it
  * stays AVAILABLE with `releasing` set until the network confirms, then ends DELETED with its event: done runs

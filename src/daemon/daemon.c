@@ -13,6 +13,7 @@
 #include "auth/tokcache.h"
 #include "core/cluster.h"
 #include "core/engine.h"
+#include "core/loop.h"
 #include "core/profiles.h"
 #include "core/registry.h"
 #include "notify/delivery.h"
@@ -99,6 +100,26 @@ static void store_where(const qod_options *o, char *out, size_t cap)
     snprintf(out, cap, "postgres://%s", at ? at + 1 : rest);
 }
 
+static void resync(void *ctx)
+{
+    qod_daemon *d = ctx;
+    qod_engine *e = atomic_load(&d->adopter);
+    int n = e ? qod_engine_adopt(e) : 0;
+    if (n < 0)
+        QOD_ERROR("qodd", "resync_failed", "err=\"%s\"", qod_strerror(n));
+    qod_delivery_rescan(d->delivery);
+}
+
+/* On the store's writer thread: changes reported failed were made after all (a COMMIT whose answer was lost). The
+ * sessions they created are read again from the store, on the engine's loop thread. */
+static void on_late_commit(void *ctx)
+{
+    qod_daemon *d = ctx;
+    qod_engine *e = atomic_load(&d->adopter);
+    if (e && qod_loop_post(qod_engine_loop(e), resync, d) != QOD_OK)
+        QOD_ERROR("qodd", "resync_not_posted", "%s", "");
+}
+
 /* --store-timeout in ms; a cluster node's writer may wait up to a lease for another node's transaction (the server
  * ends one that idles longer), so it waits at least that long, and some more. */
 static int64_t store_answer_ms(const qod_options *o)
@@ -115,7 +136,9 @@ static int open_state(qod_daemon *d, const qod_options *o, char *err, size_t err
     qod_store_opts so = {.uri = pg ? o->store : o->data,
                          .sync_full = strcmp(o->sync, "full") == 0,
                          .txn_idle_max_ms = pg && o->cluster_node[0] ? o->cluster_lease * 1000 : 0,
-                         .answer_max_ms = pg ? store_answer_ms(o) : 0};
+                         .answer_max_ms = pg ? store_answer_ms(o) : 0,
+                         .late_commit = on_late_commit,
+                         .late_ctx = d};
     int rc = qod_store_open(&so, &d->store);
     if (rc != QOD_OK) {
         char where[300];
@@ -458,11 +481,10 @@ int qod_daemon_start(const qod_options *o, qod_daemon **out, char *err, size_t e
         qod_daemon_stop(d);
         return rc;
     }
-    if (d->cluster) {
-        /* Shards taken between the engine's load and now are adopted here; later ones by on_shards_taken. */
-        atomic_store(&d->adopter, d->engine);
+    /* Shards taken between the engine's load and now are adopted here; later ones by on_shards_taken. */
+    atomic_store(&d->adopter, d->engine);
+    if (d->cluster)
         on_shards_taken(d);
-    }
     char where[300];
     store_where(o, where, sizeof where);
     QOD_INFO("qodd", "started", "listen=%s port=%u data=%s store=\"%s\" network=%s issuer=%s sync=%s", o->listen,

@@ -38,6 +38,8 @@
 #define PG_LOCK_EVENTS "7100715002"
 /* Statements sent before each sync point of a pipelined group (pg_apply_many). */
 #define PG_PIPE_SEGMENT 512
+/* Transactions of unknown fate remembered to be asked again (late_unknown); past it the oldest is forgotten. */
+#define PG_UNKNOWN_MAX 64
 /* The least time the writer spends learning the fate of a COMMIT that went unanswered (commit_outcome). */
 #define OUTCOME_MIN_MS 5000
 /* Room for an int64 in decimal. */
@@ -154,6 +156,12 @@ typedef struct {
     bool events_locked; /* the open transaction holds the events lock */
     /* The open transaction's id (pg_current_xact_id), to learn its fate when its COMMIT goes unanswered. */
     char xid[NUM_LEN];
+    /* Transactions whose fate was still unknown when their batches were reported failed, oldest first: asked
+     * again before each later group (late_unknown). */
+    char unknown[PG_UNKNOWN_MAX][NUM_LEN];
+    int nunknown;
+    void (*late_commit)(void *ctx);
+    void *late_ctx;
 } pg;
 
 struct qod_pg_lease {
@@ -565,6 +573,8 @@ static int pg_open(const qod_store_opts *opts, void **impl)
     pthread_mutex_init(&p->r_mu, NULL);
     p->w = (pg_conn){.role = PG_WRITER, .sync_full = opts->sync_full, .idle_txn_ms = opts->txn_idle_max_ms};
     p->r = (pg_conn){.role = PG_READER, .answer_ms = opts->answer_max_ms > 0 ? opts->answer_max_ms : 0};
+    p->late_commit = opts->late_commit;
+    p->late_ctx = opts->late_ctx;
     int rc = conn_start(&p->w, opts->uri, opts->answer_max_ms);
     if (rc == QOD_OK)
         rc = conn_open(&p->r, opts->uri);
@@ -811,8 +821,10 @@ static int pg_apply_many(void *impl, const qod_store_op *const *ops, size_t n)
     return rc;
 }
 
+static void late_unknown(pg *p);
+
 /* Opens the group's transaction and learns its id, in one round trip; reconnects first when the writer's
- * connection broke. */
+ * connection broke, and asks first what became of the transactions left unknown. */
 static int pg_begin(void *impl)
 {
     pg *p = impl;
@@ -821,6 +833,8 @@ static int pg_begin(void *impl)
     p->xid[0] = '\0';
     for (int attempt = 0; attempt < 2; attempt++) {
         rc = conn_ensure(&p->w);
+        if (rc == QOD_OK && p->nunknown)
+            late_unknown(p);
         if (rc == QOD_OK) {
             const char *sql = "BEGIN; SELECT pg_current_xact_id()";
             PGresult *r = call_result(&p->w, PQsendQuery(p->w.c, sql), sql);
@@ -872,7 +886,46 @@ static int commit_outcome(pg *p)
     }
     QOD_ERROR("store", "pg_commit_unknown", "xid=%s status=\"%s\" detail=\"its batches are reported failed\"",
               p->xid[0] ? p->xid : "-", status);
+    if (p->xid[0]) {
+        if (p->nunknown == PG_UNKNOWN_MAX) {
+            QOD_ERROR("store", "pg_commit_unknown_forgotten", "xid=%s", p->unknown[0]);
+            memmove(p->unknown[0], p->unknown[1], sizeof p->unknown[0] * (PG_UNKNOWN_MAX - 1));
+            p->nunknown--;
+        }
+        snprintf(p->unknown[p->nunknown++], sizeof p->unknown[0], "%s", p->xid);
+    }
     return QOD_ERR_STORE;
+}
+
+/* Asks again the fate of the transactions left unknown (on the writer's connection, outside a transaction): one
+ * found committed is reported to late_commit (its batches were answered as failed, and are in the store); one
+ * aborted, or too old for the server to tell, is forgotten; one still in progress, or not asked (the connection
+ * failed), stays. */
+static void late_unknown(pg *p)
+{
+    bool committed = false;
+    int kept = 0;
+    for (int i = 0; i < p->nunknown; i++) {
+        const char *v[] = {p->unknown[i]};
+        char status[NUM_LEN] = "";
+        size_t rows = 0;
+        int rc = PQstatus(p->w.c) == CONNECTION_OK ? run_rows(&p->w, "xact_status", 1, v, read_text, status, &rows)
+                                                   : QOD_ERR_STORE;
+        if (rc == QOD_OK && strcmp(status, "committed") == 0) {
+            QOD_ERROR("store", "pg_commit_found", "xid=%s detail=\"batches reported failed are in the database\"",
+                      p->unknown[i]);
+            committed = true;
+        } else if (rc == QOD_OK && strcmp(status, "in progress") != 0) {
+            QOD_WARN("store", "pg_commit_not_made", "xid=%s status=\"%s\"", p->unknown[i], status);
+        } else if (kept != i) {
+            memcpy(p->unknown[kept++], p->unknown[i], sizeof p->unknown[0]);
+        } else {
+            kept++;
+        }
+    }
+    p->nunknown = kept;
+    if (committed && p->late_commit)
+        p->late_commit(p->late_ctx);
 }
 
 static int pg_commit(void *impl)

@@ -68,6 +68,12 @@ typedef struct {
      * (and for data the server leaves unacknowledged), 0 for as long as it takes. Past it the connection is given
      * up and the call fails; a COMMIT that goes unanswered is looked up on a new connection (postgres.c). */
     int64_t answer_max_ms;
+    /* PostgreSQL: called on the writer's thread when a transaction whose batches were reported failed (its COMMIT
+     * unanswered, its fate still unknown when the lookup gave up: pg_commit_unknown) is found committed later, at
+     * the start of a later group: what those batches wrote is in the store after all, and whoever keeps it in
+     * memory should read it again. Must not block or submit to the store. NULL: only logged. */
+    void (*late_commit)(void *ctx);
+    void *late_ctx;
 } qod_store_opts;
 
 /* Opens the store and starts its writer thread; migrations run first. The URI picks the implementation: a

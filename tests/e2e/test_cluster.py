@@ -679,6 +679,50 @@ def test_a_create_whose_commit_goes_unanswered_is_answered_by_what_the_database_
             d.close()
 
 
+def test_a_create_reported_failed_whose_commit_is_found_made_later_is_served_then():
+    # The database takes 7 s over one create's COMMIT: longer than qodd (--store-timeout 1) waits for it, then looks
+    # it up (5 s), so the app is answered 503 while the commit may still be made, and it is. At the next write
+    # qodd asks again, finds it made, and reads the session from the store: it is served, provisioned and
+    # notified like any other, a retry with the create's Idempotency-Key gets its 201, and the device is taken (409),
+    # where before the node knew nothing of a session the database held (404, no timers, no callbacks) until a
+    # restart.
+    need_pg()
+    uri, db = fresh_database()
+    late, other = new_phone(), new_phone()
+    with WebhookReceiver(default=(204, {}, b"")) as recv:
+        d = Daemon(args=["--store", uri, "--store-timeout", "1", "--sandbox-delay-ms", "0"])
+        try:
+            app = d.qodctl_json("app", "create", "--name", "a", "--env", "sandbox", "--rate-limit", "0", "--json")
+            tok = get_token(d, app)
+            psql("CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                 " IF NEW.doc LIKE '%%%s%%' THEN PERFORM pg_sleep(7); END IF; RETURN NULL; END $$;"
+                 " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON sessions DEFERRABLE INITIALLY DEFERRED"
+                 " FOR EACH ROW EXECUTE FUNCTION slow_commit()" % late, db=db)
+            key = {"Idempotency-Key": str(uuid.uuid4())}
+            r = d.request("POST", V0, body=v0_body(recv, late), token=tok, timeout=30, headers=key)
+            assert r.status == 503 and r.json()["code"] == "UNAVAILABLE", r
+            assert "pg_commit_unknown" in d.log(), d.log_tail()
+            sid = wait_until(lambda: psql("SELECT key FROM sessions WHERE doc LIKE '%%%s%%'" % late, db=db).strip(),
+                             timeout=10, what="the COMMIT made by the server after all")
+            # The next write asks again.
+            expect_status(d.request("POST", V0, body=v0_body(recv, other), token=tok), 201)
+            wait_until(lambda: "pg_commit_found" in d.log(), timeout=5, what="the late commit found")
+            wait_until(lambda: d.request("GET", V0 + "/" + sid, token=tok).status == 200, timeout=5,
+                       what="the session served")
+            recv.wait_until(lambda hs: any(json.loads(h.body).get("sessionId") == sid and
+                                           json.loads(h.body).get("qosStatus") == "AVAILABLE" for h in hs),
+                            timeout=10, what="its AVAILABLE callback")
+            # The app's retry with its Idempotency-Key is answered as the create was made; without, the device is
+            # taken.
+            r = expect_status(d.request("POST", V0, body=v0_body(recv, late), token=tok, headers=key), 201)
+            assert r.json()["sessionId"] == sid, r.json()
+            r = d.request("POST", V0, body=v0_body(recv, late), token=tok)
+            assert r.status == 409, r
+            expect_status(d.request("DELETE", V0 + "/" + sid, token=tok), 204)
+            assert _sessions_in(db)[sid] == "ended"
+        finally:
+            d.close()
+
 # --------------------------------------------------------------------------------------------------------------
 # Network partitions: qodd in a network namespace whose link to the database the test cuts
 

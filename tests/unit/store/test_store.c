@@ -32,6 +32,7 @@ typedef struct {
     char dir[64]; /* SQLite only */
     qod_store *st;
     int64_t answer_ms; /* PostgreSQL: qod_store_opts.answer_max_ms */
+    atomic_int late;   /* calls of qod_store_opts.late_commit */
 } fixture;
 
 static const char *fixture_uri(fixture *f)
@@ -39,9 +40,18 @@ static const char *fixture_uri(fixture *f)
     return under_test == BK_PG ? pgfix.uri : f->dir;
 }
 
+static void count_late(void *ctx)
+{
+    atomic_fetch_add(&((fixture *)ctx)->late, 1);
+}
+
 static int fixture_reopen(fixture *f, bool sync_full)
 {
-    qod_store_opts o = {.uri = fixture_uri(f), .sync_full = sync_full, .answer_max_ms = f->answer_ms};
+    qod_store_opts o = {.uri = fixture_uri(f),
+                        .sync_full = sync_full,
+                        .answer_max_ms = f->answer_ms,
+                        .late_commit = count_late,
+                        .late_ctx = f};
     return qod_store_open(&o, &f->st);
 }
 
@@ -1612,14 +1622,17 @@ QTEST(group_larger_than_the_socket_buffers_unread_by_the_server_fails_within_the
     QT_EQ_INT(after[1], QOD_ERR_NOTFOUND);
 }
 
-/* A commit made slow on the server: a deferred trigger sleeps at COMMIT, then refuses rows whose key starts with
- * "abort". */
-static int slow_commits(void)
+/* A commit made slow on the server: a deferred trigger sleeps seconds at COMMIT, then refuses rows whose key starts
+ * with "abort". */
+static int slow_commits(int seconds)
 {
-    if (pgfix_sql("CREATE OR REPLACE FUNCTION qod_test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$"
-                  " BEGIN PERFORM pg_sleep(1); IF NEW.key LIKE 'abort%' THEN RAISE EXCEPTION 'refused at commit';"
-                  " END IF; RETURN NULL; END $$",
-                  NULL, 0) != 0)
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "CREATE OR REPLACE FUNCTION qod_test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$"
+             " BEGIN PERFORM pg_sleep(%d); IF NEW.key LIKE 'abort%%' THEN RAISE EXCEPTION 'refused at commit';"
+             " END IF; RETURN NULL; END $$",
+             seconds);
+    if (pgfix_sql(sql, NULL, 0) != 0)
         return -1;
     return pgfix_sql("CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON sessions DEFERRABLE INITIALLY DEFERRED"
                      " FOR EACH ROW EXECUTE FUNCTION qod_test_slow_commit()",
@@ -1647,7 +1660,7 @@ QTEST(commit_answered_too_late_completes_by_what_the_server_did)
 {
     fixture f;
     QT_EQ_INT(fixture_open_limited(&f, 300), 0);
-    int setup = slow_commits();
+    int setup = slow_commits(1);
     int warm = put1(&f, QOD_TBL_APPS, "warm", "", "{}");
     int pid0 = writer_pid();
     int64_t t0 = qod_time_mono_ms();
@@ -1668,6 +1681,46 @@ QTEST(commit_answered_too_late_completes_by_what_the_server_did)
     QT_EQ_INT(found[0], QOD_OK);
     QT_EQ_INT(found[1], QOD_ERR_NOTFOUND);
     QT_EQ_INT(after, QOD_OK);
+}
+
+/* A COMMIT whose fate the writer cannot learn in time (the server still busy with it when the lookup gives up, after
+ * 5 s): its batch is reported failed (pg_commit_unknown). Once the server has committed it, the start of the next
+ * group asks again, finds it made, and says so once (late_commit), so that what the batch wrote is not left unknown
+ * to the process that was told it failed. */
+QTEST(commit_found_made_after_it_was_reported_failed_is_reported_late)
+{
+    fixture f;
+    QT_EQ_INT(fixture_open_limited(&f, 300), 0);
+    int setup = slow_commits(7);
+    int warm = put1(&f, QOD_TBL_APPS, "warm", "", "{}");
+    int64_t t0 = qod_time_mono_ms();
+    int first = put_session(&f, "late-1");
+    int64_t took = qod_time_mono_ms() - t0;
+    int late_at_failure = atomic_load(&f.late);
+    /* The server finishes the COMMIT 7 s after it began. */
+    int seen = 0;
+    for (int i = 0; i < 200 && seen != 1; i++) {
+        qt_sleep_ms(50);
+        seen = pgfix_sql_int("SELECT count(*) FROM sessions WHERE key = 'late-1'");
+    }
+    int after = put1(&f, QOD_TBL_APPS, "after", "", "{}");
+    int late_after = atomic_load(&f.late);
+    int again = put1(&f, QOD_TBL_APPS, "again", "", "{}");
+    row_copy c;
+    int found = get(&f, QOD_TBL_SESSIONS, "late-1", &c);
+    int late_final = atomic_load(&f.late);
+    fixture_close(&f);
+    QT_EQ_INT(setup, 0);
+    QT_EQ_INT(warm, QOD_OK);
+    QT_EQ_INT(first, QOD_ERR_STORE);
+    QT_TRUE(took >= 5000 && took < 7000);
+    QT_EQ_INT(late_at_failure, 0);
+    QT_EQ_INT(seen, 1);
+    QT_EQ_INT(after, QOD_OK);
+    QT_EQ_INT(late_after, 1);
+    QT_EQ_INT(again, QOD_OK);
+    QT_EQ_INT(found, QOD_OK);
+    QT_EQ_INT(late_final, 1);
 }
 
 static int lease_fixture(qod_pg_lease **a, qod_pg_lease **b)
@@ -2365,6 +2418,7 @@ static const qtest_case pg_only[] = {
     QT_CASE(write_and_read_unanswered_within_the_limit_fail_then_recover),
     QT_CASE(group_larger_than_the_socket_buffers_unread_by_the_server_fails_within_the_limit),
     QT_CASE(commit_answered_too_late_completes_by_what_the_server_did),
+    QT_CASE(commit_found_made_after_it_was_reported_failed_is_reported_late),
     QT_CASE(listen_needs_postgres),
     QT_CASE(notify_reaches_the_listener_at_commit_only),
     QT_CASE(notify_of_a_failed_batch_is_never_delivered),
