@@ -602,6 +602,23 @@ def test_a_node_whose_database_stops_answering_stops_itself_within_its_lease():
         assert took < scaled(LEASE_S * 5), took
 
 
+def _sandbox_token(d):
+    """A token of a new sandbox app without a rate limit on the single daemon d."""
+    app = d.qodctl_json("app", "create", "--name", "a", "--env", "sandbox", "--rate-limit", "0", "--json")
+    return get_token(d, app)
+
+
+def _slow_commits(db, seconds, slow, refused=None):
+    """A deferred trigger on db's sessions: the COMMIT of a session whose document names a phone of slow takes
+    seconds; then one naming refused is refused."""
+    names = " OR ".join("NEW.doc LIKE '%%%s%%'" % p for p in slow)
+    refuse = ("IF NEW.doc LIKE '%%%s%%' THEN RAISE EXCEPTION 'refused at commit'; END IF;" % refused) if refused else ""
+    psql("CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+         " IF %s THEN PERFORM pg_sleep(%d); END IF; %s RETURN NULL; END $$;"
+         " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON sessions DEFERRABLE INITIALLY DEFERRED"
+         " FOR EACH ROW EXECUTE FUNCTION slow_commit()" % (names, seconds, refuse), db=db)
+
+
 def test_readiness_answers_503_in_bounded_time_while_the_database_does_not_answer():
     # The database server frozen (as a network cut without a reset would look): /readyz must say so within its
     # bound, every time, instead of holding an HTTP thread until the database answers; requests that need no
@@ -613,8 +630,7 @@ def test_readiness_answers_503_in_bounded_time_while_the_database_does_not_answe
     with WebhookReceiver(default=(204, {}, b"")) as recv:
         d = Daemon(args=["--store", uri, "--sandbox-delay-ms", "0", "--store-timeout", "1"])
         try:
-            app = d.qodctl_json("app", "create", "--name", "a", "--env", "sandbox", "--rate-limit", "0", "--json")
-            tok = get_token(d, app)
+            tok = _sandbox_token(d)
             sid = expect_status(d.request("POST", V0, body=v0_body(recv, new_phone()), token=tok), 201).json()[
                 "sessionId"]
             expect_status(d.request("GET", "/readyz"), 200)
@@ -652,13 +668,8 @@ def test_a_create_whose_commit_goes_unanswered_is_answered_by_what_the_database_
     with WebhookReceiver(default=(204, {}, b"")) as recv:
         d = Daemon(args=["--store", uri, "--store-timeout", "1", "--sandbox-delay-ms", "0"])
         try:
-            app = d.qodctl_json("app", "create", "--name", "a", "--env", "sandbox", "--rate-limit", "0", "--json")
-            tok = get_token(d, app)
-            psql("CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                 " IF NEW.doc LIKE '%%%s%%' OR NEW.doc LIKE '%%%s%%' THEN PERFORM pg_sleep(3); END IF;"
-                 " IF NEW.doc LIKE '%%%s%%' THEN RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END $$;"
-                 " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON sessions DEFERRABLE INITIALLY DEFERRED"
-                 " FOR EACH ROW EXECUTE FUNCTION slow_commit()" % (kept, refused, refused), db=db)
+            tok = _sandbox_token(d)
+            _slow_commits(db, 3, (kept, refused), refused=refused)
             t = time.monotonic()
             r = expect_status(d.request("POST", V0, body=v0_body(recv, kept), token=tok, timeout=30), 201)
             assert time.monotonic() - t >= 2.5, "the commit was not slowed down"
@@ -692,12 +703,8 @@ def test_a_create_reported_failed_whose_commit_is_found_made_later_is_served_the
     with WebhookReceiver(default=(204, {}, b"")) as recv:
         d = Daemon(args=["--store", uri, "--store-timeout", "1", "--sandbox-delay-ms", "0"])
         try:
-            app = d.qodctl_json("app", "create", "--name", "a", "--env", "sandbox", "--rate-limit", "0", "--json")
-            tok = get_token(d, app)
-            psql("CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                 " IF NEW.doc LIKE '%%%s%%' THEN PERFORM pg_sleep(7); END IF; RETURN NULL; END $$;"
-                 " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON sessions DEFERRABLE INITIALLY DEFERRED"
-                 " FOR EACH ROW EXECUTE FUNCTION slow_commit()" % late, db=db)
+            tok = _sandbox_token(d)
+            _slow_commits(db, 7, (late,))
             key = {"Idempotency-Key": str(uuid.uuid4())}
             r = d.request("POST", V0, body=v0_body(recv, late), token=tok, timeout=30, headers=key)
             assert r.status == 503 and r.json()["code"] == "UNAVAILABLE", r
@@ -880,8 +887,7 @@ def test_a_node_cut_off_from_the_database_answers_503_in_bounded_time_and_recove
         d = net.daemon(args=["--store", net.store_uri(uri), "--sandbox-delay-ms", "0", "--store-timeout", "1"])
         try:
             d.start()
-            app = d.qodctl_json("app", "create", "--name", "a", "--env", "sandbox", "--rate-limit", "0", "--json")
-            tok = get_token(d, app)
+            tok = _sandbox_token(d)
             made = [expect_status(d.request("POST", V0, body=v0_body(recv, new_phone()), token=tok), 201).json()[
                 "sessionId"]]
             net.cut()
