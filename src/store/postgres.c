@@ -157,7 +157,7 @@ typedef struct {
     /* The open transaction's id (pg_current_xact_id), to learn its fate when its COMMIT goes unanswered. */
     char xid[NUM_LEN];
     /* Transactions whose fate was still unknown when their batches were reported failed, oldest first: asked
-     * again before each later group (late_unknown). */
+     * again before each later group and when the writer is idle (late_unknown). */
     char unknown[PG_UNKNOWN_MAX][NUM_LEN];
     int nunknown;
     void (*late_commit)(void *ctx);
@@ -947,6 +947,15 @@ static int pg_commit(void *impl)
     return rc;
 }
 
+/* The writer had nothing to do for a while: transactions of unknown fate are asked about now rather than at the next
+ * write, which may be long in coming. */
+static void pg_idle(void *impl)
+{
+    pg *p = impl;
+    if (p->nunknown && conn_ensure(&p->w) == QOD_OK)
+        late_unknown(p);
+}
+
 static void pg_rollback(void *impl)
 {
     pg *p = impl;
@@ -1093,6 +1102,7 @@ const qod_store_impl qod_store_postgres = {
     .scan = pg_scan,
     .scan_events = pg_scan_events,
     .scan_idx = pg_scan_idx,
+    .idle = pg_idle,
 };
 
 int qod_pg_lease_open(const char *uri, int64_t answer_ms, qod_pg_lease **out)

@@ -19,6 +19,7 @@
  * spread the commit and its fsync over more batches: 1,024 → 4,096 raised the writer from ~27,000 to ~50,000
  * batches/s in the bench's expiry run. Without a backlog groups are as small as what arrived meanwhile. */
 #define STORE_MAX_GROUP 4096
+#define STORE_IDLE_MS 2000 /* quiet this long, the writer calls the implementation's idle */
 
 struct qod_store_batch {
     qod_store_op *head, *tail;
@@ -310,8 +311,18 @@ static void *writer_main(void *arg)
     pthread_setname_np(pthread_self(), "qod-store");
     pthread_mutex_lock(&st->mu);
     for (;;) {
-        while (!st->qhead && !st->closing)
-            pthread_cond_wait(&st->cv, &st->mu);
+        while (!st->qhead && !st->closing) {
+            if (!st->impl->idle) {
+                pthread_cond_wait(&st->cv, &st->mu);
+                continue;
+            }
+            struct timespec until = qod_time_mono_after(STORE_IDLE_MS);
+            if (pthread_cond_timedwait(&st->cv, &st->mu, &until) == ETIMEDOUT && !st->qhead && !st->closing) {
+                pthread_mutex_unlock(&st->mu);
+                st->impl->idle(st->h);
+                pthread_mutex_lock(&st->mu);
+            }
+        }
         if (!st->qhead && st->closing)
             break;
         qod_store_batch *group = st->qhead, *last = group;
@@ -344,7 +355,11 @@ int qod_store_open(const qod_store_opts *opts, qod_store **out)
     bool pg = strncmp(opts->uri, "postgres://", 11) == 0 || strncmp(opts->uri, "postgresql://", 13) == 0;
     st->impl = pg ? &qod_store_postgres : &qod_store_sqlite;
     pthread_mutex_init(&st->mu, NULL);
-    pthread_cond_init(&st->cv, NULL);
+    pthread_condattr_t wa;
+    pthread_condattr_init(&wa);
+    pthread_condattr_setclock(&wa, CLOCK_MONOTONIC); /* the writer's idle wait */
+    pthread_cond_init(&st->cv, &wa);
+    pthread_condattr_destroy(&wa);
     pthread_mutex_init(&st->ping.mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

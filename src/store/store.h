@@ -69,9 +69,10 @@ typedef struct {
      * up and the call fails; a COMMIT that goes unanswered is looked up on a new connection (postgres.c). */
     int64_t answer_max_ms;
     /* PostgreSQL: called on the writer's thread when a transaction whose batches were reported failed (its COMMIT
-     * unanswered, its fate still unknown when the lookup gave up: pg_commit_unknown) is found committed later, at
-     * the start of a later group: what those batches wrote is in the store after all, and whoever keeps it in
-     * memory should read it again. Must not block or submit to the store. NULL: only logged. */
+     * unanswered, its fate still unknown when the lookup gave up: pg_commit_unknown) is found committed later (at
+     * the start of a later group, or while the writer is idle): what those batches wrote is in the store after
+     * all, and whoever keeps it in memory should read it again. Must not block or submit to the store. NULL: only
+     * logged. */
     void (*late_commit)(void *ctx);
     void *late_ctx;
 } qod_store_opts;
@@ -190,6 +191,9 @@ typedef struct {
                        int (*fn)(void *, const qod_store_event *), void *arg);
     int (*scan_idx)(void *impl, qod_store_table t, const char *idx, int (*fn)(void *, const qod_store_row *),
                     void *arg);
+    /* Optional: called on the store thread when it has had nothing to write for STORE_IDLE_MS (the PostgreSQL
+     * store asks again about transactions of unknown fate, without waiting for the next write). */
+    void (*idle)(void *impl);
 } qod_store_impl;
 
 /* Op kinds inside a batch, for implementations. */

@@ -692,8 +692,8 @@ def test_a_create_whose_commit_goes_unanswered_is_answered_by_what_the_database_
 
 def test_a_create_reported_failed_whose_commit_is_found_made_later_is_served_then():
     # The database takes 7 s over one create's COMMIT: longer than qodd (--store-timeout 1) waits for it, then looks
-    # it up (5 s), so the app is answered 503 while the commit may still be made, and it is. At the next write
-    # qodd asks again, finds it made, and reads the session from the store: it is served, provisioned and
+    # it up (5 s), so the app is answered 503 while the commit may still be made, and it is. At the next write (or
+    # within 2 s, idle) qodd asks again, finds it made, and reads the session from the store: it is served, provisioned and
     # notified like any other, a retry with the create's Idempotency-Key gets its 201, and the device is taken (409),
     # where before the node knew nothing of a session the database held (404, no timers, no callbacks) until a
     # restart.
@@ -711,7 +711,7 @@ def test_a_create_reported_failed_whose_commit_is_found_made_later_is_served_the
             assert "pg_commit_unknown" in d.log(), d.log_tail()
             sid = wait_until(lambda: psql("SELECT key FROM sessions WHERE doc LIKE '%%%s%%'" % late, db=db).strip(),
                              timeout=10, what="the COMMIT made by the server after all")
-            # The next write asks again.
+            # Creates go on meanwhile.
             expect_status(d.request("POST", V0, body=v0_body(recv, other), token=tok), 201)
             wait_until(lambda: "pg_commit_found" in d.log(), timeout=5, what="the late commit found")
             wait_until(lambda: d.request("GET", V0 + "/" + sid, token=tok).status == 200, timeout=5,

@@ -1684,9 +1684,9 @@ QTEST(commit_answered_too_late_completes_by_what_the_server_did)
 }
 
 /* A COMMIT whose fate the writer cannot learn in time (the server still busy with it when the lookup gives up, after
- * 5 s): its batch is reported failed (pg_commit_unknown). Once the server has committed it, the start of the next
- * group asks again, finds it made, and says so once (late_commit), so that what the batch wrote is not left unknown
- * to the process that was told it failed. */
+ * 5 s): its batch is reported failed (pg_commit_unknown). Once the server has committed it, the writer asks again
+ * (while idle, within 2 s; else at the start of the next group), finds it made, and says so once (late_commit), so
+ * that what the batch wrote is not left unknown to the process that was told it failed. */
 QTEST(commit_found_made_after_it_was_reported_failed_is_reported_late)
 {
     fixture f;
@@ -1703,6 +1703,10 @@ QTEST(commit_found_made_after_it_was_reported_failed_is_reported_late)
         qt_sleep_ms(50);
         seen = pgfix_sql_int("SELECT count(*) FROM sessions WHERE key = 'late-1'");
     }
+    /* Nothing else is written: the idle writer finds it. */
+    for (int i = 0; i < 100 && atomic_load(&f.late) == 0; i++)
+        qt_sleep_ms(50);
+    int late_idle = atomic_load(&f.late);
     int after = put1(&f, QOD_TBL_APPS, "after", "", "{}");
     int late_after = atomic_load(&f.late);
     int again = put1(&f, QOD_TBL_APPS, "again", "", "{}");
@@ -1716,6 +1720,7 @@ QTEST(commit_found_made_after_it_was_reported_failed_is_reported_late)
     QT_TRUE(took >= 5000 && took < 7000);
     QT_EQ_INT(late_at_failure, 0);
     QT_EQ_INT(seen, 1);
+    QT_EQ_INT(late_idle, 1);
     QT_EQ_INT(after, QOD_OK);
     QT_EQ_INT(late_after, 1);
     QT_EQ_INT(again, QOD_OK);
