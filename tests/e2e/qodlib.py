@@ -321,7 +321,8 @@ def _reserve_port(port):
     """Claims port for this process among all test processes (a file named by the port, holding our pid), for as
     long as the process lives: a daemon stopped and started again on its port must not find it taken in between
     by another test file's daemon, which the kernel's pick alone allows. A claim whose process is gone is void."""
-    os.makedirs(_PORTS_DIR, exist_ok=True)
+    if not _reserved_ports:
+        _sweep_port_claims()
     path = os.path.join(_PORTS_DIR, str(port))
     for _ in range(2):
         try:
@@ -335,6 +336,9 @@ def _reserve_port(port):
             if owner == os.getpid() or (owner and _pid_alive(owner)):
                 return False
             with contextlib.suppress(OSError):
+                if not owner and time.time() - os.stat(path).st_mtime < 10:
+                    return False  # being written by its owner right now
+            with contextlib.suppress(OSError):
                 os.unlink(path)
             continue
         with os.fdopen(fd, "w") as f:
@@ -345,6 +349,21 @@ def _reserve_port(port):
 
 
 _reserved_ports = []
+
+
+def _sweep_port_claims():
+    """Removes the claims of processes that are gone (killed before they could release theirs), once per process."""
+    os.makedirs(_PORTS_DIR, exist_ok=True)
+    for name in os.listdir(_PORTS_DIR):
+        path = os.path.join(_PORTS_DIR, name)
+        try:
+            with open(path) as f:
+                owner = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            continue
+        if owner and owner != os.getpid() and not _pid_alive(owner):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 @atexit.register
