@@ -387,6 +387,27 @@ def test_a_node_killed_under_load_loses_nothing():
               % (len(acked), events, dups))
 
 
+def test_a_create_repeated_with_its_idempotency_key_after_its_node_died_is_answered_as_made():
+    # A create made on a node that then dies (SIGKILL) is adopted by the other with its Idempotency-Key: the app's
+    # retry with the key gets the first 201 and its session, not a 409 for its own device.
+    with Cluster(2) as c, WebhookReceiver(default=(204, {}, b"")) as recv:
+        app, tok = c.app()
+        victim, survivor = c.nodes
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        body = v0_body(recv, new_phone())
+        first = expect_status(victim.request("POST", V0, body=body, token=tok, headers=key), 201).json()
+        victim.kill()
+        victim_url = "http://127.0.0.1:%d" % victim.port
+        wait_until(lambda: victim_url not in c.shards() and sum(c.shards().values()) == 64, timeout=LEASE_S * 6,
+                   interval=0.1, what="the survivor holding the dead node's shards")
+        r = wait_until(lambda: (lambda r: r if r.status != 503 else None)(
+            survivor.request("POST", V0, body=body, token=tok, headers=key)), timeout=LEASE_S * 3,
+            what="the retry answered")
+        assert r.status == 201 and r.json()["sessionId"] == first["sessionId"], (r, first)
+        r = survivor.request("POST", V0, body=body, token=tok)
+        assert r.status == 409, r
+
+
 def test_an_adopted_session_s_callbacks_wait_for_the_rescan_and_go_out_in_order():
     # docs/reliability.md, defect 7. A node dies with a session's AVAILABLE pending (its receiver failed). The
     # other node takes the shard, finds the session past its end and commits its EXPIRED at once. That commit
