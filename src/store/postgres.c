@@ -916,7 +916,9 @@ static void late_unknown(pg *p)
                       p->unknown[i]);
             committed = true;
         } else if (rc == QOD_OK && strcmp(status, "in progress") != 0) {
-            QOD_WARN("store", "pg_commit_not_made", "xid=%s status=\"%s\"", p->unknown[i], status);
+            /* Aborted, or too old for the server to tell (NULL: then nothing more can be learned). */
+            QOD_WARN("store", strcmp(status, "aborted") == 0 ? "pg_commit_not_made" : "pg_commit_untold",
+                     "xid=%s status=\"%s\"", p->unknown[i], status);
         } else if (kept != i) {
             memcpy(p->unknown[kept++], p->unknown[i], sizeof p->unknown[0]);
         } else {
