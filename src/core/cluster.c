@@ -33,12 +33,12 @@ struct qod_cluster {
     char holders[QOD_CLUSTER_SHARDS][QOD_CLUSTER_URL_MAX]; /* "" when free at the last round */
     bool free_before[QOD_CLUSTER_SHARDS];                  /* free at the previous round too (cluster thread only) */
     int64_t last_renewed_ms; /* monotonic time of the last round that renewed every lease */
-    /* Monotonic time until which held may be acted on: 4/5 of a lease past the start of the last round that
-     * renewed every lease. A round stuck on a database out of reach does not extend it. */
+    /* Monotonic time until which requests for held sessions are served from memory: 4/5 of a lease past the start
+     * of the last round that renewed every lease. A round stuck on a database out of reach does not extend it. */
     _Atomic int64_t act_until_ms;
     pthread_t thread;
     bool started;
-    atomic_bool expired; /* the leases could not be renewed in time: nothing is left to release at the stop */
+    atomic_bool expired; /* the leases could not be renewed in time: no more writes, nothing to release at the stop */
     qod_stopper stop;
 };
 
@@ -69,13 +69,12 @@ int qod_cluster_held(const qod_cluster *c)
 
 uint64_t qod_cluster_held_mask(const qod_cluster *c)
 {
-    qod_cluster *m = (qod_cluster *)c;
-    return qod_time_mono_ms() < atomic_load(&m->act_until_ms) ? atomic_load(&m->held) : 0;
+    return atomic_load(&((qod_cluster *)c)->held);
 }
 
-uint64_t qod_cluster_taken_mask(const qod_cluster *c)
+bool qod_cluster_current(const qod_cluster *c)
 {
-    return atomic_load(&((qod_cluster *)c)->held);
+    return qod_time_mono_ms() < atomic_load(&((qod_cluster *)c)->act_until_ms);
 }
 
 /* The leases are all renewed as of now (monotonic, taken before the renewals were asked). */
@@ -89,7 +88,9 @@ bool qod_cluster_lease_of(const qod_cluster *c, const char *id, char *name, size
 {
     qod_cluster *m = (qod_cluster *)c;
     int s = qod_cluster_shard_of(id);
-    if (!((qod_cluster_held_mask(c) >> s) & 1))
+    /* Once the leases could not be renewed in time the node is stopping: its writes would be refused by the
+     * database (run out) or wait on one out of reach; they fail here at once. */
+    if (!((qod_cluster_held_mask(c) >> s) & 1) || atomic_load(&m->expired))
         return false;
     shard_name(name, cap, s);
     *epoch = atomic_load(&m->epoch[s]);
@@ -119,12 +120,10 @@ void qod_cluster_new_id(qod_cluster *c, char id[37])
 int qod_cluster_owner(qod_cluster *c, const char *id, char *url, size_t cap)
 {
     int s = qod_cluster_shard_of(id);
-    if ((qod_cluster_held_mask(c) >> s) & 1)
-        return QOD_ERR_STATE;
-    /* Taken but not current (the lease round is late, the database likely out of reach): not served here, and not
+    /* Held but not current (the lease round is late, the database likely out of reach): not served here, and not
      * asked of the database either, which would hold up the round on the lease connection. */
-    if ((qod_cluster_taken_mask(c) >> s) & 1)
-        return QOD_ERR_NOTFOUND;
+    if ((qod_cluster_held_mask(c) >> s) & 1)
+        return qod_cluster_current(c) ? QOD_ERR_STATE : QOD_ERR_NOTFOUND;
     pthread_mutex_lock(&c->mu);
     int rc = c->holders[s][0] && strcmp(c->holders[s], c->node) != 0 ? QOD_OK : QOD_ERR_NOTFOUND;
     if (rc == QOD_OK)
@@ -138,7 +137,7 @@ int qod_cluster_owner(qod_cluster *c, const char *id, char *url, size_t cap)
     if (qod_pg_lease_holder(c->pl, name, holder, sizeof holder, NULL, NULL) != QOD_OK)
         return QOD_ERR_NOTFOUND;
     if (strcmp(holder, c->node) == 0)
-        return (qod_cluster_held_mask(c) >> s) & 1 ? QOD_ERR_STATE : QOD_ERR_NOTFOUND;
+        return (qod_cluster_held_mask(c) >> s) & 1 && qod_cluster_current(c) ? QOD_ERR_STATE : QOD_ERR_NOTFOUND;
     pthread_mutex_lock(&c->mu);
     snprintf(c->holders[s], sizeof c->holders[s], "%s", holder);
     pthread_mutex_unlock(&c->mu);

@@ -39,17 +39,16 @@ void qod_cluster_stop(qod_cluster *c);
 
 /* The shard of a session id (case-insensitive, as ids are accepted in upper case). */
 int qod_cluster_shard_of(const char *id);
-/* True when this node holds the id's shard and may act on it now (qod_cluster_held_mask). Lock-free. */
+/* True when this node holds the id's shard. Lock-free. */
 bool qod_cluster_owns(const qod_cluster *c, const char *id);
-/* Number of shards this node holds and may act on now. */
+/* Number of shards this node holds. */
 int qod_cluster_held(const qod_cluster *c);
-/* The shards this node holds and may act on now, bit s for shard s: none once its leases were last renewed more
- * than 4/5 of a lease ago, even while its lease round is still waiting on a database out of reach (a call's limit,
- * a connect's), so that the node stops serving and writing its sessions before another node can take them.
- * Lock-free. */
+/* The shards this node holds, bit s for shard s. Lock-free. */
 uint64_t qod_cluster_held_mask(const qod_cluster *c);
-/* The shards this node has taken and not given up, whether or not their leases are current now. Lock-free. */
-uint64_t qod_cluster_taken_mask(const qod_cluster *c);
+/* False once this node's leases were last renewed more than 4/5 of a lease ago, even while its lease round is still
+ * waiting on a database out of reach (a call's limit, a connect's): qod_cluster_owner then serves none of its
+ * sessions from memory, before another node can take them. Writes need no such check: the database fences them. */
+bool qod_cluster_current(const qod_cluster *c);
 /* A new UUIDv7 whose shard this node holds (any UUIDv7 when it holds none). */
 void qod_cluster_new_id(qod_cluster *c, char id[37]);
 /* Where id's session lives: QOD_OK with the other node's URL, QOD_ERR_STATE when it is this node's,

@@ -1313,6 +1313,15 @@ qod_loop *qod_engine_loop(qod_engine *e)
     return e->loop;
 }
 
+int qod_engine_post(qod_engine *e, void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&e->mu);
+    qod_loop *l = e->loop ? e->loop : e->stopped_loop; /* a stopped loop refuses the job */
+    int rc = l ? qod_loop_post(l, fn, arg) : QOD_ERR_CLOSED;
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
 /* ---- start-up: load, reconcile, run ------------------------------------------------------------------------- */
 
 static int dup_field(const cJSON *o, const char *key, char **out, bool required)
@@ -1445,7 +1454,14 @@ static int load_idem(void *arg, const qod_store_row *row)
     rc = rc ? rc : qod_json_str(o, "session", &sid);
     rc = rc ? rc : qod_json_str(o, "body", &body);
     idem_rec *r = rc == QOD_OK ? calloc(1, sizeof *r) : NULL;
-    if (r && (l->n < l->cap || (l->v = realloc(l->v, (l->cap = l->cap * 2 + 64) * sizeof *l->v)))) {
+    if (r && l->n == l->cap) {
+        idem_rec **v = realloc(l->v, (l->cap * 2 + 64) * sizeof *l->v);
+        if (v) {
+            l->v = v;
+            l->cap = l->cap * 2 + 64;
+        }
+    }
+    if (r && l->n < l->cap) {
         r->key = strdup(row->key);
         r->body = strdup(body);
         snprintf(r->hash, sizeof r->hash, "%s", hash);
@@ -1466,12 +1482,11 @@ static int by_created(const void *a, const void *b)
     return (x->created_ms > y->created_ms) - (x->created_ms < y->created_ms);
 }
 
-/* Links the loaded records (sorted oldest first) that are not in memory yet at the list's tail, and frees the
- * others. Caller holds the lock. */
+/* Merges the loaded records that are not in memory yet into the list, which stays oldest first (its pruning looks
+ * at the head only), and frees the others. Caller holds the lock. */
 static void link_idem(qod_engine *e, idem_load *l)
 {
-    if (l->n)
-        qsort(l->v, l->n, sizeof *l->v, by_created);
+    size_t kept = 0;
     for (size_t i = 0; i < l->n; i++) {
         idem_rec *r = l->v[i];
         if (!r->key || !r->body || qod_hmap_get(&e->idem, r->key) || qod_hmap_put(&e->idem, r->key, r) != QOD_OK) {
@@ -1480,12 +1495,25 @@ static void link_idem(qod_engine *e, idem_load *l)
             free(r);
             continue;
         }
-        if (e->idem_tail)
-            e->idem_tail->next = r;
-        else
-            e->idem_head = r;
-        e->idem_tail = r;
+        l->v[kept++] = r;
     }
+    if (kept)
+        qsort(l->v, kept, sizeof *l->v, by_created);
+    idem_rec *old = e->idem_head, *head = NULL, **at = &head, *last = NULL;
+    for (size_t i = 0; i < kept || old;) {
+        idem_rec *r;
+        if (i < kept && (!old || l->v[i]->created_ms < old->created_ms)) {
+            r = l->v[i++];
+        } else {
+            r = old;
+            old = old->next;
+        }
+        *at = last = r;
+        at = &r->next;
+    }
+    *at = NULL;
+    e->idem_head = head;
+    e->idem_tail = last;
     free(l->v);
     *l = (idem_load){0};
 }

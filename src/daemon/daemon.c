@@ -116,8 +116,10 @@ static void on_late_commit(void *ctx)
 {
     qod_daemon *d = ctx;
     qod_engine *e = atomic_load(&d->adopter);
-    if (e && qod_loop_post(qod_engine_loop(e), resync, d) != QOD_OK)
-        QOD_ERROR("qodd", "resync_not_posted", "%s", "");
+    if (!e)
+        QOD_ERROR("qodd", "resync_not_posted", "detail=\"found while starting or stopping: read at the next start\"");
+    else if (qod_engine_post(e, resync, d) != QOD_OK)
+        QOD_ERROR("qodd", "resync_not_posted", "detail=\"found while stopping: read at the next start\"");
 }
 
 /* --store-timeout in ms; a cluster node's writer may wait up to a lease for another node's transaction (the server
@@ -193,7 +195,7 @@ static bool delivery_owns(void *ctx, const char *id)
 static void delivery_owns_refresh(void *ctx)
 {
     qod_daemon *d = ctx;
-    atomic_store(&d->delivery_shards, qod_cluster_taken_mask(d->cluster));
+    atomic_store(&d->delivery_shards, qod_cluster_held_mask(d->cluster));
 }
 
 /* A session this node does not hold cannot be written here (a store error: 503, retry later). */

@@ -919,6 +919,11 @@ static void late_unknown(pg *p)
             /* Aborted, or too old for the server to tell (NULL: then nothing more can be learned). */
             QOD_WARN("store", strcmp(status, "aborted") == 0 ? "pg_commit_not_made" : "pg_commit_untold",
                      "xid=%s status=\"%s\"", p->unknown[i], status);
+        } else if (rc != QOD_OK && PQstatus(p->w.c) == CONNECTION_OK) {
+            /* Refused by a server that answers: an id it never gave (a failover to a server the commit never
+             * reached, whose ids are behind). Asking again would fail the same way, or later name another
+             * transaction. */
+            QOD_WARN("store", "pg_commit_untold", "xid=%s status=\"refused\"", p->unknown[i]);
         } else if (kept != i) {
             memcpy(p->unknown[kept++], p->unknown[i], sizeof p->unknown[0]);
         } else {
