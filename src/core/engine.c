@@ -1642,8 +1642,8 @@ int qod_engine_adopt(qod_engine *e)
         free(r);
     }
     pthread_mutex_unlock(&e->mu);
-    /* The Idempotency-Keys of the creates that made them: a repeat is answered as the first create was. (A record
-     * past its time is not loaded; one older than records already held sits behind them, pruned a little late.) */
+    /* The Idempotency-Keys of the creates that made them: a repeat is answered as the first create was (a record
+     * past its time is not loaded). */
     idem_load l = {NULL, 0, 0, qod_time_wall_ms()};
     if (n && rc == QOD_OK && qod_store_scan(e->o.store, QOD_TBL_IDEMPOTENCY, NULL, load_idem, &l) != QOD_OK)
         QOD_WARN("engine", "adopt_idempotency_partial", "loaded=%zu", l.n);

@@ -100,14 +100,18 @@ static void store_where(const qod_options *o, char *out, size_t cap)
     snprintf(out, cap, "postgres://%s", at ? at + 1 : rest);
 }
 
-static void resync(void *ctx)
+/* Reads the sessions this node should hold and does not (shards it took; creates found committed late), then the
+ * outbox for their pending events. */
+static void on_shards_taken(void *ctx)
 {
     qod_daemon *d = ctx;
     qod_engine *e = atomic_load(&d->adopter);
-    int n = e ? qod_engine_adopt(e) : 0;
-    if (n < 0)
-        QOD_ERROR("qodd", "resync_failed", "err=\"%s\"", qod_strerror(n));
-    qod_delivery_rescan(d->delivery);
+    if (e) {
+        int n = qod_engine_adopt(e);
+        if (n < 0)
+            QOD_ERROR("qodd", "adopt_failed", "err=\"%s\"", qod_strerror(n));
+        qod_delivery_rescan(d->delivery);
+    }
 }
 
 /* On the store's writer thread: changes reported failed were made after all (a COMMIT whose answer was lost). The
@@ -118,7 +122,7 @@ static void on_late_commit(void *ctx)
     qod_engine *e = atomic_load(&d->adopter);
     if (!e)
         QOD_ERROR("qodd", "resync_not_posted", "detail=\"found while starting or stopping: read at the next start\"");
-    else if (qod_engine_post(e, resync, d) != QOD_OK)
+    else if (qod_engine_post(e, on_shards_taken, d) != QOD_OK)
         QOD_ERROR("qodd", "resync_not_posted", "detail=\"found while stopping: read at the next start\"");
 }
 
@@ -214,18 +218,6 @@ static int delivery_fence(void *ctx, qod_store_batch *b, const char *id)
 }
 
 /* Shards of a node that died are ours now: their sessions, timers and pending callbacks too. */
-static void on_shards_taken(void *ctx)
-{
-    qod_daemon *d = ctx;
-    qod_engine *e = atomic_load(&d->adopter);
-    if (e) {
-        int n = qod_engine_adopt(e);
-        if (n < 0)
-            QOD_ERROR("qodd", "adopt_failed", "err=\"%s\"", qod_strerror(n));
-        qod_delivery_rescan(d->delivery);
-    }
-}
-
 /* A lease could not be kept: another node may be doing this node's work already. Stop cleanly; a supervisor
  * starts the node again, and it joins afresh. */
 static void on_lease_lost(void *ctx)
