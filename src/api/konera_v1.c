@@ -554,7 +554,7 @@ bool qod_camara_retrieve(qod_call *c, qod_req *r, qod_kind kind, void (*render)(
         *n = qod_engine_find_by_device(e, key, c->app.client_id, kind, render, out);
     else
         *key = '\0';
-    return true;
+    return !(*n && qod_peers_stale(c, r));
 }
 
 void qod_v1_retrieve(qod_call *c, qod_req *r)

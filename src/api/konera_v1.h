@@ -89,8 +89,9 @@ bool qod_camara_device(qod_call *c, qod_req *r, const cJSON *device, qod_device 
 
 /* The common part of the retrieve endpoints (v1 retrieve-sessions, provisioning retrieve): parses the body,
  * {"device": …} (omitted with 3-legged tokens), resolves the device and renders the app's active session or
- * assignment of kind for it into out with render. Responds and returns false on error; else sets *n to the
- * sessions rendered (0 or 1) and key to the device's key ("" when it has none, so no peer can hold it). */
+ * assignment of kind for it into out with render. Responds and returns false on error, or when what it found
+ * must not be served (qod_peers_stale); else sets *n to the sessions rendered (0 or 1) and key to the device's
+ * key ("" when it has none, so no peer can hold it). */
 bool qod_camara_retrieve(qod_call *c, qod_req *r, qod_kind kind, void (*render)(void *arg, const qod_session *s),
                          qod_buf *out, char *key, size_t keycap, int *n);
 

@@ -60,6 +60,15 @@ bool qod_peers_route(qod_call *c, qod_req *r)
     return forward_to(c, r, url);
 }
 
+bool qod_peers_stale(qod_call *c, qod_req *r)
+{
+    const qod_api_deps *d = qod_api_deps_of(c->api);
+    if (!d->cluster || qod_cluster_current(d->cluster))
+        return false;
+    unavailable(r, "The node that holds this session is not available right now; retry.");
+    return true;
+}
+
 typedef struct {
     const char *app;
     qod_kind kind;

@@ -15,5 +15,9 @@ bool qod_peers_route(qod_call *c, qod_req *r);
 /* For the retrieve-by-device operations, after this node found nothing of its own: true when the device's active
  * item of this app lives on another node and r was forwarded there (or answered 503). */
 bool qod_peers_by_device(qod_call *c, qod_req *r, const char *device_key, qod_kind kind);
+/* For an answer this node found in its own memory without asking the cluster (retrieve-by-device): true when its
+ * leases are not current (qod_cluster_current: the lease round is late, the database likely out of reach), and r
+ * was answered 503 as qod_peers_route answers a session by id then. */
+bool qod_peers_stale(qod_call *c, qod_req *r);
 
 #endif

@@ -41,6 +41,7 @@ PGTMP = os.path.join(HERE, "..", "tools", "pgtmp.sh")
 PG_BIN = os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin")
 V0 = "/camara/qod/v0/sessions"
 V1 = "/quality-on-demand/v1/sessions"
+RETRIEVE = "/quality-on-demand/v1/retrieve-sessions"
 PROV = "/qos-provisioning/v0.3/qos-assignments"
 LEASE_S = 2
 V1_SCOPES = ("quality-on-demand:sessions:create quality-on-demand:sessions:read quality-on-demand:sessions:update "
@@ -985,29 +986,41 @@ def test_a_node_cut_off_from_the_database_stops_within_its_lease_and_another_ser
                 return out
             wait_until(lambda: held().get(url[inner], 0) > 0 and sum(held().values()) == 64, timeout=LEASE_S * 4,
                        what="both nodes holding shards")
-            app = outer.qodctl_json("app", "create", "--name", "a", "--env", "sandbox", "--rate-limit", "0", "--json")
+            app = create_app(outer, scopes=ALL_SCOPES, extra=("--rate-limit", "0"))
             wait_until(lambda: token_response(inner, app).status == 200, timeout=5, what="the app known inside")
             tok = get_token(inner, app)
             # Created on the inner node: in shards it holds.
             sids = [expect_status(inner.request("POST", V0, body=v0_body(recv, new_phone(), duration=d_s),
                                                 token=tok), 201).json()["sessionId"] for d_s in (60, 60, 8)]
+            # A v1 session too, read back by its device (retrieve-sessions: answered from the node's own memory).
+            by_phone = {"device": {"phoneNumber": new_phone()}}
+            sid1 = expect_status(inner.request("POST", V1, token=tok, body=dict(
+                by_phone, applicationServer={"ipv4Address": "198.51.100.7"}, qosProfile="QOS_L", duration=60,
+                sink=recv.url("/v1"))), 201).json()["sessionId"]
+            assert [x["sessionId"] for x in expect_status(inner.request(
+                "POST", RETRIEVE, token=tok, body=by_phone), 200).json()] == [sid1]
             assert held().get(url[inner], 0) > 0
             t = time.monotonic()
             net.cut()
-            answers = []  # (seconds after the cut, status) of reads on the cut-off node while it runs
+            # (seconds after the cut, status) of reads on the cut-off node while it runs: by id, and by device.
+            answers, found = [], []
             while inner.proc.poll() is None and time.monotonic() - t < scaled(LEASE_S * 5):
-                sent = time.monotonic() - t
-                try:
-                    answers.append((sent, inner.request("GET", V0 + "/" + sids[1], token=tok, timeout=5).status))
-                except OSError:
-                    answers.append((sent, None))
+                for into, method, path, body in ((answers, "GET", V0 + "/" + sids[1], None),
+                                                 (found, "POST", RETRIEVE, by_phone)):
+                    sent = time.monotonic() - t
+                    try:
+                        into.append((sent, inner.request(method, path, body=body, token=tok, timeout=5).status))
+                    except OSError:
+                        into.append((sent, None))
                 time.sleep(0.05)
             wait_until(lambda: inner.proc.poll() is not None, timeout=LEASE_S * 5, what="the cut-off node stopping")
             stopped = time.monotonic() - t
             # Its leases were last renewed before the cut: 4/5 of a lease later it acts on none of them.
-            late = [a for a in answers if a[0] > LEASE_S * 0.8 + 0.2 and a[1] == 200]
-            assert not late, "served after its leases' time: %r" % answers
-            assert any(status == 200 for _, status in answers[:3]), answers
+            for seen in (answers, found):
+                late = [a for a in seen if a[0] > LEASE_S * 0.8 + 0.2 and a[1] == 200]
+                assert not late, "served after its leases' time: %r" % seen
+                assert any(status == 200 for _, status in seen[:3]), seen
+                assert any(status == 503 for _, status in seen), seen
             assert "lease_expiring" in inner.log(), inner.log_tail()
             wait_until(lambda: held() == {url[outer]: 64}, timeout=LEASE_S * 6, interval=0.1,
                        what="the other node holding every shard")
@@ -1016,6 +1029,8 @@ def test_a_node_cut_off_from_the_database_stops_within_its_lease_and_another_ser
             for sid in sids[:2]:
                 r = expect_status(outer.request("GET", V0 + "/" + sid, token=tok), 200)
                 assert r.json()["qosStatus"] == "AVAILABLE", r.json()
+            assert [x["sessionId"] for x in expect_status(outer.request(
+                "POST", RETRIEVE, token=tok, body=by_phone), 200).json()] == [sid1]
             expect_status(outer.request("DELETE", V0 + "/" + sids[0], token=tok), 204)
             wait_until(lambda: _sessions_in(db).get(sids[2]) == "ended", timeout=10,
                        what="the short session expired by the node that took it over")
