@@ -1313,15 +1313,6 @@ qod_loop *qod_engine_loop(qod_engine *e)
     return e->loop;
 }
 
-int qod_engine_post(qod_engine *e, void (*fn)(void *arg), void *arg)
-{
-    pthread_mutex_lock(&e->mu);
-    qod_loop *l = e->loop ? e->loop : e->stopped_loop; /* a stopped loop refuses the job */
-    int rc = l ? qod_loop_post(l, fn, arg) : QOD_ERR_CLOSED;
-    pthread_mutex_unlock(&e->mu);
-    return rc;
-}
-
 /* ---- start-up: load, reconcile, run ------------------------------------------------------------------------- */
 
 static int dup_field(const cJSON *o, const char *key, char **out, bool required)

@@ -119,9 +119,6 @@ void qod_engine_stop(qod_engine *e);
 void qod_engine_destroy(qod_engine *e);
 /* The engine's loop (delivery and network backends add their sockets to it). */
 qod_loop *qod_engine_loop(qod_engine *e);
-/* Runs fn(arg) on the engine's loop thread; QOD_ERR_CLOSED once the engine is stopping. Any thread, until
- * qod_engine_destroy. */
-int qod_engine_post(qod_engine *e, void (*fn)(void *arg), void *arg);
 
 /* Starts a create. Returns QOD_OK (done will run once), QOD_ENGINE_REPLAYED (*replay filled, done never runs),
  * or an error with done never run: QOD_ERR_EXISTS (device has an active session), QOD_ERR_LIMIT (app quota),

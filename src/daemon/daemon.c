@@ -25,8 +25,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,8 +58,14 @@ struct qod_daemon {
     qod_admin *admin;
     qod_cluster *cluster; /* several nodes (--cluster-node), or NULL */
     qod_forward *forward;
-    qod_store_listener *listener;     /* other nodes' changes to apps and devices */
-    qod_engine *_Atomic adopter;      /* the engine, once it may adopt shards */
+    qod_store_listener *listener; /* other nodes' changes to apps and devices */
+    qod_engine *_Atomic adopter;  /* the engine, once it may adopt shards */
+    /* Late commits (on_late_commit) are read in by a thread of their own, started at the first: the scan of the
+     * sessions table may take seconds, which the engine's loop (its timers) must not wait for. */
+    pthread_mutex_t resync_mu;
+    pthread_cond_t resync_cv;
+    pthread_t resync_thread;
+    bool resync_started, resync_pending, resync_stopping;
     _Atomic uint64_t delivery_shards; /* the shards the delivery treats as ours (delivery_owns_refresh) */
 };
 
@@ -114,16 +122,51 @@ static void on_shards_taken(void *ctx)
     }
 }
 
+static void *resync_main(void *arg)
+{
+    qod_daemon *d = arg;
+    pthread_setname_np(pthread_self(), "qod-resync");
+    pthread_mutex_lock(&d->resync_mu);
+    while (!d->resync_stopping) {
+        if (!d->resync_pending) {
+            pthread_cond_wait(&d->resync_cv, &d->resync_mu);
+            continue;
+        }
+        d->resync_pending = false; /* late commits found during the scan ask for another */
+        pthread_mutex_unlock(&d->resync_mu);
+        on_shards_taken(d);
+        pthread_mutex_lock(&d->resync_mu);
+    }
+    pthread_mutex_unlock(&d->resync_mu);
+    return NULL;
+}
+
 /* On the store's writer thread: changes reported failed were made after all (a COMMIT whose answer was lost). The
- * sessions they created are read again from the store, on the engine's loop thread. */
+ * sessions they created are read again from the store, by the resync thread. */
 static void on_late_commit(void *ctx)
 {
     qod_daemon *d = ctx;
-    qod_engine *e = atomic_load(&d->adopter);
-    if (!e)
-        QOD_ERROR("qodd", "resync_not_posted", "detail=\"found while starting or stopping: read at the next start\"");
-    else if (qod_engine_post(e, on_shards_taken, d) != QOD_OK)
-        QOD_ERROR("qodd", "resync_not_posted", "detail=\"found while stopping: read at the next start\"");
+    pthread_mutex_lock(&d->resync_mu);
+    bool run = !d->resync_stopping && atomic_load(&d->adopter);
+    if (run && !d->resync_started)
+        run = d->resync_started = pthread_create(&d->resync_thread, NULL, resync_main, d) == 0;
+    d->resync_pending |= run;
+    pthread_cond_signal(&d->resync_cv);
+    pthread_mutex_unlock(&d->resync_mu);
+    if (!run)
+        QOD_ERROR("qodd", "resync_not_run", "detail=\"found while starting or stopping: read at the next start\"");
+}
+
+/* Waits for a resync in progress; late commits found from now on are read at the next start. */
+static void resync_stop(qod_daemon *d)
+{
+    pthread_mutex_lock(&d->resync_mu);
+    d->resync_stopping = true;
+    bool started = d->resync_started;
+    pthread_cond_signal(&d->resync_cv);
+    pthread_mutex_unlock(&d->resync_mu);
+    if (started)
+        pthread_join(d->resync_thread, NULL);
 }
 
 /* --store-timeout in ms; a cluster node's writer may wait up to a lease for another node's transaction (the server
@@ -457,6 +500,8 @@ int qod_daemon_start(const qod_options *o, qod_daemon **out, char *err, size_t e
     if (!d)
         return QOD_ERR_NOMEM;
     d->lock_fd = -1;
+    pthread_mutex_init(&d->resync_mu, NULL);
+    pthread_cond_init(&d->resync_cv, NULL);
     if (o->public_url[0])
         snprintf(d->public_url, sizeof d->public_url, "%s", o->public_url);
     else
@@ -513,6 +558,7 @@ void qod_daemon_stop(qod_daemon *d)
     qod_forward_destroy(d->forward);
     qod_admin_stop(d->admin);
     qod_api_destroy(d->api);
+    resync_stop(d);
     /* The engine's loop stops first, then the delivery's (its last outcomes are submitted); the store then
      * drains the batches in flight, whose completions still reach the engine and the delivery; only then are
      * those freed. */
@@ -537,6 +583,8 @@ void qod_daemon_stop(qod_daemon *d)
     if (d->tls_key)
         memset(d->tls_key, 0, strlen(d->tls_key));
     free(d->tls_key);
+    pthread_cond_destroy(&d->resync_cv);
+    pthread_mutex_destroy(&d->resync_mu);
     free(d);
     QOD_INFO("qodd", "stopped", "%s", "");
 }
