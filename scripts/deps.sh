@@ -9,11 +9,17 @@ need_pkg() { # pkg-config-name debian-package
 need_cmd() { # command debian-package
     command -v "$1" >/dev/null 2>&1 || missing="$missing $2"
 }
+need_py() { # python-module debian-package (Debian's copy serves another python3 too: the tests look there)
+    python3 -c "import $1" 2>/dev/null || [ -d "/usr/lib/python3/dist-packages/$1" ] || missing="$missing $2"
+}
 need_cmd pkg-config pkg-config
 need_cmd cc gcc
 need_cmd make make
 need_cmd python3 python3
 need_cmd ip iproute2
+# The CAMARA conformance test (tests/e2e/test_conformance.py) validates responses against the spec's schemas.
+need_py yaml python3-yaml
+need_py jsonschema python3-jsonschema
 # The PostgreSQL server, for the tests of the PostgreSQL store (tests/tools/pgtmp.sh starts throw-away clusters).
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$missing postgresql"
 if command -v pkg-config >/dev/null 2>&1; then
