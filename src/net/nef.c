@@ -46,6 +46,8 @@
 #define API_PATH "/3gpp-as-session-with-qos/v1/"
 #define CREATE_BUDGET_MS 30000
 #define DELETE_TRIES 4
+#define DELETE_RETRY_MAX_MS 60000
+#define LIST_TRIES 5
 #define RESP_MAX (QOD_NEF_LIST_MAX + 1)
 #define OAUTH_DEFAULT_TTL_S 300
 #define OAUTH_MARGIN_MS 5000
@@ -61,15 +63,16 @@ static const char *const out_names[OUT_COUNT] = {"ok", "http_4xx", "http_5xx", "
 
 /* One subscription (or a session on its way to one). Loop thread only, except token/id read under mu. */
 typedef struct sub {
-    char id[ID_CAP];       /* the session id, or "orphan-N" */
-    char token[TOKEN_CAP]; /* our notification token, "" for orphans */
-    char key[256];         /* "ipv4:…|qosReference" for adoption at restart */
-    char *body;            /* the POST body */
-    char *location;        /* the subscription resource once known */
-    bool ended;            /* released: delete the subscription as soon as it is known */
-    bool activated;        /* the session is available: a failure terminates it instead of refusing it */
-    bool busy;             /* a request is in flight */
-    bool wait_list;        /* waiting for the start-up list */
+    char id[ID_CAP];                 /* the session id, or "orphan-N" */
+    char token[TOKEN_CAP];           /* our notification token, "" for orphans */
+    char key[256];                   /* "ipv4:…|qosReference" for adoption at restart */
+    char *body;                      /* the POST body */
+    char *location;                  /* the subscription resource once known (set under mu: set_location) */
+    char res_id[QOD_NEF_RES_ID_MAX]; /* its id (the last path segment), "" when unknown; read under mu */
+    bool ended;                      /* released: delete the subscription as soon as it is known */
+    bool activated;                  /* the session is available: a failure terminates it instead of refusing it */
+    bool busy;                       /* a request is in flight */
+    bool wait_list;                  /* waiting for the start-up list */
     int attempts;
     int64_t first_ms;
     qod_timer t;
@@ -109,11 +112,14 @@ struct nef {
     int64_t token_until; /* monotonic ms */
     bool fetching;
     bool listing; /* the start-up list is in flight */
+    int list_attempts;
+    int64_t list_first_ms;
+    qod_timer list_t; /* the start-up list's next attempt */
     bool closing;
     int orphans;
     atomic_ullong requests[OP_COUNT][OUT_COUNT];
     atomic_ullong notifications[QOD_NEF_EV_COUNT];
-    atomic_ullong rejected_unknown, rejected_malformed, not_guaranteed;
+    atomic_ullong rejected_unknown, rejected_malformed, rejected_stale, not_guaranteed;
     atomic_llong held; /* subscriptions known to exist at the NEF */
 };
 
@@ -153,6 +159,17 @@ static void set_token(nef *n, sub *s, const char *token)
     snprintf(s->token, sizeof s->token, "%s", token);
     if (s->token[0] && qod_hmap_put(&n->tokens, s->token, s) != QOD_OK)
         QOD_ERROR("nef", "token_map_failed", "session=%s", s->id);
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* s's subscription resource is loc (taken; NULL frees it). */
+static void set_location(nef *n, sub *s, char *loc)
+{
+    pthread_mutex_lock(&n->mu);
+    free(s->location);
+    s->location = loc;
+    if (!loc || !qod_nef_resource_id(loc, s->res_id, sizeof s->res_id))
+        s->res_id[0] = '\0';
     pthread_mutex_unlock(&n->mu);
 }
 
@@ -387,7 +404,9 @@ static void create_done(nef *n, req *r, int outcome, long status, const char *wh
 {
     sub *s = r->s;
     s->busy = false;
-    if (outcome == OUT_OK && r->location[0] && (s->location = absolute(r->url, r->location))) {
+    char *loc = outcome == OUT_OK && r->location[0] ? absolute(r->url, r->location) : NULL;
+    if (loc) {
+        set_location(n, s, loc);
         atomic_fetch_add(&n->held, 1);
         QOD_INFO("nef", "subscribed", "session=%s location=%s attempts=%d", s->id, s->location, s->attempts);
         s->attempts = 0;
@@ -411,6 +430,43 @@ static void create_done(nef *n, req *r, int outcome, long status, const char *wh
         give_up(n, s, text);
 }
 
+/* Puts s in the subscriptions map under a new id (it must not be in the map). */
+static bool rename_sub(nef *n, sub *s, const char *id)
+{
+    snprintf(s->id, sizeof s->id, "%s", id);
+    return qod_hmap_put(&n->subs, s->id, s) == QOD_OK;
+}
+
+/* The NEF would not delete s's subscription within the budget (down, overloaded): it stays there, with its QoS.
+ * The session's release is reported now, so that the engine does not wait for the NEF, and s is kept as an orphan
+ * whose DELETE is tried again, at most a minute apart, until the NEF answers it (if qodd stops first, the start-up
+ * list finds it). */
+static void keep_deleting(nef *n, sub *s, long status, const char *why)
+{
+    int shift = s->attempts - DELETE_TRIES < 4 ? s->attempts - DELETE_TRIES : 4;
+    int64_t wait = backoff_ms[NBACKOFF - 1] << (shift > 0 ? shift : 0);
+    wait = wait < DELETE_RETRY_MAX_MS ? wait : DELETE_RETRY_MAX_MS;
+    if (strncmp(s->id, "orphan-", 7) != 0 && strncmp(s->id, "stale-", 6) != 0) {
+        char id[ID_CAP], orphan[ID_CAP];
+        snprintf(id, sizeof id, "%s", s->id);
+        snprintf(orphan, sizeof orphan, "orphan-%d", ++n->orphans);
+        qod_hmap_del(&n->subs, s->id);
+        set_token(n, s, ""); /* its notifications no longer reach the session */
+        bool kept = rename_sub(n, s, orphan);
+        n->sink.report_unlocked(n->sink.ctx, id, QOD_NET_RELEASED,
+                                "released (the NEF's subscription is deleted later)");
+        if (!kept) {
+            QOD_ERROR("nef", "delete_failed", "session=%s location=%s why=\"out of memory\"", id, s->location);
+            sub_free(n, s);
+            return;
+        }
+        QOD_WARN("nef", "delete_retrying", "session=%s orphan=%s", id, s->id);
+    }
+    QOD_WARN("nef", "delete_attempt_failed", "orphan=%s location=%s attempts=%d status=%ld why=\"%s\" retry_ms=%lld",
+             s->id, s->location, s->attempts, status, why, (long long)wait);
+    qod_timers_arm(&n->timers, &s->t, qod_time_mono_ms() + wait, 0);
+}
+
 static void delete_done(nef *n, req *r, int outcome, long status, const char *why)
 {
     sub *s = r->s;
@@ -423,6 +479,10 @@ static void delete_done(nef *n, req *r, int outcome, long status, const char *wh
     bool transient = outcome == OUT_5XX || outcome == OUT_TIMEOUT || outcome == OUT_CONNECT || status == 429;
     if (transient && retry_later(n, s, DELETE_TRIES, CREATE_BUDGET_MS))
         return;
+    if (transient) {
+        keep_deleting(n, s, status, why);
+        return;
+    }
     QOD_WARN("nef", "delete_failed", "session=%s location=%s status=%ld why=\"%s\"", s->id, s->location, status, why);
     sub_released(n, s);
 }
@@ -462,7 +522,8 @@ static void token_done(nef *n, req *r, int outcome, const char *why)
     }
 }
 
-static void reconcile(nef *n, req *r, int outcome, const char *why);
+static void reconcile(nef *n, req *r, int outcome, long status, const char *why);
+static void delete_stale(nef *n, const char *res_id);
 
 /* Every request ends here exactly once: metrics, then the operation's own handling; r is freed. */
 static void done(req *r, int outcome, long status, const char *why)
@@ -485,7 +546,7 @@ static void done(req *r, int outcome, long status, const char *why)
     else if (r->op == OP_TOKEN)
         token_done(n, r, outcome, why);
     else
-        reconcile(n, r, outcome, why);
+        reconcile(n, r, outcome, status, why);
     req_free(r);
 }
 
@@ -553,14 +614,21 @@ static void on_listed(void *arg, const qod_nef_listed *l)
     char token[TOKEN_CAP], key[256];
     if (!qod_nef_token_of(l->notification_destination, n->notify_prefix, token, sizeof token) || !l->self[0])
         return; /* not ours (another SCS/AS instance), or not addressable */
+    char rid[QOD_NEF_RES_ID_MAX] = "";
     pthread_mutex_lock(&n->mu);
-    bool known = qod_hmap_get(&n->tokens, token) != NULL;
+    sub *k = qod_hmap_get(&n->tokens, token);
+    /* A second subscription with the token of one already ours (a create's retry left it): deleted. */
+    bool dup = k && k->res_id[0] && qod_nef_resource_id(l->self, rid, sizeof rid) && strcmp(rid, k->res_id) != 0;
     pthread_mutex_unlock(&n->mu);
-    if (known)
+    if (dup)
+        delete_stale(n, rid);
+    if (k)
         return;
     ue_key(key, sizeof key, l->ue_ipv4, l->ue_ipv6, l->gpsi, l->qos_reference);
     sub *s = qod_hmap_del(&c->candidates, key);
-    if (s && (s->location = strdup(l->self))) {
+    char *loc = s ? strdup(l->self) : NULL;
+    if (loc) {
+        set_location(n, s, loc);
         atomic_fetch_add(&n->held, 1);
         set_token(n, s, token);
         c->adopted++;
@@ -610,10 +678,20 @@ static int gather(void *arg, const char *key, void *val)
     return 0;
 }
 
-static void reconcile(nef *n, req *r, int outcome, const char *why)
+static void reconcile(nef *n, req *r, int outcome, long status, const char *why)
 {
     recon c = {.n = n};
     char err[160] = "";
+    /* Not answered now (down, overloaded, no OAuth2 token): asked again, the sessions still waiting. Subscribing
+     * them afresh would leave the subscriptions they hold at the NEF behind, with their QoS. */
+    bool transient = outcome == OUT_5XX || outcome == OUT_TIMEOUT || outcome == OUT_CONNECT || status == 429;
+    int64_t now = qod_time_mono_ms(), wait = backoff_ms[n->list_attempts < NBACKOFF ? n->list_attempts : NBACKOFF - 1];
+    if (transient && ++n->list_attempts < LIST_TRIES && now + wait - n->list_first_ms <= CREATE_BUDGET_MS) {
+        QOD_WARN("nef", "list_attempt_failed", "attempt=%d status=%ld why=\"%s\" retry_ms=%lld", n->list_attempts,
+                 status, why, (long long)wait);
+        qod_timers_arm(&n->timers, &n->list_t, now + wait, 0);
+        return;
+    }
     qod_hmap_init(&c.candidates);
     n->listing = false;
     qod_hmap_each(&n->subs, collect_waiting, &c);
@@ -643,6 +721,8 @@ static void reconcile(nef *n, req *r, int outcome, const char *why)
 static void list_job(void *arg)
 {
     nef *n = arg;
+    if (!n->list_attempts)
+        n->list_first_ms = qod_time_mono_ms();
     req *r = req_new(n, NULL, OP_LIST, n->base, NULL);
     if (!r) {
         n->listing = false;
@@ -704,6 +784,10 @@ static int64_t tick(void *arg, int64_t now)
         qod_timer *t = qod_timers_pop_due(&n->timers, now);
         if (!t)
             break;
+        if (t == &n->list_t) {
+            list_job(n);
+            continue;
+        }
         sub *s = sub_of_timer(t);
         if (s->location)
             start_delete(n, s);
@@ -717,14 +801,14 @@ static int64_t tick(void *arg, int64_t now)
 /* ---- jobs from the engine's calls ---------------------------------------------------------------------------------
  */
 
-enum { JOB_PROVISION, JOB_ACTIVATED, JOB_RELEASE };
+enum { JOB_PROVISION, JOB_ACTIVATED, JOB_RELEASE, JOB_DELETE_STALE };
 
 typedef struct {
     nef *n;
     int what;
     char id[ID_CAP];
     char token[TOKEN_CAP];
-    char key[256];
+    char key[256]; /* a provision's UE key, or a stale subscription's id */
     char *body;
 } job;
 
@@ -768,12 +852,42 @@ static void release_job(nef *n, sub *s)
     }
 }
 
+/* Deletes the subscription res_id of our SCS/AS, once (its DELETE in flight or waiting is not started again). */
+static void delete_stale(nef *n, const char *res_id)
+{
+    char id[ID_CAP];
+    if (strlen(res_id) + 6 >= sizeof id)
+        snprintf(id, sizeof id, "orphan-%d", ++n->orphans); /* an id too long to remember: deleted again if seen */
+    else if (snprintf(id, sizeof id, "stale-%s", res_id) > 0 && qod_hmap_get(&n->subs, id))
+        return;
+    sub *o = calloc(1, sizeof *o);
+    size_t cap = strlen(n->base) + strlen(res_id) + 2;
+    char *loc = o ? malloc(cap) : NULL;
+    if (!loc) {
+        free(o);
+        return;
+    }
+    snprintf(loc, cap, "%s/%s", n->base, res_id);
+    qod_timer_init(&o->t, 0);
+    o->ended = true;
+    set_location(n, o, loc);
+    atomic_fetch_add(&n->held, 1);
+    if (!rename_sub(n, o, id)) {
+        sub_free(n, o);
+        return;
+    }
+    QOD_INFO("nef", "stale_delete", "location=%s", o->location);
+    start_delete(n, o);
+}
+
 static void run_job(void *arg)
 {
     job *j = arg;
     nef *n = j->n;
-    sub *s = j->what == JOB_PROVISION ? NULL : qod_hmap_get(&n->subs, j->id);
-    if (j->what == JOB_PROVISION)
+    sub *s = j->what == JOB_PROVISION || j->what == JOB_DELETE_STALE ? NULL : qod_hmap_get(&n->subs, j->id);
+    if (j->what == JOB_DELETE_STALE)
+        delete_stale(n, j->key);
+    else if (j->what == JOB_PROVISION)
         provision_job(n, j);
     else if (s && j->what == JOB_ACTIVATED)
         s->activated = true;
@@ -844,6 +958,7 @@ static int nef_create(const qod_net_config *cfg, const qod_net_sink *sink, void 
     n->oauth = oauth;
     n->curl_due = -1;
     n->listing = true;
+    qod_timer_init(&n->list_t, 0);
     if (n->cfg.nef_timeout_ms <= 0)
         n->cfg.nef_timeout_ms = 10000;
     size_t ul = strlen(cfg->nef_url);
@@ -1046,12 +1161,14 @@ static void nef_release(void *self, const qod_net_session *ns)
 static int nef_notify(void *self, const char *token, const char *body, size_t len)
 {
     nef *n = self;
-    char id[ID_CAP] = "", err[160] = "";
+    char id[ID_CAP] = "", err[160] = "", res_id[QOD_NEF_RES_ID_MAX] = "";
     if (strlen(token) < TOKEN_CAP) {
         pthread_mutex_lock(&n->mu);
         sub *s = qod_hmap_get(&n->tokens, token);
-        if (s)
+        if (s) {
             snprintf(id, sizeof id, "%s", s->id);
+            snprintf(res_id, sizeof res_id, "%s", s->res_id);
+        }
         pthread_mutex_unlock(&n->mu);
     }
     if (!id[0]) {
@@ -1064,6 +1181,15 @@ static int nef_notify(void *self, const char *token, const char *body, size_t le
         atomic_fetch_add(&n->rejected_malformed, 1);
         QOD_WARN("nef", "notification_malformed", "session=%s why=\"%s\"", id, err);
         return QOD_ERR_INVALID;
+    }
+    if (res_id[0] && nt.subscription[0] && strcmp(res_id, nt.subscription) != 0) {
+        /* Another subscription with the session's token: one a create's retry left behind (the NEF made it, but
+         * its answer was lost). Its events are not the session's; it is deleted. */
+        atomic_fetch_add(&n->rejected_stale, 1);
+        QOD_WARN("nef", "notification_stale", "session=%s subscription=%s current=%s", id, nt.subscription, res_id);
+        if (post_job(n, JOB_DELETE_STALE, "", NULL, nt.subscription, NULL) != QOD_OK)
+            QOD_ERROR("nef", "post_failed", "session=%s what=delete_stale", id);
+        return QOD_OK;
     }
     for (int i = 0; i < nt.n; i++) {
         qod_nef_event ev = nt.ev[i];
@@ -1103,16 +1229,19 @@ static void nef_metrics(void *self, qod_buf *out)
         qod_buf_printf(out, "qod_nef_notifications_total{event=\"%s\"} %llu\n", qod_nef_event_name((qod_nef_event)e),
                        (unsigned long long)atomic_load(&n->notifications[e]));
     qod_buf_printf(out,
-                   "# HELP qod_nef_notifications_rejected_total NEF notifications refused (unknown token, malformed).\n"
+                   "# HELP qod_nef_notifications_rejected_total NEF notifications refused (unknown token, malformed) "
+                   "or not acted on (stale: of another subscription than the session's).\n"
                    "# TYPE qod_nef_notifications_rejected_total counter\n"
                    "qod_nef_notifications_rejected_total{reason=\"unknown\"} %llu\n"
                    "qod_nef_notifications_rejected_total{reason=\"malformed\"} %llu\n"
+                   "qod_nef_notifications_rejected_total{reason=\"stale\"} %llu\n"
                    "# HELP qod_nef_qos_not_guaranteed_total QOS_NOT_GUARANTEED notifications.\n"
                    "# TYPE qod_nef_qos_not_guaranteed_total counter\nqod_nef_qos_not_guaranteed_total %llu\n"
                    "# HELP qod_nef_subscriptions Subscriptions held at the NEF.\n"
                    "# TYPE qod_nef_subscriptions gauge\nqod_nef_subscriptions %lld\n",
                    (unsigned long long)atomic_load(&n->rejected_unknown),
                    (unsigned long long)atomic_load(&n->rejected_malformed),
+                   (unsigned long long)atomic_load(&n->rejected_stale),
                    (unsigned long long)atomic_load(&n->not_guaranteed), (long long)atomic_load(&n->held));
 }
 

@@ -4,6 +4,7 @@
 #include "util/err.h"
 #include "util/json.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -76,7 +77,7 @@ int qod_nef_flow_descriptions(const char *ue_addr, const char *flows, char *dl, 
                               size_t errcap)
 {
     char as[64] = "any", asp[512] = "", uep[512] = "";
-    const char *ue = has(ue_addr) ? ue_addr : "assigned";
+    const char *ue = has(ue_addr) ? ue_addr : "any";
     qod_flows f;
     int rc = qod_flows_read(flows, &f, err, errcap);
     rc = rc ? rc : server_text(&f, ue_addr, as, sizeof as, err, errcap);
@@ -152,11 +153,37 @@ static qod_nef_event event_of(const char *s)
     return QOD_NEF_EV_OTHER;
 }
 
+static bool terminal(qod_nef_event ev)
+{
+    return ev == QOD_NEF_EV_FAILED_RESOURCES_ALLOCATION || ev == QOD_NEF_EV_SESSION_TERMINATION;
+}
+
+bool qod_nef_resource_id(const char *uri, char *out, size_t cap)
+{
+    size_t end = strcspn(uri, "?#");
+    while (end && uri[end - 1] == '/')
+        end--;
+    size_t start = end;
+    while (start && uri[start - 1] != '/')
+        start--;
+    size_t n = end - start;
+    const char *scheme_end = strstr(uri, "://");
+    if (!n || n >= cap || (scheme_end && uri + start <= scheme_end + 3))
+        return false; /* no segment, too long, or the authority of "scheme://host" */
+    for (size_t i = start; i < end; i++)
+        if (!isalnum((unsigned char)uri[i]) && !strchr("-._~%", uri[i]))
+            return false;
+    memcpy(out, uri + start, n);
+    out[n] = '\0';
+    return true;
+}
+
 int qod_nef_notification_parse(const char *body, size_t len, qod_nef_notification *out, char *err, size_t errcap)
 {
     cJSON *root = NULL;
     const char *transaction = NULL;
     out->n = 0;
+    out->subscription[0] = '\0';
     if (len > QOD_NEF_NOTIFICATION_MAX) {
         snprintf(err, errcap, "notification larger than %d bytes", QOD_NEF_NOTIFICATION_MAX);
         return QOD_ERR_INVALID;
@@ -180,8 +207,12 @@ int qod_nef_notification_parse(const char *body, size_t len, qod_nef_notificatio
             rc = QOD_ERR_INVALID;
         } else if (out->n < QOD_NEF_REPORTS_MAX) {
             out->ev[out->n++] = event_of(ev);
+        } else if (terminal(event_of(ev))) {
+            out->ev[QOD_NEF_REPORTS_MAX - 1] = event_of(ev); /* the end of the session is never dropped */
         }
     }
+    if (rc == QOD_OK && !qod_nef_resource_id(transaction, out->subscription, sizeof out->subscription))
+        out->subscription[0] = '\0';
     if (rc != QOD_OK)
         out->n = 0;
     cJSON_Delete(root);

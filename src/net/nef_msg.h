@@ -16,6 +16,8 @@
 #define QOD_NEF_REPORTS_MAX 32
 /* The largest subscription list we read at start. */
 #define QOD_NEF_LIST_MAX (4u << 20)
+/* The longest subscription id (the last path segment of its resource URI) we compare or address. */
+#define QOD_NEF_RES_ID_MAX 128
 
 /* The user plane events we subscribe to and act on; QOD_NEF_EV_OTHER stands for any other (ignored) value. */
 typedef enum {
@@ -44,7 +46,8 @@ typedef struct {
 
 /* The flowDescriptions of a session as 3GPP IPFilterRules (TS 29.214 clause 5.3.8): dl is
  * "permit out ip from <AS> [ports] to <UE> [ports]", ul "permit in ip from <UE> [ports] to <AS> [ports]". <AS> is
- * the applicationServer address (or "any"), <UE> the device address (or "assigned" without one). cap bytes each.
+ * the applicationServer address (or "any"), <UE> the device address (or "any" without one: TS 29.214 forbids the
+ * keyword "assigned"). cap bytes each.
  * QOD_ERR_UNSUPPORTED (why in err) when the application server has no address of the device's family. */
 int qod_nef_flow_descriptions(const char *ue_addr, const char *flows, char *dl, char *ul, size_t cap, char *err,
                               size_t errcap);
@@ -52,11 +55,18 @@ int qod_nef_flow_descriptions(const char *ue_addr, const char *flows, char *dl, 
 /* Appends the AsSessionWithQoSSubscription JSON of spec to out; QOD_ERR_INVALID/UNSUPPORTED with why in err. */
 int qod_nef_subscription_body(const qod_nef_sub_spec *spec, qod_buf *out, char *err, size_t errcap);
 
-/* A parsed UserPlaneNotificationData: its events in order (at most QOD_NEF_REPORTS_MAX are kept). */
+/* A parsed UserPlaneNotificationData: its events in order (at most QOD_NEF_REPORTS_MAX are kept; past them a
+ * terminal event, FAILED_RESOURCES_ALLOCATION or SESSION_TERMINATION, takes the last place), and the id of the
+ * subscription its transaction names ("" when the transaction is not a URI we can read one from). */
 typedef struct {
     int n;
     qod_nef_event ev[QOD_NEF_REPORTS_MAX];
+    char subscription[QOD_NEF_RES_ID_MAX];
 } qod_nef_notification;
+
+/* The id of the subscription resource uri names: its last non-empty path segment (query and fragment ignored),
+ * made only of URI unreserved characters and '%'. False when there is none, or it does not fit cap. */
+bool qod_nef_resource_id(const char *uri, char *out, size_t cap);
 
 /* Parses len bytes of UserPlaneNotificationData: an object with a string "transaction" and a non-empty array
  * "eventReports" of objects each with a string "event". QOD_OK, or QOD_ERR_INVALID with why in err. */

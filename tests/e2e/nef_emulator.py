@@ -69,7 +69,8 @@ SUB_MEMBERS = {
 FLOW_INFO_MEMBERS = {"flowId", "flowDescriptions", "tosTC"}
 GPSI_RE = re.compile(r"^(msisdn-[0-9]{5,15}|extid-[^@]+@[^@]+)$")
 HEX_RE = re.compile(r"^[A-Fa-f0-9]*$")
-ADDR = r"(any|assigned|[0-9A-Fa-f.:]+(/[0-9]{1,3})?)"
+# TS 29.214 clause 5.3.8 (the encoding flowDescriptions refer to): the keyword "assigned" shall not be used.
+ADDR = r"(any|[0-9A-Fa-f.:]+(/[0-9]{1,3})?)"
 PORTS = r"( [0-9]{1,5}(-[0-9]{1,5})?(,[0-9]{1,5}(-[0-9]{1,5})?)*)?"
 IPFILTER_RE = re.compile(r"^permit (in|out) (ip|[0-9]{1,3}) from %s%s to %s%s$" % (ADDR, PORTS, ADDR, PORTS))
 

@@ -192,7 +192,9 @@ def test_gpsi_when_the_device_has_no_ip():
     wait_status(d, tok, sid, "AVAILABLE")
     got = [s for s in emu.subs().values() if s.get("gpsi") == "msisdn-" + phone[1:]]
     assert len(got) == 1 and "ueIpv4Addr" not in got[0], emu.subs()
-    assert got[0]["flowInfo"][0]["flowDescriptions"][0] == "permit out ip from any to assigned", got[0]
+    # TS 29.214 clause 5.3.8 forbids the keyword "assigned": without the UE's address the filter names "any".
+    assert got[0]["flowInfo"][0]["flowDescriptions"] == ["permit out ip from any to any",
+                                                         "permit in ip from any to any"], got[0]
 
 
 def test_failed_allocation_makes_the_session_unavailable():
@@ -279,6 +281,67 @@ def test_forged_and_malformed_notifications():
     assert all(n["status"] == 204 for n in emu.notifications()), emu.notifications()
 
 
+def test_a_terminal_event_after_many_reports_still_ends_the_session():
+    emu, d, tok, recv = shared()
+    phone, ip = new_device(d)
+    sid = create(d, tok, recv, phone)
+    wait_status(d, tok, sid, "AVAILABLE")
+    _, s = emu.sub_of(ip)
+    path = s["notificationDestination"].split(str(d.port), 1)[1]
+    reports = [{"event": "QOS_GUARANTEED"}] * 40 + [{"event": "SESSION_TERMINATION"}]
+    expect_status(d.request("POST", path, body={"transaction": s["self"], "eventReports": reports}), 204)
+    wait_status(d, tok, sid, "UNAVAILABLE")
+
+
+def test_a_subscription_left_by_a_create_retry_is_deleted_when_it_notifies():
+    # The NEF makes a subscription but its answer comes after --nef-timeout: qodd retries and gets a second one.
+    # The first one's notifications carry the session's token but name the other subscription (transaction):
+    # they are not acted on, and that subscription is deleted.
+    emu = Emulator("--notify-delay-ms", "1500")
+    d = start(emu.url, ["--nef-timeout", "1"])
+    with d, receiver() as recv:
+        tok = live_app(d)
+        phone, ip = new_device(d)
+        emu.control(delay_ms=1600, ue=ip)
+        sid = create(d, tok, recv, phone)
+        wait_until(lambda: len(emu.log("POST", ip)) >= 1, timeout=5, what="the first POST")
+        emu.control(delay_ms=0)
+        wait_until(lambda: "subscribed" in d.log(), timeout=10, what="the retry's subscription")
+        current = re.search(r"event=subscribed session=%s location=\S*/([^/\s]+) " % sid, d.log()).group(1)
+        wait_status(d, tok, sid, "AVAILABLE", timeout=10)
+        wait_until(lambda: list(emu.subs()) == [current], timeout=10,
+                   what="only the session's subscription left at the NEF: %r" % emu.subs())
+        posts = [e for e in emu.log("POST", ip) if e["path"].endswith("/subscriptions")]
+        assert len(posts) == 2, posts
+        assert len(emu.log("DELETE")) == 1, emu.log("DELETE")
+        assert metrics(d)['qod_nef_notifications_rejected_total{reason="stale"}'] >= 1
+        assert "notification_stale" in d.log(), d.log_tail(20)
+        # The session is still the current subscription's: its end ends the session.
+        emu.control(terminate=current)
+        wait_status(d, tok, sid, "UNAVAILABLE")
+
+
+def test_a_delete_the_nef_refuses_for_long_is_retried_until_it_is_gone():
+    # More failures than the first budget's four attempts: the session ends at once all the same, and the
+    # subscription (still holding its QoS at the NEF) is deleted by later attempts.
+    emu = Emulator()
+    d = start(emu.url)
+    with d, receiver() as recv:
+        tok = live_app(d)
+        phone, ip = new_device(d)
+        sid = create(d, tok, recv, phone)
+        wait_status(d, tok, sid, "AVAILABLE")
+        nid, _ = emu.sub_of(ip)
+        emu.control(fail=503, times=4, op="delete")
+        expect_status(d.request("DELETE", SESSIONS + "/" + sid, token=tok), 204)
+        wait_until(lambda: "delete_retrying" in d.log(), timeout=10, what="the delete kept for later")
+        assert nid in emu.subs() and metrics(d)["qod_nef_subscriptions"] == 1
+        wait_until(lambda: nid not in emu.subs(), timeout=15, what="the subscription deleted")
+        assert len(emu.log("DELETE", nid)) == 5, emu.log("DELETE", nid)
+        wait_until(lambda: metrics(d)["qod_nef_subscriptions"] == 0, timeout=5, what="the gauge at 0")
+        assert status(d, tok, sid) == "DELETED"
+
+
 def test_slow_nef_does_not_block_other_sessions():
     emu, d, tok, recv = shared()
     slow_phone, slow_ip = new_device(d)
@@ -305,7 +368,9 @@ def test_nef_down_refuses_after_retries():
         sid = create(d, tok, recv, phone)
         time.sleep(3)
         assert status(d, tok, sid) == "REQUESTED", "refused before the retries were spent"
-        wait_status(d, tok, sid, "UNAVAILABLE", timeout=10)
+        # The start-up list's retries (7.5 s) come first, then the create's own (7.5 s).
+        wait_status(d, tok, sid, "UNAVAILABLE", timeout=20)
+        assert d.log().count("list_attempt_failed") == 4, d.log_tail(20)
         assert "subscription_failed" in d.log() and "attempts=5" in d.log(), d.log_tail(20)
         m = metrics(d)
         assert m['qod_nef_requests_total{op="create",outcome="connect"}'] == 5, m
@@ -364,9 +429,12 @@ def test_restart_adopts_live_subscriptions_and_deletes_orphans():
             s, ueIpv4Addr="10.255.0.1", notificationDestination=prefix + "B" * 43)})["id"]
         foreign = emu.control(add={"scsAsId": SCS, "subscription": dict(
             s, ueIpv4Addr="10.255.0.2", notificationDestination="http://other.example/cb/x")})["id"]
+        # A duplicate of the live one (same token: a create's retry left it) is listed after it.
+        dup = emu.control(add={"scsAsId": SCS, "subscription": dict(s)})["id"]
         posts = len(emu.log("POST", ip))
         d.start()
-        wait_until(lambda: orphan not in emu.subs(), timeout=5, what="the orphan deleted")
+        wait_until(lambda: orphan not in emu.subs() and dup not in emu.subs(), timeout=5,
+                   what="the orphan and the duplicate deleted")
         assert nid in emu.subs() and foreign in emu.subs(), emu.subs()
         time.sleep(0.5)
         assert len(emu.log("POST", ip)) == posts, "the live subscription was created again instead of adopted"
@@ -375,6 +443,33 @@ def test_restart_adopts_live_subscriptions_and_deletes_orphans():
         wait_status(d, tok, sid, "UNAVAILABLE")
         recv.wait_until(lambda hs: hooks_of(recv, sid)[-1:] == ["UNAVAILABLE"] or None, timeout=5,
                         what="UNAVAILABLE hook after restart")
+
+
+def test_a_start_up_list_the_nef_fails_is_asked_again_before_anything_is_subscribed_afresh():
+    # Subscribing the available sessions afresh after one failed list would leave their subscriptions (and QoS)
+    # behind at the NEF: the list is asked again, the sessions waiting, and the live subscription is adopted.
+    emu = Emulator()
+    d = start(emu.url)
+    with d, receiver() as recv:
+        tok = live_app(d)
+        phone, ip = new_device(d)
+        sid = create(d, tok, recv, phone)
+        wait_status(d, tok, sid, "AVAILABLE")
+        nid, _ = emu.sub_of(ip)
+        d.stop()
+        emu.control(fail=503, times=2, op="list")
+        def lists():
+            return [e for e in emu.log("GET") if e["path"].startswith("/3gpp-as-session-with-qos/")]
+        before = len(lists())
+        d.start()
+        wait_until(lambda: "event=reconciled adopted=1" in d.log(), timeout=10, what="the list read at last")
+        assert len(lists()) - before == 3, lists()
+        assert d.log().count("list_attempt_failed") == 2, d.log_tail(20)
+        posts = [e for e in emu.log("POST", ip) if e["path"].endswith("/subscriptions")]
+        assert len(posts) == 1 and list(emu.subs()) == [nid], (posts, emu.subs())
+        assert status(d, tok, sid) == "AVAILABLE"
+        emu.control(terminate=nid)
+        wait_status(d, tok, sid, "UNAVAILABLE")
 
 
 def test_sandbox_sessions_still_use_the_simulated_network():

@@ -24,8 +24,9 @@ QTEST(flow_descriptions_without_flows_or_address)
 {
     char dl[256], ul[256], err[128];
     QT_EQ_INT(qod_nef_flow_descriptions("", NULL, dl, ul, sizeof dl, err, sizeof err), QOD_OK);
-    QT_EQ_STR(dl, "permit out ip from any to assigned");
-    QT_EQ_STR(ul, "permit in ip from assigned to any");
+    /* TS 29.214 clause 5.3.8: the keyword "assigned" shall not be used. */
+    QT_EQ_STR(dl, "permit out ip from any to any");
+    QT_EQ_STR(ul, "permit in ip from any to any");
 }
 
 QTEST(flow_descriptions_family_mismatch_is_unsupported)
@@ -101,6 +102,52 @@ QTEST(notification_malformed_is_invalid)
         QT_EQ_INT(qod_nef_notification_parse(bad[i], strlen(bad[i]), &n, err, sizeof err), QOD_ERR_INVALID);
 }
 
+QTEST(notification_names_its_subscription)
+{
+    const char *body = "{\"transaction\":\"http://nef:8/3gpp-as-session-with-qos/v1/scs/subscriptions/sub-7/\","
+                       "\"eventReports\":[{\"event\":\"QOS_GUARANTEED\"}]}";
+    qod_nef_notification n;
+    char err[128];
+    QT_EQ_INT(qod_nef_notification_parse(body, strlen(body), &n, err, sizeof err), QOD_OK);
+    QT_EQ_STR(n.subscription, "sub-7");
+    body = "{\"transaction\":\"http://nef:8\",\"eventReports\":[{\"event\":\"QOS_GUARANTEED\"}]}";
+    QT_EQ_INT(qod_nef_notification_parse(body, strlen(body), &n, err, sizeof err), QOD_OK);
+    QT_EQ_STR(n.subscription, ""); /* no path: nothing to compare */
+}
+
+QTEST(resource_id_is_the_last_path_segment)
+{
+    char id[16];
+    QT_TRUE(qod_nef_resource_id("http://h/a/subscriptions/42?x=/y#z", id, sizeof id));
+    QT_EQ_STR(id, "42");
+    QT_TRUE(qod_nef_resource_id("/a/b%2Fc//", id, sizeof id));
+    QT_EQ_STR(id, "b%2Fc");
+    QT_TRUE(qod_nef_resource_id("sub1", id, sizeof id));
+    QT_EQ_STR(id, "sub1");
+    QT_TRUE(!qod_nef_resource_id("http://host", id, sizeof id));
+    QT_TRUE(!qod_nef_resource_id("http://host/", id, sizeof id));
+    QT_TRUE(!qod_nef_resource_id("", id, sizeof id));
+    QT_TRUE(!qod_nef_resource_id("/a/b c", id, sizeof id));
+    QT_TRUE(!qod_nef_resource_id("/a/0123456789abcdef", id, sizeof id)); /* does not fit */
+}
+
+QTEST(a_terminal_event_past_the_kept_reports_is_kept)
+{
+    qod_buf b;
+    qod_buf_init(&b, 0);
+    qod_buf_puts(&b, "{\"transaction\":\"t\",\"eventReports\":[");
+    for (int i = 0; i < QOD_NEF_REPORTS_MAX + 8; i++)
+        qod_buf_puts(&b, "{\"event\":\"QOS_GUARANTEED\"},");
+    qod_buf_puts(&b, "{\"event\":\"SESSION_TERMINATION\"},{\"event\":\"QOS_GUARANTEED\"}]}");
+    qod_nef_notification n;
+    char err[128];
+    int rc = qod_nef_notification_parse(b.data, b.len, &n, err, sizeof err);
+    qod_buf_dispose(&b);
+    QT_EQ_INT(rc, QOD_OK);
+    QT_EQ_INT(n.n, QOD_NEF_REPORTS_MAX);
+    QT_EQ_INT(n.ev[QOD_NEF_REPORTS_MAX - 1], QOD_NEF_EV_SESSION_TERMINATION);
+}
+
 static void count_listed(void *arg, const qod_nef_listed *s)
 {
     int *n = arg;
@@ -132,4 +179,6 @@ QTEST_MAIN(QT_CASE(flow_descriptions_with_server_and_ports), QT_CASE(flow_descri
            QT_CASE(flow_descriptions_family_mismatch_is_unsupported), QT_CASE(subscription_prefers_ip_over_gpsi),
            QT_CASE(subscription_gpsi_without_ip), QT_CASE(subscription_needs_an_identifier),
            QT_CASE(notification_events_in_order), QT_CASE(notification_malformed_is_invalid),
-           QT_CASE(list_parse_calls_back_per_object), QT_CASE(token_of_accepts_only_our_prefix))
+           QT_CASE(list_parse_calls_back_per_object), QT_CASE(token_of_accepts_only_our_prefix),
+           QT_CASE(notification_names_its_subscription), QT_CASE(resource_id_is_the_last_path_segment),
+           QT_CASE(a_terminal_event_past_the_kept_reports_is_kept))
