@@ -169,10 +169,13 @@ static int find_route(const char *method, const char *path, qod_call *c, char *a
     return path_hit ? -2 : -1;
 }
 
-/* The correlator: the client's when valid, a new UUID otherwise. False when the client's is invalid. */
+/* The correlator: the client's when valid, a new UUID otherwise. False when the client's is invalid. An empty one
+ * (the pattern's {0,256} admits it) counts as none: an empty header cannot be echoed by libmicrohttpd. */
 static bool take_correlator(qod_call *c, qod_req *r)
 {
     const char *x = qod_req_header(r, "x-correlator");
+    if (x && !*x)
+        x = NULL;
     if (x && qod_correlator_valid(x)) {
         snprintf(c->correlator, sizeof c->correlator, "%s", x);
     } else {
