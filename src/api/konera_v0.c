@@ -445,6 +445,15 @@ void qod_v0_openapi(qod_call *c, qod_req *r)
     qod_req_respond(r, 200, "application/yaml", qod_openapi_v0, strlen(qod_openapi_v0));
 }
 
+/* A TS 29.571 ProblemDetails answer to the NEF (TS 29.122's callback responses are 3GPP's, not CAMARA's errors). */
+static void nef_problem(qod_req *r, unsigned status, const char *title, const char *detail, const char *cause)
+{
+    char body[256];
+    int n = snprintf(body, sizeof body, "{\"title\":\"%s\",\"status\":%u,\"detail\":\"%s\",\"cause\":\"%s\"}", title,
+                     status, detail, cause);
+    qod_req_respond(r, status, "application/problem+json", body, n > 0 && (size_t)n < sizeof body ? (size_t)n : 0);
+}
+
 void qod_nef_notification(qod_call *c, qod_req *r)
 {
     size_t len;
@@ -454,9 +463,9 @@ void qod_nef_notification(qod_call *c, qod_req *r)
     if (rc == QOD_OK)
         qod_req_respond(r, 204, NULL, NULL, 0);
     else if (rc == QOD_ERR_INVALID)
-        qod_api_error(r, 400, "INVALID_ARGUMENT", "Malformed UserPlaneNotificationData.");
+        nef_problem(r, 400, "Bad Request", "Malformed UserPlaneNotificationData.", "INVALID_MSG_FORMAT");
     else
-        qod_api_error(r, 404, "NOT_FOUND", "Unknown notification destination.");
+        nef_problem(r, 404, "Not Found", "Unknown notification destination.", "RESOURCE_NOT_FOUND");
 }
 
 /* A forced network event, answered once its change is committed (as a delete is): by then a create for the same

@@ -261,8 +261,18 @@ static int launch(req *r)
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     r->hdrs = curl_slist_append(r->hdrs, "Accept: application/json");
     if (r->op == OP_TOKEN) {
-        curl_easy_setopt(e, CURLOPT_USERNAME, n->cfg.nef_client_id);
-        curl_easy_setopt(e, CURLOPT_PASSWORD, n->cfg.nef_client_secret);
+        /* RFC 6749 2.3.1: the client id and secret are form-urlencoded before they go into HTTP Basic. */
+        char *id = curl_easy_escape(e, n->cfg.nef_client_id, 0),
+             *secret = curl_easy_escape(e, n->cfg.nef_client_secret, 0);
+        if (id && secret) {
+            curl_easy_setopt(e, CURLOPT_USERNAME, id);
+            curl_easy_setopt(e, CURLOPT_PASSWORD, secret);
+        }
+        bool escaped = id && secret;
+        curl_free(id);
+        curl_free(secret);
+        if (!escaped)
+            return QOD_ERR_NOMEM;
         curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
     } else {
         const char *tok = n->oauth ? n->access_token : n->cfg.nef_bearer;
@@ -467,6 +477,25 @@ static void keep_deleting(nef *n, sub *s, long status, const char *why)
     qod_timers_arm(&n->timers, &s->t, qod_time_mono_ms() + wait, 0);
 }
 
+/* True when a and b have the same scheme, host and port. */
+static bool same_origin(const char *a, const char *b)
+{
+    static const CURLUPart parts[] = {CURLUPART_SCHEME, CURLUPART_HOST, CURLUPART_PORT};
+    CURLU *u[2] = {curl_url(), curl_url()};
+    bool same = u[0] && u[1] && curl_url_set(u[0], CURLUPART_URL, a, 0) == CURLUE_OK &&
+                curl_url_set(u[1], CURLUPART_URL, b, 0) == CURLUE_OK;
+    for (size_t i = 0; same && i < sizeof parts / sizeof parts[0]; i++) {
+        char *x = NULL, *y = NULL;
+        same = curl_url_get(u[0], parts[i], &x, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+               curl_url_get(u[1], parts[i], &y, CURLU_DEFAULT_PORT) == CURLUE_OK && strcasecmp(x, y) == 0;
+        curl_free(x);
+        curl_free(y);
+    }
+    curl_url_cleanup(u[0]);
+    curl_url_cleanup(u[1]);
+    return same;
+}
+
 static void delete_done(nef *n, req *r, int outcome, long status, const char *why)
 {
     sub *s = r->s;
@@ -476,6 +505,16 @@ static void delete_done(nef *n, req *r, int outcome, long status, const char *wh
         sub_released(n, s);
         return;
     }
+    /* TS 29.122 lists 307 and 308 for the DELETE, with the resource's other URI: followed there, on the NEF's own
+     * origin only (our bearer token goes with it), a few times at most. */
+    char *moved = (status == 307 || status == 308) && r->location[0] ? absolute(r->url, r->location) : NULL;
+    if (moved && same_origin(moved, n->base) && s->attempts < DELETE_TRIES + 4) {
+        QOD_INFO("nef", "delete_redirected", "session=%s from=%s to=%s status=%ld", s->id, s->location, moved, status);
+        set_location(n, s, moved);
+        start_delete(n, s);
+        return;
+    }
+    free(moved);
     bool transient = outcome == OUT_5XX || outcome == OUT_TIMEOUT || outcome == OUT_CONNECT || status == 429;
     if (transient && retry_later(n, s, DELETE_TRIES, CREATE_BUDGET_MS))
         return;
@@ -1044,11 +1083,13 @@ static void nef_destroy(void *self)
 }
 
 /* The UE address the subscription names: the registry's (live), else the device's own; "" when none. */
+/* The UE's address in its PDU session, which the PCF binds the policy to: the registry's, else the device's
+ * private address (behind a NAT), else its public one. */
 static const char *ue_ipv4(const qod_net_session *ns)
 {
     if (ns->sub && ns->sub->ipv4[0])
         return ns->sub->ipv4;
-    return ns->device->ipv4_public;
+    return ns->device->ipv4_private[0] ? ns->device->ipv4_private : ns->device->ipv4_public;
 }
 
 static const char *ue_ipv6(const qod_net_session *ns)

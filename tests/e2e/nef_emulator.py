@@ -26,6 +26,7 @@ request needs "Authorization: Bearer <issued token or --bearer>" (401 otherwise)
 
 Control API (tests only):
   POST /_control  {"fail": 503, "times": 3, "op": "create|delete|list|any"}  answer the next requests with a status
+                  (307/308: with a Location, the request's own URI plus a query, or "location" when given)
                   {"delay_ms": N, "ue": "10.0.0.1"}    delay answers (for one UE's creations, or every request)
                   {"notify_delay_ms": N}               delay of the allocation notification
                   {"refuse": true|false, "ue": ...}    allocations fail (FAILED_RESOURCES_ALLOCATION)
@@ -49,7 +50,7 @@ import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_plus
 
 API = "/3gpp-as-session-with-qos/v1/"
 USER_PLANE_EVENTS = {
@@ -160,6 +161,7 @@ class State:
         self.notifications = []
         self.tokens = set()
         self.fail = []          # [status, times, op]
+        self.fail_location = None  # the Location of an injected 307/308
         self.delay_ms = 0
         self.delay_ue = None
         self.notify_delay_ms = args.notify_delay_ms
@@ -264,6 +266,10 @@ def make_handler(state):
             if d:
                 time.sleep(d / 1000.0)
             f = self._take_failure(op)
+            if f in (307, 308):  # the resource's other URI: the same one with a query, or the control's location
+                with state.lock:
+                    loc = state.fail_location or self.path + "?moved=%d" % f
+                return self._send(f, None, {"Location": loc})
             if f:
                 return self._problem(f, "Injected failure")
             if len(parts) == 2 and method == "POST":
@@ -318,7 +324,8 @@ def make_handler(state):
             ok = False
             if auth.startswith("Basic "):
                 try:
-                    cid, _, sec = base64.b64decode(auth[6:]).decode().partition(":")
+                    # RFC 6749 2.3.1: id and secret are form-urlencoded inside HTTP Basic.
+                    cid, _, sec = (unquote_plus(x) for x in base64.b64decode(auth[6:]).decode().partition(":"))
                     ok = cid == state.args.client_id and sec == state.args.client_secret
                 except ValueError:
                     ok = False
@@ -346,6 +353,7 @@ def make_handler(state):
             with state.lock:
                 if "fail" in c:
                     state.fail = [int(c["fail"]), int(c.get("times", 1)), c.get("op", "any")]
+                    state.fail_location = c.get("location")
                 if "delay_ms" in c:
                     state.delay_ms, state.delay_ue = int(c["delay_ms"]), c.get("ue")
                 if "notify_delay_ms" in c:

@@ -255,6 +255,29 @@ def test_delete_removes_the_subscription_and_404_counts_as_gone():
     assert len(emu.log("DELETE", nid)) == 1, emu.log("DELETE", nid)
 
 
+def test_a_delete_redirected_is_followed_on_the_nefs_origin_only():
+    emu, d, tok, recv = shared()
+    for code in (307, 308):
+        phone, ip = new_device(d)
+        sid = create(d, tok, recv, phone)
+        wait_status(d, tok, sid, "AVAILABLE")
+        nid, _ = emu.sub_of(ip)
+        emu.control(fail=code, times=1, op="delete")
+        expect_status(d.request("DELETE", SESSIONS + "/" + sid, token=tok), 204)
+        wait_until(lambda: nid not in emu.subs(), timeout=5, what="the subscription deleted after a %d" % code)
+        assert len(emu.log("DELETE", nid)) == 2, emu.log("DELETE", nid)
+    # Elsewhere: not followed (the bearer token would go with it); logged, the subscription forgotten.
+    phone, ip = new_device(d)
+    sid = create(d, tok, recv, phone)
+    wait_status(d, tok, sid, "AVAILABLE")
+    nid, _ = emu.sub_of(ip)
+    emu.control(fail=307, times=1, op="delete", location="http://127.0.0.2:9/elsewhere")
+    expect_status(d.request("DELETE", SESSIONS + "/" + sid, token=tok), 204)
+    wait_until(lambda: "delete_failed session=%s" % sid in d.log(), timeout=5, what="the redirect refused")
+    assert len(emu.log("DELETE", nid)) == 1 and nid in emu.subs()
+    emu.control(fail=0, times=0)
+
+
 def test_503_is_retried_until_the_nef_accepts():
     emu, d, tok, recv = shared()
     phone, ip = new_device(d)
@@ -269,12 +292,17 @@ def test_forged_and_malformed_notifications():
     r = d.request("POST", "/nef/v1/notifications/" + "A" * 43,
                   body={"transaction": "x", "eventReports": [{"event": "SESSION_TERMINATION"}]})
     expect_status(r, 404)
+    assert r.json()["cause"] == "RESOURCE_NOT_FOUND" and r.json()["status"] == 404, r.json()
     phone, ip = new_device(d)
     sid = create(d, tok, recv, phone)
     wait_status(d, tok, sid, "AVAILABLE")
     _, s = emu.sub_of(ip)
     path = s["notificationDestination"].split(str(d.port), 1)[1]
-    expect_status(d.request("POST", path, body={"transaction": "x"}), 400)
+    r = expect_status(d.request("POST", path, body={"transaction": "x"}), 400)
+    # Answers to the NEF are TS 29.571 ProblemDetails.
+    assert r.headers.get("content-type") == "application/problem+json", r.headers.get("content-type")
+    assert r.json() == {"title": "Bad Request", "status": 400, "detail": "Malformed UserPlaneNotificationData.",
+                        "cause": "INVALID_MSG_FORMAT"}, r.json()
     expect_status(d.request("POST", path, body={"transaction": "x", "eventReports": []}), 400)
     assert status(d, tok, sid) == "AVAILABLE"
     # The emulator's own notifications were all accepted.
@@ -378,9 +406,11 @@ def test_nef_down_refuses_after_retries():
 
 
 def test_oauth2_client_credentials_and_refresh_after_401():
-    emu = Emulator("--token-required", "--client-id", "qodd", "--client-secret", "s3cret")
+    # A secret with characters RFC 6749 2.3.1 has form-urlencoded inside HTTP Basic (":" would split it).
+    secret = "s3:cr et+/%"
+    emu = Emulator("--token-required", "--client-id", "qodd", "--client-secret", secret)
     d = start(emu.url, ["--nef-token-url", emu.url + "/oauth2/token", "--nef-client-id", "qodd",
-                        "--nef-client-secret", "s3cret"])
+                        "--nef-client-secret", secret])
     with d, receiver() as recv:
         tok = live_app(d)
         phone, ip = new_device(d)
