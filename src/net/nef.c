@@ -90,6 +90,7 @@ typedef struct req {
     struct curl_slist *hdrs;
     qod_buf resp;
     char location[1024];
+    long retry_after_s;      /* the answer's Retry-After, -1 without */
     bool reauthed;           /* already retried after a 401 */
     struct req *prev, *next; /* running or waiting list */
 } req;
@@ -203,6 +204,7 @@ static void req_reset(req *r)
     r->hdrs = NULL;
     qod_buf_reset(&r->resp);
     r->location[0] = '\0';
+    r->retry_after_s = -1;
 }
 
 static void req_free(req *r)
@@ -226,6 +228,9 @@ static size_t on_header(char *buf, size_t size, size_t nmemb, void *arg)
 {
     req *r = arg;
     size_t len = size * nmemb;
+    long retry_after = qod_time_retry_after(buf, len);
+    if (retry_after >= 0)
+        r->retry_after_s = retry_after;
     if (len > 9 && strncasecmp(buf, "Location:", 9) == 0) {
         size_t i = 9, end = len;
         while (i < len && (buf[i] == ' ' || buf[i] == '\t'))
@@ -321,6 +326,7 @@ static req *req_new(nef *n, sub *s, int op, const char *url, const char *body)
     r->n = n;
     r->s = s;
     r->op = op;
+    r->retry_after_s = -1;
     qod_buf_init(&r->resp, RESP_MAX);
     r->url = strdup(url);
     r->body = body ? strdup(body) : NULL;
@@ -387,13 +393,21 @@ static void give_up(nef *n, sub *s, const char *why)
 }
 
 /* Schedules another attempt of s after a transient failure; false when the budget is spent. */
-static bool retry_later(nef *n, sub *s, int max_attempts, int64_t budget_ms)
+/* The wait before attempt number attempts + 1: the backoff with ±10 % jitter (a NEF back from an outage does not
+ * get every retry at once), or longer when the NEF's Retry-After asks (-1: none). */
+static int64_t retry_wait(int attempts, long retry_after_s)
 {
-    int i = s->attempts - 1 < NBACKOFF ? s->attempts - 1 : NBACKOFF - 1;
-    int64_t now = qod_time_mono_ms();
-    if (s->attempts >= max_attempts || now + backoff_ms[i] - s->first_ms > budget_ms)
+    int i = attempts - 1 < NBACKOFF ? (attempts > 0 ? attempts - 1 : 0) : NBACKOFF - 1;
+    int64_t wait = (int64_t)((double)backoff_ms[i] * (0.9 + 0.2 * qod_rand_unit()));
+    return retry_after_s >= 0 && retry_after_s * 1000 > wait ? retry_after_s * 1000 : wait;
+}
+
+static bool retry_later(nef *n, sub *s, int max_attempts, int64_t budget_ms, long retry_after_s)
+{
+    int64_t now = qod_time_mono_ms(), wait = retry_wait(s->attempts, retry_after_s);
+    if (s->attempts >= max_attempts || now + wait - s->first_ms > budget_ms)
         return false;
-    qod_timers_arm(&n->timers, &s->t, now + backoff_ms[i], 0);
+    qod_timers_arm(&n->timers, &s->t, now + wait, 0);
     return true;
 }
 
@@ -436,7 +450,7 @@ static void create_done(nef *n, req *r, int outcome, long status, const char *wh
         snprintf(text, sizeof text, "%s", why);
     QOD_INFO("nef", "create_attempt_failed", "session=%s attempt=%d outcome=%s status=%ld why=\"%s\"", s->id,
              s->attempts, out_names[outcome], status, text);
-    if (!transient || !retry_later(n, s, NBACKOFF + 1, CREATE_BUDGET_MS))
+    if (!transient || !retry_later(n, s, NBACKOFF + 1, CREATE_BUDGET_MS, r->retry_after_s))
         give_up(n, s, text);
 }
 
@@ -451,11 +465,13 @@ static bool rename_sub(nef *n, sub *s, const char *id)
  * The session's release is reported now, so that the engine does not wait for the NEF, and s is kept as an orphan
  * whose DELETE is tried again, at most a minute apart, until the NEF answers it (if qodd stops first, the start-up
  * list finds it). */
-static void keep_deleting(nef *n, sub *s, long status, const char *why)
+static void keep_deleting(nef *n, sub *s, long status, const char *why, long retry_after_s)
 {
     int shift = s->attempts - DELETE_TRIES < 4 ? s->attempts - DELETE_TRIES : 4;
-    int64_t wait = backoff_ms[NBACKOFF - 1] << (shift > 0 ? shift : 0);
+    int64_t wait = retry_wait(NBACKOFF, -1) << (shift > 0 ? shift : 0);
     wait = wait < DELETE_RETRY_MAX_MS ? wait : DELETE_RETRY_MAX_MS;
+    if (retry_after_s >= 0 && retry_after_s * 1000 > wait) /* as asked, up to a day */
+        wait = (retry_after_s < 86400 ? retry_after_s : 86400) * 1000;
     if (strncmp(s->id, "orphan-", 7) != 0 && strncmp(s->id, "stale-", 6) != 0) {
         char id[ID_CAP], orphan[ID_CAP];
         snprintf(id, sizeof id, "%s", s->id);
@@ -516,10 +532,10 @@ static void delete_done(nef *n, req *r, int outcome, long status, const char *wh
     }
     free(moved);
     bool transient = outcome == OUT_5XX || outcome == OUT_TIMEOUT || outcome == OUT_CONNECT || status == 429;
-    if (transient && retry_later(n, s, DELETE_TRIES, CREATE_BUDGET_MS))
+    if (transient && retry_later(n, s, DELETE_TRIES, CREATE_BUDGET_MS, r->retry_after_s))
         return;
     if (transient) {
-        keep_deleting(n, s, status, why);
+        keep_deleting(n, s, status, why, r->retry_after_s);
         return;
     }
     QOD_WARN("nef", "delete_failed", "session=%s location=%s status=%ld why=\"%s\"", s->id, s->location, status, why);
@@ -724,7 +740,7 @@ static void reconcile(nef *n, req *r, int outcome, long status, const char *why)
     /* Not answered now (down, overloaded, no OAuth2 token): asked again, the sessions still waiting. Subscribing
      * them afresh would leave the subscriptions they hold at the NEF behind, with their QoS. */
     bool transient = outcome == OUT_5XX || outcome == OUT_TIMEOUT || outcome == OUT_CONNECT || status == 429;
-    int64_t now = qod_time_mono_ms(), wait = backoff_ms[n->list_attempts < NBACKOFF ? n->list_attempts : NBACKOFF - 1];
+    int64_t now = qod_time_mono_ms(), wait = retry_wait(n->list_attempts + 1, r->retry_after_s);
     if (transient && ++n->list_attempts < LIST_TRIES && now + wait - n->list_first_ms <= CREATE_BUDGET_MS) {
         QOD_WARN("nef", "list_attempt_failed", "attempt=%d status=%ld why=\"%s\" retry_ms=%lld", n->list_attempts,
                  status, why, (long long)wait);

@@ -520,26 +520,9 @@ static size_t on_header(char *buf, size_t size, size_t n, void *userdata)
 {
     attempt *at = userdata;
     size_t len = size * n;
-    if (len > 12 && strncasecmp(buf, "Retry-After:", 12) == 0) {
-        char v[128];
-        size_t vl = len - 12 < sizeof v - 1 ? len - 12 : sizeof v - 1;
-        memcpy(v, buf + 12, vl);
-        v[vl] = '\0';
-        char *p = v;
-        while (*p == ' ')
-            p++;
-        p[strcspn(p, "\r\n")] = '\0';
-        char *end = NULL;
-        long s = strtol(p, &end, 10);
-        if (end != p && *end == '\0') {
-            at->retry_after_s = s < 0 ? 0 : s;
-        } else {
-            time_t t = curl_getdate(p, NULL);
-            if (t > 0)
-                at->retry_after_s =
-                    (long)(t - qod_time_wall_ms() / 1000) > 0 ? (long)(t - qod_time_wall_ms() / 1000) : 0;
-        }
-    }
+    long s = qod_time_retry_after(buf, len);
+    if (s >= 0)
+        at->retry_after_s = s;
     return len;
 }
 

@@ -2,10 +2,13 @@
 
 #include "util/err.h"
 
+#include <curl/curl.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 static _Atomic int64_t g_wall_offset;
@@ -227,4 +230,28 @@ int qod_time_parse(const char *s, int64_t *unix_ms)
     int64_t t = days * 86400 + h * 3600 + m * 60 + (sec > 59 ? 59 : sec) - (int64_t)off * 60;
     *unix_ms = t * 1000 + ms;
     return QOD_OK;
+}
+
+long qod_time_retry_after(const char *line, size_t len)
+{
+    static const char name[] = "Retry-After:";
+    if (len <= sizeof name - 1 || strncasecmp(line, name, sizeof name - 1) != 0)
+        return -1;
+    char v[128];
+    size_t vl = len - (sizeof name - 1) < sizeof v - 1 ? len - (sizeof name - 1) : sizeof v - 1;
+    memcpy(v, line + sizeof name - 1, vl);
+    v[vl] = '\0';
+    char *p = v;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    p[strcspn(p, "\r\n")] = '\0';
+    char *end = NULL;
+    long s = strtol(p, &end, 10);
+    if (end != p && *end == '\0')
+        return s < 0 ? 0 : s;
+    time_t t = curl_getdate(p, NULL);
+    if (t <= 0)
+        return -1;
+    long left = (long)(t - qod_time_wall_ms() / 1000);
+    return left > 0 ? left : 0;
 }

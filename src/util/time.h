@@ -31,5 +31,9 @@ void qod_time_fmt_ms(int64_t unix_ms, char *out, size_t cap);
 void qod_time_http_date(int64_t unix_s, char *out);
 /* Parses RFC 3339 ("...Z" or "+hh:mm", optional fraction). Returns QOD_OK and unix ms, or QOD_ERR_INVALID. */
 int qod_time_parse(const char *s, int64_t *unix_ms);
+/* For a libcurl header callback: when the len bytes at line are a Retry-After header (RFC 9110 10.2.3: delay
+ * seconds, or an HTTP date), the seconds it asks to wait (0 for a date past); -1 for any other line, or a value
+ * that is neither. */
+long qod_time_retry_after(const char *line, size_t len);
 
 #endif

@@ -26,7 +26,8 @@ request needs "Authorization: Bearer <issued token or --bearer>" (401 otherwise)
 
 Control API (tests only):
   POST /_control  {"fail": 503, "times": 3, "op": "create|delete|list|any"}  answer the next requests with a status
-                  (307/308: with a Location, the request's own URI plus a query, or "location" when given)
+                  (307/308: with a Location, the request's own URI plus a query, or "location" when given;
+                  "retry_after": N adds that Retry-After to the failures)
                   {"delay_ms": N, "ue": "10.0.0.1"}    delay answers (for one UE's creations, or every request)
                   {"notify_delay_ms": N}               delay of the allocation notification
                   {"refuse": true|false, "ue": ...}    allocations fail (FAILED_RESOURCES_ALLOCATION)
@@ -162,6 +163,7 @@ class State:
         self.tokens = set()
         self.fail = []          # [status, times, op]
         self.fail_location = None  # the Location of an injected 307/308
+        self.fail_retry_after = None  # the Retry-After of an injected failure
         self.delay_ms = 0
         self.delay_ue = None
         self.notify_delay_ms = args.notify_delay_ms
@@ -211,7 +213,7 @@ def make_handler(state):
             self.end_headers()
             self.wfile.write(data)
 
-        def _problem(self, status, title, detail=None, cause=None, param=None):
+        def _problem(self, status, title, detail=None, cause=None, param=None, headers=None):
             p = {"title": title, "status": status}
             if detail:
                 p["detail"] = detail
@@ -219,7 +221,7 @@ def make_handler(state):
                 p["cause"] = cause
             if param:
                 p["invalidParams"] = [{"param": param}]
-            self._send(status, p, ctype="application/problem+json")
+            self._send(status, p, headers, ctype="application/problem+json")
 
         def _body(self):
             n = int(self.headers.get("Content-Length") or 0)
@@ -271,7 +273,9 @@ def make_handler(state):
                     loc = state.fail_location or self.path + "?moved=%d" % f
                 return self._send(f, None, {"Location": loc})
             if f:
-                return self._problem(f, "Injected failure")
+                with state.lock:
+                    ra = state.fail_retry_after
+                return self._problem(f, "Injected failure", headers={"Retry-After": str(ra)} if ra is not None else None)
             if len(parts) == 2 and method == "POST":
                 return self._create(scs, raw)
             if len(parts) == 2 and method == "GET":
@@ -354,6 +358,7 @@ def make_handler(state):
                 if "fail" in c:
                     state.fail = [int(c["fail"]), int(c.get("times", 1)), c.get("op", "any")]
                     state.fail_location = c.get("location")
+                    state.fail_retry_after = c.get("retry_after")
                 if "delay_ms" in c:
                     state.delay_ms, state.delay_ue = int(c["delay_ms"]), c.get("ue")
                 if "notify_delay_ms" in c:

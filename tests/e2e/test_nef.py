@@ -285,6 +285,14 @@ def test_503_is_retried_until_the_nef_accepts():
     sid = create(d, tok, recv, phone)
     wait_status(d, tok, sid, "AVAILABLE", timeout=8)
     assert len(emu.log("POST", ip)) == 3, emu.log("POST", ip)
+    # The NEF's Retry-After is waited for (here 2 s, against 0.5 s of backoff).
+    phone, ip = new_device(d)
+    emu.control(fail=503, times=1, op="create", retry_after=2)
+    t0 = time.monotonic()
+    sid = create(d, tok, recv, phone)
+    wait_status(d, tok, sid, "AVAILABLE", timeout=8)
+    assert time.monotonic() - t0 >= 1.9 and len(emu.log("POST", ip)) == 2, emu.log("POST", ip)
+    emu.control(fail=0, times=0)
 
 
 def test_forged_and_malformed_notifications():

@@ -362,6 +362,28 @@ QTEST(wall_clock_is_near_system_time)
     QT_TRUE(now > 1577836800000LL && now < 4102444800000LL);
 }
 
+static long ra(const char *line)
+{
+    return qod_time_retry_after(line, strlen(line));
+}
+
+QTEST(retry_after_reads_seconds_and_http_dates)
+{
+    QT_EQ_INT(ra("Retry-After: 120\r\n"), 120);
+    QT_EQ_INT(ra("retry-after:\t7\r\n"), 7);
+    QT_EQ_INT(ra("Retry-After: -3\r\n"), 0);
+    QT_EQ_INT(ra("Retry-After: Sun, 06 Nov 1994 08:49:37 GMT\r\n"), 0); /* past */
+    char line[64], date[QOD_HTTP_DATE_LEN + 1];
+    qod_time_http_date(qod_time_wall_ms() / 1000 + 3600, date);
+    snprintf(line, sizeof line, "Retry-After: %s\r\n", date);
+    long s = ra(line);
+    QT_TRUE(s > 3590 && s <= 3600);
+    QT_EQ_INT(ra("Retry-After: soon\r\n"), -1);
+    QT_EQ_INT(ra("Retry-After:\r\n"), -1);
+    QT_EQ_INT(ra("Location: /x\r\n"), -1);
+    QT_EQ_INT(ra("Retry-After"), -1);
+}
+
 QTEST_MAIN(QT_CASE(mono_after_adds_to_the_monotonic_clock_and_carries), QT_CASE(fmt_epoch), QT_CASE(fmt_known_instant),
            QT_CASE(fmt_truncates_milliseconds), QT_CASE(fmt_leap_day), QT_CASE(fmt_agrees_with_gmtime_r),
            QT_CASE(fmt_ms_writes_the_fraction_and_needs_room_for_it), QT_CASE(http_date_agrees_with_strftime),
@@ -369,7 +391,8 @@ QTEST_MAIN(QT_CASE(mono_after_adds_to_the_monotonic_clock_and_carries), QT_CASE(
            QT_CASE(parse_positive_offset), QT_CASE(parse_negative_offset), QT_CASE(parse_offset_crossing_midnight),
            QT_CASE(parse_fraction_milliseconds), QT_CASE(parse_fraction_short_is_scaled),
            QT_CASE(parse_fraction_long_is_truncated), QT_CASE(parse_fraction_empty_invalid),
-           QT_CASE(parse_leap_day_2028_ok), QT_CASE(parse_leap_day_2027_invalid), QT_CASE(parse_century_leap_rules),
+           QT_CASE(retry_after_reads_seconds_and_http_dates), QT_CASE(parse_leap_day_2028_ok),
+           QT_CASE(parse_leap_day_2027_invalid), QT_CASE(parse_century_leap_rules),
            QT_CASE(parse_day_past_month_end_invalid), QT_CASE(parse_month_13_invalid),
            QT_CASE(parse_bad_clock_fields_invalid), QT_CASE(parse_missing_timezone_invalid),
            QT_CASE(parse_bad_offset_invalid), QT_CASE(parse_garbage_invalid), QT_CASE(parse_before_1970_invalid),
