@@ -245,6 +245,25 @@ static size_t on_header(char *buf, size_t size, size_t nmemb, void *arg)
     return len;
 }
 
+/* True when a and b have the same scheme, host and port. */
+static bool same_origin(const char *a, const char *b)
+{
+    static const CURLUPart parts[] = {CURLUPART_SCHEME, CURLUPART_HOST, CURLUPART_PORT};
+    CURLU *u[2] = {curl_url(), curl_url()};
+    bool same = u[0] && u[1] && curl_url_set(u[0], CURLUPART_URL, a, 0) == CURLUE_OK &&
+                curl_url_set(u[1], CURLUPART_URL, b, 0) == CURLUE_OK;
+    for (size_t i = 0; same && i < sizeof parts / sizeof parts[0]; i++) {
+        char *x = NULL, *y = NULL;
+        same = curl_url_get(u[0], parts[i], &x, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+               curl_url_get(u[1], parts[i], &y, CURLU_DEFAULT_PORT) == CURLUE_OK && strcasecmp(x, y) == 0;
+        curl_free(x);
+        curl_free(y);
+    }
+    curl_url_cleanup(u[0]);
+    curl_url_cleanup(u[1]);
+    return same;
+}
+
 static void done(req *r, int outcome, long status, const char *why);
 
 static int launch(req *r)
@@ -280,8 +299,9 @@ static int launch(req *r)
             return QOD_ERR_NOMEM;
         curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
     } else {
+        /* Our token goes to the NEF's origin only: a resource URI elsewhere (a Location, a listed self) gets none. */
         const char *tok = n->oauth ? n->access_token : n->cfg.nef_bearer;
-        if (tok && *tok) {
+        if (tok && *tok && same_origin(r->url, n->base)) {
             snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
             r->hdrs = curl_slist_append(r->hdrs, auth);
         }
@@ -493,25 +513,6 @@ static void keep_deleting(nef *n, sub *s, long status, const char *why, long ret
     qod_timers_arm(&n->timers, &s->t, qod_time_mono_ms() + wait, 0);
 }
 
-/* True when a and b have the same scheme, host and port. */
-static bool same_origin(const char *a, const char *b)
-{
-    static const CURLUPart parts[] = {CURLUPART_SCHEME, CURLUPART_HOST, CURLUPART_PORT};
-    CURLU *u[2] = {curl_url(), curl_url()};
-    bool same = u[0] && u[1] && curl_url_set(u[0], CURLUPART_URL, a, 0) == CURLUE_OK &&
-                curl_url_set(u[1], CURLUPART_URL, b, 0) == CURLUE_OK;
-    for (size_t i = 0; same && i < sizeof parts / sizeof parts[0]; i++) {
-        char *x = NULL, *y = NULL;
-        same = curl_url_get(u[0], parts[i], &x, CURLU_DEFAULT_PORT) == CURLUE_OK &&
-               curl_url_get(u[1], parts[i], &y, CURLU_DEFAULT_PORT) == CURLUE_OK && strcasecmp(x, y) == 0;
-        curl_free(x);
-        curl_free(y);
-    }
-    curl_url_cleanup(u[0]);
-    curl_url_cleanup(u[1]);
-    return same;
-}
-
 static void delete_done(nef *n, req *r, int outcome, long status, const char *why)
 {
     sub *s = r->s;
@@ -681,7 +682,7 @@ static void on_listed(void *arg, const qod_nef_listed *l)
         return;
     ue_key(key, sizeof key, l->ue_ipv4, l->ue_ipv6, l->gpsi, l->qos_reference);
     sub *s = qod_hmap_del(&c->candidates, key);
-    char *loc = s ? strdup(l->self) : NULL;
+    char *loc = s ? absolute(n->base, l->self) : NULL; /* self may be relative */
     if (loc) {
         set_location(n, s, loc);
         atomic_fetch_add(&n->held, 1);
@@ -691,7 +692,7 @@ static void on_listed(void *arg, const qod_nef_listed *l)
         return;
     }
     sub *o = calloc(1, sizeof *o);
-    if (!o || !(o->location = strdup(l->self))) {
+    if (!o || !(o->location = absolute(n->base, l->self))) {
         free(o);
         return;
     }

@@ -34,7 +34,8 @@ Control API (tests only):
                   {"terminate": id}                    SESSION_TERMINATION now, subscription removed
                   {"notify": id, "event": "QOS_NOT_GUARANTEED"}  any event now
                   {"revoke_tokens": true}              every issued OAuth2 token becomes invalid
-                  {"add": {scsAsId, subscription}}     store a subscription directly (no notification)
+                  {"add": {scsAsId, subscription[, host]}}  store a subscription directly (no notification;
+                                                       its self names host instead of the request's Host)
   GET  /_control/log            every request received: [{method, path, auth, body}]
   GET  /_control/notifications  every notification sent: [{id, url, event, status}]
   GET  /_control/subscriptions  {id: subscription}
@@ -371,8 +372,8 @@ def make_handler(state):
                     state.seq += 1
                     sid = "sub%d" % state.seq
                     s = dict(c["add"]["subscription"])
-                    s["self"] = "http://%s%s%s/subscriptions/%s" % (self.headers.get("Host"), API,
-                                                                    c["add"]["scsAsId"], sid)
+                    host = c["add"].get("host") or self.headers.get("Host")  # another name: another origin
+                    s["self"] = "http://%s%s%s/subscriptions/%s" % (host, API, c["add"]["scsAsId"], sid)
                     state.subs[sid] = (c["add"]["scsAsId"], s)
                     later.append(("added", sid))
                 for key, event in (("terminate", "SESSION_TERMINATION"), ("notify", c.get("event"))):

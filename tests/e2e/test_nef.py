@@ -443,6 +443,16 @@ def test_static_bearer_token():
         sid = create(d, tok, recv, phone)
         wait_status(d, tok, sid, "AVAILABLE")
         assert emu.log("POST", ip)[0]["auth"] == "Bearer static-tok-123"
+        # A resource URI on another origin (the same emulator named "localhost": not the --nef-url's origin) gets
+        # no Authorization: the orphan's DELETE goes there without the token (and is refused).
+        nid, sub = emu.sub_of(ip)
+        d.stop()
+        orphan = emu.control(add={"scsAsId": SCS, "host": "localhost:%d" % emu.port, "subscription": dict(
+            sub, ueIpv4Addr="10.255.0.9", notificationDestination=sub["notificationDestination"][:-5] + "QQQQQ")})["id"]
+        d.start()
+        wait_until(lambda: emu.log("DELETE", orphan), timeout=5, what="the orphan's DELETE")
+        assert emu.log("DELETE", orphan)[0]["auth"] is None, emu.log("DELETE", orphan)
+        assert all(e["auth"] == "Bearer static-tok-123" for e in emu.log("GET") if e["path"].startswith("/3gpp"))
     emu2 = Emulator("--token-required", "--bearer", "static-tok-123")
     d = start(emu2.url, ["--nef-bearer-token", "wrong"])
     with d, receiver() as recv:
