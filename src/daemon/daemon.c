@@ -359,7 +359,8 @@ static int open_engine(qod_daemon *d, const qod_options *o, char *err, size_t er
                 .nef_client_id = o->nef_client_id,
                 .nef_client_secret = o->nef_client_secret,
                 .nef_bearer = o->nef_bearer,
-                .nef_timeout_ms = (int64_t)(o->nef_timeout_s * 1000)},
+                .nef_timeout_ms = (int64_t)(o->nef_timeout_s * 1000),
+                .nef_allocation_ms = (int64_t)(o->nef_allocation_timeout_s * 1000)},
         .retention_ms = o->retention * 1000,
         .seal = d->seal,
     };

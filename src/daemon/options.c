@@ -161,6 +161,9 @@ const qod_cfg_opt qod_option_table[] = {
     {"nef-bearer-token", QOD_CFG_STR, O(nef_bearer), 0, 4096, "", NULL, NULL,
      "nef: a static bearer token instead of OAuth2 client credentials."},
     {"nef-timeout", QOD_CFG_DOUBLE, O(nef_timeout_s), 0.1, 120, "10", NULL, NULL, "nef: seconds per NEF request."},
+    {"nef-allocation-timeout", QOD_CFG_DOUBLE, O(nef_allocation_timeout_s), 0.1, 3600, "60", NULL, NULL,
+     "nef: seconds a new subscription may wait for its resource allocation's outcome before the session is "
+     "refused."},
     {"retry-schedule", QOD_CFG_STR, O(retry_schedule), 0, 1000, "0,5,300,1800,7200,18000,36000,36000", NULL,
      check_schedule,
      "Callback attempts: value i is the wait in seconds before attempt i, from the previous failure (±10% "

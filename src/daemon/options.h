@@ -54,6 +54,7 @@ typedef struct {
     char *nef_client_secret;
     char *nef_bearer;
     double nef_timeout_s;
+    double nef_allocation_timeout_s;
     char *tls_cert;
     char *tls_key;
 } qod_options;

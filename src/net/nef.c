@@ -73,6 +73,7 @@ typedef struct sub {
     bool activated;                  /* the session is available: a failure terminates it instead of refusing it */
     bool busy;                       /* a request is in flight */
     bool wait_list;                  /* waiting for the start-up list */
+    bool awaiting;                   /* subscribed, waiting for the allocation's outcome: t is its deadline */
     int attempts;
     int64_t first_ms;
     qod_timer t;
@@ -454,8 +455,12 @@ static void create_done(nef *n, req *r, int outcome, long status, const char *wh
         atomic_fetch_add(&n->held, 1);
         QOD_INFO("nef", "subscribed", "session=%s location=%s attempts=%d", s->id, s->location, s->attempts);
         s->attempts = 0;
-        if (s->ended)
+        if (s->ended) {
             start_delete(n, s);
+        } else if (!s->activated) {
+            s->awaiting = true;
+            qod_timers_arm(&n->timers, &s->t, qod_time_mono_ms() + n->cfg.nef_allocation_ms, 0);
+        }
         return;
     }
     if (s->ended) {
@@ -827,6 +832,19 @@ static sub *sub_of_timer(qod_timer *t)
     return (sub *)(void *)((char *)t - offsetof(sub, t));
 }
 
+/* No SUCCESSFUL_ or FAILED_RESOURCES_ALLOCATION came for s within --nef-allocation-timeout (a NEF that does not
+ * report it, or a notification lost): the session would stay requested, and its device taken, for good. It is
+ * refused; the engine's release then deletes the subscription. */
+static void allocation_overdue(nef *n, sub *s)
+{
+    s->awaiting = false;
+    if (s->activated || s->ended)
+        return;
+    QOD_WARN("nef", "allocation_overdue", "session=%s location=%s waited_ms=%lld", s->id, s->location,
+             (long long)n->cfg.nef_allocation_ms);
+    n->sink.report_unlocked(n->sink.ctx, s->id, QOD_NET_REFUSED, "no resource allocation reported by the NEF in time");
+}
+
 static int64_t tick(void *arg, int64_t now)
 {
     nef *n = arg;
@@ -845,6 +863,10 @@ static int64_t tick(void *arg, int64_t now)
             continue;
         }
         sub *s = sub_of_timer(t);
+        if (s->awaiting) {
+            allocation_overdue(n, s);
+            continue;
+        }
         if (s->location)
             start_delete(n, s);
         else
@@ -895,8 +917,17 @@ static void provision_job(nef *n, job *j)
         start_create(n, s);
 }
 
+static void no_deadline(nef *n, sub *s)
+{
+    if (s->awaiting) {
+        qod_timers_cancel(&n->timers, &s->t);
+        s->awaiting = false;
+    }
+}
+
 static void release_job(nef *n, sub *s)
 {
+    no_deadline(n, s);
     s->ended = true;
     if (s->busy || s->wait_list || (s->location && qod_timer_armed(&s->t)))
         return; /* the request in flight, the list or the pending delete retry takes it from here */
@@ -945,8 +976,8 @@ static void run_job(void *arg)
         delete_stale(n, j->key);
     else if (j->what == JOB_PROVISION)
         provision_job(n, j);
-    else if (s && j->what == JOB_ACTIVATED)
-        s->activated = true;
+    else if (s && j->what == JOB_ACTIVATED && (s->activated = true))
+        no_deadline(n, s);
     else if (s && j->what == JOB_RELEASE)
         release_job(n, s);
     else if (j->what == JOB_RELEASE)
@@ -1017,6 +1048,8 @@ static int nef_create(const qod_net_config *cfg, const qod_net_sink *sink, void 
     qod_timer_init(&n->list_t, 0);
     if (n->cfg.nef_timeout_ms <= 0)
         n->cfg.nef_timeout_ms = 10000;
+    if (n->cfg.nef_allocation_ms <= 0)
+        n->cfg.nef_allocation_ms = 60000;
     size_t ul = strlen(cfg->nef_url);
     while (ul && cfg->nef_url[ul - 1] == '/')
         ul--;

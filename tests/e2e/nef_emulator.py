@@ -30,6 +30,7 @@ Control API (tests only):
                   "retry_after": N adds that Retry-After to the failures)
                   {"delay_ms": N, "ue": "10.0.0.1"}    delay answers (for one UE's creations, or every request)
                   {"notify_delay_ms": N}               delay of the allocation notification
+                  {"silent": true|false}               no allocation notification at all
                   {"refuse": true|false, "ue": ...}    allocations fail (FAILED_RESOURCES_ALLOCATION)
                   {"terminate": id}                    SESSION_TERMINATION now, subscription removed
                   {"notify": id, "event": "QOS_NOT_GUARANTEED"}  any event now
@@ -169,6 +170,7 @@ class State:
         self.delay_ue = None
         self.notify_delay_ms = args.notify_delay_ms
         self.refuse = False
+        self.silent = False     # no allocation notification after a 201
         self.refuse_ue = None
         self.seq = 0
 
@@ -319,8 +321,10 @@ def make_handler(state):
                 state.subs[sid] = (scs, b)
                 refuse = state.refuse and (state.refuse_ue is None or state.refuse_ue == ue)
                 delay = state.notify_delay_ms
+                silent = state.silent
             ev = "FAILED_RESOURCES_ALLOCATION" if refuse else "SUCCESSFUL_RESOURCES_ALLOCATION"
-            notify_later(state, delay, sid, b["notificationDestination"], ev, loc, remove=refuse)
+            if not silent:
+                notify_later(state, delay, sid, b["notificationDestination"], ev, loc, remove=refuse)
             return self._send(201, b, {"Location": loc})
 
         def _token(self, raw):
@@ -362,6 +366,8 @@ def make_handler(state):
                     state.fail_retry_after = c.get("retry_after")
                 if "delay_ms" in c:
                     state.delay_ms, state.delay_ue = int(c["delay_ms"]), c.get("ue")
+                if "silent" in c:
+                    state.silent = bool(c["silent"])
                 if "notify_delay_ms" in c:
                     state.notify_delay_ms = int(c["notify_delay_ms"])
                 if "refuse" in c:

@@ -278,6 +278,30 @@ def test_a_delete_redirected_is_followed_on_the_nefs_origin_only():
     emu.control(fail=0, times=0)
 
 
+def test_an_allocation_never_reported_refuses_the_session_and_deletes_its_subscription():
+    emu = Emulator()
+    d = start(emu.url, ["--nef-allocation-timeout", "1"])
+    with d, receiver() as recv:
+        tok = live_app(d)
+        emu.control(silent=True)
+        phone, ip = new_device(d)
+        sid = create(d, tok, recv, phone)
+        wait_until(lambda: emu.sub_of(ip)[0], timeout=5, what="the subscription")
+        nid, _ = emu.sub_of(ip)
+        assert status(d, tok, sid) == "REQUESTED"
+        wait_status(d, tok, sid, "UNAVAILABLE", timeout=6)
+        assert "allocation_overdue session=%s" % sid in d.log(), d.log_tail(20)
+        wait_until(lambda: nid not in emu.subs(), timeout=5, what="the subscription deleted")
+        recv.wait_until(lambda hs: hooks_of(recv, sid) == ["UNAVAILABLE"] or None, timeout=5, what="hook")
+        # Reported in time: the deadline goes with it.
+        emu.control(silent=False)
+        phone, ip = new_device(d)
+        sid = create(d, tok, recv, phone)
+        wait_status(d, tok, sid, "AVAILABLE")
+        time.sleep(1.5)
+        assert status(d, tok, sid) == "AVAILABLE" and "allocation_overdue session=%s" % sid not in d.log()
+
+
 def test_503_is_retried_until_the_nef_accepts():
     emu, d, tok, recv = shared()
     phone, ip = new_device(d)
