@@ -641,9 +641,12 @@ static void check_done(nef *n)
         curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &status);
         curl_multi_remove_handle(n->multi, m->easy_handle);
         list_del(&n->running, r);
-        char why[300];
+        char why[300], problem[200];
         if (cc != CURLE_OK)
             snprintf(why, sizeof why, "%s", curl_easy_strerror(cc));
+        else if (status >= 300 && r->resp.data &&
+                 qod_nef_problem_text(r->resp.data, r->resp.len, problem, sizeof problem))
+            snprintf(why, sizeof why, "the NEF answered %ld (%s)", status, problem);
         else
             snprintf(why, sizeof why, "the NEF answered %ld", status);
         done(r, classify(cc, status), cc == CURLE_OK ? status : 0, why);

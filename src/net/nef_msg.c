@@ -225,6 +225,23 @@ static const char *str_or_empty(const cJSON *o, const char *key)
     return qod_json_str(o, key, &s) == QOD_OK ? s : "";
 }
 
+bool qod_nef_problem_text(const char *body, size_t len, char *out, size_t cap)
+{
+    cJSON *root = NULL;
+    char err[64];
+    out[0] = '\0';
+    if (!cap || len > QOD_NEF_NOTIFICATION_MAX || qod_json_parse(body, len, 4, &root, err, sizeof err) != QOD_OK)
+        return false;
+    const char *cause = cJSON_IsObject(root) ? str_or_empty(root, "cause") : "";
+    const char *detail = cJSON_IsObject(root) ? str_or_empty(root, "detail") : "";
+    snprintf(out, cap, "%s%s%s", cause, *cause && *detail ? ": " : "", detail);
+    for (char *p = out; *p; p++)
+        if (*p < 0x20 || *p > 0x7e || *p == '"' || *p == '\\')
+            *p = '?';
+    cJSON_Delete(root);
+    return out[0] != '\0';
+}
+
 int qod_nef_list_parse(const char *body, size_t len, void (*fn)(void *arg, const qod_nef_listed *s), void *arg,
                        char *err, size_t errcap)
 {

@@ -72,6 +72,11 @@ bool qod_nef_resource_id(const char *uri, char *out, size_t cap);
  * "eventReports" of objects each with a string "event". QOD_OK, or QOD_ERR_INVALID with why in err. */
 int qod_nef_notification_parse(const char *body, size_t len, qod_nef_notification *out, char *err, size_t errcap);
 
+/* The cause and detail of a TS 29.571 ProblemDetails body, as "cause: detail" (either alone when the other is absent)
+ * for a log line: printable ASCII only (others, quotes and backslashes become '?'), cut to cap. False, out "", when
+ * body is not a JSON object with a string cause or detail. */
+bool qod_nef_problem_text(const char *body, size_t len, char *out, size_t cap);
+
 /* One subscription of a GET …/subscriptions answer; strings borrowed for the callback only, "" when absent. */
 typedef struct {
     const char *self;

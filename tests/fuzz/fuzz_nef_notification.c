@@ -3,11 +3,17 @@
  * memory errors it checks:
  * - the result is QOD_OK or QOD_ERR_INVALID, and an invalid body yields no events;
  * - an accepted body holds 1..QOD_NEF_REPORTS_MAX events, each a known event or QOD_NEF_EV_OTHER, with a name;
- * - the list parser answers QOD_OK or QOD_ERR_INVALID and hands out non-NULL strings only. */
+ * - the subscription its transaction names is "" or made of URI unreserved characters and '%';
+ * - the list parser answers QOD_OK or QOD_ERR_INVALID and hands out non-NULL strings only;
+ * - qod_nef_problem_text (on the same bytes) writes printable ASCII without quotes or backslashes. */
 #include "fuzz.h"
 
 #include "net/nef_msg.h"
 #include "util/err.h"
+
+#include <ctype.h>
+#include <stdbool.h>
+#include <string.h>
 
 static void on_listed(void *arg, const qod_nef_listed *s)
 {
@@ -26,7 +32,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(n.ev[i] >= 0 && n.ev[i] <= QOD_NEF_EV_OTHER);
         FUZZ_CHECK(qod_nef_event_name(n.ev[i])[0] != '\0');
     }
+    for (const char *p = n.subscription; *p; p++)
+        FUZZ_CHECK(isalnum((unsigned char)*p) || strchr("-._~%", *p));
     rc = qod_nef_list_parse((const char *)data, size, on_listed, NULL, err, sizeof err);
     FUZZ_CHECK(rc == QOD_OK || rc == QOD_ERR_INVALID);
+    char problem[96];
+    bool got = qod_nef_problem_text((const char *)data, size, problem, sizeof problem);
+    FUZZ_CHECK(got == (problem[0] != '\0'));
+    for (const char *p = problem; *p; p++)
+        FUZZ_CHECK(*p >= 0x20 && *p <= 0x7e && *p != '"' && *p != '\\');
     return 0;
 }

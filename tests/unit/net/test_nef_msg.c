@@ -148,6 +148,20 @@ QTEST(a_terminal_event_past_the_kept_reports_is_kept)
     QT_EQ_INT(n.ev[QOD_NEF_REPORTS_MAX - 1], QOD_NEF_EV_SESSION_TERMINATION);
 }
 
+QTEST(problem_text_is_cause_and_detail_made_printable)
+{
+    char out[64];
+    const char *b = "{\"status\":403,\"cause\":\"QUOTA_EXCEEDED\",\"detail\":\"too \\\"many\\\"\\nsubs\"}";
+    QT_TRUE(qod_nef_problem_text(b, strlen(b), out, sizeof out));
+    QT_EQ_STR(out, "QUOTA_EXCEEDED: too ?many??subs");
+    b = "{\"cause\":\"X\"}";
+    QT_TRUE(qod_nef_problem_text(b, strlen(b), out, sizeof out));
+    QT_EQ_STR(out, "X");
+    QT_TRUE(!qod_nef_problem_text("{}", 2, out, sizeof out) && out[0] == '\0');
+    QT_TRUE(!qod_nef_problem_text("<html>", 6, out, sizeof out));
+    QT_TRUE(!qod_nef_problem_text("[1]", 3, out, sizeof out));
+}
+
 static void count_listed(void *arg, const qod_nef_listed *s)
 {
     int *n = arg;
@@ -181,4 +195,5 @@ QTEST_MAIN(QT_CASE(flow_descriptions_with_server_and_ports), QT_CASE(flow_descri
            QT_CASE(notification_events_in_order), QT_CASE(notification_malformed_is_invalid),
            QT_CASE(list_parse_calls_back_per_object), QT_CASE(token_of_accepts_only_our_prefix),
            QT_CASE(notification_names_its_subscription), QT_CASE(resource_id_is_the_last_path_segment),
-           QT_CASE(a_terminal_event_past_the_kept_reports_is_kept))
+           QT_CASE(a_terminal_event_past_the_kept_reports_is_kept),
+           QT_CASE(problem_text_is_cause_and_detail_made_printable))
