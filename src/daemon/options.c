@@ -160,6 +160,13 @@ const qod_cfg_opt qod_option_table[] = {
     {"nef-client-secret", QOD_CFG_STR, O(nef_client_secret), 0, 512, "", NULL, NULL, "nef: OAuth2 client secret."},
     {"nef-bearer-token", QOD_CFG_STR, O(nef_bearer), 0, 4096, "", NULL, NULL,
      "nef: a static bearer token instead of OAuth2 client credentials."},
+    {"nef-ca", QOD_CFG_STR, O(nef_ca), 0, 4096, "", NULL, NULL,
+     "nef: PEM CA certificates that verify the NEF's TLS certificate (and its token endpoint's), instead of the "
+     "system's."},
+    {"nef-client-cert", QOD_CFG_STR, O(nef_client_cert), 0, 4096, "", NULL, NULL,
+     "nef: PEM client certificate for mutual TLS toward the NEF (with --nef-client-key)."},
+    {"nef-client-key", QOD_CFG_STR, O(nef_client_key), 0, 4096, "", NULL, NULL,
+     "nef: PEM private key of --nef-client-cert."},
     {"nef-timeout", QOD_CFG_DOUBLE, O(nef_timeout_s), 0.1, 120, "10", NULL, NULL, "nef: seconds per NEF request."},
     {"nef-allocation-timeout", QOD_CFG_DOUBLE, O(nef_allocation_timeout_s), 0.1, 3600, "60", NULL, NULL,
      "nef: seconds a new subscription may wait for its resource allocation's outcome before the session is "
@@ -192,6 +199,10 @@ static int check_combinations(const qod_options *o, char *err, size_t errcap)
 {
     if (!o->tls_cert[0] != !o->tls_key[0]) {
         snprintf(err, errcap, "option 'tls-cert': --tls-cert and --tls-key go together");
+        return QOD_ERR_INVALID;
+    }
+    if (!o->nef_client_cert[0] != !o->nef_client_key[0]) {
+        snprintf(err, errcap, "option 'nef-client-cert': --nef-client-cert and --nef-client-key go together");
         return QOD_ERR_INVALID;
     }
     if (strcmp(o->network, "tc") == 0 && !o->tc_dev[0]) {

@@ -53,6 +53,9 @@ typedef struct {
     char *nef_client_id;
     char *nef_client_secret;
     char *nef_bearer;
+    char *nef_ca;
+    char *nef_client_cert;
+    char *nef_client_key;
     double nef_timeout_s;
     double nef_allocation_timeout_s;
     char *tls_cert;

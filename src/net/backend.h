@@ -60,8 +60,10 @@ typedef struct {
     const char *nef_token_url;  /* nef: OAuth2 token endpoint (client credentials), or "" */
     const char *nef_client_id;
     const char *nef_client_secret;
-    const char *nef_bearer;    /* nef: a static bearer token, or "" */
-    int64_t nef_timeout_ms;    /* nef: per request */
+    const char *nef_bearer;                       /* nef: a static bearer token, or "" */
+    const char *nef_ca;                           /* nef: PEM CA file verifying the NEF, or "" for the system's */
+    const char *nef_client_cert, *nef_client_key; /* nef: mutual TLS, or "" */
+    int64_t nef_timeout_ms;                       /* nef: per request */
     int64_t nef_allocation_ms; /* nef: from a subscription's 201 to its allocation's outcome, at most */
 } qod_net_config;
 

@@ -32,6 +32,7 @@
 #include "util/time.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -39,6 +40,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <unistd.h>
 
 #define TOKEN_BYTES 32
 #define TOKEN_CAP 64
@@ -284,6 +286,12 @@ static int launch(req *r)
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    if (n->cfg.nef_ca && n->cfg.nef_ca[0])
+        curl_easy_setopt(e, CURLOPT_CAINFO, n->cfg.nef_ca);
+    if (n->cfg.nef_client_cert && n->cfg.nef_client_cert[0]) {
+        curl_easy_setopt(e, CURLOPT_SSLCERT, n->cfg.nef_client_cert);
+        curl_easy_setopt(e, CURLOPT_SSLKEY, n->cfg.nef_client_key);
+    }
     r->hdrs = curl_slist_append(r->hdrs, "Accept: application/json");
     if (r->op == OP_TOKEN) {
         /* RFC 6749 2.3.1: the client id and secret are form-urlencoded before they go into HTTP Basic. */
@@ -1039,6 +1047,15 @@ static int nef_create(const qod_net_config *cfg, const qod_net_sink *sink, void 
     if (!cfg->loop || !cfg->public_url || strlen(cfg->public_url) > 300) {
         snprintf(err, errcap, "nef: no engine loop or public URL");
         return QOD_ERR_INVALID;
+    }
+    /* Read now, so that a wrong path stops the start rather than every request. */
+    const char *files[][2] = {
+        {"nef-ca", cfg->nef_ca}, {"nef-client-cert", cfg->nef_client_cert}, {"nef-client-key", cfg->nef_client_key}};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        if (files[i][1] && files[i][1][0] && access(files[i][1], R_OK) != 0) {
+            snprintf(err, errcap, "nef: cannot read --%s %s: %s", files[i][0], files[i][1], strerror(errno));
+            return QOD_ERR_INVALID;
+        }
     }
     nef *n = calloc(1, sizeof *n);
     if (!n)

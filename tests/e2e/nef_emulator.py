@@ -2,7 +2,7 @@
 """A NEF emulator for the 3GPP TS 29.122 AsSessionWithQoS API (3gpp-as-session-with-qos/v1), for tests.
 
     python3 nef_emulator.py --port P [--token-required] [--client-id ID --client-secret S] [--bearer TOKEN]
-                            [--notify-delay-ms N] [--token-ttl S]
+                            [--notify-delay-ms N] [--token-ttl S] [--tls-cert PEM --tls-key PEM [--client-ca PEM]]
 
 Prints "READY <port>" on stdout once listening (--port 0 picks a free port).
 
@@ -47,6 +47,7 @@ import ipaddress
 import json
 import re
 import secrets
+import ssl
 import sys
 import threading
 import time
@@ -171,6 +172,7 @@ class State:
         self.notify_delay_ms = args.notify_delay_ms
         self.refuse = False
         self.silent = False     # no allocation notification after a 201
+        self.scheme = "https" if args.tls_cert else "http"
         self.refuse_ue = None
         self.seq = 0
 
@@ -316,7 +318,7 @@ def make_handler(state):
             with state.lock:
                 state.seq += 1
                 sid = "sub%d" % state.seq
-                loc = "http://%s%s%s/subscriptions/%s" % (self.headers.get("Host"), API, scs, sid)
+                loc = "%s://%s%s%s/subscriptions/%s" % (state.scheme, self.headers.get("Host"), API, scs, sid)
                 b["self"] = loc
                 state.subs[sid] = (scs, b)
                 refuse = state.refuse and (state.refuse_ue is None or state.refuse_ue == ue)
@@ -379,7 +381,7 @@ def make_handler(state):
                     sid = "sub%d" % state.seq
                     s = dict(c["add"]["subscription"])
                     host = c["add"].get("host") or self.headers.get("Host")  # another name: another origin
-                    s["self"] = "http://%s%s%s/subscriptions/%s" % (host, API, c["add"]["scsAsId"], sid)
+                    s["self"] = "%s://%s%s%s/subscriptions/%s" % (state.scheme, host, API, c["add"]["scsAsId"], sid)
                     state.subs[sid] = (c["add"]["scsAsId"], s)
                     later.append(("added", sid))
                 for key, event in (("terminate", "SESSION_TERMINATION"), ("notify", c.get("event"))):
@@ -423,9 +425,19 @@ def main():
     ap.add_argument("--bearer", default="")
     ap.add_argument("--token-ttl", type=int, default=3600)
     ap.add_argument("--notify-delay-ms", type=int, default=100)
+    ap.add_argument("--tls-cert", help="serve https with this PEM certificate (and --tls-key)")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--client-ca", help="with --tls-cert: require a client certificate signed by these PEM CAs")
     args = ap.parse_args()
     srv = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(State(args)))
     srv.daemon_threads = True
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(args.client_ca)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     print("READY %d" % srv.server_address[1], flush=True)
     try:
         srv.serve_forever()
