@@ -421,7 +421,6 @@ static void give_up(nef *n, sub *s, const char *why)
     n->sink.report_unlocked(n->sink.ctx, id, activated ? QOD_NET_TERMINATED : QOD_NET_REFUSED, why);
 }
 
-/* Schedules another attempt of s after a transient failure; false when the budget is spent. */
 /* The wait before attempt number attempts + 1: the backoff with ±10 % jitter (a NEF back from an outage does not
  * get every retry at once), or longer when the NEF's Retry-After asks (-1: none). */
 static int64_t retry_wait(int attempts, long retry_after_s)
@@ -431,6 +430,7 @@ static int64_t retry_wait(int attempts, long retry_after_s)
     return retry_after_s >= 0 && retry_after_s * 1000 > wait ? retry_after_s * 1000 : wait;
 }
 
+/* Schedules another attempt of s after a transient failure; false when the budget is spent. */
 static bool retry_later(nef *n, sub *s, int max_attempts, int64_t budget_ms, long retry_after_s)
 {
     int64_t now = qod_time_mono_ms(), wait = retry_wait(s->attempts, retry_after_s);
@@ -1152,9 +1152,8 @@ static void nef_destroy(void *self)
     free(n);
 }
 
-/* The UE address the subscription names: the registry's (live), else the device's own; "" when none. */
-/* The UE's address in its PDU session, which the PCF binds the policy to: the registry's, else the device's
- * private address (behind a NAT), else its public one. */
+/* The UE address the subscription names, its address in the PDU session that the PCF binds the policy to: the
+ * registry's (live), else the device's private address (behind a NAT), else its public one; "" when none. */
 static const char *ue_ipv4(const qod_net_session *ns)
 {
     if (ns->sub && ns->sub->ipv4[0])
