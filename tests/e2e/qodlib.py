@@ -1342,6 +1342,31 @@ def get_token(d, app, scope=None):
 __all__ += ["token_response"]
 
 
+def make_tls_cert(directory, name="cert", cn="127.0.0.1"):
+    """A self-signed P-256 certificate (CA:TRUE, so it can be its own trust anchor) and its key, written to
+    directory as NAME.pem and NAME-key.pem (cert.pem and key.pem for the default name); an IP address as cn is
+    also its subjectAltName. Returns (cert, key)."""
+    cert = os.path.join(directory, name + ".pem")
+    key = os.path.join(directory, "key.pem" if name == "cert" else name + "-key.pem")
+    argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=" + cn]
+    if re.match(r"^[0-9.]+$", cn):
+        argv += ["-addext", "subjectAltName=IP:" + cn]
+    p = subprocess.run(argv, capture_output=True, text=True)
+    assert p.returncode == 0, "openssl req failed: %s" % p.stderr
+    return cert, key
+
+
+def without(body, key):
+    """A copy of the dict body without key (which it has)."""
+    b = dict(body)
+    del b[key]
+    return b
+
+
+__all__ += ["make_tls_cert", "without"]
+
+
 def metrics(d):
     """GET /metrics as {"name{labels}": float} (lines whose value is not a number are left out)."""
     return _parse_metrics(expect_status(d.request("GET", "/metrics"), 200))

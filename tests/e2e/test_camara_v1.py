@@ -78,12 +78,6 @@ def body(phone=None, device=None, profile="QOS_L", duration=60, sink=None, cred=
     return b
 
 
-def without(b, key):
-    b = dict(b)
-    del b[key]
-    return b
-
-
 def iso_utc(t):
     """RFC 3339 UTC with milliseconds, like the spec's example "2023-07-03T12:27:08.312Z"."""
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (int(t * 1000) % 1000)
@@ -165,16 +159,6 @@ def expect_error_in(resp, status, codes):
     b = expect_camara_error(resp, status)
     assert b.get("code") in codes, "code %r not in %r: %r" % (b.get("code"), codes, b)
     return b
-
-
-def make_tls_cert(directory):
-    """A self-signed P-256 certificate for 127.0.0.1 (CA:TRUE, so it can be its own trust anchor)."""
-    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                        "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
-                        "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, text=True)
-    assert p.returncode == 0, "openssl req failed: %s" % p.stderr
-    return cert, key
 
 
 def daemon_args(extra=()):

@@ -576,12 +576,6 @@ def assignment_body(phone=None, device=None, profile="QOS_L", **extra):
     return b
 
 
-def without(b, key):
-    b = dict(b)
-    del b[key]
-    return b
-
-
 def three_legged(d, app, phone):
     """A 3-legged (CIBA) token of a sandbox app for phone, with every scope of the app."""
     scopes = "openid " + " ".join(scope_list(app.get("scopes")) or [])
@@ -666,15 +660,6 @@ def wait_hooks(url, n, timeout=5):
     RECV.wait_until(lambda hs: len(hooks_at(url)) >= n or None, timeout=timeout,
                     what="%d notification(s) at %s" % (n, url))
     return hooks_at(url)
-
-
-def make_tls_cert(directory):
-    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                        "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
-                        "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, text=True)
-    assert p.returncode == 0, "openssl req failed: %s" % p.stderr
-    return cert, key
 
 
 def daemon_args(extra=()):

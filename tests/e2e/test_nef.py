@@ -85,11 +85,7 @@ class Emulator:
 def setup_module():
     global TLS_DIR
     TLS_DIR = tempfile.mkdtemp(prefix="qod-nef-tls-")
-    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                        "-keyout", os.path.join(TLS_DIR, "key.pem"), "-out", os.path.join(TLS_DIR, "cert.pem"),
-                        "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                       capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
+    make_tls_cert(TLS_DIR)
     shared()  # started here: the harness closes what a test itself leaves running
 
 
@@ -133,6 +129,15 @@ def create(d, tok, recv, phone, **extra):
     r = d.request("POST", SESSIONS, body=body, token=tok)
     expect_status(r, 201)
     return r.json()["sessionId"]
+
+
+def available(emu, d, tok, recv):
+    """A new device with an AVAILABLE session at the emulator: (phone, ip, session id, subscription id, its body)."""
+    phone, ip = new_device(d)
+    sid = create(d, tok, recv, phone)
+    wait_status(d, tok, sid, "AVAILABLE")
+    nid, sub = emu.sub_of(ip)
+    return phone, ip, sid, nid, sub
 
 
 def status(d, tok, sid):
@@ -219,10 +224,7 @@ def test_failed_allocation_makes_the_session_unavailable():
 
 def test_termination_makes_an_available_session_unavailable():
     emu, d, tok, recv = shared()
-    phone, ip = new_device(d)
-    sid = create(d, tok, recv, phone)
-    wait_status(d, tok, sid, "AVAILABLE")
-    nid, _ = emu.sub_of(ip)
+    phone, ip, sid, nid, _ = available(emu, d, tok, recv)
     emu.control(terminate=nid)
     wait_status(d, tok, sid, "UNAVAILABLE")
     recv.wait_until(lambda hs: hooks_of(recv, sid) == ["AVAILABLE", "UNAVAILABLE"] or None, timeout=5,
@@ -246,18 +248,12 @@ def test_qos_not_guaranteed_is_counted_without_a_status_change():
 
 def test_delete_removes_the_subscription_and_404_counts_as_gone():
     emu, d, tok, recv = shared()
-    phone, ip = new_device(d)
-    sid = create(d, tok, recv, phone)
-    wait_status(d, tok, sid, "AVAILABLE")
-    nid, _ = emu.sub_of(ip)
+    phone, ip, sid, nid, _ = available(emu, d, tok, recv)
     expect_status(d.request("DELETE", SESSIONS + "/" + sid, token=tok), 204)
     wait_until(lambda: nid not in emu.subs(), timeout=5, what="the subscription deleted")
     assert len(emu.log("DELETE", nid)) == 1
     # A subscription the NEF already forgot: one DELETE answered 404, no retry.
-    phone, ip = new_device(d)
-    sid = create(d, tok, recv, phone)
-    wait_status(d, tok, sid, "AVAILABLE")
-    nid, _ = emu.sub_of(ip)
+    phone, ip, sid, nid, _ = available(emu, d, tok, recv)
     emu.control(fail=404, times=1, op="delete")
     expect_status(d.request("DELETE", SESSIONS + "/" + sid, token=tok), 204)
     wait_until(lambda: "unsubscribed" in d.log() and "status=404" in d.log(), timeout=5, what="404 as gone")
@@ -268,19 +264,13 @@ def test_delete_removes_the_subscription_and_404_counts_as_gone():
 def test_a_delete_redirected_is_followed_on_the_nefs_origin_only():
     emu, d, tok, recv = shared()
     for code in (307, 308):
-        phone, ip = new_device(d)
-        sid = create(d, tok, recv, phone)
-        wait_status(d, tok, sid, "AVAILABLE")
-        nid, _ = emu.sub_of(ip)
+        phone, ip, sid, nid, _ = available(emu, d, tok, recv)
         emu.control(fail=code, times=1, op="delete")
         expect_status(d.request("DELETE", SESSIONS + "/" + sid, token=tok), 204)
         wait_until(lambda: nid not in emu.subs(), timeout=5, what="the subscription deleted after a %d" % code)
         assert len(emu.log("DELETE", nid)) == 2, emu.log("DELETE", nid)
     # Elsewhere: not followed (the bearer token would go with it); logged, the subscription forgotten.
-    phone, ip = new_device(d)
-    sid = create(d, tok, recv, phone)
-    wait_status(d, tok, sid, "AVAILABLE")
-    nid, _ = emu.sub_of(ip)
+    phone, ip, sid, nid, _ = available(emu, d, tok, recv)
     emu.control(fail=307, times=1, op="delete", location="http://127.0.0.2:9/elsewhere")
     expect_status(d.request("DELETE", SESSIONS + "/" + sid, token=tok), 204)
     wait_until(lambda: "delete_failed session=%s" % sid in d.log(), timeout=5, what="the redirect refused")
@@ -399,10 +389,7 @@ def test_a_delete_the_nef_refuses_for_long_is_retried_until_it_is_gone():
     d = start(emu.url)
     with d, receiver() as recv:
         tok = live_app(d)
-        phone, ip = new_device(d)
-        sid = create(d, tok, recv, phone)
-        wait_status(d, tok, sid, "AVAILABLE")
-        nid, _ = emu.sub_of(ip)
+        phone, ip, sid, nid, _ = available(emu, d, tok, recv)
         emu.control(fail=503, times=4, op="delete")
         expect_status(d.request("DELETE", SESSIONS + "/" + sid, token=tok), 204)
         wait_until(lambda: "delete_retrying" in d.log(), timeout=10, what="the delete kept for later")
@@ -473,11 +460,7 @@ def test_tls_toward_the_nef_with_its_ca_and_a_client_certificate():
     cert = os.path.join(TLS_DIR, "cert.pem")
     tmp = tempfile.mkdtemp(prefix="qod-nef-client-")
     try:
-        ccert, ckey = os.path.join(tmp, "client.pem"), os.path.join(tmp, "client-key.pem")
-        p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                            "-nodes", "-keyout", ckey, "-out", ccert, "-days", "2", "-subj", "/CN=qodd"],
-                           capture_output=True, text=True)
-        assert p.returncode == 0, p.stderr
+        ccert, ckey = make_tls_cert(tmp, name="client", cn="qodd")
         emu = Emulator("--tls-cert", cert, "--tls-key", os.path.join(TLS_DIR, "key.pem"), "--client-ca", ccert,
                        client=(ccert, ckey))
         # The NEF's CA and our client certificate: mutual TLS.
@@ -540,10 +523,7 @@ def test_restart_adopts_live_subscriptions_and_deletes_orphans():
     d = start(emu.url)
     with d, receiver() as recv:
         tok = live_app(d)
-        phone, ip = new_device(d)
-        sid = create(d, tok, recv, phone)
-        wait_status(d, tok, sid, "AVAILABLE")
-        nid, s = emu.sub_of(ip)
+        phone, ip, sid, nid, s = available(emu, d, tok, recv)
         d.stop()
         prefix = s["notificationDestination"].rsplit("/", 1)[0] + "/"
         orphan = emu.control(add={"scsAsId": SCS, "subscription": dict(
@@ -573,10 +553,7 @@ def test_a_start_up_list_the_nef_fails_is_asked_again_before_anything_is_subscri
     d = start(emu.url)
     with d, receiver() as recv:
         tok = live_app(d)
-        phone, ip = new_device(d)
-        sid = create(d, tok, recv, phone)
-        wait_status(d, tok, sid, "AVAILABLE")
-        nid, _ = emu.sub_of(ip)
+        phone, ip, sid, nid, _ = available(emu, d, tok, recv)
         d.stop()
         emu.control(fail=503, times=2, op="list")
         def lists():

@@ -191,15 +191,6 @@ def check_info(a, profile=None, device=None, sink=None, status=None):
     return a
 
 
-def make_tls_cert(directory):
-    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                        "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
-                        "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, text=True)
-    assert p.returncode == 0, "openssl req failed: %s" % p.stderr
-    return cert, key
-
-
 def daemon_args(extra=()):
     return ["--sandbox-delay-ms", "200", "--token-rate-client", "0", "--token-rate-ip", "0",
             "--sim-cell-capacity", "20000", "--callback-ca", os.path.join(TMP, "cert.pem"),

@@ -59,12 +59,6 @@ def session_body(phone=None, device=None, profile="QOS_L", duration=60, url=None
     return b
 
 
-def without(body, key):
-    b = dict(body)
-    del b[key]
-    return b
-
-
 def post_session(d, tok, body, headers=None):
     return d.request("POST", SESSIONS, body=body, token=tok, headers=headers)
 
@@ -129,16 +123,6 @@ def parse_ts(s):
 
 def same_ip(a, b):
     return ipaddress.ip_address(a) == ipaddress.ip_address(b)
-
-
-def make_tls_cert(directory):
-    """A self-signed P-256 certificate for 127.0.0.1 (CA:TRUE, so it can be its own trust anchor)."""
-    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                        "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
-                        "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, text=True)
-    assert p.returncode == 0, "openssl req failed: %s" % p.stderr
-    return cert, key
 
 
 def live_args():
