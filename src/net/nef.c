@@ -58,8 +58,8 @@
 static const int64_t backoff_ms[] = {500, 1000, 2000, 4000};
 #define NBACKOFF ((int)(sizeof backoff_ms / sizeof backoff_ms[0]))
 
-enum { OP_CREATE, OP_DELETE, OP_LIST, OP_TOKEN, OP_COUNT };
-static const char *const op_names[OP_COUNT] = {"create", "delete", "list", "token"};
+enum { OP_CREATE, OP_DELETE, OP_LIST, OP_TOKEN, OP_FIND, OP_COUNT };
+static const char *const op_names[OP_COUNT] = {"create", "delete", "list", "token", "find"};
 enum { OUT_OK, OUT_4XX, OUT_5XX, OUT_TIMEOUT, OUT_CONNECT, OUT_OTHER, OUT_COUNT };
 static const char *const out_names[OUT_COUNT] = {"ok", "http_4xx", "http_5xx", "timeout", "connect", "other"};
 
@@ -76,6 +76,7 @@ typedef struct sub {
     bool busy;                       /* a request is in flight */
     bool wait_list;                  /* waiting for the start-up list */
     bool awaiting;                   /* subscribed, waiting for the allocation's outcome: t is its deadline */
+    bool lookup;                     /* the last POST may have been made (timeout, 5xx): look before posting again */
     int attempts;
     int64_t first_ms;
     qod_timer t;
@@ -381,8 +382,34 @@ static void fetch_token(nef *n)
 
 /* ---- operations ----------------------------------------------------------------------------------------------- */
 
+/* The UE's subscriptions at the NEF (GET …/subscriptions?ip-addrs=[IpAddr]): the one with s's token is s's, made
+ * by a POST whose answer was lost. False when s has no UE address to ask by (a GPSI). */
+static bool start_find(nef *n, sub *s)
+{
+    const char *bar = strchr(s->key, '|');
+    bool v4 = strncmp(s->key, "ipv4:", 5) == 0, v6 = strncmp(s->key, "ipv6:", 5) == 0;
+    if (!bar || (!v4 && !v6))
+        return false;
+    char addrs[160], url[sizeof n->base + 400];
+    snprintf(addrs, sizeof addrs, "[{\"%s\":\"%.*s\"}]", v4 ? "ipv4Addr" : "ipv6Addr", (int)(bar - s->key - 5),
+             s->key + 5);
+    char *q = curl_easy_escape(NULL, addrs, 0);
+    req *r = NULL;
+    if (q && snprintf(url, sizeof url, "%s?ip-addrs=%s", n->base, q) < (int)sizeof url)
+        r = req_new(n, s, OP_FIND, url, NULL);
+    curl_free(q);
+    if (!r)
+        return false;
+    s->busy = true;
+    send_req(r);
+    return true;
+}
+
 static void start_create(nef *n, sub *s)
 {
+    if (s->lookup && start_find(n, s))
+        return;
+    s->lookup = false;
     if (!s->attempts)
         s->first_ms = qod_time_mono_ms();
     s->attempts++;
@@ -453,22 +480,62 @@ static char *absolute(const char *base, const char *loc)
     return out;
 }
 
+/* s's subscription is loc (taken), found by what (a 201, or a lookup after a POST whose answer was lost). */
+static void subscribed(nef *n, sub *s, char *loc, const char *what)
+{
+    set_location(n, s, loc);
+    atomic_fetch_add(&n->held, 1);
+    QOD_INFO("nef", what, "session=%s location=%s attempts=%d", s->id, s->location, s->attempts);
+    s->attempts = 0;
+    if (s->ended) {
+        start_delete(n, s);
+    } else if (!s->activated) {
+        s->awaiting = true;
+        qod_timers_arm(&n->timers, &s->t, qod_time_mono_ms() + n->cfg.nef_allocation_ms, 0);
+    }
+}
+
+typedef struct {
+    nef *n;
+    const char *token;
+    char *self;
+} find_ctx;
+
+static void on_found(void *arg, const qod_nef_listed *l)
+{
+    find_ctx *f = arg;
+    char token[TOKEN_CAP];
+    if (!f->self && l->self[0] &&
+        qod_nef_token_of(l->notification_destination, f->n->notify_prefix, token, sizeof token) &&
+        strcmp(token, f->token) == 0)
+        f->self = absolute(f->n->base, l->self);
+}
+
+/* The answer to start_find: s's subscription found (adopted), or a POST now (also when the lookup failed). */
+static void find_done(nef *n, req *r, int outcome)
+{
+    sub *s = r->s;
+    char err[160];
+    find_ctx f = {n, s->token, NULL};
+    s->busy = false;
+    s->lookup = false;
+    if (outcome == OUT_OK)
+        qod_nef_list_parse(r->resp.data ? r->resp.data : "", r->resp.len, on_found, &f, err, sizeof err);
+    if (f.self)
+        subscribed(n, s, f.self, "found_after_retry");
+    else if (s->ended)
+        sub_released(n, s);
+    else
+        start_create(n, s);
+}
+
 static void create_done(nef *n, req *r, int outcome, long status, const char *why)
 {
     sub *s = r->s;
     s->busy = false;
     char *loc = outcome == OUT_OK && r->location[0] ? absolute(r->url, r->location) : NULL;
     if (loc) {
-        set_location(n, s, loc);
-        atomic_fetch_add(&n->held, 1);
-        QOD_INFO("nef", "subscribed", "session=%s location=%s attempts=%d", s->id, s->location, s->attempts);
-        s->attempts = 0;
-        if (s->ended) {
-            start_delete(n, s);
-        } else if (!s->activated) {
-            s->awaiting = true;
-            qod_timers_arm(&n->timers, &s->t, qod_time_mono_ms() + n->cfg.nef_allocation_ms, 0);
-        }
+        subscribed(n, s, loc, "subscribed");
         return;
     }
     if (s->ended) {
@@ -483,6 +550,7 @@ static void create_done(nef *n, req *r, int outcome, long status, const char *wh
         snprintf(text, sizeof text, "%s", why);
     QOD_INFO("nef", "create_attempt_failed", "session=%s attempt=%d outcome=%s status=%ld why=\"%s\"", s->id,
              s->attempts, out_names[outcome], status, text);
+    s->lookup = outcome == OUT_TIMEOUT || outcome == OUT_5XX; /* the NEF may have made it all the same */
     if (!transient || !retry_later(n, s, NBACKOFF + 1, CREATE_BUDGET_MS, r->retry_after_s))
         give_up(n, s, text);
 }
@@ -614,6 +682,8 @@ static void done(req *r, int outcome, long status, const char *why)
         delete_done(n, r, outcome, status, why);
     else if (r->op == OP_TOKEN)
         token_done(n, r, outcome, why);
+    else if (r->op == OP_FIND)
+        find_done(n, r, outcome);
     else
         reconcile(n, r, outcome, status, why);
     req_free(r);

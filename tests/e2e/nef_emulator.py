@@ -31,6 +31,7 @@ Control API (tests only):
                   {"delay_ms": N, "ue": "10.0.0.1"}    delay answers (for one UE's creations, or every request)
                   {"notify_delay_ms": N}               delay of the allocation notification
                   {"silent": true|false}               no allocation notification at all
+                  {"answer_delay_ms": N}               a create is made at once, answered N ms later
                   {"refuse": true|false, "ue": ...}    allocations fail (FAILED_RESOURCES_ALLOCATION)
                   {"terminate": id}                    SESSION_TERMINATION now, subscription removed
                   {"notify": id, "event": "QOS_NOT_GUARANTEED"}  any event now
@@ -172,6 +173,7 @@ class State:
         self.notify_delay_ms = args.notify_delay_ms
         self.refuse = False
         self.silent = False     # no allocation notification after a 201
+        self.answer_delay_ms = 0  # a create is made at once, its answer sent this much later
         self.scheme = "https" if args.tls_cert else "http"
         self.refuse_ue = None
         self.seq = 0
@@ -284,8 +286,16 @@ def make_handler(state):
             if len(parts) == 2 and method == "POST":
                 return self._create(scs, raw)
             if len(parts) == 2 and method == "GET":
+                # ip-addrs: a JSON array of IpAddr ({"ipv4Addr"} or {"ipv6Addr"}), the UEs asked about.
+                q = parse_qs(self.path.partition("?")[2]).get("ip-addrs")
+                try:
+                    want = None if q is None else {a.get("ipv4Addr") or a.get("ipv6Addr") for a in json.loads(q[0])}
+                except (ValueError, AttributeError, TypeError):
+                    return self._problem(400, "Bad Request", "ip-addrs is not a JSON array of IpAddr",
+                                         "INVALID_QUERY_PARAM", "ip-addrs")
                 with state.lock:
-                    items = [dict(s) for (owner, s) in state.subs.values() if owner == scs]
+                    items = [dict(s) for (owner, s) in state.subs.values() if owner == scs and
+                             (want is None or s.get("ueIpv4Addr") in want or s.get("ueIpv6Addr") in want)]
                 return self._send(200, items)
             if len(parts) == 3 and method in ("GET", "DELETE"):
                 with state.lock:
@@ -327,6 +337,10 @@ def make_handler(state):
             ev = "FAILED_RESOURCES_ALLOCATION" if refuse else "SUCCESSFUL_RESOURCES_ALLOCATION"
             if not silent:
                 notify_later(state, delay, sid, b["notificationDestination"], ev, loc, remove=refuse)
+            with state.lock:
+                answer_delay = state.answer_delay_ms
+            if answer_delay:  # made, but the answer comes late (a client's timeout loses it)
+                time.sleep(answer_delay / 1000.0)
             return self._send(201, b, {"Location": loc})
 
         def _token(self, raw):
@@ -368,6 +382,8 @@ def make_handler(state):
                     state.fail_retry_after = c.get("retry_after")
                 if "delay_ms" in c:
                     state.delay_ms, state.delay_ue = int(c["delay_ms"]), c.get("ue")
+                if "answer_delay_ms" in c:
+                    state.answer_delay_ms = int(c["answer_delay_ms"])
                 if "silent" in c:
                     state.silent = bool(c["silent"])
                 if "notify_delay_ms" in c:

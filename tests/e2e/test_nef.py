@@ -355,7 +355,8 @@ def test_a_terminal_event_after_many_reports_still_ends_the_session():
 
 
 def test_a_subscription_left_by_a_create_retry_is_deleted_when_it_notifies():
-    # The NEF makes a subscription but its answer comes after --nef-timeout: qodd retries and gets a second one.
+    # The NEF makes a subscription only after --nef-timeout, and after the retry's lookup: qodd posts again and
+    # gets a second one.
     # The first one's notifications carry the session's token but name the other subscription (transaction):
     # they are not acted on, and that subscription is deleted.
     emu = Emulator("--notify-delay-ms", "1500")
@@ -363,13 +364,15 @@ def test_a_subscription_left_by_a_create_retry_is_deleted_when_it_notifies():
     with d, receiver() as recv:
         tok = live_app(d)
         phone, ip = new_device(d)
-        emu.control(delay_ms=1600, ue=ip)
+        emu.control(delay_ms=3000, ue=ip)  # made after the retry's lookup (1.5 s) found nothing
         sid = create(d, tok, recv, phone)
         wait_until(lambda: len(emu.log("POST", ip)) >= 1, timeout=5, what="the first POST")
         emu.control(delay_ms=0)
         wait_until(lambda: "subscribed" in d.log(), timeout=10, what="the retry's subscription")
         current = re.search(r"event=subscribed session=%s location=\S*/([^/\s]+) " % sid, d.log()).group(1)
         wait_status(d, tok, sid, "AVAILABLE", timeout=10)
+        # Both subscriptions notify (the first one 3 s + 1.5 s after the create); the first one is then deleted.
+        wait_until(lambda: len(emu.notifications()) == 2, timeout=10, what="both subscriptions' notifications")
         wait_until(lambda: list(emu.subs()) == [current], timeout=10,
                    what="only the session's subscription left at the NEF: %r" % emu.subs())
         posts = [e for e in emu.log("POST", ip) if e["path"].endswith("/subscriptions")]
@@ -380,6 +383,35 @@ def test_a_subscription_left_by_a_create_retry_is_deleted_when_it_notifies():
         # The session is still the current subscription's: its end ends the session.
         emu.control(terminate=current)
         wait_status(d, tok, sid, "UNAVAILABLE")
+
+
+def test_a_create_whose_answer_was_lost_is_looked_up_before_it_is_posted_again():
+    # The NEF makes the subscription at once but answers after --nef-timeout: before posting again, qodd asks the
+    # NEF for the UE's subscriptions (ip-addrs) and takes the one with its token; no second subscription.
+    emu = Emulator()
+    d = start(emu.url, ["--nef-timeout", "1"])
+    with d, receiver() as recv:
+        tok = live_app(d)
+        phone, ip = new_device(d)
+        emu.control(answer_delay_ms=2500)
+        sid = create(d, tok, recv, phone)
+        wait_until(lambda: "found_after_retry session=%s" % sid in d.log(), timeout=10, what="the lookup")
+        emu.control(answer_delay_ms=0)
+        wait_status(d, tok, sid, "AVAILABLE")
+        posts = [e for e in emu.log("POST", ip) if e["path"].endswith("/subscriptions")]
+        finds = [e for e in emu.log("GET") if e["path"].endswith("/subscriptions")]
+        assert len(posts) == 1 and len(emu.subs()) == 1, (posts, emu.subs())
+        assert len(finds) == 2, finds  # the start-up list, then the lookup
+        nid = list(emu.subs())[0]
+        expect_status(d.request("DELETE", SESSIONS + "/" + sid, token=tok), 204)
+        wait_until(lambda: nid not in emu.subs(), timeout=5, what="the found subscription deleted")
+        # The lookup finds nothing (the NEF did not make it): posted again.
+        phone, ip = new_device(d)
+        emu.control(fail=504, times=1, op="create")
+        sid = create(d, tok, recv, phone)
+        wait_status(d, tok, sid, "AVAILABLE")
+        posts = [e for e in emu.log("POST", ip) if e["path"].endswith("/subscriptions")]
+        assert len(posts) == 2 and metrics(d)['qod_nef_requests_total{op="find",outcome="ok"}'] == 2
 
 
 def test_a_delete_the_nef_refuses_for_long_is_retried_until_it_is_gone():
