@@ -1000,6 +1000,11 @@ def test_a_node_cut_off_from_the_database_stops_within_its_lease_and_another_ser
             assert [x["sessionId"] for x in expect_status(inner.request(
                 "POST", RETRIEVE, token=tok, body=by_phone), 200).json()] == [sid1]
             assert held().get(url[inner], 0) > 0
+            # The sessions' changes and their first callback attempts' outcomes (the receiver cannot be reached from
+            # the namespace) written first: a write in flight at the cut would hold the node's exit for up to
+            # --store-timeout, its writer waiting on the lost database.
+            time.sleep(0.1)  # outcomes are gathered for up to 10 ms before they are written
+            wait_until(lambda: metrics(inner).get("qod_store_queue", 1) == 0, timeout=5, what="the writes done")
             t = time.monotonic()
             net.cut()
             # (seconds after the cut, status) of reads on the cut-off node while it runs: by id, and by device.
