@@ -17,12 +17,15 @@
  *   class may still carry its device's traffic, with the same parameters. Nothing outside the range is touched.
  * - Sandbox sessions are delegated to an embedded simulated network (the sandbox phone-number table keeps
  *   working), without enforcement.
- * Devices are IPv4 only: a live device without an IPv4 address in the subscriber registry is refused at check
- * (SERVICE_NOT_APPLICABLE), as is a flow description that cannot be expressed as u32 filters.
+ * Devices are IPv4 only: a live device without an IPv4 address in the subscriber registry, or named by its IPv6
+ * address, is refused at check (SERVICE_NOT_APPLICABLE), as is a flow description that cannot be expressed as u32
+ * filters.
  *
  * Threads: the vtable calls come with the engine lock held; the reconciliation tick (loop thread) and metrics
  * come without it. A mutex of our own guards the state and the netlink socket; it is never held while calling
- * the sink. Each call does a few netlink round trips (microseconds each). */
+ * the sink. Each call does a few netlink round trips (0.1-0.5 ms each, growing with the sessions installed; the
+ * kernel handles each inside sendmsg and waits there for its RTNL lock, so nothing bounds one while another
+ * process holds that lock). */
 #include "net/backend.h"
 
 #include "net/tc_nl.h"
@@ -31,6 +34,7 @@
 #include "util/hmap.h"
 #include "util/log.h"
 
+#include <net/if.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,6 +207,17 @@ static int tc_create(const qod_net_config *cfg, const qod_net_sink *sink, void *
     qod_hmap_init(&t->grants);
     pthread_mutex_init(&t->mu, NULL);
     int rc = qod_net_sim.create(cfg, sink, &t->sim, err, errcap);
+    unsigned down_if = if_nametoindex(cfg->tc_dev);
+    if (rc == QOD_OK && down_if && cfg->tc_uplink_dev && cfg->tc_uplink_dev[0] &&
+        if_nametoindex(cfg->tc_uplink_dev) == down_if) {
+        /* One tree would hold both directions under the same handles: the second would replace the first. Checked
+         * before either is touched. */
+        snprintf(err, errcap,
+                 "tc: --tc-uplink-dev %s is the --tc-dev interface itself; name the interface toward the servers, or "
+                 "leave it out",
+                 cfg->tc_uplink_dev);
+        rc = QOD_ERR_INVALID;
+    }
     rc = rc ? rc : qod_tc_nl_open(&t->nl, err, errcap);
     rc = rc ? rc : side_open(t, &t->down, cfg->tc_dev, false, err, errcap);
     if (rc == QOD_OK && cfg->tc_uplink_dev && cfg->tc_uplink_dev[0])
@@ -251,6 +266,13 @@ static int tc_check(void *self, const qod_net_session *ns)
         return qod_net_sim.check(t->sim, ns);
     if (!ns->sub)
         return QOD_ERR_NOTFOUND;
+    if (qod_device_choose(ns->device) == QOD_DEV_IPV6) {
+        /* The filters match IPv4 only: a device the app names by its IPv6 address talks IPv6 to it, which would
+         * stay best effort behind an AVAILABLE session. */
+        QOD_INFO("tc", "not_applicable", "phone=%s why=\"named by its IPv6 address; only IPv4 is shaped\"",
+                 ns->sub->phone);
+        return QOD_ERR_UNSUPPORTED;
+    }
     char why[256];
     qod_tc_matches *m = malloc(sizeof *m);
     if (!m)
@@ -305,6 +327,10 @@ static grant *admit(tc *t, const qod_net_session *ns, char *err, size_t errcap)
     grant *g = qod_hmap_get(&t->grants, ns->id);
     if (g)
         return g;
+    if (qod_hmap_count(&t->grants) >= QOD_TC_SESSIONS_MAX) {
+        snprintf(err, errcap, "%d sessions are enforced already, the most one interface takes", QOD_TC_SESSIONS_MAX);
+        return NULL;
+    }
     int64_t down = qod_tc_plan_reserved_kbps(ns->profile->min_down_kbps, t->cfg.tc_link_kbps);
     int64_t up = t->up.ifindex ? qod_tc_plan_reserved_kbps(ns->profile->min_up_kbps, t->cfg.tc_link_kbps) : 0;
     if (t->down.used_kbps + down > t->budget_kbps || t->up.used_kbps + up > t->budget_kbps) {

@@ -1,10 +1,10 @@
 /* The netlink side of the tc backend (libnl-route-3): installs and removes HTB classes, bfifo leaves and u32
  * filters planned by tc_plan, and dumps what an interface holds (for reconciliation and for tests/tools).
  *
- * Every call is a synchronous netlink request answered by the kernel within microseconds; a receive timeout
- * bounds a kernel that does not answer. Not thread-safe: one caller at a time per handle. Errors are
- * QOD_ERR_NETWORK (the kernel refused; why in err), QOD_ERR_UNSUPPORTED (a kernel feature is missing),
- * QOD_ERR_DENIED (no CAP_NET_ADMIN) or QOD_ERR_NOTFOUND (no such interface). */
+ * Every call is a synchronous netlink request; the kernel handles it inside sendmsg, waiting there for its RTNL
+ * lock, so a receive timeout bounds only a kernel that does not answer once it has the request. Not thread-safe: one
+ * caller at a time per handle. Errors are QOD_ERR_NETWORK (the kernel refused; why in err), QOD_ERR_UNSUPPORTED (a
+ * kernel feature is missing), QOD_ERR_DENIED (no CAP_NET_ADMIN) or QOD_ERR_NOTFOUND (no such interface). */
 #ifndef QOD_NET_TC_NL_H
 #define QOD_NET_TC_NL_H
 

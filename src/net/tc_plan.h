@@ -24,6 +24,10 @@
 /* An aligned range of 2^k ports is at most 16 blocks per [from, to] range side; 30 covers any range. */
 #define QOD_TC_BLOCKS_MAX 32
 #define QOD_TC_MTU_BYTES 1514u
+/* The most sessions enforced at once per interface. Each session's filters have a u32 priority of their own, and
+ * the kernel takes at most 2,047 u32 priorities on one qdisc; a restart installs every session again beside its
+ * old filters before it sweeps them, so twice this many must fit. */
+#define QOD_TC_SESSIONS_MAX 1023
 
 /* True when minor is a session class handle (the range reconciliation owns). */
 bool qod_tc_plan_owned(uint32_t minor);

@@ -408,6 +408,16 @@ def test_ipv6_application_server_is_not_applicable():
     expect_camara_error(D.request("POST", V0, body=body, token=TOKEN), 422, "SERVICE_NOT_APPLICABLE")
 
 
+def test_a_device_named_by_its_ipv6_address_is_not_applicable():
+    # The filters match IPv4 only: a session for a device the app names by IPv6 would be AVAILABLE while that IPv6
+    # traffic stays best effort. By its phone number the same dual-stack device is shaped (its IPv4).
+    D.qodctl("device", "add", "--phone", "+15550000004", "--ipv4", "10.77.1.10", "--ipv6", "2001:db8:77::10")
+    body = {"device": {"ipv6Address": "2001:db8:77::10"}, "qosProfile": "QOS_L", "duration": 60,
+            "webhook": {"notificationUrl": URL}}
+    expect_camara_error(D.request("POST", V0, body=body, token=TOKEN), 422, "SERVICE_NOT_APPLICABLE")
+    assert not session_classes(tcdump())
+
+
 def test_sandbox_numbers_still_work_without_enforcement():
     def sandbox(phone):
         body = {"device": {"phoneNumber": phone}, "qosProfile": "QOS_L", "duration": 60,
@@ -422,6 +432,19 @@ def test_sandbox_numbers_still_work_without_enforcement():
     wait_status(refused.json()["sessionId"], "UNAVAILABLE", token=SANDBOX_TOKEN)
     expect_camara_error(sandbox("+99999990422"), 422, "SERVICE_NOT_APPLICABLE")
     assert not session_classes(tcdump())
+
+
+def test_the_same_interface_for_both_directions_fails_start_before_touching_it():
+    d = Daemon(args=["--network", "tc", "--tc-dev", "rdev", "--tc-uplink-dev", "rdev", "--tc-link-rate", "20mbit"],
+               start=False)
+    try:
+        d.start(wait=False)
+        rc = d.proc.wait(timeout=scaled(15))
+        assert rc != 0, rc
+        assert "--tc-uplink-dev rdev is the --tc-dev interface itself" in d.log(), d.log()
+    finally:
+        d.close(check=False)
+    check_root(tcdump())  # the running daemon's tree, untouched (a refused start must not replace it)
 
 
 def test_missing_interface_fails_start_clearly():

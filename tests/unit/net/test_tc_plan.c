@@ -107,7 +107,8 @@ QTEST(session_class_of_qos_l)
     QT_EQ_INT(c.rate_bps, 625000);
     QT_EQ_INT(c.ceil_bps, 2500000);
     QT_EQ_INT(c.prio, 0);
-    QT_EQ_INT(c.leaf_limit, 6250); /* drains within 10 ms at the guaranteed rate */
+    /* 10 ms at the ceiling is 25,000 bytes: less than one GSO super-packet and a frame, the floor. */
+    QT_EQ_INT(c.leaf_limit, 65536 + QOD_TC_MTU_BYTES);
     QT_TRUE(c.quantum >= 1600 && c.quantum <= 60000);
     QT_TRUE(c.buffer >= 1600 && c.cbuffer >= c.buffer);
 }
@@ -127,13 +128,16 @@ QTEST(session_class_caps_at_the_link)
 
 QTEST(session_class_has_a_floor)
 {
-    /* No guaranteed rate still gets a class (8 kbit/s); a tiny budget still queues four full frames. */
+    /* No guaranteed rate still gets a class (8 kbit/s); a tiny budget still queues a GSO super-packet. */
     qod_tc_class_spec c = qod_tc_plan_session_class(0, 1000, 20000, 100, 1);
     QT_EQ_INT(c.rate_bps, 1000);
     QT_EQ_INT(c.ceil_bps, 125000);
     QT_EQ_INT(c.prio, 7);
-    QT_EQ_INT(c.leaf_limit, 4 * QOD_TC_MTU_BYTES);
+    QT_EQ_INT(c.leaf_limit, 65536 + QOD_TC_MTU_BYTES);
     QT_EQ_INT(qod_tc_plan_reserved_kbps(0, 20000), 8);
+    /* QOS_S (150 ms at its 20 Mbit/s ceiling) is above the floor. */
+    c = qod_tc_plan_session_class(15000, 100000, 20000, 40, 150000);
+    QT_EQ_INT(c.leaf_limit, 375000);
 }
 
 QTEST(best_effort_gets_what_guarantees_leave)
