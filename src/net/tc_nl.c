@@ -1,6 +1,7 @@
 #include "net/tc_nl.h"
 
 #include "util/err.h"
+#include "util/log.h"
 
 #include <linux/if_ether.h>
 #include <netlink/netlink.h>
@@ -272,6 +273,12 @@ int qod_tc_nl_setup(qod_tc_nl *nl, int ifindex, const qod_tc_class_spec *link, c
     bool has_u32 = false;
     for (size_t i = 0; adopt && i < st.nfilters; i++)
         has_u32 |= strcmp(st.filters[i].kind, "u32") == 0;
+    /* Say what was there: an operator's own tree is replaced (or, an HTB 1: defaulting to 1:fffe, taken for ours). */
+    if (rc == QOD_OK && adopt)
+        QOD_INFO("tc", "root_adopted", "ifindex=%d classes=%zu filters=%zu", ifindex, st.nclasses, st.nfilters);
+    else if (rc == QOD_OK && st.root_kind[0] && strcmp(st.root_kind, "noqueue") != 0)
+        QOD_WARN("tc", "root_replaced", "ifindex=%d kind=%s handle=%x: classes=%zu filters=%zu", ifindex, st.root_kind,
+                 st.root_handle >> 16, st.nclasses, st.nfilters);
     qod_tc_state_dispose(&st);
     if (rc == QOD_OK && !adopt)
         rc = root_put(nl, ifindex, err, errcap);

@@ -447,6 +447,22 @@ def test_the_same_interface_for_both_directions_fails_start_before_touching_it()
     check_root(tcdump())  # the running daemon's tree, untouched (a refused start must not replace it)
 
 
+def test_an_operators_own_root_qdisc_is_replaced_with_a_warning_naming_it():
+    subprocess.run(["ip", "link", "add", "tfx0", "type", "veth", "peer", "name", "tfx1"], check=True)
+    try:
+        subprocess.run(["tc", "qdisc", "add", "dev", "tfx0", "root", "handle", "5:", "htb", "default", "10"],
+                       check=True)
+        subprocess.run(["tc", "class", "add", "dev", "tfx0", "parent", "5:", "classid", "5:10", "htb", "rate",
+                        "1mbit"], check=True)
+        d = Daemon(args=["--network", "tc", "--tc-dev", "tfx0", "--tc-link-rate", "20mbit"])
+        with d:
+            assert re.search(r"event=root_replaced ifindex=\d+ kind=htb handle=5: classes=1 filters=0", d.log()), \
+                d.log_tail(10)
+            check_root(tcdump("tfx0"))
+    finally:
+        subprocess.run(["ip", "link", "del", "tfx0"], check=False)
+
+
 def test_missing_interface_fails_start_clearly():
     d = Daemon(args=["--network", "tc", "--tc-dev", "nosuch0", "--tc-link-rate", "20mbit"], start=False)
     try:
