@@ -41,6 +41,7 @@
 #include <string.h>
 
 #define NMINORS 0x10000u
+#define SWEEP_RETRY_MS 5000
 
 typedef struct {
     char id[37];
@@ -68,7 +69,8 @@ typedef struct {
     uint8_t used[NMINORS / 8];  /* handles held by a grant or stale */
     uint8_t stale[NMINORS / 8]; /* handles found at start, removed by the first tick */
     uint32_t next_minor;
-    bool swept;
+    bool swept;       /* nothing stale is left to remove */
+    int64_t sweep_at; /* monotonic ms of the next try at what was not */
     uint64_t refused, failures;
 } tc;
 
@@ -129,8 +131,8 @@ static int remove_handle(tc *t, const side *s, uint32_t minor, char *err, size_t
     return rc ? rc : qod_tc_nl_class_del(t->nl, s->ifindex, minor, err, errcap);
 }
 
-/* Removes everything stale. Caller holds the mutex. */
-static void sweep(tc *t)
+/* Removes everything stale; the number of handles that could not be. Caller holds the mutex. */
+static int sweep(tc *t)
 {
     int removed = 0, failed = 0;
     for (uint32_t m = QOD_TC_MINOR_FIRST; m <= QOD_TC_MINOR_LAST; m++) {
@@ -153,18 +155,24 @@ static void sweep(tc *t)
     t->swept = true;
     QOD_INFO("tc", "reconciled", "removed_stale_classes=%d failed=%d enforced_sessions=%zu", removed, failed,
              qod_hmap_count(&t->grants));
+    return failed;
 }
 
-/* The first tick of the engine loop runs after the engine re-provisioned every active session at start. */
+/* The first tick of the engine loop runs after the engine re-provisioned every active session at start. Handles
+ * that could not be removed (then, or at a session's release) are tried again every SWEEP_RETRY_MS. */
 static int64_t tc_tick(void *arg, int64_t now)
 {
-    (void)now;
     tc *t = arg;
+    int64_t next = -1;
     pthread_mutex_lock(&t->mu);
+    if (!t->swept && now >= t->sweep_at && sweep(t) > 0) {
+        t->swept = false;
+        t->sweep_at = now + SWEEP_RETRY_MS;
+    }
     if (!t->swept)
-        sweep(t);
+        next = t->sweep_at;
     pthread_mutex_unlock(&t->mu);
-    return -1;
+    return next;
 }
 
 /* ---- start ---------------------------------------------------------------------------------------------------- */
@@ -314,9 +322,15 @@ static void drop_grant(tc *t, grant *g)
     }
     t->down.used_kbps -= g->down_kbps;
     t->up.used_kbps -= g->up_kbps;
-    /* A handle that could not be cleaned is left to the next start's reconciliation, never reused before. */
-    if (clean)
+    /* A handle that could not be cleaned is never reused before it is: the loop's tick tries again. */
+    if (clean) {
         set_bit(t->used, g->minor, false);
+    } else {
+        set_bit(t->stale, g->minor, true);
+        t->swept = false;
+        if (t->cfg.loop)
+            qod_loop_wake(t->cfg.loop);
+    }
     qod_hmap_del(&t->grants, g->id);
     free(g);
 }

@@ -463,6 +463,25 @@ def test_an_operators_own_root_qdisc_is_replaced_with_a_warning_naming_it():
         subprocess.run(["ip", "link", "del", "tfx0"], check=False)
 
 
+def test_a_class_the_release_could_not_remove_is_removed_once_it_can_be():
+    # A foreign filter bound to the session's class (flowid 1:N) makes the kernel refuse the class's removal
+    # (EBUSY): the release fails, the handle stays reserved, and the loop tries again until it is gone.
+    sid = create("+15550000001", "QOS_M")
+    wait_status(sid, "AVAILABLE")
+    (minor,) = session_classes(tcdump())
+    foreign = ["dev", "rdev", "parent", "1:", "protocol", "ip", "prio", "50"]
+    subprocess.run(["tc", "filter", "add"] + foreign + ["u32", "match", "ip", "dst", "192.0.2.99/32", "flowid",
+                                                        "1:%x" % minor], check=True)
+    try:
+        delete(sid)
+        wait_until(lambda: "release_failed session=%s" % sid in D.log(), timeout=5, what="the failed release")
+        assert minor in session_classes(tcdump())
+    finally:
+        subprocess.run(["tc", "filter", "del"] + foreign, check=False)
+    wait_until(lambda: minor not in session_classes(tcdump()), timeout=12, what="the class removed on a retry")
+    assert not session_filters(tcdump())
+
+
 def test_missing_interface_fails_start_clearly():
     d = Daemon(args=["--network", "tc", "--tc-dev", "nosuch0", "--tc-link-rate", "20mbit"], start=False)
     try:
