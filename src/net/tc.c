@@ -67,7 +67,7 @@ typedef struct {
     int64_t budget_kbps;        /* guaranteed rates allowed per direction */
     qod_hmap grants;            /* session id → grant */
     uint8_t used[NMINORS / 8];  /* handles held by a grant or stale */
-    uint8_t stale[NMINORS / 8]; /* handles found at start, removed by the first tick */
+    uint8_t stale[NMINORS / 8]; /* handles found at start or left by a failed release, removed by the tick */
     uint32_t next_minor;
     bool swept;       /* nothing stale is left to remove */
     int64_t sweep_at; /* monotonic ms of the next try at what was not */
