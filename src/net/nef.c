@@ -454,7 +454,8 @@ static int64_t retry_wait(int attempts, long retry_after_s)
 {
     int i = attempts - 1 < NBACKOFF ? (attempts > 0 ? attempts - 1 : 0) : NBACKOFF - 1;
     int64_t wait = (int64_t)((double)backoff_ms[i] * (0.9 + 0.2 * qod_rand_unit()));
-    return retry_after_s >= 0 && retry_after_s * 1000 > wait ? retry_after_s * 1000 : wait;
+    int64_t asked = retry_after_s < 86400 ? (int64_t)retry_after_s * 1000 : 86400 * 1000; /* a day at most */
+    return retry_after_s >= 0 && asked > wait ? asked : wait;
 }
 
 /* Schedules another attempt of s after a transient failure; false when the budget is spent. */
@@ -571,8 +572,8 @@ static void keep_deleting(nef *n, sub *s, long status, const char *why, long ret
     int shift = s->attempts - DELETE_TRIES < 4 ? s->attempts - DELETE_TRIES : 4;
     int64_t wait = retry_wait(NBACKOFF, -1) << (shift > 0 ? shift : 0);
     wait = wait < DELETE_RETRY_MAX_MS ? wait : DELETE_RETRY_MAX_MS;
-    if (retry_after_s >= 0 && retry_after_s * 1000 > wait) /* as asked, up to a day */
-        wait = (retry_after_s < 86400 ? retry_after_s : 86400) * 1000;
+    int64_t asked = retry_wait(1, retry_after_s); /* the NEF's Retry-After, up to a day, when it asks longer */
+    wait = retry_after_s >= 0 && asked > wait ? asked : wait;
     if (strncmp(s->id, "orphan-", 7) != 0 && strncmp(s->id, "stale-", 6) != 0) {
         char id[ID_CAP], orphan[ID_CAP];
         snprintf(id, sizeof id, "%s", s->id);
