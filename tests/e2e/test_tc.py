@@ -434,16 +434,21 @@ def test_sandbox_numbers_still_work_without_enforcement():
     assert not session_classes(tcdump())
 
 
-def test_the_same_interface_for_both_directions_fails_start_before_touching_it():
-    d = Daemon(args=["--network", "tc", "--tc-dev", "rdev", "--tc-uplink-dev", "rdev", "--tc-link-rate", "20mbit"],
-               start=False)
+def start_fails(args, says):
+    """Starts a qodd with args; it must exit non-zero having logged says."""
+    d = Daemon(args=args, start=False)
     try:
         d.start(wait=False)
         rc = d.proc.wait(timeout=scaled(15))
         assert rc != 0, rc
-        assert "--tc-uplink-dev rdev is the --tc-dev interface itself" in d.log(), d.log()
+        assert says in d.log(), d.log()
     finally:
         d.close(check=False)
+
+
+def test_the_same_interface_for_both_directions_fails_start_before_touching_it():
+    start_fails(["--network", "tc", "--tc-dev", "rdev", "--tc-uplink-dev", "rdev", "--tc-link-rate", "20mbit"],
+                "--tc-uplink-dev rdev is the --tc-dev interface itself")
     check_root(tcdump())  # the running daemon's tree, untouched (a refused start must not replace it)
 
 
@@ -483,14 +488,8 @@ def test_a_class_the_release_could_not_remove_is_removed_once_it_can_be():
 
 
 def test_missing_interface_fails_start_clearly():
-    d = Daemon(args=["--network", "tc", "--tc-dev", "nosuch0", "--tc-link-rate", "20mbit"], start=False)
-    try:
-        d.start(wait=False)
-        rc = d.proc.wait(timeout=scaled(15))
-        assert rc != 0, rc
-        assert "no network interface named 'nosuch0'" in d.log(), d.log()
-    finally:
-        d.close(check=False)
+    start_fails(["--network", "tc", "--tc-dev", "nosuch0", "--tc-link-rate", "20mbit"],
+                "no network interface named 'nosuch0'")
 
 
 if __name__ == "__main__":
