@@ -358,6 +358,7 @@ static int open_engine(qod_daemon *d, const qod_options *o, char *err, size_t er
                 .nef_token_url = o->nef_token_url,
                 .nef_client_id = o->nef_client_id,
                 .nef_client_secret = o->nef_client_secret,
+                .nef_scope = o->nef_scope,
                 .nef_bearer = o->nef_bearer,
                 .nef_ca = o->nef_ca,
                 .nef_client_cert = o->nef_client_cert,

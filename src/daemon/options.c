@@ -158,6 +158,8 @@ const qod_cfg_opt qod_option_table[] = {
      "nef: OAuth2 token endpoint for client credentials toward the NEF (with --nef-client-id/--nef-client-secret)."},
     {"nef-client-id", QOD_CFG_STR, O(nef_client_id), 0, 256, "", NULL, NULL, "nef: OAuth2 client id."},
     {"nef-client-secret", QOD_CFG_STR, O(nef_client_secret), 0, 512, "", NULL, NULL, "nef: OAuth2 client secret."},
+    {"nef-scope", QOD_CFG_STR, O(nef_scope), 0, 500, "", NULL, NULL,
+     "nef: the OAuth2 scope asked for with the client credentials (none by default)."},
     {"nef-bearer-token", QOD_CFG_STR, O(nef_bearer), 0, 4096, "", NULL, NULL,
      "nef: a static bearer token instead of OAuth2 client credentials."},
     {"nef-ca", QOD_CFG_STR, O(nef_ca), 0, 4096, "", NULL, NULL,

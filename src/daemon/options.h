@@ -52,6 +52,7 @@ typedef struct {
     char *nef_token_url;
     char *nef_client_id;
     char *nef_client_secret;
+    char *nef_scope;
     char *nef_bearer;
     char *nef_ca;
     char *nef_client_cert;

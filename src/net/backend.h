@@ -60,6 +60,7 @@ typedef struct {
     const char *nef_token_url;  /* nef: OAuth2 token endpoint (client credentials), or "" */
     const char *nef_client_id;
     const char *nef_client_secret;
+    const char *nef_scope;                        /* nef: the OAuth2 scope asked for, or "" */
     const char *nef_bearer;                       /* nef: a static bearer token, or "" */
     const char *nef_ca;                           /* nef: PEM CA file verifying the NEF, or "" for the system's */
     const char *nef_client_cert, *nef_client_key; /* nef: mutual TLS, or "" */

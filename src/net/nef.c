@@ -371,7 +371,14 @@ static void fetch_token(nef *n)
 {
     if (n->fetching)
         return;
-    req *r = req_new(n, NULL, OP_TOKEN, n->cfg.nef_token_url, "grant_type=client_credentials");
+    char body[600] = "grant_type=client_credentials";
+    if (n->cfg.nef_scope && n->cfg.nef_scope[0]) {
+        char *scope = curl_easy_escape(NULL, n->cfg.nef_scope, 0);
+        if (scope && strlen(scope) < sizeof body - 40)
+            snprintf(body, sizeof body, "grant_type=client_credentials&scope=%s", scope);
+        curl_free(scope);
+    }
+    req *r = req_new(n, NULL, OP_TOKEN, n->cfg.nef_token_url, body);
     if (!r) {
         QOD_ERROR("nef", "token_failed", "why=\"out of memory\"");
         return;

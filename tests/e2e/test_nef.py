@@ -472,13 +472,15 @@ def test_oauth2_client_credentials_and_refresh_after_401():
     secret = "s3:cr et+/%"
     emu = Emulator("--token-required", "--client-id", "qodd", "--client-secret", secret)
     d = start(emu.url, ["--nef-token-url", emu.url + "/oauth2/token", "--nef-client-id", "qodd",
-                        "--nef-client-secret", secret])
+                        "--nef-client-secret", secret, "--nef-scope", "3gpp-as-session-with-qos nef:qos"])
     with d, receiver() as recv:
         tok = live_app(d)
         phone, ip = new_device(d)
         sid = create(d, tok, recv, phone)
         wait_status(d, tok, sid, "AVAILABLE")
         assert len(emu.log("POST", "/oauth2/token")) == 1
+        token_body = emu.log("POST", "/oauth2/token")[0]["body"]
+        assert token_body == "grant_type=client_credentials&scope=3gpp-as-session-with-qos%20nef%3Aqos", token_body
         assert all(e["auth"] and e["auth"].startswith("Bearer ") for e in emu.log("POST", ip))
         emu.control(revoke_tokens=True)
         phone2, ip2 = new_device(d)
