@@ -455,6 +455,12 @@ static void give_up(nef *n, sub *s, const char *why)
     n->sink.report_unlocked(n->sink.ctx, id, activated ? QOD_NET_TERMINATED : QOD_NET_REFUSED, why);
 }
 
+/* A failure worth another attempt: the NEF overloaded, slow or out of reach (not one it refused for good). */
+static bool is_transient(int outcome, long status)
+{
+    return outcome == OUT_5XX || outcome == OUT_TIMEOUT || outcome == OUT_CONNECT || status == 429;
+}
+
 /* The wait before attempt number attempts + 1: the backoff with ±10 % jitter (a NEF back from an outage does not
  * get every retry at once), or longer when the NEF's Retry-After asks (-1: none). */
 static int64_t retry_wait(int attempts, long retry_after_s)
@@ -550,7 +556,7 @@ static void create_done(nef *n, req *r, int outcome, long status, const char *wh
         sub_released(n, s);
         return;
     }
-    bool transient = outcome == OUT_5XX || outcome == OUT_TIMEOUT || outcome == OUT_CONNECT || status == 429;
+    bool transient = is_transient(outcome, status);
     char text[300];
     if (outcome == OUT_OK)
         snprintf(text, sizeof text, "the NEF answered %ld without a Location", status);
@@ -621,7 +627,7 @@ static void delete_done(nef *n, req *r, int outcome, long status, const char *wh
         return;
     }
     free(moved);
-    bool transient = outcome == OUT_5XX || outcome == OUT_TIMEOUT || outcome == OUT_CONNECT || status == 429;
+    bool transient = is_transient(outcome, status);
     if (transient && retry_later(n, s, DELETE_TRIES, CREATE_BUDGET_MS, r->retry_after_s))
         return;
     if (transient) {
@@ -668,7 +674,6 @@ static void token_done(nef *n, req *r, int outcome, const char *why)
 }
 
 static void reconcile(nef *n, req *r, int outcome, long status, const char *why);
-static void delete_stale(nef *n, const char *res_id);
 
 /* Every request ends here exactly once: metrics, then the operation's own handling; r is freed. */
 static void done(req *r, int outcome, long status, const char *why)
@@ -757,6 +762,43 @@ static void ue_key(char *out, size_t cap, const char *v4, const char *v6, const 
         snprintf(out, cap, "gpsi:%s|%s", gpsi ? gpsi : "", qos);
 }
 
+/* Deletes the subscription at loc (taken; NULL: out of memory), which no session owns, under id in the
+ * subscriptions map; logs what. False when it could not be started. */
+static bool delete_unowned(nef *n, const char *id, char *loc, const char *what)
+{
+    sub *o = loc ? calloc(1, sizeof *o) : NULL;
+    if (!o) {
+        free(loc);
+        return false;
+    }
+    qod_timer_init(&o->t, 0);
+    o->ended = true;
+    set_location(n, o, loc);
+    atomic_fetch_add(&n->held, 1);
+    if (!rename_sub(n, o, id)) {
+        sub_free(n, o);
+        return false;
+    }
+    QOD_INFO("nef", what, "location=%s", o->location);
+    start_delete(n, o);
+    return true;
+}
+
+/* Deletes the subscription res_id of our SCS/AS, once (its DELETE in flight or waiting is not started again). */
+static void delete_stale(nef *n, const char *res_id)
+{
+    char id[ID_CAP];
+    if (strlen(res_id) + 6 >= sizeof id)
+        snprintf(id, sizeof id, "orphan-%d", ++n->orphans); /* an id too long to remember: deleted again if seen */
+    else if (snprintf(id, sizeof id, "stale-%s", res_id) > 0 && qod_hmap_get(&n->subs, id))
+        return;
+    size_t cap = strlen(n->base) + strlen(res_id) + 2;
+    char *loc = malloc(cap);
+    if (loc)
+        snprintf(loc, cap, "%s/%s", n->base, res_id);
+    delete_unowned(n, id, loc, "stale_delete");
+}
+
 static void on_listed(void *arg, const qod_nef_listed *l)
 {
     recon *c = arg;
@@ -785,22 +827,10 @@ static void on_listed(void *arg, const qod_nef_listed *l)
         QOD_INFO("nef", "adopted", "session=%s location=%s", s->id, s->location);
         return;
     }
-    sub *o = calloc(1, sizeof *o);
-    if (!o || !(o->location = absolute(n->base, l->self))) {
-        free(o);
-        return;
-    }
-    atomic_fetch_add(&n->held, 1);
-    snprintf(o->id, sizeof o->id, "orphan-%d", ++n->orphans);
-    o->ended = true;
-    qod_timer_init(&o->t, 0);
-    if (qod_hmap_put(&n->subs, o->id, o) != QOD_OK) {
-        sub_free(n, o);
-        return;
-    }
-    c->orphans++;
-    QOD_INFO("nef", "orphan", "location=%s", o->location);
-    start_delete(n, o);
+    char id[ID_CAP];
+    snprintf(id, sizeof id, "orphan-%d", ++n->orphans);
+    if (delete_unowned(n, id, absolute(n->base, l->self), "orphan"))
+        c->orphans++;
 }
 
 static int collect_waiting(void *arg, const char *key, void *val)
@@ -834,7 +864,7 @@ static void reconcile(nef *n, req *r, int outcome, long status, const char *why)
     char err[160] = "";
     /* Not answered now (down, overloaded, no OAuth2 token): asked again, the sessions still waiting. Subscribing
      * them afresh would leave the subscriptions they hold at the NEF behind, with their QoS. */
-    bool transient = outcome == OUT_5XX || outcome == OUT_TIMEOUT || outcome == OUT_CONNECT || status == 429;
+    bool transient = is_transient(outcome, status);
     int64_t now = qod_time_mono_ms(), wait = retry_wait(n->list_attempts + 1, r->retry_after_s);
     if (transient && ++n->list_attempts < LIST_TRIES && now + wait - n->list_first_ms <= CREATE_BUDGET_MS) {
         QOD_WARN("nef", "list_attempt_failed", "attempt=%d status=%ld why=\"%s\" retry_ms=%lld", n->list_attempts,
@@ -1026,34 +1056,6 @@ static void release_job(nef *n, sub *s)
     } else {
         sub_released(n, s);
     }
-}
-
-/* Deletes the subscription res_id of our SCS/AS, once (its DELETE in flight or waiting is not started again). */
-static void delete_stale(nef *n, const char *res_id)
-{
-    char id[ID_CAP];
-    if (strlen(res_id) + 6 >= sizeof id)
-        snprintf(id, sizeof id, "orphan-%d", ++n->orphans); /* an id too long to remember: deleted again if seen */
-    else if (snprintf(id, sizeof id, "stale-%s", res_id) > 0 && qod_hmap_get(&n->subs, id))
-        return;
-    sub *o = calloc(1, sizeof *o);
-    size_t cap = strlen(n->base) + strlen(res_id) + 2;
-    char *loc = o ? malloc(cap) : NULL;
-    if (!loc) {
-        free(o);
-        return;
-    }
-    snprintf(loc, cap, "%s/%s", n->base, res_id);
-    qod_timer_init(&o->t, 0);
-    o->ended = true;
-    set_location(n, o, loc);
-    atomic_fetch_add(&n->held, 1);
-    if (!rename_sub(n, o, id)) {
-        sub_free(n, o);
-        return;
-    }
-    QOD_INFO("nef", "stale_delete", "location=%s", o->location);
-    start_delete(n, o);
 }
 
 static void run_job(void *arg)
