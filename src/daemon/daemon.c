@@ -260,7 +260,6 @@ static int delivery_fence(void *ctx, qod_store_batch *b, const char *id)
     return cluster_fence(((qod_daemon *)ctx)->cluster, b, id);
 }
 
-/* Shards of a node that died are ours now: their sessions, timers and pending callbacks too. */
 /* A lease could not be kept: another node may be doing this node's work already. Stop cleanly; a supervisor
  * starts the node again, and it joins afresh. */
 static void on_lease_lost(void *ctx)

@@ -152,7 +152,7 @@ static int sweep(tc *t)
         set_bit(t->used, m, false);
         removed++;
     }
-    t->swept = true;
+    t->swept = failed == 0;
     QOD_INFO("tc", "reconciled", "removed_stale_classes=%d failed=%d enforced_sessions=%zu", removed, failed,
              qod_hmap_count(&t->grants));
     return failed;
@@ -165,10 +165,8 @@ static int64_t tc_tick(void *arg, int64_t now)
     tc *t = arg;
     int64_t next = -1;
     pthread_mutex_lock(&t->mu);
-    if (!t->swept && now >= t->sweep_at && sweep(t) > 0) {
-        t->swept = false;
+    if (!t->swept && now >= t->sweep_at && sweep(t) > 0)
         t->sweep_at = now + SWEEP_RETRY_MS;
-    }
     if (!t->swept)
         next = t->sweep_at;
     pthread_mutex_unlock(&t->mu);
